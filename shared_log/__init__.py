@@ -1,0 +1,45 @@
+"""shared_log: a segmented, checksummed, append-only log store.
+
+Used by the edge agent (the local buffer) and the cloud broker (one log per
+topic-partition). Knows nothing of MQTT or HTTP. See docs/log-format.md.
+"""
+
+from ._config import CommitMode, CommitPolicy, FullPolicy, LogConfig
+from ._errors import (
+    CorruptBatch,
+    DiskFull,
+    InvalidRecord,
+    LogClosed,
+    LogError,
+    LogFull,
+    OffsetOutOfRange,
+)
+from ._files import atomic_write, read_checkpoint, write_checkpoint
+from ._log import FetchResult, Log, LogStats, append_durable, open_log
+from ._records import Record, StoredRecord
+from ._segment import CorruptRange
+
+__all__ = [
+    "CommitMode",
+    "CommitPolicy",
+    "CorruptBatch",
+    "CorruptRange",
+    "DiskFull",
+    "FetchResult",
+    "FullPolicy",
+    "InvalidRecord",
+    "Log",
+    "LogClosed",
+    "LogConfig",
+    "LogError",
+    "LogFull",
+    "LogStats",
+    "OffsetOutOfRange",
+    "Record",
+    "StoredRecord",
+    "append_durable",
+    "atomic_write",
+    "open_log",
+    "read_checkpoint",
+    "write_checkpoint",
+]

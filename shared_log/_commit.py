@@ -1,0 +1,142 @@
+"""Group commit: one fsync for many appends, and a way to wait for "my offset is durable".
+
+Strategy: appends only write to the page cache; a single flusher thread turns them into
+durable data. It sleeps until something is pending, lets more appends gather for at most
+``interval_ms`` (or until ``max_records`` are pending), then asks the log to fsync. While
+an fsync runs, new appends gather for the next one, so under load the fsync rate adapts
+to the disk. Waiters are a heap of (offset, wakeup) so that one fsync wakes everyone it
+covers, threads through a Condition and asyncio tasks through their loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+
+class DurabilityWaiters:
+    """Threads and asyncio futures waiting for ``durable_end > offset``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._durable_end = 0
+        self._futures: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._error: BaseException | None = None
+
+    @property
+    def durable_end(self) -> int:
+        return self._durable_end
+
+    def advance(self, durable_end: int) -> None:
+        with self._cond:
+            if durable_end <= self._durable_end:
+                return
+            self._durable_end = durable_end
+            self._cond.notify_all()
+            ready = []
+            while self._futures and self._futures[0][0] < durable_end:
+                ready.append(heapq.heappop(self._futures))
+        for _, _, loop, fut in ready:
+            loop.call_soon_threadsafe(_resolve, fut, None)
+
+    def fail(self, error: BaseException) -> None:
+        """Wake every waiter with ``error`` (the log was closed or cannot fsync)."""
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+            pending, self._futures = self._futures, []
+        for _, _, loop, fut in pending:
+            loop.call_soon_threadsafe(_resolve, fut, error)
+
+    def wait(self, offset: int, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._durable_end <= offset:
+                if self._error is not None:
+                    raise self._error
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def future(self, offset: int) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self._error is not None:
+                fut.set_exception(self._error)
+            elif self._durable_end > offset:
+                fut.set_result(None)
+            else:
+                heapq.heappush(self._futures, (offset, next(self._seq), loop, fut))
+        return fut
+
+
+def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+
+
+class GroupCommitter:
+    """The flusher thread. ``flush`` is the log's "fsync what is appended" callable."""
+
+    def __init__(
+        self,
+        flush: Callable[[], None],
+        interval_ms: float,
+        max_records: int,
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._flush = flush
+        self._interval = interval_ms / 1000.0
+        self._max_records = max_records
+        self._on_error = on_error
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._first_pending_at = 0.0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="shared-log-flusher", daemon=True)
+        self._thread.start()
+
+    def appended(self, records: int) -> None:
+        with self._cond:
+            if self._pending == 0:
+                self._first_pending_at = time.monotonic()
+            self._pending += records
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending == 0 and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and self._pending == 0:
+                    return
+                deadline = self._first_pending_at + self._interval
+                while (
+                    not self._stopping
+                    and self._pending < self._max_records
+                    and (remaining := deadline - time.monotonic()) > 0
+                ):
+                    self._cond.wait(remaining)
+                self._pending = 0
+            try:
+                self._flush()
+            except BaseException as exc:  # noqa: BLE001 - reported to waiters, thread goes on
+                self._on_error(exc)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()

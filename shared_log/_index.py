@@ -1,0 +1,105 @@
+"""Sparse offset index: relative offset -> file position.
+
+Strategy: the index is derived data, exactly as in Kafka. It is kept in memory as two
+parallel lists and appended to the ``.index`` file without fsync; on open it is loaded
+only if it is consistent with the segment file (sorted, inside the file, first entry at
+position 0), and otherwise rebuilt by scanning the segment. It is never trusted for
+correctness: a lookup gives a place to *start scanning* and the scan checks every batch.
+
+File layout: a sequence of 8-byte entries ``relative_offset u32 | position u32``
+(big-endian), relative to the segment's base offset.
+
+Not thread-safe on its own: the owning Segment serialises writers; readers take a
+snapshot of the list lengths, which only grow except under the segment lock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from pathlib import Path
+
+_ENTRY = struct.Struct(">II")
+ENTRY_SIZE = _ENTRY.size
+
+
+class OffsetIndex:
+    """In-memory sparse index with an append-only file behind it."""
+
+    def __init__(self, path: Path, base_offset: int) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self.offsets: list[int] = []  # relative offsets, ascending
+        self.positions: list[int] = []  # file positions, ascending
+        self._pending = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def add(self, offset: int, position: int) -> None:
+        rel = offset - self.base_offset
+        if self.offsets and (rel <= self.offsets[-1] or position <= self.positions[-1]):
+            return
+        self.offsets.append(rel)
+        self.positions.append(position)
+        self._pending += _ENTRY.pack(rel, position)
+
+    def lookup(self, offset: int) -> tuple[int, int]:
+        """The greatest indexed (offset, position) with offset <= ``offset``, or (base, 0)."""
+        i = bisect.bisect_right(self.offsets, offset - self.base_offset) - 1
+        if i < 0:
+            return self.base_offset, 0
+        return self.base_offset + self.offsets[i], self.positions[i]
+
+    def write_pending(self) -> None:
+        """Append unsaved entries to the file (no fsync: the index is rebuilt if lost)."""
+        if self._pending:
+            with open(self.path, "ab") as f:
+                f.write(self._pending)
+            self._pending.clear()
+
+    def truncate_to(self, position: int) -> None:
+        """Drop entries at or after ``position`` and rewrite the file."""
+        i = bisect.bisect_left(self.positions, position)
+        del self.offsets[i:]
+        del self.positions[i:]
+        self.rewrite()
+
+    def rewrite(self) -> None:
+        data = b"".join(_ENTRY.pack(o, p) for o, p in zip(self.offsets, self.positions, strict=True))
+        with open(self.path, "wb") as f:
+            f.write(data)
+        self._pending.clear()
+
+    def load(self, file_size: int) -> bool:
+        """Load the file; False (and empty) when missing or inconsistent with the segment."""
+        self.offsets.clear()
+        self.positions.clear()
+        self._pending.clear()
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return False
+        if len(data) % ENTRY_SIZE:
+            return False
+        last_o, last_p = -1, -1
+        for rel, pos in _ENTRY.iter_unpack(data):
+            if rel <= last_o or pos <= last_p or pos >= file_size:
+                self.offsets.clear()
+                self.positions.clear()
+                return False
+            self.offsets.append(rel)
+            self.positions.append(pos)
+            last_o, last_p = rel, pos
+        if self.offsets and self.positions[0] != 0:
+            self.offsets.clear()
+            self.positions.clear()
+            return False
+        return True
+
+    def delete(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

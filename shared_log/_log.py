@@ -1,0 +1,413 @@
+"""The log: an ordered set of segments with one writer, many readers.
+
+Strategy: the Log decides *which* segment (roll, retention, full policy, recovery point)
+and *when* data is durable (commit policy); the Segment does the bytes. Offsets are dense,
+start at the first segment's base offset and are never reused: deleting segments moves
+the start forward, and an empty log after deletions keeps its next offset in the name of
+its empty active segment.
+
+Recovery on open reads the ``recovery-point`` checkpoint (all offsets below it were
+fsynced when it was written: at every roll and at close) and only verifies segments from
+the one holding that offset, so a large log opens in time proportional to one segment.
+
+Concurrency: one writer thread/task calls append, flush, delete_before and the retention
+methods. Readers in other threads may call read/fetch concurrently: they take the lock
+only to snapshot the segment list and sizes. The group-commit flusher is a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._commit import DurabilityWaiters, GroupCommitter
+from ._config import CommitMode, FullPolicy, LogConfig
+from ._errors import LogClosed, LogFull, OffsetOutOfRange
+from ._files import LOG_SUFFIX, parse_segment_name, read_checkpoint, write_checkpoint
+from ._records import Record, StoredRecord, decode_records, encode_batch
+from ._segment import CorruptRange, Segment
+
+RECOVERY_POINT = "recovery-point"
+
+
+@dataclass
+class LogStats:
+    """Counters a caller exports as metrics. Monotonic for the life of the Log object."""
+
+    appended_records: int = 0
+    appended_batches: int = 0
+    fsyncs: int = 0
+    dropped_records: int = 0  # full policy drop_oldest
+    dropped_bytes: int = 0
+    rejected_records: int = 0  # full policy reject_new (and disk full)
+    rejected_batches: int = 0
+    retention_deleted_records: int = 0
+    corrupt_batches: int = 0
+    corrupt_records: int = 0
+    truncated_bytes_on_open: int = 0
+    corrupt_ranges: list[CorruptRange] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What a read found: records, where to continue, and offsets lost to corruption."""
+
+    records: list[StoredRecord]
+    next_offset: int
+    skipped: list[CorruptRange]
+
+
+class Log:
+    """A segmented, checksummed, append-only log in one directory."""
+
+    def __init__(self, directory: str | os.PathLike[str], config: LogConfig | None = None,
+                 *, read_only: bool = False) -> None:
+        self.directory = Path(directory)
+        self.config = config or LogConfig()
+        self.read_only = read_only
+        self.stats = LogStats()
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._closed = False
+        self._failed: BaseException | None = None
+        self._seen_corrupt: set[tuple[int, int]] = set()
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self._segments: list[Segment] = []
+        self._bases: list[int] = []
+        self._open_segments()
+        self._size = sum(s.size for s in self._segments)
+        self._waiters = DurabilityWaiters()
+        self._waiters.advance(self.end_offset)  # everything recovered is on disk
+        self._committer: GroupCommitter | None = None
+        if not read_only and self.config.commit.mode is CommitMode.GROUP:
+            c = self.config.commit
+            self._committer = GroupCommitter(self.flush, c.interval_ms, c.max_records,
+                                             self._flush_failed)
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _open_segments(self) -> None:
+        bases = sorted(
+            b for name in os.listdir(self.directory)
+            if (b := parse_segment_name(name, LOG_SUFFIX)) is not None
+        ) if self.directory.exists() else []
+        if not bases:
+            if self.read_only:
+                raise FileNotFoundError(f"no log segments in {self.directory}")
+            bases = [0]
+        interval = self.config.index_interval_bytes
+        self._segments = [Segment(self.directory, b, interval, read_only=self.read_only)
+                          for b in bases]
+        self._bases = list(bases)
+        for seg, nxt in zip(self._segments, bases[1:], strict=False):
+            seg.next_offset = nxt
+        rp = read_checkpoint(self.directory / RECOVERY_POINT, {}).get("offset", 0)
+        first = max(0, bisect.bisect_right(self._bases, rp) - 1) if isinstance(rp, int) else 0
+        for i in range(first, len(self._segments)):
+            seg = self._segments[i]
+            self.stats.truncated_bytes_on_open += seg.recover(truncate=not self.read_only)
+            if i + 1 < len(self._segments) and seg.next_offset < self._bases[i + 1]:
+                # A sealed segment lost batches to corruption: the offsets stay reserved.
+                self._note_corrupt(CorruptRange(seg.base_offset, seg.size, 0,
+                                                seg.next_offset, self._bases[i + 1] - 1))
+                seg.next_offset = self._bases[i + 1]
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def start_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
+    def end_offset(self) -> int:
+        """The next offset to be written (Kafka's log end offset)."""
+        return self._segments[-1].next_offset
+
+    @property
+    def durable_offset(self) -> int:
+        """Every offset below this is on disk under the commit policy."""
+        if self.config.commit.mode is CommitMode.OS:
+            return self.end_offset
+        return self._waiters.durable_end
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The fsync error that stopped durability, if any (the log refuses appends)."""
+        return self._failed
+
+    def segments_info(self) -> list[tuple[int, int, int]]:
+        """(base_offset, next_offset, size_bytes) of every segment, oldest first."""
+        with self._lock:
+            return [(s.base_offset, s.next_offset, s.size) for s in self._segments]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(self, records: Sequence[Record]) -> tuple[int, int]:
+        """Append one batch; returns (first_offset, last_offset).
+
+        With the EVERY_BATCH policy the batch is durable on return; with GROUP, await
+        ``wait_durable_async(last_offset)`` (or ``wait_durable``) before acknowledging it.
+        Raises LogFull (reject_new, or a batch larger than the cap) and DiskFull (ENOSPC),
+        in both cases with nothing written.
+        """
+        with self._lock:
+            self._check_writable()
+            base = self.end_offset
+            data = encode_batch(base, records)
+            n = len(records)
+            try:
+                self._make_room(len(data), n)
+                active = self._segments[-1]
+                if active.size and active.size + len(data) > self.config.segment_bytes:
+                    self._roll()
+                    active = self._segments[-1]
+                active.append(data, base, n)
+            except LogFull:
+                self.stats.rejected_batches += 1
+                self.stats.rejected_records += n
+                raise
+            self._size += len(data)
+            self.stats.appended_records += n
+            self.stats.appended_batches += 1
+        mode = self.config.commit.mode
+        if mode is CommitMode.EVERY_BATCH:
+            self.flush()
+        elif self._committer is not None:
+            self._committer.appended(n)
+        return base, base + n - 1
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise LogClosed(f"log {self.directory} is closed")
+        if self.read_only:
+            raise LogClosed(f"log {self.directory} is open read-only")
+        if self._failed is not None:
+            raise LogClosed(f"log {self.directory} failed to fsync: {self._failed}")
+
+    def _make_room(self, nbytes: int, nrecords: int) -> None:
+        cap = self.config.max_bytes
+        if cap is None or self._size + nbytes <= cap:
+            return
+        if nbytes > cap:
+            raise LogFull(f"a batch of {nbytes} bytes is larger than the log cap of {cap} bytes")
+        if self.config.full_policy is FullPolicy.REJECT_NEW:
+            raise LogFull(
+                f"log {self.directory.name} is full ({self._size} of {cap} bytes); "
+                "the batch was rejected and nothing existing was touched"
+            )
+        while self._size + nbytes > cap:
+            if len(self._segments) == 1:
+                if not self._segments[0].size:
+                    break
+                self._roll()
+            seg = self._segments[0]
+            self.stats.dropped_records += seg.next_offset - seg.base_offset
+            self.stats.dropped_bytes += seg.size
+            self._delete_first()
+
+    def _roll(self) -> None:
+        """Seal the active segment (fsync) and start a new one at the end offset."""
+        old = self._segments[-1]
+        old.seal()
+        self.stats.fsyncs += 1
+        base = old.next_offset
+        seg = Segment(self.directory, base, self.config.index_interval_bytes)
+        seg.next_offset = base
+        self._segments.append(seg)
+        self._bases.append(base)
+        self._waiters.advance(base)
+        write_checkpoint(self.directory / RECOVERY_POINT, {"offset": base})
+
+    def _delete_first(self) -> None:
+        seg = self._segments.pop(0)
+        self._bases.pop(0)
+        self._size -= seg.size
+        seg.delete()
+
+    def roll(self) -> None:
+        """Seal the active segment now if it holds anything (tests, tools, retention)."""
+        with self._lock:
+            self._check_writable()
+            if self._segments[-1].size:
+                self._roll()
+
+    def flush(self) -> None:
+        """Return once everything appended before the call is on disk."""
+        with self._flush_lock:
+            with self._lock:
+                if self._closed:
+                    return
+                seg = self._segments[-1]
+                end = seg.next_offset
+            if end <= self._waiters.durable_end:
+                return
+            seg.flush()
+            self.stats.fsyncs += 1
+            self._waiters.advance(end)
+
+    def _flush_failed(self, exc: BaseException) -> None:
+        self._failed = exc
+        self._waiters.fail(LogClosed(f"log {self.directory} failed to fsync: {exc}"))
+
+    def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
+        """Block until ``offset`` is durable; False on timeout."""
+        if self.config.commit.mode is CommitMode.OS:
+            return True
+        return self._waiters.wait(offset, timeout)
+
+    async def wait_durable_async(self, offset: int) -> None:
+        """Wait in asyncio until ``offset`` is durable (many callers share one fsync)."""
+        if self.config.commit.mode is CommitMode.OS:
+            return
+        await self._waiters.future(offset)
+
+    # -- deletion and retention ----------------------------------------------------------
+
+    def delete_before(self, offset: int) -> int:
+        """Delete whole sealed segments whose records are all below ``offset``.
+
+        The edge calls this with the offset the cloud acknowledged. Returns the number of
+        records deleted. The active segment is never deleted.
+        """
+        deleted = 0
+        with self._lock:
+            while len(self._segments) > 1 and self._segments[0].next_offset <= offset:
+                seg = self._segments[0]
+                deleted += seg.next_offset - seg.base_offset
+                self._delete_first()
+        return deleted
+
+    def enforce_retention(self, now: float | None = None) -> int:
+        """Apply retention_bytes and retention_ms to sealed segments; returns records deleted."""
+        now = time.time() if now is None else now
+        cfg = self.config
+        deleted = 0
+        with self._lock:
+            while len(self._segments) > 1:
+                seg = self._segments[0]
+                too_big = cfg.retention_bytes is not None and self._size > cfg.retention_bytes
+                too_old = cfg.retention_ms is not None and (
+                    (now - seg.mtime) * 1000 > cfg.retention_ms
+                )
+                if not (too_big or too_old):
+                    break
+                deleted += seg.next_offset - seg.base_offset
+                self._delete_first()
+            self.stats.retention_deleted_records += deleted
+        return deleted
+
+    # -- reading -------------------------------------------------------------------------
+
+    def fetch(self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20) -> FetchResult:
+        """Records from ``offset`` on, whole batches, at least one batch if any exists.
+
+        Raises OffsetOutOfRange below the start or above the end; at the end returns no
+        records. Corrupt batches are skipped, reported in ``skipped`` and counted.
+        """
+        if max_records < 1 or max_bytes < 1:
+            raise ValueError("max_records and max_bytes must be >= 1")
+        with self._lock:
+            if self._closed:
+                raise LogClosed(f"log {self.directory} is closed")
+            segments = list(self._segments)
+            limits = [s.size for s in segments]
+            ends = [s.next_offset for s in segments]
+        start, end = segments[0].base_offset, ends[-1]
+        if offset < start or offset > end:
+            raise OffsetOutOfRange(offset, start, end)
+        out: list[StoredRecord] = []
+        skipped: list[CorruptRange] = []
+        nbytes = 0
+        i = bisect.bisect_right([s.base_offset for s in segments], offset) - 1
+        pos = offset
+        for seg, limit, seg_end in zip(segments[i:], limits[i:], ends[i:], strict=True):
+            for item in seg.read_batches(pos, limit, seg_end):
+                if isinstance(item, CorruptRange):
+                    self._note_corrupt(item)
+                    skipped.append(item)
+                    pos = item.last + 1
+                    continue
+                info, view = item
+                if out and nbytes + info.size > max_bytes:
+                    return FetchResult(out, pos, skipped)
+                for rec in decode_records(view, info):
+                    if rec.offset >= pos:
+                        out.append(rec)
+                        if len(out) >= max_records:
+                            return FetchResult(out, rec.offset + 1, skipped)
+                nbytes += info.size
+                pos = info.next_offset
+            pos = max(pos, seg_end)
+        return FetchResult(out, pos, skipped)
+
+    def read(self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
+             ) -> list[StoredRecord]:
+        """The records of ``fetch``."""
+        return self.fetch(offset, max_records, max_bytes).records
+
+    def _note_corrupt(self, item: CorruptRange) -> None:
+        key = (item.segment, item.position)
+        with self._lock:
+            if key in self._seen_corrupt:
+                return
+            self._seen_corrupt.add(key)
+            self.stats.corrupt_batches += 1
+            self.stats.corrupt_records += item.count
+            self.stats.corrupt_ranges.append(item)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, persist the recovery point and close. Idempotent."""
+        if self._closed:
+            return
+        if self._committer is not None:
+            self._committer.stop()
+        with self._lock:
+            if not self.read_only and self._failed is None:
+                self._segments[-1].seal()
+                write_checkpoint(self.directory / RECOVERY_POINT, {"offset": self.end_offset})
+                self._waiters.advance(self.end_offset)
+            self._closed = True
+            for s in self._segments:
+                s.close()
+        self._waiters.fail(LogClosed(f"log {self.directory} is closed"))
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Log({str(self.directory)!r}, start={self.start_offset}, "
+                f"end={self.end_offset}, segments={len(self._segments)})")
+
+
+def open_log(directory: str | os.PathLike[str], config: LogConfig | None = None) -> Log:
+    """Open (creating when missing) the log in ``directory``, recovering after a crash."""
+    return Log(directory, config)
+
+
+async def append_durable(log: Log, records: Sequence[Record]) -> tuple[int, int]:
+    """Append and wait until durable, without blocking the event loop on an fsync."""
+    if log.config.commit.mode is CommitMode.EVERY_BATCH:
+        return await asyncio.to_thread(log.append, records)
+    first, last = log.append(records)
+    await log.wait_durable_async(last)
+    return first, last
