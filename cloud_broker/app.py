@@ -1,0 +1,128 @@
+"""The broker's ASGI app: wiring of storage, ingest, auth and metrics.
+
+Strategy: ``Broker`` owns the long-lived parts (partition store, ingestor, token store,
+metrics, background tasks); ``create_app`` exposes them over Starlette routes. Route
+handlers live in small modules per concern (``http_ingest``...), each a thin adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import http_ingest
+from .auth import TokenStore
+from .config import BrokerConfig, TopicConfig
+from .ingest import Ingestor
+from .metrics import BrokerMetrics
+from .openapi import OPENAPI
+from .storage import PartitionStore, UnknownTopic
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    """Everything one broker process holds. Created and closed by the app's lifespan."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.store = PartitionStore(config.data_dir, config.commit_interval_ms)
+        for topic in config.topics.values():
+            self.store.ensure_topic(topic)
+        self._reopen_auto_created()
+        self.ingestor = Ingestor(self.store, config.data_dir,
+                                 config.state_checkpoint_ms / 1000)
+        self.ingestor.recover()
+        self.tokens = TokenStore(config)
+        self.metrics = BrokerMetrics(self.store)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _reopen_auto_created(self) -> None:
+        """Topics created on first ingest are not in the config: reopen them from disk."""
+        if not self.config.auto_create_partitions:
+            return
+        for tdir in sorted(self.store.root.iterdir()) if self.store.root.exists() else []:
+            if tdir.is_dir() and tdir.name not in self.config.topics:
+                self.ensure_topic_for_ingest(tdir.name)
+
+    def ensure_topic_for_ingest(self, topic: str) -> None:
+        try:
+            self.store.partitions(topic)
+        except UnknownTopic:
+            if not self.config.auto_create_partitions:
+                raise
+            self.store.ensure_topic(TopicConfig(topic, self.config.auto_create_partitions))
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.ingestor.run_checkpoints()))
+        self._tasks.append(asyncio.create_task(self._retention_loop()))
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            try:
+                deleted = await asyncio.to_thread(self.store.enforce_retention)
+                if deleted:
+                    log.info("retention deleted %d records", deleted)
+            except OSError as exc:
+                log.warning("retention failed: %s", exc)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        try:
+            await self.ingestor.checkpoint()
+        except Exception as exc:
+            log.warning("final ingest checkpoint failed: %s", exc)
+        self.store.close()
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        failed = [f"{p.topic}/{p.index}" for p in self.store if p.log.failed is not None]
+        return (not failed), {"status": "ok" if not failed else "failing",
+                              "failed_partitions": failed, "topics": self.store.topics()}
+
+
+async def healthz(request: Request) -> Response:
+    ok, body = request.app.state.broker.health()
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.broker.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(OPENAPI)
+
+
+def create_app(config: BrokerConfig, extra_routes: list[Route] | None = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        broker = Broker(config)
+        app.state.broker = broker
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+
+    routes = [
+        Route("/v1/ingest/{topic}", http_ingest.ingest, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *(extra_routes or []),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,107 @@
+"""The ingest endpoint: a thin HTTP adapter around ``uplink`` and ``Ingestor``.
+
+Strategy: check what is cheap first (auth, size, encoding), decode with the shared codec,
+let the Ingestor decide and write, and answer with the codec's ack or refusal. Every way
+a request can be wrong maps to one status with a JSON body naming the problem:
+401 no/unknown token, 403 token of another edge, 404 unknown topic, 400 malformed batch
+(with the field), 413 body too large, 415 unknown Content-Encoding, 409 gap (with the
+expected offset), 503 not durable now (retry).
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from uplink import (
+    Ack,
+    BodyTooLarge,
+    MalformedBatch,
+    UnsupportedEncoding,
+    decode_batch,
+    encode_ack,
+    encode_refusal,
+    is_safe_name,
+)
+
+from .auth import AuthError
+from .errors import error
+from .ingest import IngestUnavailable
+from .storage import UnknownTopic
+
+CBOR = "application/cbor"
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (checked while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reply(request: Request, status: int, payload: dict, cbor_body: bytes) -> Response:
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse(payload, status_code=status)
+    return Response(cbor_body, status_code=status, media_type=CBOR)
+
+
+async def ingest(request: Request) -> Response:
+    broker = request.app.state.broker
+    metrics = broker.metrics
+    started = time.perf_counter()
+    resp = await _ingest(request, broker)
+    metrics.ingest_requests.labels(str(resp.status_code)).inc()
+    metrics.ingest_latency.observe(time.perf_counter() - started)
+    return resp
+
+
+async def _ingest(request: Request, broker) -> Response:  # type: ignore[no-untyped-def]
+    topic = request.path_params["topic"]
+    try:
+        principal = broker.tokens.authenticate(request.headers.get("authorization"))
+    except AuthError as exc:
+        return error(401, str(exc))
+    if not is_safe_name(topic):
+        return error(400, f"topic {topic!r} is not a safe name", "topic")
+    ctype = request.headers.get("content-type", CBOR).split(";")[0].strip()
+    if ctype != CBOR:
+        return error(415, f"Content-Type must be {CBOR}, got {ctype!r}", "content-type")
+    body = await read_body(request, broker.config.max_body_bytes)
+    if body is None:
+        return error(413, f"body larger than {broker.config.max_body_bytes} bytes", "body")
+    broker.metrics.ingest_bytes.inc(len(body))
+    try:
+        batch = decode_batch(body, request.headers.get("content-encoding"),
+                             max_decompressed_size=broker.config.max_body_bytes * 8)
+    except UnsupportedEncoding as exc:
+        return error(415, str(exc), exc.field)
+    except BodyTooLarge as exc:
+        return error(413, str(exc), exc.field)
+    except MalformedBatch as exc:
+        return error(400, str(exc), exc.field)
+    if not principal.may_ingest_as(batch.edge_id):
+        return error(403, f"this token may not ingest as edge {batch.edge_id!r}", "edge_id")
+    try:
+        broker.ensure_topic_for_ingest(topic)
+        reply = await broker.ingestor.ingest(topic, batch)
+    except UnknownTopic as exc:
+        return error(404, str(exc), "topic")
+    except IngestUnavailable as exc:
+        resp = error(503, f"not durable now, retry: {exc}")
+        resp.headers["Retry-After"] = "1"
+        return resp
+    if isinstance(reply, Ack):
+        broker.metrics.ingest_outcomes.labels(reply.status.value).inc()
+        return _reply(request, 200, reply.to_dict(), encode_ack(reply))
+    broker.metrics.ingest_outcomes.labels(reply.code.value).inc()
+    return _reply(request, 409, reply.to_dict(), encode_refusal(reply))

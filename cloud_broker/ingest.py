@@ -1,0 +1,289 @@
+"""Ingest: apply uplink batches to partitions exactly once (G3), durably (G1), in order (G4).
+
+Strategy: the position rules live in ``uplink.decide``; this module adds the two things a
+multi-partition store needs on top of them.
+
+1. **A per-partition filter.** A batch's records spread over several partitions, and a
+   crash can leave some partitions holding their part and others not. So besides the
+   per-source acked offset, we keep for every partition the highest edge offset it holds
+   from each source (edge, stream, generation). A record is appended only if its edge
+   offset is above that mark. Because one source's records reach a partition in edge-offset
+   order (one source is processed at a time) and a shared_log batch is all-or-nothing on
+   disk, "above the mark" is exactly "not yet stored". This makes any retry, rewind or
+   replay harmless, so the per-source acked offset only has to be *conservative*.
+
+2. **State derived from the data.** Every stored record carries an ``origin`` header
+   ``edge/stream/generation/offset``. On start the per-partition marks are rebuilt by
+   replaying each partition from the last state checkpoint (or from its start when the
+   checkpoint does not fit the data), so after kill -9 the dedup state matches the
+   partitions exactly. The checkpoint holds only durable facts and is written lazily;
+   a stale one costs a replay or a rewind of the edge, never a duplicate or a loss.
+
+Acks wait for durability of the batch's own appends *and* of every earlier batch of the
+same source (a chain of futures), so an ack never covers data still in the page cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared_log import LogError, Record, read_checkpoint, write_checkpoint
+from uplink import Ack, Batch, DecisionKind, Refusal, UplinkRecord, decide, reply_for
+
+from .partitioner import partition_for
+from .storage import Partition, PartitionStore, UnknownTopic
+
+log = logging.getLogger(__name__)
+
+ORIGIN_HEADER = "origin"
+STATE_FILE = "ingest-state.json"
+Source = tuple[str, str, str]  # (edge_id, stream, generation)
+
+
+class IngestUnavailable(Exception):
+    """The batch could not be made durable now (full disk, fsync error); retry later."""
+
+
+def origin_value(source: Source, offset: int) -> bytes:
+    return f"{source[0]}/{source[1]}/{source[2]}/{offset}".encode()
+
+
+def parse_origin(value: bytes) -> tuple[Source, int] | None:
+    try:
+        edge, stream, gen, off = value.decode().split("/")
+        return (edge, stream, gen), int(off)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _skey(source: Source) -> str:
+    return "/".join(source)
+
+
+def _parse_skey(text: str) -> Source | None:
+    parts = text.split("/")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
+@dataclass
+class IngestStats:
+    batches: int = 0
+    records_written: int = 0
+    records_deduplicated: int = 0
+    duplicates: int = 0
+    partials: int = 0
+    gaps: int = 0
+    new_generations: int = 0
+    unavailable: int = 0
+
+
+class Ingestor:
+    """Applies batches to a PartitionStore. Runs on one asyncio event loop."""
+
+    def __init__(self, store: PartitionStore, state_dir: Path,
+                 checkpoint_interval_s: float = 1.0) -> None:
+        self.store = store
+        self.state_path = Path(state_dir) / STATE_FILE
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.stats = IngestStats()
+        # Optimistic: highest offset appended with the whole batch appended (used by decide).
+        self._acked: dict[Source, int] = {}
+        # Acked to the edge: durable. Checkpointed.
+        self._durable: dict[Source, int] = {}
+        self._marks: dict[tuple[str, int], dict[Source, int]] = defaultdict(dict)
+        self._locks: dict[Source, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tails: dict[Source, asyncio.Future[None]] = {}
+        self._pcache: dict[tuple[bytes, int], int] = {}
+        self._checkpoint_task: asyncio.Task[None] | None = None
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Rebuild dedup state from the checkpoint and the partitions' tails."""
+        state = read_checkpoint(self.state_path, {})
+        if not isinstance(state, dict):
+            state = {}
+        for text, off in (state.get("acked") or {}).items():
+            src = _parse_skey(text)
+            if src is not None and isinstance(off, int):
+                self._acked[src] = self._durable[src] = off
+        parts_state = state.get("partitions") or {}
+        replayed = 0
+        for part in self.store:
+            key = f"{part.topic}/{part.index}"
+            saved = parts_state.get(key) if isinstance(parts_state, dict) else None
+            marks: dict[Source, int] = {}
+            start = part.log.start_offset
+            if (isinstance(saved, dict) and isinstance(saved.get("end"), int)
+                    and start <= saved["end"] <= part.log.end_offset):
+                for text, off in (saved.get("sources") or {}).items():
+                    src = _parse_skey(text)
+                    if src is not None and isinstance(off, int):
+                        marks[src] = off
+                start = saved["end"]
+            replayed += self._replay(part, start, marks)
+            self._marks[(part.topic, part.index)] = marks
+        if replayed:
+            log.info("ingest state: replayed %d records from partition tails", replayed)
+
+    @staticmethod
+    def _replay(part: Partition, start: int, marks: dict[Source, int]) -> int:
+        offset, n = start, 0
+        while offset < part.log.end_offset:
+            res = part.log.fetch(offset, max_records=10_000, max_bytes=8 << 20)
+            for rec in res.records:
+                for name, value in rec.headers:
+                    if name == ORIGIN_HEADER and (o := parse_origin(value)) is not None:
+                        src, eoff = o
+                        if eoff > marks.get(src, -1):
+                            marks[src] = eoff
+            n += len(res.records)
+            if res.next_offset <= offset:
+                break
+            offset = res.next_offset
+        return n
+
+    # -- ingest --------------------------------------------------------------------------
+
+    def _partition_of(self, key: bytes, n: int) -> int:
+        ck = (key, n)
+        p = self._pcache.get(ck)
+        if p is None:
+            if len(self._pcache) > 200_000:
+                self._pcache.clear()
+            p = self._pcache[ck] = partition_for(key, n)
+        return p
+
+    async def ingest(self, topic: str, batch: Batch) -> Ack | Refusal:
+        """Apply ``batch`` to ``topic``; returns the reply once it is durable.
+
+        Raises UnknownTopic, and IngestUnavailable when the partitions cannot take it now.
+        """
+        parts = self.store.partitions(topic)
+        source: Source = (batch.edge_id, batch.stream, batch.generation)
+        self.stats.batches += 1
+        waits: list[tuple[Partition, int]] = []
+        async with self._locks[source]:
+            decision = decide(self._acked.get(source), batch)
+            kind = decision.kind
+            if kind is DecisionKind.GAP:
+                self.stats.gaps += 1
+                return reply_for(batch, decision)
+            if kind is DecisionKind.DUPLICATE:
+                self.stats.duplicates += 1
+                tail = self._tails.get(source)
+            else:
+                if kind is DecisionKind.PARTIAL:
+                    self.stats.partials += 1
+                elif kind is DecisionKind.NEW_GENERATION:
+                    self.stats.new_generations += 1
+                waits = self._append(topic, parts, source, decision.records_to_write)
+                self._acked[source] = decision.new_acked_offset
+                prev = self._tails.get(source)
+                tail = asyncio.ensure_future(_durable_after(prev, waits))
+                self._tails[source] = tail
+        if tail is not None:
+            try:
+                await asyncio.shield(tail)
+            except (LogError, OSError) as exc:
+                self._reset(source)
+                self.stats.unavailable += 1
+                raise IngestUnavailable(f"partition fsync failed: {exc}") from exc
+        acked = decision.new_acked_offset
+        if acked > self._durable.get(source, -1):
+            self._durable[source] = acked
+        if kind is not DecisionKind.DUPLICATE:
+            for p in {p for p, _ in waits}:
+                p.notify()
+        return reply_for(batch, decision)
+
+    def _append(self, topic: str, parts: list[Partition], source: Source,
+                records: Iterable[UplinkRecord]) -> list[tuple[Partition, int]]:
+        n = len(parts)
+        groups: dict[int, list[Record]] = {}
+        lasts: dict[int, int] = {}
+        written = dedup = 0
+        prefix = f"{source[0]}/{source[1]}/{source[2]}/"
+        for r in records:
+            p = self._partition_of(r.key, n) if n > 1 else 0
+            marks = self._marks[(topic, p)]
+            if r.offset <= marks.get(source, -1):
+                dedup += 1
+                continue
+            headers = (*r.headers, (ORIGIN_HEADER, (prefix + str(r.offset)).encode()))
+            groups.setdefault(p, []).append(Record(r.key, r.value, r.timestamp, headers))
+            lasts[p] = r.offset
+        waits: list[tuple[Partition, int]] = []
+        try:
+            for p, recs in groups.items():
+                part = parts[p]
+                _first, last = part.log.append(recs)
+                self._marks[(topic, p)][source] = lasts[p]
+                waits.append((part, last))
+                written += len(recs)
+        except (LogError, OSError) as exc:
+            # Appended parts stay (their marks filter them on retry); the source's acked
+            # offset is not advanced, so the edge resends and only missing parts are written.
+            self.stats.unavailable += 1
+            log.warning("ingest of %s into %s failed: %s", _skey(source), topic, exc)
+            raise IngestUnavailable(str(exc)) from exc
+        finally:
+            self.stats.records_written += written
+            self.stats.records_deduplicated += dedup
+        return waits
+
+    def _reset(self, source: Source) -> None:
+        """After a durability failure fall back to what was acked durable."""
+        if source in self._durable:
+            self._acked[source] = self._durable[source]
+        else:
+            self._acked.pop(source, None)
+        self._tails.pop(source, None)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def acked_offset(self, source: Source) -> int | None:
+        return self._durable.get(source)
+
+    async def checkpoint(self) -> None:
+        """Persist durable facts: acked offsets and per-partition marks at a durable end."""
+        snap_parts = {}
+        waits = []
+        for part in self.store:
+            end = part.log.end_offset
+            marks = self._marks.get((part.topic, part.index), {})
+            snap_parts[f"{part.topic}/{part.index}"] = {
+                "end": end, "sources": {_skey(s): o for s, o in marks.items()},
+            }
+            if end > 0:
+                waits.append(part.log.wait_durable_async(end - 1))
+        acked = {_skey(s): o for s, o in self._durable.items()}
+        await asyncio.gather(*waits)
+        state = {"version": 1, "written_at": time.time(), "acked": acked,
+                 "partitions": snap_parts}
+        await asyncio.to_thread(write_checkpoint, self.state_path, state)
+
+    async def run_checkpoints(self) -> None:
+        """Background task: checkpoint periodically (cancel it to stop)."""
+        while True:
+            await asyncio.sleep(self.checkpoint_interval_s)
+            try:
+                await self.checkpoint()
+            except (LogError, OSError) as exc:
+                log.warning("ingest state checkpoint failed: %s", exc)
+
+
+async def _durable_after(prev: asyncio.Future[None] | None,
+                         waits: list[tuple[Partition, int]]) -> None:
+    if prev is not None:
+        await prev
+    await asyncio.gather(*(p.log.wait_durable_async(last) for p, last in waits))
+
+
+__all__ = ["ORIGIN_HEADER", "IngestUnavailable", "Ingestor", "UnknownTopic", "parse_origin"]

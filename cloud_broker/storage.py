@@ -1,0 +1,116 @@
+"""Partition storage: one shared_log Log per topic-partition.
+
+Strategy: the broker's durable data is nothing but these logs, laid out as
+``<data_dir>/topics/<topic>/<partition>/``. Everything else the broker keeps (ingest
+dedup state, consumer offsets) is either derived from them or stored beside them. Topics
+come from the config; the partition count of an existing topic is recorded in
+``topic.json`` and may only grow, because shrinking would re-map device keys (G4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from shared_log import CommitMode, CommitPolicy, Log, LogConfig, read_checkpoint, write_checkpoint
+
+from .config import SAFE_NAME, TopicConfig
+
+
+class UnknownTopic(LookupError):
+    """The topic (or partition) does not exist."""
+
+
+class Partition:
+    """A topic-partition: its log and a notifier for long-polling readers."""
+
+    def __init__(self, topic: str, index: int, log: Log) -> None:
+        self.topic = topic
+        self.index = index
+        self.log = log
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._lock = threading.Lock()
+
+    def notify(self) -> None:
+        """Wake long-pollers (called after records became durable)."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, ev in waiters:
+            loop.call_soon_threadsafe(ev.set)
+
+    def waiter(self) -> asyncio.Event:
+        ev = asyncio.Event()
+        with self._lock:
+            self._waiters.append((asyncio.get_running_loop(), ev))
+        return ev
+
+
+class PartitionStore:
+    """All topic-partitions of one broker. Single event loop writes; reads may be threads."""
+
+    def __init__(self, data_dir: Path, commit_interval_ms: float = 1.0) -> None:
+        self.root = Path(data_dir) / "topics"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.commit_interval_ms = commit_interval_ms
+        self._topics: dict[str, list[Partition]] = {}
+        self._configs: dict[str, TopicConfig] = {}
+
+    def ensure_topic(self, cfg: TopicConfig) -> list[Partition]:
+        """Open (creating when new) every partition of a topic."""
+        if not SAFE_NAME.match(cfg.name):
+            raise ValueError(f"unsafe topic name {cfg.name!r}")
+        tdir = self.root / cfg.name
+        tdir.mkdir(parents=True, exist_ok=True)
+        meta = read_checkpoint(tdir / "topic.json", {})
+        existing = meta.get("partitions", 0) if isinstance(meta, dict) else 0
+        if isinstance(existing, int) and existing > cfg.partitions:
+            raise ValueError(
+                f"topic {cfg.name} has {existing} partitions on disk; the config asks for "
+                f"{cfg.partitions}, and partitions can only be added"
+            )
+        if existing != cfg.partitions:
+            write_checkpoint(tdir / "topic.json", {"partitions": cfg.partitions})
+        parts = self._topics.get(cfg.name, [])
+        log_cfg = LogConfig(
+            segment_bytes=cfg.segment_bytes,
+            commit=CommitPolicy(CommitMode.GROUP, interval_ms=self.commit_interval_ms),
+            retention_bytes=cfg.retention_bytes,
+            retention_ms=cfg.retention_ms,
+        )
+        for i in range(len(parts), cfg.partitions):
+            parts.append(Partition(cfg.name, i, Log(tdir / str(i), log_cfg)))
+        self._topics[cfg.name] = parts
+        self._configs[cfg.name] = cfg
+        return parts
+
+    def partitions(self, topic: str) -> list[Partition]:
+        try:
+            return self._topics[topic]
+        except KeyError:
+            raise UnknownTopic(f"unknown topic {topic!r}") from None
+
+    def partition(self, topic: str, index: int) -> Partition:
+        parts = self.partitions(topic)
+        if not 0 <= index < len(parts):
+            raise UnknownTopic(f"topic {topic!r} has partitions 0..{len(parts) - 1}, not {index}")
+        return parts[index]
+
+    def topic_config(self, topic: str) -> TopicConfig:
+        self.partitions(topic)
+        return self._configs[topic]
+
+    def topics(self) -> list[str]:
+        return sorted(self._topics)
+
+    def __iter__(self) -> Iterator[Partition]:
+        for name in sorted(self._topics):
+            yield from self._topics[name]
+
+    def enforce_retention(self) -> int:
+        return sum(p.log.enforce_retention() for p in self)
+
+    def close(self) -> None:
+        for p in self:
+            p.log.close()

@@ -1,0 +1,83 @@
+"""The uplink protocol between edge agent and cloud broker, with no I/O.
+
+Strategy: one sans-IO package both sides import, so the agent's httpx client
+and the broker's ASGI app are thin adapters and can never disagree on the
+bytes or on the exactly-once rules (G3).  The private modules each do one job:
+``_types`` (the messages), ``_codec`` (their bytes), ``_positions`` (the state
+machine of offsets), ``_errors`` (who is to blame).  Only the names below are
+public; tests/uplink/test_exports.py pins them.  See docs/protocol.md.
+"""
+
+from ._codec import (
+    DEFAULT_MAX_DECOMPRESSED_SIZE,
+    WIRE_VERSION,
+    decode_ack,
+    decode_batch,
+    decode_refusal,
+    encode_ack,
+    encode_batch,
+    encode_refusal,
+)
+from ._errors import (
+    BodyTooLarge,
+    LocalProtocolError,
+    MalformedBatch,
+    MalformedReply,
+    RemoteProtocolError,
+    UnsupportedEncoding,
+    UplinkError,
+)
+from ._positions import (
+    RULES,
+    Decision,
+    DecisionKind,
+    SenderState,
+    decide,
+    reply_for,
+)
+from ._types import (
+    SAFE_NAME_PATTERN,
+    Ack,
+    AckStatus,
+    Batch,
+    Compression,
+    Headers,
+    Refusal,
+    RefusalCode,
+    UplinkRecord,
+    is_safe_name,
+)
+
+__all__ = [
+    "DEFAULT_MAX_DECOMPRESSED_SIZE",
+    "RULES",
+    "SAFE_NAME_PATTERN",
+    "WIRE_VERSION",
+    "Ack",
+    "AckStatus",
+    "Batch",
+    "BodyTooLarge",
+    "Compression",
+    "Decision",
+    "DecisionKind",
+    "Headers",
+    "LocalProtocolError",
+    "MalformedBatch",
+    "MalformedReply",
+    "Refusal",
+    "RefusalCode",
+    "RemoteProtocolError",
+    "SenderState",
+    "UnsupportedEncoding",
+    "UplinkError",
+    "UplinkRecord",
+    "decide",
+    "decode_ack",
+    "decode_batch",
+    "decode_refusal",
+    "encode_ack",
+    "encode_batch",
+    "encode_refusal",
+    "is_safe_name",
+    "reply_for",
+]

@@ -1,0 +1,336 @@
+"""Bytes <-> messages: the uplink wire format (CBOR, optionally compressed).
+
+Strategy: the batch is the hot path (the target is 200k records/s through one
+Python process on each side), so its wire form is built for cbor2's C code to
+do the work: one CBOR map with one-letter keys and each record a flat array
+``[offset - base, key, timestamp, value, headers or null]``.  Encoding is one
+list comprehension and one ``dumps``; decoding is one ``CBORDecoder.decode``
+and one loop that checks and builds each record in a single pass.  Only when
+that loop finds a bad record does it say which field, so the error path pays
+for the detail, not the happy path.  Acks and refusals are one per batch, so
+they use the same readable dict as their JSON form.
+
+Peer bytes are untrusted: decompression is bounded (a zip bomb becomes
+``BodyTooLarge``), CBOR nesting is bounded, duplicate map keys and trailing
+bytes are refused, and every failure is a ``MalformedBatch`` naming the field.
+See docs/protocol.md for the layout.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from typing import Any
+
+import cbor2
+import zstandard
+
+from ._errors import (
+    BodyTooLarge,
+    LocalProtocolError,
+    MalformedBatch,
+    MalformedReply,
+    UnsupportedEncoding,
+)
+from ._types import (
+    MAX_OFFSET,
+    MAX_TIMESTAMP,
+    Ack,
+    Batch,
+    Compression,
+    Refusal,
+    UplinkRecord,
+    is_safe_name,
+)
+
+WIRE_VERSION = 1
+DEFAULT_MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
+
+# compression argument -> Content-Encoding token (RFC 9110 / RFC 8878 names)
+_TOKENS: dict[str, str] = {"none": "identity", "gzip": "gzip", "zstd": "zstd"}
+_DEFAULT_LEVELS: dict[str, int] = {"gzip": 6, "zstd": 3}
+
+# map -> records -> record -> headers -> header pair; a little slack so a
+# slightly wrong shape still reaches the checks that name the field.
+_MAX_DEPTH = 8
+
+_NAME_KEYS = (("e", "edge_id"), ("s", "stream"), ("g", "generation"))
+
+
+# --- compression ----------------------------------------------------------
+
+
+def _compress(body: bytes, compression: str, level: int | None) -> bytes:
+    if compression == "none":
+        return body
+    chosen = _DEFAULT_LEVELS[compression] if level is None else level
+    if compression == "gzip":
+        # mtime=0 keeps the bytes a pure function of the batch.
+        compressor = zlib.compressobj(chosen, zlib.DEFLATED, 31)
+        return compressor.compress(body) + compressor.flush()
+    return zstandard.ZstdCompressor(level=chosen).compress(body)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    # Several gzip members back to back are one valid gzip stream.
+    parts: list[bytes] = []
+    total = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(31)
+        try:
+            part = inflater.decompress(rest, limit - total + 1)
+        except zlib.error as exc:
+            raise MalformedBatch("body", f"not valid gzip: {exc}") from exc
+        total += len(part)
+        if total > limit:
+            raise BodyTooLarge("body", f"decompresses to more than {limit} bytes")
+        parts.append(part)
+        if not inflater.eof:
+            raise MalformedBatch("body", "gzip stream is truncated")
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+
+
+def _unzstd(body: bytes, limit: int) -> bytes:
+    dctx = zstandard.ZstdDecompressor()
+    try:
+        declared = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as exc:
+        raise MalformedBatch("body", f"not valid zstd: {exc}") from exc
+    # One-shot decompress trusts a declared size over max_output_size, so a
+    # declared size is checked first; without one, max_output_size bounds it.
+    if declared > limit:
+        raise BodyTooLarge("body", f"declares {declared} bytes, over the limit of {limit}")
+    try:
+        return dctx.decompress(body, max_output_size=limit + 1, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        if declared < 0 and _zstd_exceeds(dctx, body, limit):
+            raise BodyTooLarge("body", f"decompresses to more than {limit} bytes") from exc
+        raise MalformedBatch("body", f"not valid zstd: {exc}") from exc
+
+
+def _zstd_exceeds(dctx: zstandard.ZstdDecompressor, body: bytes, limit: int) -> bool:
+    # Only on the error path: tell "too big" from "truncated" by reading at
+    # most limit + 1 bytes through the (bounded) streaming reader.
+    total = 0
+    try:
+        with dctx.stream_reader(body) as reader:
+            while total <= limit:
+                chunk = reader.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    return False
+                total += len(chunk)
+    except zstandard.ZstdError:
+        return False
+    return True
+
+
+def _decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    token = (content_encoding or "identity").strip().lower()
+    if token == "identity":
+        if len(body) > limit:
+            raise BodyTooLarge("body", f"{len(body)} bytes, over the limit of {limit}")
+        return body
+    if token == "gzip":
+        return _gunzip(body, limit)
+    if token == "zstd":
+        return _unzstd(body, limit)
+    raise UnsupportedEncoding(
+        "content_encoding", f"{content_encoding!r} is not one of identity, gzip, zstd"
+    )
+
+
+def _loads(body: bytes, error: type[MalformedBatch | MalformedReply]) -> Any:
+    if not body:
+        raise error("body", "empty body")
+    decoder = cbor2.CBORDecoder(
+        io.BytesIO(body),
+        max_depth=_MAX_DEPTH,
+        allow_duplicate_keys=False,
+        strict_hashable_types=True,
+    )
+    try:
+        message = decoder.decode()
+    except (cbor2.CBORDecodeError, RecursionError) as exc:
+        raise error("body", f"invalid CBOR: {exc}") from exc
+    try:
+        decoder.read(1)
+    except cbor2.CBORDecodeEOF:
+        return message
+    raise error("body", "trailing bytes after the CBOR message")
+
+
+# --- batches --------------------------------------------------------------
+
+
+def encode_batch(
+    batch: Batch, compression: Compression = "none", *, level: int | None = None
+) -> tuple[bytes, str]:
+    """Encode ``batch``; return the body and its Content-Encoding token.
+
+    ``compression`` is ``"none"``, ``"gzip"`` or ``"zstd"`` (token
+    ``identity``, ``gzip``, ``zstd``); ``level`` overrides the default level.
+    """
+    token = _TOKENS.get(compression)
+    if token is None:
+        raise LocalProtocolError(f"unknown compression {compression!r}; use none, gzip or zstd")
+    if type(batch) is not Batch:
+        raise LocalProtocolError("encode_batch needs a Batch")
+    base = batch.base_offset
+    message = {
+        "v": WIRE_VERSION,
+        "e": batch.edge_id,
+        "s": batch.stream,
+        "g": batch.generation,
+        "b": base,
+        "l": batch.last_offset,
+        # tuples encode as CBOR arrays, so headers go out as they are.
+        "r": [
+            [r.offset - base, r.key, r.timestamp, r.value, r.headers or None] for r in batch.records
+        ],
+    }
+    return _compress(cbor2.dumps(message), compression, level), token
+
+
+def decode_batch(
+    body: bytes,
+    content_encoding: str | None,
+    *,
+    max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE,
+) -> Batch:
+    """Decode a batch body sent with ``content_encoding`` (None means identity).
+
+    Raises ``MalformedBatch`` naming the field, ``BodyTooLarge`` past
+    ``max_decompressed_size`` bytes, ``UnsupportedEncoding`` for an unknown token.
+    """
+    message = _loads(_decompress(body, content_encoding, max_decompressed_size), MalformedBatch)
+    if type(message) is not dict:
+        raise MalformedBatch("body", "a batch must be a CBOR map")
+    if "v" not in message:
+        raise MalformedBatch("version", "missing (key 'v')")
+    if message["v"] != WIRE_VERSION or type(message["v"]) is not int:
+        raise MalformedBatch("version", f"unknown version {message['v']!r}; we speak 1")
+    names = []
+    for key, field in _NAME_KEYS:
+        value = _required(message, key, field)
+        if not is_safe_name(value):
+            raise MalformedBatch(field, f"{value!r} is not a safe name")
+        names.append(value)
+    base = _offset(message, "b", "base_offset")
+    last = _offset(message, "l", "last_offset")
+    if last < base:
+        raise MalformedBatch("last_offset", f"{last} is before base_offset {base}")
+    rows = _required(message, "r", "records")
+    if type(rows) is not list:
+        raise MalformedBatch("records", "must be an array")
+    records = _decode_records(rows, base, last - base)
+    return Batch._trusted(names[0], names[1], names[2], base, last, records)
+
+
+def _required(message: dict[Any, Any], key: str, field: str) -> Any:
+    try:
+        return message[key]
+    except KeyError:
+        raise MalformedBatch(field, f"missing (key {key!r})") from None
+
+
+def _offset(message: dict[Any, Any], key: str, field: str) -> int:
+    value = _required(message, key, field)
+    if type(value) is not int:
+        raise MalformedBatch(field, f"must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= MAX_OFFSET:
+        raise MalformedBatch(field, f"{value} is outside [0, 2**63)")
+    return value
+
+
+def _decode_records(rows: list[Any], base: int, span: int) -> tuple[UplinkRecord, ...]:
+    # The one per-record loop of the broker's decode path: check and build in
+    # a single pass, with no function call per record beyond the constructor.
+    out: list[UplinkRecord] = []
+    append = out.append
+    previous = -1
+    for row in rows:
+        if type(row) is not list or len(row) != 5:
+            _bad_record(len(out), row, previous, span)
+        delta, key, timestamp, value, headers = row
+        if (
+            type(delta) is not int
+            or not previous < delta <= span
+            or type(key) is not bytes
+            or type(timestamp) is not int
+            or not 0 <= timestamp <= MAX_TIMESTAMP
+            or type(value) is not bytes
+        ):
+            _bad_record(len(out), row, previous, span)
+        headers = () if headers is None else _decode_headers(headers, len(out))
+        previous = delta
+        append(UplinkRecord(base + delta, key, timestamp, value, headers))
+    return tuple(out)
+
+
+def _decode_headers(headers: Any, index: int) -> tuple[tuple[str, bytes], ...]:
+    if type(headers) is not list:
+        raise MalformedBatch(f"records[{index}].headers", "must be null or an array of pairs")
+    pairs = []
+    for pair in headers:
+        if type(pair) is not list or len(pair) != 2:
+            raise MalformedBatch(f"records[{index}].headers", "each header must be [name, value]")
+        name, value = pair
+        if type(name) is not str or type(value) is not bytes:
+            raise MalformedBatch(
+                f"records[{index}].headers", "a header is a text name and a byte-string value"
+            )
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _bad_record(index: int, row: Any, previous: int, span: int) -> None:
+    # Error path only: find the first bad field of the row the loop rejected.
+    where = f"records[{index}]"
+    if type(row) is not list or len(row) != 5:
+        raise MalformedBatch(where, "must be [offset_delta, key, timestamp, value, headers]")
+    delta, key, timestamp, value, _ = row
+    if type(delta) is not int:
+        raise MalformedBatch(f"{where}.offset", "offset delta must be an integer")
+    if delta < 0:
+        raise MalformedBatch(f"{where}.offset", f"offset delta {delta} is negative")
+    if delta <= previous:
+        raise MalformedBatch(
+            f"{where}.offset", f"offset delta {delta} does not increase (previous {previous})"
+        )
+    if delta > span:
+        raise MalformedBatch(
+            f"{where}.offset", f"offset base+{delta} is after last_offset (base+{span})"
+        )
+    if type(key) is not bytes:
+        raise MalformedBatch(f"{where}.key", "must be a byte string")
+    if type(timestamp) is not int or not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise MalformedBatch(f"{where}.timestamp", "must be an integer of ms in [0, 2**63)")
+    if type(value) is not bytes:
+        raise MalformedBatch(f"{where}.value", "must be a byte string")
+    raise AssertionError("unreachable: _bad_record called on a good record")  # pragma: no cover
+
+
+# --- acks and refusals ----------------------------------------------------
+
+
+def encode_ack(ack: Ack) -> bytes:
+    """CBOR body of a 200 reply."""
+    return cbor2.dumps(ack.to_dict())
+
+
+def decode_ack(body: bytes) -> Ack:
+    """Parse a 200 reply body; raises ``MalformedReply``."""
+    return Ack.from_dict(_loads(body, MalformedReply))
+
+
+def encode_refusal(refusal: Refusal) -> bytes:
+    """CBOR body of a 409 reply."""
+    return cbor2.dumps(refusal.to_dict())
+
+
+def decode_refusal(body: bytes) -> Refusal:
+    """Parse a 409 reply body; raises ``MalformedReply``."""
+    return Refusal.from_dict(_loads(body, MalformedReply))

@@ -1,0 +1,197 @@
+"""The position state machine of G3 (exactly-once into the cloud), both sides.
+
+Strategy: the broker's whole exactly-once logic is one comparison of the
+batch's offset range against the last durable offset of its (edge, stream,
+generation).  It is written as data, ``RULES``: an ordered table of
+(condition, decision) that ``decide`` walks, and ``REPLIES``, which maps each
+decision to what the edge is told.  The same tables are printed in
+docs/protocol.md and checked by the tests to be exhaustive and exclusive.
+Nothing here does I/O or keeps state across calls on the broker side; the
+caller loads ``acked_offset``, writes ``records_to_write`` durably, stores
+``new_acked_offset`` and only then replies (G1).
+
+Why an unknown generation may start at any offset: the edge only ever sends
+from its acked offset, which for a generation the broker has never
+acknowledged is the start of its log.  That start need not be 0 (full-disk
+``drop_oldest`` may have freed segments first), so the broker takes the first
+batch's ``base_offset``.  It is only safe if that first batch really is the
+first one: ``SenderState`` therefore keeps a single batch in flight until the
+broker has replied once for the generation, so a reordered later batch can
+never be the one that starts it.
+
+The edge side, ``SenderState``, is a small mutable object (like h11's
+connection state): which offsets are acked, which are in flight, and how acks
+and refusals move them.  It never moves ``acked_offset`` backwards.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from operator import attrgetter
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._types import Ack, AckStatus, Batch, Refusal, RefusalCode, UplinkRecord
+
+
+class DecisionKind(enum.Enum):
+    """What the broker does with a batch."""
+
+    NEW_GENERATION = "new_generation"  # generation unknown: start it at this batch, write all
+    WRITE = "write"  # starts right after the durable prefix: write all
+    PARTIAL = "partial"  # overlaps the durable prefix: write only the records after it
+    DUPLICATE = "duplicate"  # wholly inside the durable prefix: write nothing, ack again
+    GAP = "gap"  # starts after the expected offset: write nothing, refuse
+
+
+# (acked, base, last) -> does the rule apply.  Walked in order, first match
+# wins; for a known generation exactly one of the last four applies.
+Condition = Callable[[int | None, int, int], bool]
+RULES: tuple[tuple[str, Condition, DecisionKind], ...] = (
+    ("acked is None", lambda acked, base, last: acked is None, DecisionKind.NEW_GENERATION),
+    ("base == acked + 1", lambda acked, base, last: base == acked + 1, DecisionKind.WRITE),
+    ("last <= acked", lambda acked, base, last: last <= acked, DecisionKind.DUPLICATE),
+    ("base <= acked < last", lambda acked, base, last: base <= acked < last, DecisionKind.PARTIAL),
+    ("base > acked + 1", lambda acked, base, last: base > acked + 1, DecisionKind.GAP),
+)
+
+# What the edge is told for each decision: an ack status, or a refusal code.
+REPLIES: dict[DecisionKind, AckStatus | RefusalCode] = {
+    DecisionKind.NEW_GENERATION: AckStatus.WRITTEN,
+    DecisionKind.WRITE: AckStatus.WRITTEN,
+    DecisionKind.PARTIAL: AckStatus.PARTIAL,
+    DecisionKind.DUPLICATE: AckStatus.DUPLICATE,
+    DecisionKind.GAP: RefusalCode.GAP,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of ``decide``: what to write and the durable offset afterwards.
+
+    ``new_acked_offset`` is the offset to store (and ack) once
+    ``records_to_write`` are durable; for GAP it is the unchanged old one and
+    ``expected_offset`` is where the edge must resume.
+    """
+
+    kind: DecisionKind
+    records_to_write: tuple[UplinkRecord, ...]
+    new_acked_offset: int
+    expected_offset: int | None = None
+
+
+_offset_of = attrgetter("offset")
+
+
+def decide(acked_offset: int | None, batch: Batch) -> Decision:
+    """Classify ``batch`` against the last durable offset of its position.
+
+    ``acked_offset`` is None when the broker has never seen this
+    (edge, stream, generation).
+    """
+    base, last = batch.base_offset, batch.last_offset
+    kind = next(kind for _, applies, kind in RULES if applies(acked_offset, base, last))
+    if kind is DecisionKind.NEW_GENERATION or kind is DecisionKind.WRITE:
+        return Decision(kind, batch.records, last)
+    assert acked_offset is not None  # only NEW_GENERATION has no acked offset
+    if kind is DecisionKind.DUPLICATE:
+        return Decision(kind, (), acked_offset)
+    if kind is DecisionKind.PARTIAL:
+        start = bisect.bisect_right(batch.records, acked_offset, key=_offset_of)
+        return Decision(kind, batch.records[start:], last)
+    return Decision(kind, (), acked_offset, expected_offset=acked_offset + 1)
+
+
+def reply_for(batch: Batch, decision: Decision) -> Ack | Refusal:
+    """The reply to send once the decision's records are durable."""
+    reply = REPLIES[decision.kind]
+    if isinstance(reply, RefusalCode):
+        assert decision.expected_offset is not None
+        return Refusal(
+            reply,
+            decision.expected_offset,
+            f"batch starts at {batch.base_offset}; expected {decision.expected_offset}",
+        )
+    return Ack(batch.edge_id, batch.stream, batch.generation, decision.new_acked_offset, reply)
+
+
+@dataclass(slots=True)
+class SenderState:
+    """The edge's view of one (edge, stream, generation) uplink.
+
+    Offsets ``<= acked_offset`` are durable in the cloud; ``[acked_offset + 1,
+    next_offset)`` are in flight (sent, no reply yet).  ``acked_offset`` starts
+    at the edge's last known ack, or ``log_start - 1`` for a fresh generation.
+    Until the broker has replied once (``confirmed``) only one batch is in
+    flight; see the module docstring for why.  Not thread-safe.
+    """
+
+    edge_id: str
+    stream: str
+    generation: str
+    acked_offset: int
+    max_in_flight: int = 10_000
+    next_offset: int = field(init=False)
+    confirmed: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if type(self.acked_offset) is not int or self.acked_offset < -1:
+            raise LocalProtocolError(f"acked_offset {self.acked_offset!r} must be an int >= -1")
+        if type(self.max_in_flight) is not int or self.max_in_flight < 1:
+            raise LocalProtocolError("max_in_flight must be a positive int")
+        self.next_offset = self.acked_offset + 1
+
+    @property
+    def in_flight(self) -> int:
+        """Offsets claimed by ``next_range`` and not yet acked."""
+        return self.next_offset - self.acked_offset - 1
+
+    def next_range(self, log_end: int, max_records: int) -> tuple[int, int] | None:
+        """Claim the next inclusive offset range to send, or None if none may go now.
+
+        ``log_end`` is the offset the edge log will assign next; the caller
+        sends whatever records it still has in the range (missing ones are
+        skipped, see ``Batch``).
+        """
+        if max_records < 1:
+            raise LocalProtocolError("max_records must be positive")
+        if not self.confirmed and self.in_flight:
+            return None
+        base = self.next_offset
+        last = min(log_end - 1, base + max_records - 1, self.acked_offset + self.max_in_flight)
+        if last < base:
+            return None
+        self.next_offset = last + 1
+        return base, last
+
+    def on_ack(self, ack: Ack) -> None:
+        """Advance on an ack; a stale ack (older than what we know) changes nothing."""
+        self._check_position(ack)
+        self.confirmed = True
+        if ack.acked_offset > self.acked_offset:
+            self.acked_offset = ack.acked_offset
+            # The broker may know more than we sent (we restarted without our
+            # acked offset): skip ahead rather than resend.
+            self.next_offset = max(self.next_offset, ack.acked_offset + 1)
+
+    def on_refusal(self, refusal: Refusal) -> None:
+        """Drop everything in flight and resend from the broker's expected offset.
+
+        Only an ack (which names its position) moves ``acked_offset``.  A
+        refusal older than our acked offset still drops what is in flight: the
+        refused batch may be one we are waiting for, so we resend from there.
+        """
+        self.confirmed = True
+        self.next_offset = max(refusal.expected_offset, self.acked_offset + 1)
+
+    def rewind(self) -> None:
+        """Give up on everything in flight (a timeout, a lost connection)."""
+        self.next_offset = self.acked_offset + 1
+
+    def _check_position(self, ack: Ack) -> None:
+        mine = (self.edge_id, self.stream, self.generation)
+        theirs = (ack.edge_id, ack.stream, ack.generation)
+        if mine != theirs:
+            raise RemoteProtocolError(f"ack for {theirs} received by the sender of {mine}")
