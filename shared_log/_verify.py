@@ -369,8 +369,13 @@ def _check_index(
                 n * ENTRY_SIZE, ENTRY_SIZE, seg.base_offset + rel, seg.base_offset + rel))
             return
         last_rel, last_pos = rel, pos
+    # An entry inside damaged bytes is not the index's fault: that damage is reported once.
+    damaged = [(p.position, p.position + (p.length or 0)) for p in problems
+               if p.file == seg.file and p.kind in (Kind.CORRUPT_BATCH, Kind.TORN_TAIL)
+               and p.position is not None]
     bad = [(n, rel, pos) for n, (rel, pos) in enumerate(entries)
-           if boundaries.get(pos) != seg.base_offset + rel]
+           if boundaries.get(pos) != seg.base_offset + rel
+           and not any(start <= pos < end for start, end in damaged)]
     if bad:
         n, rel, pos = bad[0]
         problems.append(Problem(

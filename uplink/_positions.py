@@ -91,6 +91,8 @@ def decide(acked_offset: int | None, batch: Batch) -> Decision:
     ``acked_offset`` is None when the broker has never seen this
     (edge, stream, generation).
     """
+    if acked_offset is not None and (type(acked_offset) is not int or acked_offset < -1):
+        raise LocalProtocolError(f"acked_offset {acked_offset!r} must be None or an int >= -1")
     base, last = batch.base_offset, batch.last_offset
     kind = next(kind for _, applies, kind in RULES if applies(acked_offset, base, last))
     if kind is DecisionKind.NEW_GENERATION or kind is DecisionKind.WRITE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import zlib
@@ -274,6 +275,36 @@ def test_undecodable_body_is_malformed_body(body: bytes, encoding: str) -> None:
     assert type(caught.value) is MalformedBatch
 
 
+cbor_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=2), inner),
+    max_leaves=30,
+)
+
+
+@given(garbage=st.binary(max_size=200), encoding=st.sampled_from(["identity", "gzip", "zstd"]))
+def test_random_bytes_only_ever_raise_malformed_batch(garbage: bytes, encoding: str) -> None:
+    with pytest.raises(MalformedBatch):
+        decode_batch(garbage, encoding)
+
+
+@given(
+    message=cbor_values,
+    base=st.fixed_dictionaries(
+        {}, optional={k: st.just(v) | cbor_values for k, v in wire(make_batch()).items()}
+    ),
+)
+def test_random_cbor_only_ever_raises_malformed_batch(message: object, base: dict) -> None:
+    # random values, and the real map with random fields removed or replaced
+    for candidate in (message, {**base, "r": message}, {**base, "r": [message]}):
+        try:
+            batch = decode_map(candidate)
+        except MalformedBatch:
+            continue
+        # whatever does decode, the checked constructor accepts too
+        assert dataclasses.replace(batch) == batch
+
+
 def test_unknown_content_encoding() -> None:
     body, _ = encode_batch(make_batch())
     for token in ("br", "deflate", "gzip, identity", "x-unknown"):
@@ -373,7 +404,13 @@ def test_ack_dict_form() -> None:
     assert refusal.to_dict() == {"code": "gap", "expected_offset": 42, "message": "expected 42"}
 
 
-GOOD_ACK = {"edge_id": "e", "stream": "s", "generation": "g", "acked_offset": 3, "status": "written"}
+GOOD_ACK = {
+    "edge_id": "e",
+    "stream": "s",
+    "generation": "g",
+    "acked_offset": 3,
+    "status": "written",
+}
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,9 @@ def test_first_batch_of_a_known_but_empty_generation() -> None:
     base=st.integers(0, 60),
     length=st.integers(0, 60),
 )
-def test_for_a_known_generation_exactly_one_rule_applies(acked: int, base: int, length: int) -> None:
+def test_for_a_known_generation_exactly_one_rule_applies(
+    acked: int, base: int, length: int
+) -> None:
     last = base + length
     matching = [kind for _, applies, kind in RULES if applies(acked, base, last)]
     assert len(matching) == 1
@@ -276,9 +278,7 @@ def test_ack_for_another_position_is_the_peers_fault() -> None:
     assert s.acked_offset == -1
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"acked_offset": -2}, {"acked_offset": 1, "max_in_flight": 0}]
-)
+@pytest.mark.parametrize("kwargs", [{"acked_offset": -2}, {"acked_offset": 1, "max_in_flight": 0}])
 def test_sender_rejects_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(LocalProtocolError):
         SenderState(*POSITION, **kwargs)

@@ -1,0 +1,391 @@
+"""shared_log append vs SQLite WAL vs a raw-file ceiling, plus read, reopen and memory.
+
+Run from the repository root::
+
+    .venv/bin/python bench/log_append.py            # full run, ~1 minute on 2 cores
+    .venv/bin/python bench/log_append.py --quick    # smoke run, a few seconds
+
+Strategy: every system gets the same N records (100-byte values, 500 per batch) and one
+durability point per batch, in the same run and on the same disk, and the table reports
+ratios (these 2-core machines are noisy, absolute numbers are not comparable across
+runs). Each append benchmark is repeated ``--repeat`` times round-robin and the median
+is kept. The kill -9 and memory measurements run in child processes (this same file,
+invoked with a hidden ``_writer`` / ``_rss`` first argument) so a SIGKILL and
+``ru_maxrss`` measure exactly one writer. All data lives in a temp dir under
+``bench/out/`` (or ``--dir``) that is removed at the end, also on error or Ctrl-C.
+
+Not a test: nothing here asserts; targets are marked met/missed in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import resource
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from shared_log import CommitMode, CommitPolicy, Log, LogConfig, Record
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "out"
+MB = 1_000_000
+_RAW_REC = struct.Struct(">qII")
+_RAW_FRAME = struct.Struct(">II")
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def make_records(n: int, value_size: int) -> list[Record]:
+    """n records from 1000 device keys; distinct random values; increasing timestamps."""
+    blob = os.urandom(n * value_size)
+    t0 = 1_700_000_000_000
+    return [
+        Record(b"device-%05d" % (i % 1000), blob[i * value_size : (i + 1) * value_size], t0 + i)
+        for i in range(n)
+    ]
+
+
+def batches(records: list[Record], size: int) -> list[list[Record]]:
+    return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+def payload_bytes(records: Sequence[Record]) -> int:
+    return sum(len(r.key) + len(r.value) for r in records)
+
+
+# -- append benchmarks: each takes (batches, directory) and returns elapsed seconds ------
+
+
+def run_shared_log_every_batch(bs: list[list[Record]], d: Path) -> float:
+    log = Log(d, LogConfig(commit=CommitPolicy(CommitMode.EVERY_BATCH)))
+    try:
+        t = time.perf_counter()
+        for b in bs:
+            log.append(b)  # fsync before it returns
+        return time.perf_counter() - t
+    finally:
+        log.close()
+
+
+def run_shared_log_group(bs: list[list[Record]], d: Path) -> float:
+    log = Log(d, LogConfig(commit=CommitPolicy(CommitMode.GROUP)))
+    try:
+        t = time.perf_counter()
+        for b in bs:
+            _, last = log.append(b)
+            log.wait_durable(last)
+        return time.perf_counter() - t
+    finally:
+        log.close()
+
+
+def run_sqlite(bs: list[list[Record]], d: Path) -> float:
+    db = sqlite_utils.Database(d / "bench.db")
+    try:
+        db.enable_wal()
+        db.execute("PRAGMA synchronous=FULL")
+        table = db["records"]
+        table.create({"key": bytes, "value": bytes, "timestamp": int})
+        columns = ["key", "value", "timestamp"]
+        t = time.perf_counter()
+        for b in bs:
+            # list mode is sqlite-utils' fastest insert path (faster than dicts here)
+            rows = [columns] + [[r.key, r.value, r.timestamp] for r in b]
+            with db.atomic():  # one transaction, so one WAL fsync, per batch
+                table.insert_all(rows, batch_size=len(b))
+        elapsed = time.perf_counter() - t
+        n = db.execute("SELECT count(*) FROM records").fetchone()[0]
+        if n != sum(len(b) for b in bs):
+            raise RuntimeError(f"sqlite holds {n} rows")
+        return elapsed
+    finally:
+        db.close()
+
+
+def run_raw(bs: list[list[Record]], d: Path) -> float:
+    """The ceiling: frame each batch from the records (per-record lengths, one length and
+    CRC-32 per batch), one os.write and one fsync per batch. No index, no offsets."""
+    fd = os.open(d / "raw.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    rec_pack, frame_pack, crc32, write, fsync = (
+        _RAW_REC.pack, _RAW_FRAME.pack, zlib.crc32, os.write, os.fsync)
+    try:
+        t = time.perf_counter()
+        for b in bs:
+            parts: list[bytes] = []
+            append = parts.append
+            for r in b:
+                append(rec_pack(r.timestamp, len(r.key), len(r.value)))
+                append(r.key)
+                append(r.value)
+            body = b"".join(parts)
+            write(fd, frame_pack(len(body), crc32(body)) + body)
+            fsync(fd)
+        return time.perf_counter() - t
+    finally:
+        os.close(fd)
+
+
+def run_read(d: Path, expected: int) -> float:
+    log = Log(d, read_only=True)
+    try:
+        t = time.perf_counter()
+        offset, n = log.start_offset, 0
+        end = log.end_offset
+        while offset < end:
+            result = log.fetch(offset)
+            n += len(result.records)
+            offset = result.next_offset
+        elapsed = time.perf_counter() - t
+    finally:
+        log.close()
+    if n != expected:
+        raise RuntimeError(f"read {n} records, expected {expected}")
+    return elapsed
+
+
+# -- child processes: kill -9 and ru_maxrss ------------------------------------------------
+
+
+def _batch_of(n: int, value_size: int, first: int) -> list[Record]:
+    v = os.urandom(value_size)
+    return [Record(b"device-%05d" % (i % 1000), v, 1_700_000_000_000 + i)
+            for i in range(first, first + n)]
+
+
+def child_writer(directory: str, target: int, value_size: int, per_batch: int) -> None:
+    """Append (OS commit mode) until the log holds ``target`` bytes, say so, keep going."""
+    log = Log(directory, LogConfig(commit=CommitPolicy(CommitMode.OS)))
+    said = False
+    i = 0
+    while True:
+        log.append(_batch_of(per_batch, value_size, i))
+        i += per_batch
+        if not said and log.size_bytes >= target:
+            print(json.dumps({"bytes": log.size_bytes, "end_offset": log.end_offset}),
+                  flush=True)
+            said = True
+
+
+def child_rss(directory: str, target: int, value_size: int, per_batch: int) -> None:
+    """Append (EVERY_BATCH) until ``target`` bytes; print peak RSS before and after."""
+    log = Log(directory, LogConfig(commit=CommitPolicy(CommitMode.EVERY_BATCH)))
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    i = 0
+    while log.size_bytes < target:
+        log.append(_batch_of(per_batch, value_size, i))  # new records each batch, as ingest
+        i += per_batch
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"baseline_kb": base_kb, "peak_kb": peak_kb, "bytes": log.size_bytes,
+                      "segments": log.segment_count}))
+    log.close()
+
+
+def measure_reopen(work: Path, target: int, value_size: int, per_batch: int) -> dict:
+    d = work / "reopen"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "_writer", str(d), str(target), str(value_size),
+         str(per_batch)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        time.sleep(0.05)  # let it get into the middle of another append
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    if not line:
+        raise RuntimeError("the writer died before reaching its target size")
+    on_disk = sum(p.stat().st_size for p in d.iterdir())
+    t = time.perf_counter()
+    log = Log(d, LogConfig(commit=CommitPolicy(CommitMode.OS)))
+    elapsed = time.perf_counter() - t
+    result = {"seconds": elapsed, "bytes": on_disk, "segments": log.segment_count,
+              "end_offset": log.end_offset, "truncated": log.stats.truncated_bytes_on_open}
+    log.close()
+    shutil.rmtree(d)
+    return result
+
+
+def measure_rss(work: Path, target: int, value_size: int, per_batch: int) -> dict:
+    d = work / f"rss-{target}"
+    out = subprocess.run(
+        [sys.executable, __file__, "_rss", str(d), str(target), str(value_size),
+         str(per_batch)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    shutil.rmtree(d)
+    return json.loads(out)
+
+
+# -- table ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    detail: str = ""
+    target: str = ""
+    met: bool | None = None
+
+
+def fmt_rate(n: int, seconds: float, nbytes: int) -> str:
+    return f"{n / seconds:,.0f} rec/s  {nbytes / seconds / MB:,.1f} MB/s"
+
+
+def print_table(rows: list[Row], markdown: bool) -> None:
+    head = ("benchmark", "result", "detail", "target", "")
+    cells = [head] + [
+        (r.name, r.value, r.detail, r.target,
+         "" if r.met is None else ("met" if r.met else "MISSED"))
+        for r in rows
+    ]
+    if markdown:
+        print("| " + " | ".join(head[:4]) + " | met |")
+        print("|" + "---|" * 5)
+        for c in cells[1:]:
+            print("| " + " | ".join(c) + " |")
+        return
+    widths = [max(len(c[i]) for c in cells) for i in range(5)]
+    for k, c in enumerate(cells):
+        print("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 10**3, "M": 10**6, "G": 10**9}
+    t = text.strip().upper().removesuffix("B")
+    return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--batch", type=int, default=500, help="records per batch (per fsync)")
+    p.add_argument("--repeat", type=int, default=3, help="median of this many append runs")
+    p.add_argument("--dir", type=Path, default=DEFAULT_OUT,
+                   help="parent of the temp dir (same disk as the repo by default)")
+    p.add_argument("--reopen-bytes", type=parse_size, default=parse_size("1G"))
+    p.add_argument("--rss-bytes", type=parse_size, nargs=2, default=[parse_size("100M"),
+                   parse_size("1G")], metavar=("SMALL", "LARGE"))
+    p.add_argument("--quick", action="store_true", help="small smoke run (a few seconds)")
+    p.add_argument("--profile", action="store_true",
+                   help="also cProfile one shared_log EVERY_BATCH run and print the top")
+    p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.records, args.repeat = 20_000, 1
+        args.reopen_bytes, args.rss_bytes = 20 * MB, [5 * MB, 20 * MB]
+
+    args.dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="log_append-", dir=args.dir))
+    try:
+        return run_all(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(args: argparse.Namespace, work: Path) -> int:
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
+          f"{platform.system()} {platform.release()}, data in {work}")
+    print(f"{args.records:,} records, {args.value_size}-byte values, {args.batch} per batch, "
+          f"median of {args.repeat} runs", flush=True)
+    records = make_records(args.records, args.value_size)
+    bs = batches(records, args.batch)
+    n, nbytes = len(records), payload_bytes(records)
+
+    systems: dict[str, Callable[[list[list[Record]], Path], float]] = {
+        "shared_log EVERY_BATCH": run_shared_log_every_batch,
+        "shared_log GROUP + wait_durable": run_shared_log_group,
+        "SQLite WAL sync=FULL (sqlite-utils)": run_sqlite,
+        "raw os.write+CRC+fsync": run_raw,
+    }
+    times: dict[str, list[float]] = {k: [] for k in systems}
+    keep = work / "keep"
+    for rep in range(args.repeat):
+        for name, fn in systems.items():  # round-robin so drift hits every system alike
+            d = work / f"run-{rep}-{len(times[name])}"
+            d.mkdir()
+            times[name].append(fn(bs, d))
+            if name == "shared_log EVERY_BATCH" and rep == args.repeat - 1:
+                d.rename(keep)
+            else:
+                shutil.rmtree(d)
+            print(f"  {name}: {times[name][-1]:.2f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    read_s = statistics.median(run_read(keep, n) for _ in range(args.repeat))
+    log_disk = sum(p.stat().st_size for p in keep.iterdir())
+    shutil.rmtree(keep)
+
+    if args.profile:
+        d = work / "profile"
+        d.mkdir()
+        prof = cProfile.Profile()
+        prof.runcall(run_shared_log_every_batch, bs, d)
+        shutil.rmtree(d)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+
+    print("  reopen after kill -9 ...", flush=True)
+    reopen = measure_reopen(work, args.reopen_bytes, 1000, args.batch)
+    print("  peak RSS ...", flush=True)
+    small, large = (measure_rss(work, b, args.value_size, args.batch) for b in args.rss_bytes)
+
+    sl, sq, raw = (med["shared_log EVERY_BATCH"], med["SQLite WAL sync=FULL (sqlite-utils)"],
+                   med["raw os.write+CRC+fsync"])
+    rows = [Row(name, fmt_rate(n, med[name], nbytes), f"{med[name]:.2f} s")
+            for name in systems]
+    rows[0].detail += f", {log_disk / MB:,.0f} MB on disk"
+    rows.append(Row("shared_log sequential read (fetch)", fmt_rate(n, read_s, nbytes),
+                    f"{read_s:.2f} s"))
+    rows += [
+        Row("ratio shared_log / SQLite", f"{sq / sl:.2f}x", "append rec/s", ">= 4x",
+            sq / sl >= 4),
+        Row("ratio shared_log / raw", f"{raw / sl:.2f}", "append rec/s", ">= 0.5",
+            raw / sl >= 0.5),
+        Row("ratio read / append", f"{sl / read_s:.2f}", "shared_log rec/s", ">= 1",
+            sl / read_s >= 1),
+        Row("reopen after kill -9", f"{reopen['seconds']:.3f} s",
+            f"{reopen['bytes'] / MB:,.0f} MB, {reopen['segments']} segments, "
+            f"{reopen['truncated']} bytes truncated", "<= 0.5 s", reopen["seconds"] <= 0.5),
+    ]
+    ratio = large["peak_kb"] / small["peak_kb"]
+    rows.append(Row(
+        "peak RSS appending",
+        f"{small['peak_kb'] / 1024:.0f} MB vs {large['peak_kb'] / 1024:.0f} MB",
+        f"log of {small['bytes'] / MB:,.0f} MB vs {large['bytes'] / MB:,.0f} MB "
+        f"(ratio {ratio:.2f})", "ratio <= 1.1", ratio <= 1.1))
+    print()
+    print_table(rows, args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("_writer", "_rss"):
+        child = child_writer if sys.argv[1] == "_writer" else child_rss
+        child(sys.argv[2], *map(int, sys.argv[3:6]))
+        sys.exit(0)
+    sys.exit(main())

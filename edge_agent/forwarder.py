@@ -1,0 +1,208 @@
+"""The forwarder: ships each stream's log to the cloud in batches, by priority.
+
+Strategy: one scheduler for all streams shares ``max_in_flight`` request slots. Whenever a
+slot frees or data arrives, it hands slots to streams in priority order (0 first), so a
+backlog in a low-priority stream can delay a high-priority one by at most the batches
+already in flight (one batch round). Per stream, the sans-IO ``uplink.SenderState``
+decides which offsets go next and what an ack or a refusal means; this module only reads
+the log, calls the Uplink, and records acks (freeing segments). Retryable failures are
+retried forever with tenacity (exponential backoff, full jitter); a fatal one stops that
+stream loudly while the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_random_exponential
+
+from shared_log import OffsetOutOfRange
+from uplink import Ack, Batch, Refusal, SenderState, UplinkRecord
+
+from .config import UplinkConfig
+from .streams import StreamStore
+from .uplink_http import FatalUplinkError, RetryableUplinkError, Uplink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SenderStats:
+    batches_sent: int = 0
+    records_sent: int = 0
+    retries: int = 0
+    acks: int = 0
+    refusals: int = 0
+    last_error: str = ""
+    last_ack_at: float = 0.0  # time.time() of the last ack that moved the acked offset
+
+
+class StreamSender:
+    """One stream's uplink: its log, its SenderState and its counters."""
+
+    def __init__(self, store: StreamStore, edge_id: str, cfg: UplinkConfig) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.state = SenderState(edge_id, store.config.name, store.generation,
+                                 store.acked_offset,
+                                 max_in_flight=cfg.max_batch_records * cfg.max_in_flight)
+        self.stats = SenderStats()
+        self.stopped: str | None = None  # set by a fatal error
+        self.pending_since: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.store.config.name
+
+    @property
+    def priority(self) -> int:
+        return self.store.config.priority
+
+    def unsent(self) -> int:
+        return max(0, self.store.log.end_offset - self.state.next_offset)
+
+    def build_batch(self) -> Batch | None:
+        """Claim the next range and read its records, or None when nothing may go now."""
+        log_ = self.store.log
+        base = self.state.next_offset
+        start = max(base, log_.start_offset)  # below start: dropped by the full policy
+        try:
+            res = log_.fetch(start, max_records=self.cfg.max_batch_records,
+                             max_bytes=self.cfg.max_batch_bytes)
+        except OffsetOutOfRange:
+            return None
+        rng = self.state.next_range(res.next_offset, self.cfg.max_batch_records + start - base)
+        if rng is None:
+            return None
+        first, last = rng
+        records = tuple(UplinkRecord(r.offset, r.key, r.timestamp, r.value, r.headers)
+                        for r in res.records if r.offset <= last)
+        return Batch(self.state.edge_id, self.name, self.store.generation, first, last, records)
+
+    def on_reply(self, reply: Ack | Refusal) -> None:
+        if isinstance(reply, Ack):
+            self.stats.acks += 1
+            before = self.state.acked_offset
+            self.state.on_ack(reply)
+            acked = min(self.state.acked_offset, self.store.log.end_offset - 1)
+            if acked > before:
+                self.stats.last_ack_at = time.time()
+            self.store.note_acked(acked)
+        else:
+            self.stats.refusals += 1
+            self.state.on_refusal(reply)
+
+
+class Forwarder:
+    """Schedules batches of all streams over one Uplink."""
+
+    def __init__(self, senders: list[StreamSender], uplink: Uplink, cfg: UplinkConfig) -> None:
+        self.senders = sorted(senders, key=lambda s: s.priority)
+        self.uplink = uplink
+        self.cfg = cfg
+        self.in_flight = 0
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connected = True
+
+    def notify(self) -> None:
+        """Data was appended somewhere: look for batches to send."""
+        self._wakeup.set()
+
+    def _launch_ready(self, now: float) -> float | None:
+        """Start sends for free slots in priority order; returns the next linger deadline."""
+        deadline: float | None = None
+        linger = self.cfg.linger_ms / 1000
+        for s in self.senders:
+            while self.in_flight < self.cfg.max_in_flight and s.stopped is None:
+                pending = s.unsent()
+                if pending == 0:
+                    s.pending_since = None
+                    break
+                if pending < self.cfg.max_batch_records and linger > 0:
+                    if s.pending_since is None:
+                        s.pending_since = now
+                    if now - s.pending_since < linger:
+                        due = s.pending_since + linger
+                        deadline = due if deadline is None else min(deadline, due)
+                        break
+                batch = s.build_batch()
+                if batch is None:
+                    break
+                s.pending_since = None
+                self.in_flight += 1
+                task = asyncio.create_task(self._send(s, batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if self.in_flight >= self.cfg.max_in_flight:
+                break
+        return deadline
+
+    async def _send(self, s: StreamSender, batch: Batch) -> None:
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(RetryableUplinkError),
+                wait=wait_random_exponential(multiplier=0.05, max=self.cfg.retry_max_s),
+                stop=stop_never,
+                before_sleep=lambda rs: self._note_retry(s, rs.outcome.exception()),
+                reraise=True,
+            ):
+                with attempt:
+                    reply = await self.uplink.send(s.store.config.topic, batch)
+            self.connected = True
+            s.stats.batches_sent += 1
+            s.stats.records_sent += len(batch.records)
+            s.on_reply(reply)
+        except FatalUplinkError as exc:
+            s.stopped = str(exc)
+            s.stats.last_error = str(exc)
+            log.error("stream %s stopped: the cloud refused a batch: %s", s.name, exc)
+        except Exception as exc:  # a bug must not kill the scheduler silently
+            s.state.rewind()
+            s.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("stream %s: unexpected error sending a batch", s.name)
+        finally:
+            self.in_flight -= 1
+            self._wakeup.set()
+
+    def _note_retry(self, s: StreamSender, exc: BaseException | None) -> None:
+        self.connected = False
+        s.stats.retries += 1
+        s.stats.last_error = str(exc)
+        log.warning("stream %s: uplink error, retrying: %s", s.name, exc)
+
+    async def run(self, persist_interval_s: float = 0.5) -> None:
+        """Run until cancelled; acked offsets are persisted periodically and on exit."""
+        last_persist = time.monotonic()
+        try:
+            while True:
+                self._wakeup.clear()
+                now = time.monotonic()
+                deadline = self._launch_ready(now)
+                if now - last_persist >= persist_interval_s:
+                    await asyncio.to_thread(self.persist)
+                    last_persist = time.monotonic()
+                timeout = persist_interval_s
+                if deadline is not None:
+                    timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            for t in list(self._tasks):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            self.persist()
+
+    def persist(self) -> None:
+        for s in self.senders:
+            s.store.persist_acked()
+
+    def drained(self) -> bool:
+        """True when every stream's log is acknowledged up to its end."""
+        return all(s.store.acked_offset >= s.store.log.end_offset - 1 for s in self.senders)

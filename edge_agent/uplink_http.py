@@ -1,0 +1,126 @@
+"""The uplink over HTTP: one method, ``send(topic, batch) -> Ack | Refusal``.
+
+Strategy: a thin httpx adapter around the sans-IO ``uplink`` codec, like an httpx
+transport: the forwarder never sees HTTP. Failures are sorted into two kinds at this
+boundary: ``RetryableUplinkError`` (connect errors, timeouts, 5xx, 429: retried forever
+with backoff, nothing is dropped) and ``FatalUplinkError`` (other 4xx: a configuration or
+protocol problem that retrying cannot fix; the stream stops loudly). 409 is the protocol's
+gap refusal and comes back as a ``Refusal``. ``MemoryUplink`` is the in-process
+implementation for tests.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from uplink import (
+    Ack,
+    Batch,
+    MalformedReply,
+    Refusal,
+    decode_ack,
+    decode_refusal,
+    encode_batch,
+)
+
+from .ratelimit import TokenBucket
+
+
+class UplinkError(Exception):
+    """Base of the uplink's failures."""
+
+
+class RetryableUplinkError(UplinkError):
+    """The cloud could not be reached or was not ready; try again later."""
+
+
+class FatalUplinkError(UplinkError):
+    """The cloud refused the request for a reason retrying cannot fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class Uplink(Protocol):
+    async def send(self, topic: str, batch: Batch) -> Ack | Refusal: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpUplink:
+    """POST /v1/ingest/{topic} with keep-alive; see docs/protocol.md for the bytes."""
+
+    def __init__(self, url: str, token: str | None = None, *, compression: str = "zstd",
+                 timeout_s: float = 10.0, ca_file: Path | None = None,
+                 max_connections: int = 8, bandwidth: TokenBucket | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.bandwidth = bandwidth
+        self.compression = compression
+        headers = {"content-type": "application/cbor", "accept": "application/cbor"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        verify: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        self._client = httpx.AsyncClient(
+            headers=headers, timeout=timeout_s, verify=verify,
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+        )
+        self.bytes_sent = 0
+
+    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
+        data, encoding = encode_batch(batch, self.compression)  # type: ignore[arg-type]
+        if self.bandwidth is not None:
+            await self.bandwidth.take(len(data))
+        try:
+            resp = await self._client.post(f"{self.url}/v1/ingest/{topic}", content=data,
+                                           headers={"content-encoding": encoding})
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise RetryableUplinkError(f"{type(exc).__name__}: {exc}") from exc
+        self.bytes_sent += len(data)
+        status = resp.status_code
+        try:
+            if status == 200:
+                return decode_ack(resp.content)
+            if status == 409:
+                return decode_refusal(resp.content)
+        except MalformedReply as exc:
+            raise RetryableUplinkError(f"unreadable reply ({status}): {exc}") from exc
+        message = _error_text(resp)
+        if status == 429 or status >= 500:
+            raise RetryableUplinkError(f"HTTP {status}: {message}")
+        raise FatalUplinkError(status, message)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        if isinstance(body, dict) and "error" in body:
+            field = body.get("field")
+            return f"{body['error']}" + (f" (field {field})" if field else "")
+    except ValueError:
+        pass
+    return resp.text[:200]
+
+
+class MemoryUplink:
+    """An Uplink calling a coroutine in-process (tests link it to a cloud-side handler)."""
+
+    def __init__(self, handler: Callable[[str, Batch], Awaitable[Ack | Refusal]]) -> None:
+        self._handler = handler
+
+    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
+        return await self._handler(topic, batch)
+
+    async def aclose(self) -> None:
+        return None
