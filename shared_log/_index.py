@@ -9,8 +9,12 @@ correctness: a lookup gives a place to *start scanning* and the scan checks ever
 File layout: a sequence of 8-byte entries ``relative_offset u32 | position u32``
 (big-endian), relative to the segment's base offset.
 
-Not thread-safe on its own: the owning Segment serialises writers; readers take a
-snapshot of the list lengths, which only grow except under the segment lock.
+Not thread-safe on its own: the owning Segment serialises writers. Readers in other
+threads use the lists while the writer appends: ``add`` grows ``positions`` before
+``offsets`` so a reader that finds an offset always finds its position.
+
+Writing the file never fails an operation: the index is derived, so when a write fails
+(a full disk) the file is removed rather than left torn, and it is rebuilt when needed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class OffsetIndex:
         self.offsets: list[int] = []  # relative offsets, ascending
         self.positions: list[int] = []  # file positions, ascending
         self._pending = bytearray()
+        self._lost = False
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -41,8 +46,8 @@ class OffsetIndex:
         rel = offset - self.base_offset
         if self.offsets and (rel <= self.offsets[-1] or position <= self.positions[-1]):
             return
-        self.offsets.append(rel)
         self.positions.append(position)
+        self.offsets.append(rel)
         self._pending += _ENTRY.pack(rel, position)
 
     def lookup(self, offset: int) -> tuple[int, int]:
@@ -54,10 +59,10 @@ class OffsetIndex:
 
     def write_pending(self) -> None:
         """Append unsaved entries to the file (no fsync: the index is rebuilt if lost)."""
-        if self._pending:
-            with open(self.path, "ab") as f:
-                f.write(self._pending)
-            self._pending.clear()
+        if self._lost:
+            self.rewrite()
+        elif self._pending:
+            self._save("ab", bytes(self._pending))
 
     def truncate_to(self, position: int) -> None:
         """Drop entries at or after ``position`` and rewrite the file."""
@@ -67,9 +72,21 @@ class OffsetIndex:
         self.rewrite()
 
     def rewrite(self) -> None:
-        data = b"".join(_ENTRY.pack(o, p) for o, p in zip(self.offsets, self.positions, strict=True))
-        with open(self.path, "wb") as f:
-            f.write(data)
+        """Replace the file with every entry in memory."""
+        n = len(self.offsets)
+        self._save("wb", b"".join(_ENTRY.pack(o, p) for o, p in
+                                  zip(self.offsets[:n], self.positions[:n], strict=True)))
+
+    def _save(self, mode: str, data: bytes) -> None:
+        try:
+            with open(self.path, mode) as f:
+                f.write(data)
+        except OSError:
+            # A torn entry would make the file inconsistent; no file is simply rebuilt.
+            self.delete()
+            self._lost = True  # the next write_pending rewrites the whole file
+            return
+        self._lost = False
         self._pending.clear()
 
     def load(self, file_size: int) -> bool:
@@ -79,7 +96,7 @@ class OffsetIndex:
         self._pending.clear()
         try:
             data = self.path.read_bytes()
-        except FileNotFoundError:
+        except OSError:  # missing or unreadable: rebuilt from the segment
             return False
         if len(data) % ENTRY_SIZE:
             return False
@@ -89,8 +106,8 @@ class OffsetIndex:
                 self.offsets.clear()
                 self.positions.clear()
                 return False
-            self.offsets.append(rel)
             self.positions.append(pos)
+            self.offsets.append(rel)
             last_o, last_p = rel, pos
         if self.offsets and self.positions[0] != 0:
             self.offsets.clear()
@@ -101,5 +118,5 @@ class OffsetIndex:
     def delete(self) -> None:
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
+        except OSError:
             pass
