@@ -11,6 +11,7 @@ covers, threads through a Condition and asyncio tasks through their loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import threading
@@ -42,7 +43,7 @@ class DurabilityWaiters:
             while self._futures and self._futures[0][0] < durable_end:
                 ready.append(heapq.heappop(self._futures))
         for _, _, loop, fut in ready:
-            loop.call_soon_threadsafe(_resolve, fut, None)
+            _wake(loop, fut, None)
 
     def fail(self, error: BaseException) -> None:
         """Wake every waiter with ``error`` (the log was closed or cannot fsync)."""
@@ -51,7 +52,7 @@ class DurabilityWaiters:
             self._cond.notify_all()
             pending, self._futures = self._futures, []
         for _, _, loop, fut in pending:
-            loop.call_soon_threadsafe(_resolve, fut, error)
+            _wake(loop, fut, error)
 
     def wait(self, offset: int, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -76,6 +77,17 @@ class DurabilityWaiters:
             else:
                 heapq.heappush(self._futures, (offset, next(self._seq), loop, fut))
         return fut
+
+
+def _wake(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], error: BaseException | None
+) -> None:
+    """Resolve ``fut`` in its loop. A waiter that gave up (cancelled, maybe with its loop
+    closed since) is skipped: it must not turn an fsync into a failure of the log."""
+    if fut.done():
+        return
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to wake
+        loop.call_soon_threadsafe(_resolve, fut, error)
 
 
 def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
@@ -132,7 +144,7 @@ class GroupCommitter:
                 self._pending = 0
             try:
                 self._flush()
-            except BaseException as exc:  # noqa: BLE001 - reported to waiters, thread goes on
+            except BaseException as exc:  # reported to waiters; the thread goes on
                 self._on_error(exc)
 
     def stop(self) -> None:

@@ -1,13 +1,31 @@
 """Log configuration: segment size, commit policy, retention and the full policy.
 
 Strategy: plain frozen dataclasses validated in ``__post_init__`` so a bad value fails when
-the config is built (naming the field), not on the first append.
+the config is built (naming the field), not on the first append. Enum fields also accept
+their string values (from a config file) and are converted, so a misspelt full policy
+fails here instead of silently behaving like another one.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+#: Segment file positions are stored as u32 in the index.
+MAX_SEGMENT_BYTES = 2**32 - 1
+
+
+def _as_enum(obj: object, name: str, cls: type[_E], label: str) -> None:
+    value: Any = getattr(obj, name)
+    try:
+        converted = cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"{label} must be one of {allowed}, not {value!r}") from None
+    object.__setattr__(obj, name, converted)
 
 
 class CommitMode(enum.Enum):
@@ -34,6 +52,7 @@ class CommitPolicy:
     max_records: int = 10_000
 
     def __post_init__(self) -> None:
+        _as_enum(self, "mode", CommitMode, "commit.mode")
         if self.interval_ms < 0:
             raise ValueError("commit.interval_ms must be >= 0")
         if self.max_records < 1:
@@ -54,8 +73,9 @@ class LogConfig:
     full_policy: FullPolicy = FullPolicy.REJECT_NEW
 
     def __post_init__(self) -> None:
-        if self.segment_bytes < 1024:
-            raise ValueError("segment_bytes must be >= 1024")
+        _as_enum(self, "full_policy", FullPolicy, "full_policy")
+        if not 1024 <= self.segment_bytes <= MAX_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes must be between 1024 and {MAX_SEGMENT_BYTES}")
         if self.index_interval_bytes < 1:
             raise ValueError("index_interval_bytes must be >= 1")
         for name in ("retention_bytes", "retention_ms", "max_bytes"):

@@ -9,6 +9,7 @@ old or the new content, never a mix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -31,7 +32,7 @@ def parse_segment_name(name: str, suffix: str) -> int | None:
     if not name.endswith(suffix):
         return None
     stem = name[: -len(suffix)]
-    if len(stem) != _DIGITS or not stem.isdigit():
+    if len(stem) != _DIGITS or not (stem.isascii() and stem.isdigit()):
         return None
     return int(stem)
 
@@ -49,11 +50,16 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # e.g. ENOSPC: leave no half-written temp file
+            os.unlink(tmp)
+        raise
     fsync_dir(path.parent)
 
 

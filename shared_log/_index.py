@@ -20,6 +20,7 @@ Writing the file never fails an operation: the index is derived, so when a write
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import struct
 from pathlib import Path
@@ -116,7 +117,5 @@ class OffsetIndex:
         return True
 
     def delete(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
-        except OSError:
-            pass

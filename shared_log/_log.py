@@ -7,8 +7,10 @@ the start forward, and an empty log after deletions keeps its next offset in the
 its empty active segment.
 
 Recovery on open reads the ``recovery-point`` checkpoint (all offsets below it were
-fsynced when it was written: at every roll and at close) and only verifies segments from
+fsynced when it was written: at every roll and at close) and only looks at segments from
 the one holding that offset, so a large log opens in time proportional to one segment.
+Of those, only the last is verified batch by batch and may lose a torn tail; the others
+were fsynced whole when rolled and only get their index checked.
 
 Concurrency: one writer thread/task calls append, flush, delete_before and the retention
 methods. Readers in other threads may call read/fetch concurrently: they take the lock
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import errno
 import os
 import threading
 import time
@@ -28,8 +32,14 @@ from pathlib import Path
 
 from ._commit import DurabilityWaiters, GroupCommitter
 from ._config import CommitMode, FullPolicy, LogConfig
-from ._errors import LogClosed, LogFull, OffsetOutOfRange
-from ._files import LOG_SUFFIX, parse_segment_name, read_checkpoint, write_checkpoint
+from ._errors import CorruptBatch, DiskFull, LogClosed, LogFull, OffsetOutOfRange
+from ._files import (
+    LOG_SUFFIX,
+    fsync_dir,
+    parse_segment_name,
+    read_checkpoint,
+    write_checkpoint,
+)
 from ._records import Record, StoredRecord, decode_records, encode_batch
 from ._segment import CorruptRange, Segment
 
@@ -98,7 +108,8 @@ class Log:
             b for name in os.listdir(self.directory)
             if (b := parse_segment_name(name, LOG_SUFFIX)) is not None
         ) if self.directory.exists() else []
-        if not bases:
+        created = not bases
+        if created:
             if self.read_only:
                 raise FileNotFoundError(f"no log segments in {self.directory}")
             bases = [0]
@@ -106,18 +117,17 @@ class Log:
         self._segments = [Segment(self.directory, b, interval, read_only=self.read_only)
                           for b in bases]
         self._bases = list(bases)
+        if created:
+            fsync_dir(self.directory)  # the new log's first segment survives a power loss
         for seg, nxt in zip(self._segments, bases[1:], strict=False):
-            seg.next_offset = nxt
-        rp = read_checkpoint(self.directory / RECOVERY_POINT, {}).get("offset", 0)
+            seg.next_offset = nxt  # offsets a damaged sealed segment lost stay reserved
+        raw = read_checkpoint(self.directory / RECOVERY_POINT, None)
+        rp = raw.get("offset") if isinstance(raw, dict) else None
         first = max(0, bisect.bisect_right(self._bases, rp) - 1) if isinstance(rp, int) else 0
-        for i in range(first, len(self._segments)):
-            seg = self._segments[i]
-            self.stats.truncated_bytes_on_open += seg.recover(truncate=not self.read_only)
-            if i + 1 < len(self._segments) and seg.next_offset < self._bases[i + 1]:
-                # A sealed segment lost batches to corruption: the offsets stay reserved.
-                self._note_corrupt(CorruptRange(seg.base_offset, seg.size, 0,
-                                                seg.next_offset, self._bases[i + 1] - 1))
-                seg.next_offset = self._bases[i + 1]
+        last = len(self._segments) - 1
+        for i in range(first, last + 1):
+            self.stats.truncated_bytes_on_open += self._segments[i].recover(
+                truncate=not self.read_only, sealed=i < last)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -181,6 +191,13 @@ class Log:
                 self.stats.rejected_batches += 1
                 self.stats.rejected_records += n
                 raise
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # Rolling needs space too (index, recovery point): nothing was appended.
+                self.stats.rejected_batches += 1
+                self.stats.rejected_records += n
+                raise DiskFull(f"no space left in {self.directory}: {exc}") from exc
             self._size += len(data)
             self.stats.appended_records += n
             self.stats.appended_batches += 1
@@ -231,7 +248,12 @@ class Log:
         self._segments.append(seg)
         self._bases.append(base)
         self._waiters.advance(base)
-        write_checkpoint(self.directory / RECOVERY_POINT, {"offset": base})
+        try:
+            write_checkpoint(self.directory / RECOVERY_POINT, {"offset": base})
+        except OSError:
+            # The recovery point is a hint (a stale one only makes the next open look at
+            # more segments), but the new segment's directory entry must be durable.
+            fsync_dir(self.directory)
 
     def _delete_first(self) -> None:
         seg = self._segments.pop(0)
@@ -257,7 +279,8 @@ class Log:
             if end <= self._waiters.durable_end:
                 return
             seg.flush()
-            self.stats.fsyncs += 1
+            with self._lock:
+                self.stats.fsyncs += 1
             self._waiters.advance(end)
 
     def _flush_failed(self, exc: BaseException) -> None:
@@ -340,12 +363,21 @@ class Log:
                 if isinstance(item, CorruptRange):
                     self._note_corrupt(item)
                     skipped.append(item)
-                    pos = item.last + 1
+                    pos = max(pos, item.last + 1)
                     continue
                 info, view = item
                 if out and nbytes + info.size > max_bytes:
                     return FetchResult(out, pos, skipped)
-                for rec in decode_records(view, info):
+                try:
+                    records = decode_records(view, info)
+                except CorruptBatch:  # a good CRC around bad record framing
+                    bad = CorruptRange(seg.base_offset, info.position, info.size,
+                                       info.base_offset, info.last_offset)
+                    self._note_corrupt(bad)
+                    skipped.append(bad)
+                    pos = max(pos, info.next_offset)
+                    continue
+                for rec in records:
                     if rec.offset >= pos:
                         out.append(rec)
                         if len(out) >= max_records:
@@ -381,7 +413,9 @@ class Log:
         with self._lock:
             if not self.read_only and self._failed is None:
                 self._segments[-1].seal()
-                write_checkpoint(self.directory / RECOVERY_POINT, {"offset": self.end_offset})
+                # A hint: if it cannot be written, the next open looks at more segments.
+                with contextlib.suppress(OSError):
+                    write_checkpoint(self.directory / RECOVERY_POINT, {"offset": self.end_offset})
                 self._waiters.advance(self.end_offset)
             self._closed = True
             for s in self._segments:

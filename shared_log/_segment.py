@@ -6,17 +6,24 @@ skips over corrupt batches on read by re-synchronising on the next valid header.
 not know about retention, commit policy or its neighbours; the Log tells it its
 ``next_offset`` when that is known from the following segment.
 
+Damage: the last (active) segment can have a torn tail after a crash, which ``recover()``
+truncates. A sealed segment was fsynced whole when it was rolled, so damage in it is
+corruption: it is never truncated, and reads skip and report the bad batches.
+
 Concurrency: one writer (the Log, under its lock). Readers in other threads only call
 ``read_batches`` with a ``limit`` snapshot taken under the Log's lock, so they never see a
-batch that is being written. The read file object stays open while any reader holds the
+batch that is being written; loading or rebuilding the index on first read is serialised
+by the segment's own lock. The read file object stays open while any reader holds the
 segment, even after ``delete()`` unlinks the files, so a concurrent delete cannot pull a
 file descriptor from under a reader.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +69,12 @@ class Segment:
         self.next_offset = base_offset
         self.valid_size = self.size
         self._since_index = 0
-        self._index_loaded = False
+        self._lock = threading.Lock()
+        self._deleted = False
+        # A new segment's index is built in memory by append(); a stale file is dropped.
+        self._index_loaded = self.size == 0
+        if self.size == 0 and not read_only:
+            self.index.delete()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -88,10 +100,8 @@ class Segment:
         return position
 
     def _rollback(self, position: int) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.ftruncate(self._file.fileno(), position)
-        except OSError:
-            pass
 
     def flush(self) -> None:
         """fsync the data; the index is derived and written without fsync."""
@@ -110,36 +120,79 @@ class Segment:
     # -- recovery ------------------------------------------------------------------------
 
     def ensure_index(self) -> None:
-        """Load the index, or rebuild it by a scan when missing or inconsistent."""
+        """Load the index, or rebuild it by a scan when missing, inconsistent or wrong."""
         if self._index_loaded:
             return
+        with self._lock:
+            if self._index_loaded:
+                return
+            if not self._load_index():
+                self._rebuild_index()
+                if not self.read_only and not self._deleted:
+                    self.index.rewrite()
+            self._index_loaded = True
+
+    def _load_index(self) -> bool:
+        """Load the file when it is consistent and every entry names the batch at its
+        position (a header with that base offset); the CRCs are checked by the readers."""
         if not self.index.load(self.size):
-            self._rebuild_index()
-            if not self.read_only:
-                self.index.rewrite()
-        self._index_loaded = True
+            return False
+        fd = self._file.fileno()
+        for rel, pos in zip(self.index.offsets, self.index.positions, strict=True):
+            try:
+                info = parse_header(os.pread(fd, HEADER_SIZE, pos), pos)
+            except CorruptBatch:
+                info = None
+            if info is None or info.base_offset != self.base_offset + rel:
+                self.index.offsets.clear()
+                self.index.positions.clear()
+                return False
+        return True
 
     def _rebuild_index(self) -> None:
         self.index.offsets.clear()
         self.index.positions.clear()
         since = 0
-        for item in self.scan(0):
-            if isinstance(item, CorruptBatch):
-                break
+        for info in self._good_batches():
             if since <= 0:
-                self.index.add(item.base_offset, item.position)
+                self.index.add(info.base_offset, info.position)
                 since = self.index_interval
-            since -= item.size
+            since -= info.size
 
-    def recover(self, *, truncate: bool = True) -> int:
+    def _good_batches(self) -> Iterator[BatchInfo]:
+        """Every verifiable batch of the file in order, stepping over damage."""
+        position, expected = 0, self.base_offset
+        while position < self.size:
+            for item in self.scan(position):
+                if isinstance(item, CorruptBatch):
+                    found = self._byte_scan(item.position + 1, self.size, expected, 2**64)
+                    if found is None:
+                        return
+                    position, expected = found
+                    break
+                yield item
+                position, expected = item.position + item.size, item.next_offset
+            else:
+                return
+
+    def recover(self, *, truncate: bool = True, sealed: bool = False) -> int:
         """Verify every batch from the last index entry that is known good, truncate a
         torn or corrupt tail, rebuild the index past that point, and set ``next_offset``.
 
         Returns the number of bytes truncated (or, with ``truncate=False``, the number of
         bytes that would be: a read-only open leaves the files alone and reads up to
         ``valid_size``).
+
+        ``sealed=True`` is for a segment that is not the last: it was fsynced whole when
+        it was rolled, so it has no torn tail and is never truncated (damage in it is
+        skipped and reported by reads); only its index is checked or rebuilt, and
+        ``next_offset`` is left as the Log set it. Returns 0.
         """
-        loaded = self.index.load(self.size)
+        if sealed:
+            self._index_loaded = False
+            self.ensure_index()
+            return 0
+        loaded = self._load_index()
         start_offset, position = (self.base_offset, 0)
         if loaded and len(self.index):
             # Trust only entries we can verify: start from the last one whose batch checks out.
@@ -261,36 +314,50 @@ class Segment:
         """Batches holding offsets >= ``offset`` up to file position ``limit``.
 
         A corrupt batch is reported as a CorruptRange (the offsets it covered, found from
-        the next good batch or ``end_offset``) and reading continues after it.
+        the next good batch or ``end_offset``) and reading continues after it. Offsets the
+        file lacks before ``end_offset`` (a sealed segment cut short) are reported as a
+        range of size 0 at the end. Ranges wholly below ``offset`` are not reported.
         """
         self.ensure_index()
         expected, position = self.index.lookup(offset)
+        at_start = True
         while position < limit:
             for item in self._iter_raw(position, limit):
                 if isinstance(item, CorruptBatch):
+                    if at_start and position:
+                        # The indexed batch is damaged: start from the entry before, so
+                        # the damage is met (and reported) from the good batch before it.
+                        expected, position = self.index.lookup(expected - 1)
+                        break
+                    at_start = False
                     nxt = self._resync(item.position + 1, limit, expected, end_offset)
                     next_pos, next_off = (limit, end_offset) if nxt is None else nxt
-                    if next_off > expected:
+                    if next_off > max(expected, offset):
                         yield CorruptRange(
                             self.base_offset, item.position, next_pos - item.position,
                             expected, next_off - 1,
                         )
                     position, expected = next_pos, max(expected, next_off)
                     break
+                at_start = False
                 info, view = item
                 if info.next_offset > offset:
                     yield info, view
                 expected = info.next_offset
                 position = info.position + info.size
             else:
-                return
+                break
+        if expected < end_offset and end_offset > offset:
+            # The file ends before the offsets the next segment says this one holds.
+            yield CorruptRange(self.base_offset, position, 0, expected, end_offset - 1)
 
     def _resync(
         self, position: int, limit: int, min_offset: int, end_offset: int
     ) -> tuple[int, int] | None:
         """Find the next verifiable batch at or after ``position``: (position, base_offset)."""
         self.ensure_index()
-        for pos, rel in zip(self.index.positions, self.index.offsets, strict=True):
+        # Not strict: the writer may be adding an entry (positions grow first).
+        for pos, rel in zip(self.index.positions, self.index.offsets, strict=False):
             off = self.base_offset + rel
             if pos >= position and pos < limit and off >= min_offset:
                 info = self._batch_at(pos)
@@ -332,11 +399,11 @@ class Segment:
 
     def delete(self) -> None:
         """Unlink both files; the read handle closes once no reader holds the segment."""
-        for p in (self.log_path, self.index.path):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+        with self._lock:  # a reader rebuilding the index must not write it back now
+            self._deleted = True
+            for p in (self.log_path, self.index.path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(p)
 
     def __del__(self) -> None:
         f = getattr(self, "_file", None)

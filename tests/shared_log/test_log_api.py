@@ -69,7 +69,7 @@ def test_group_commit_from_threads_wait_durable(tmp_path: Path) -> None:
                         _, last = log.append(batch_for(0, 2))
                     assert log.wait_durable(last, timeout=30)
                     assert log.durable_offset > last
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
         threads = [threading.Thread(target=writer) for _ in range(8)]
@@ -211,7 +211,8 @@ def test_concurrent_reader_sees_whole_valid_prefixes(tmp_path: Path) -> None:
                 offset = exc.start_offset
                 continue
             fetches += 1
-            if res.skipped or res.records != [stored_for(o) for o in range(offset, res.next_offset)]:
+            expected = [stored_for(o) for o in range(offset, res.next_offset)]
+            if res.skipped or res.records != expected:
                 problems.append(f"bad fetch at {offset}: {res.skipped} {offsets_of(res.records)}")
                 return
             offset = res.next_offset
