@@ -357,6 +357,7 @@ def run_all(args: argparse.Namespace, work: Path) -> int:
         for name, fn in systems.items():  # round-robin so drift hits every system alike
             d = work / f"run-{rep}-{len(times[name])}"
             d.mkdir()
+            os.sync()  # start with no dirty pages: earlier writeback would slow the fsyncs
             times[name].append(fn(bs, d))
             if name == "shared_log EVERY_BATCH" and rep == args.repeat - 1:
                 d.rename(keep)

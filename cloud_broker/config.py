@@ -85,6 +85,8 @@ class BrokerConfig:
     state_checkpoint_ms: int = 1000
     #: create a topic on first ingest with this many partitions (0: unknown topics are refused)
     auto_create_partitions: int = 0
+    #: [mirrors.<name>] tables: cloud_broker.mirrors.settings.MirrorConfig by name
+    mirrors: dict[str, Any] = field(default_factory=dict)
 
 
 def _int(d: dict[str, Any], key: str, path: str, default: int | None, minimum: int) -> int | None:
@@ -106,7 +108,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
     """Validate a parsed TOML document; relative paths are taken from ``base_dir``."""
     base_dir = base_dir or Path.cwd()
     _known(raw, {"data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
-                 "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions"}, "")
+                 "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions",
+                 "mirrors"}, "")
 
     def path_of(key: str, v: Any) -> Path:
         if not isinstance(v, str) or not v:
@@ -200,7 +203,14 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         commit_interval_ms=float(interval),
         state_checkpoint_ms=_int(raw, "state_checkpoint_ms", "", 1000, 10) or 1000,
         auto_create_partitions=_int(raw, "auto_create_partitions", "", 0, 0) or 0,
+        mirrors=_mirrors(raw.get("mirrors", {}), base_dir),
     )
+
+
+def _mirrors(raw: Any, base_dir: Path) -> dict[str, Any]:
+    from .mirrors.settings import parse_mirrors  # late: the mirrors package imports us
+
+    return parse_mirrors(raw, base_dir)
 
 
 def load_config(path: str | os.PathLike[str]) -> BrokerConfig:

@@ -122,6 +122,8 @@ def mosquitto_server(tmp: Path, port: int | None = None, persistence: bool = Tru
         "max_queued_messages 0\n"
         "max_inflight_messages 0\n"
         "log_type error\nlog_type warning\n"
+        # Started as root, Mosquitto would drop to its own user, which cannot write here.
+        "user root\n"
     )
     return Server([find_binary("mosquitto"), "-c", str(conf)], port, tmp / "mosquitto.out")
 
