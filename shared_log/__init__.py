@@ -4,6 +4,7 @@ Used by the edge agent (the local buffer) and the cloud broker (one log per
 topic-partition). Knows nothing of MQTT or HTTP. See docs/log-format.md.
 """
 
+from ._columns import ColumnFetch, RecordColumns, fetch_columns
 from ._config import CommitMode, CommitPolicy, FullPolicy, LogConfig
 from ._errors import (
     CorruptBatch,
@@ -20,6 +21,7 @@ from ._records import Record, StoredRecord
 from ._segment import CorruptRange
 
 __all__ = [
+    "ColumnFetch",
     "CommitMode",
     "CommitPolicy",
     "CorruptBatch",
@@ -36,9 +38,11 @@ __all__ = [
     "LogStats",
     "OffsetOutOfRange",
     "Record",
+    "RecordColumns",
     "StoredRecord",
     "append_durable",
     "atomic_write",
+    "fetch_columns",
     "open_log",
     "read_checkpoint",
     "write_checkpoint",
