@@ -18,11 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import http_ingest
+from . import http_ingest, http_mirrors, http_replicate
 from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
+from .consume_routes import CONSUME_ROUTES
+from .group_service import GroupCoordinator
 from .ingest import Ingestor
 from .metrics import BrokerMetrics
+from .mirrors import LocalSource, MirrorCollector, MirrorManager
 from .openapi import OPENAPI
 from .storage import PartitionStore, UnknownTopic
 
@@ -43,6 +46,12 @@ class Broker:
         self.ingestor.recover()
         self.tokens = TokenStore(config)
         self.metrics = BrokerMetrics(self.store)
+        self.mirrors = MirrorManager(
+            config.data_dir, LocalSource(self.store),
+            [m for m in config.mirrors.values() if m.run == "broker"])
+        self.metrics.registry.register(MirrorCollector(self.mirrors))
+        self.groups = GroupCoordinator(self.store, config.data_dir / "groups.db")
+        self.metrics.watch_groups(self.groups)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _reopen_auto_created(self) -> None:
@@ -64,10 +73,12 @@ class Broker:
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self.ingestor.run_checkpoints()))
         self._tasks.append(asyncio.create_task(self._retention_loop()))
+        self._tasks.append(asyncio.create_task(self.groups.run_expiry()))
+        await self.mirrors.start()
 
     async def _retention_loop(self) -> None:
         while True:
-            await asyncio.sleep(30)
+            await asyncio.sleep(self.config.retention_check_ms / 1000)
             try:
                 deleted = await asyncio.to_thread(self.store.enforce_retention)
                 if deleted:
@@ -76,6 +87,7 @@ class Broker:
                 log.warning("retention failed: %s", exc)
 
     async def stop(self) -> None:
+        await self.mirrors.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -85,6 +97,7 @@ class Broker:
             await self.ingestor.checkpoint()
         except Exception as exc:
             log.warning("final ingest checkpoint failed: %s", exc)
+        self.groups.close()
         self.store.close()
 
     def health(self) -> tuple[bool, dict[str, object]]:
@@ -123,6 +136,14 @@ def create_app(config: BrokerConfig, extra_routes: list[Route] | None = None) ->
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/replicate/{topic}/{partition}", http_replicate.replicate_position,
+              methods=["GET"]),
+        Route("/v1/replicate/{topic}/{partition}", http_replicate.replicate_append,
+              methods=["POST"]),
+        Route("/v1/mirrors", http_mirrors.list_mirrors, methods=["GET"]),
+        Route("/v1/mirrors", http_mirrors.add_mirror, methods=["POST"]),
+        Route("/v1/mirrors/{name}", http_mirrors.delete_mirror, methods=["DELETE"]),
+        *CONSUME_ROUTES,
         *(extra_routes or []),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

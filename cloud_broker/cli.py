@@ -13,8 +13,10 @@ import sys
 
 import uvicorn
 
+from . import consume_cli
 from .app import create_app
 from .config import BrokerConfig, ConfigError, load_config
+from .mirrors import standalone as mirror_cli
 
 
 def uvicorn_config(cfg: BrokerConfig, app: object, log_level: str = "info") -> uvicorn.Config:
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="path to cloud.toml")
     serve.add_argument("--listen", help="override listen address host:port")
     serve.set_defaults(func=cmd_serve)
+    consume_cli.add_parser(sub)
+    mirror_cli.add_parser(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ Example::
     data_dir = "/var/lib/cloud-broker"
     listen = "0.0.0.0:8080"
     max_body_bytes = 8388608
+    retention_check_ms = 30000      # optional: how often topic retention is applied
 
     [tls]                      # optional
     cert = "/etc/cloud-broker/cert.pem"
@@ -85,6 +86,8 @@ class BrokerConfig:
     state_checkpoint_ms: int = 1000
     #: create a topic on first ingest with this many partitions (0: unknown topics are refused)
     auto_create_partitions: int = 0
+    #: how often retention (retention_bytes / retention_ms of each topic) is applied (ms)
+    retention_check_ms: int = 30_000
     #: [mirrors.<name>] tables: cloud_broker.mirrors.settings.MirrorConfig by name
     mirrors: dict[str, Any] = field(default_factory=dict)
 
@@ -109,7 +112,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
     base_dir = base_dir or Path.cwd()
     _known(raw, {"data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
                  "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions",
-                 "mirrors"}, "")
+                 "mirrors", "retention_check_ms"}, "")
 
     def path_of(key: str, v: Any) -> Path:
         if not isinstance(v, str) or not v:
@@ -203,6 +206,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         commit_interval_ms=float(interval),
         state_checkpoint_ms=_int(raw, "state_checkpoint_ms", "", 1000, 10) or 1000,
         auto_create_partitions=_int(raw, "auto_create_partitions", "", 0, 0) or 0,
+        retention_check_ms=_int(raw, "retention_check_ms", "", 30_000, 10) or 30_000,
         mirrors=_mirrors(raw.get("mirrors", {}), base_dir),
     )
 

@@ -19,8 +19,21 @@ multi-partition store needs on top of them.
    partitions exactly. The checkpoint holds only durable facts and is written lazily;
    a stale one costs a replay or a rewind of the edge, never a duplicate or a loss.
 
+3. **Known positions stay known.** The acked offset of a position the broker has never
+   acknowledged may start anywhere (``decide``'s NEW_GENERATION), which is only safe while
+   the edge has a single batch in flight, i.e. before its first ack. So a position is
+   written to the checkpoint *before* its first ack, and a position found in the data but
+   not in the checkpoint (the checkpoint was lost) restarts at acked offset -1. Either
+   way, after a restart a known position has an acked offset at or *below* the edge's:
+   a batch from the edge's acked offset is then refused as a gap with an expected offset
+   the edge already has acked, and the edge rewinds to it (edge_agent.forwarder); what it
+   still holds of that range is filtered by the marks, what it freed was durable here.
+
 Acks wait for durability of the batch's own appends *and* of every earlier batch of the
-same source (a chain of futures), so an ack never covers data still in the page cache.
+same source (a chain of futures), including parts appended by an attempt that failed
+half-way, so an ack never covers data still in the page cache. Records shared_log cannot
+frame (a header name over 64 KiB) are a ``RejectedBatch`` (400), checked before anything
+is appended, rather than an ``IngestUnavailable`` (503) the edge would retry forever.
 """
 
 from __future__ import annotations
@@ -29,11 +42,11 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared_log import LogError, Record, read_checkpoint, write_checkpoint
+from shared_log import InvalidRecord, LogError, Record, read_checkpoint, write_checkpoint
 from uplink import Ack, Batch, DecisionKind, Refusal, UplinkRecord, decide, reply_for
 
 from .partitioner import partition_for
@@ -48,6 +61,19 @@ Source = tuple[str, str, str]  # (edge_id, stream, generation)
 
 class IngestUnavailable(Exception):
     """The batch could not be made durable now (full disk, fsync error); retry later."""
+
+
+class RejectedBatch(Exception):
+    """The batch holds a record the partitions cannot store; retrying cannot help (400)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+# shared_log frames a header name with a u16 length and the header count with a u16.
+_MAX_HEADER_NAME = 0xFFFF
+_MAX_HEADERS = 0xFFFF - 1  # one slot for the origin header
 
 
 def origin_value(source: Source, offset: int) -> bytes:
@@ -100,7 +126,7 @@ class Ingestor:
         self._locks: dict[Source, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tails: dict[Source, asyncio.Future[None]] = {}
         self._pcache: dict[tuple[bytes, int], int] = {}
-        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpoint_lock = asyncio.Lock()
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -129,6 +155,12 @@ class Ingestor:
                 start = saved["end"]
             replayed += self._replay(part, start, marks)
             self._marks[(part.topic, part.index)] = marks
+        # A position in the data but not in the checkpoint (lost or replaced): its edge may
+        # hold acks, so it must not start over as a new position. -1 makes its next batch
+        # a gap the edge rewinds to; the marks filter what is already stored.
+        for marks in self._marks.values():
+            for src in marks:
+                self._acked.setdefault(src, -1)
         if replayed:
             log.info("ingest state: replayed %d records from partition tails", replayed)
 
@@ -183,18 +215,27 @@ class Ingestor:
                     self.stats.partials += 1
                 elif kind is DecisionKind.NEW_GENERATION:
                     self.stats.new_generations += 1
-                waits = self._append(topic, parts, source, decision.records_to_write)
+                try:
+                    self._append(topic, parts, source, decision.records_to_write, waits)
+                finally:
+                    # Parts appended before a failure are deduplicated on retry, so the
+                    # retry's ack must wait for them too: chain them into the tail.
+                    if waits:
+                        self._tails[source] = _chain(self._tails.get(source), waits)
+                if not waits:  # everything was already stored: wait for earlier appends
+                    self._tails[source] = _chain(self._tails.get(source), waits)
+                tail = self._tails[source]
+                if kind is DecisionKind.NEW_GENERATION:
+                    tail = self._tails[source] = _track(self._remember(
+                        tail, source, decision.new_acked_offset))
                 self._acked[source] = decision.new_acked_offset
-                prev = self._tails.get(source)
-                tail = asyncio.ensure_future(_durable_after(prev, waits))
-                self._tails[source] = tail
         if tail is not None:
             try:
                 await asyncio.shield(tail)
             except (LogError, OSError) as exc:
                 self._reset(source)
                 self.stats.unavailable += 1
-                raise IngestUnavailable(f"partition fsync failed: {exc}") from exc
+                raise IngestUnavailable(f"not durable: {exc}") from exc
         acked = decision.new_acked_offset
         if acked > self._durable.get(source, -1):
             self._durable[source] = acked
@@ -203,13 +244,22 @@ class Ingestor:
                 p.notify()
         return reply_for(batch, decision)
 
+    async def _remember(self, durable: asyncio.Future[None], source: Source,
+                        acked: int) -> None:
+        """A new position: checkpoint it once its records are durable, before its ack."""
+        await durable
+        await self.checkpoint(known={source: acked})
+
     def _append(self, topic: str, parts: list[Partition], source: Source,
-                records: Iterable[UplinkRecord]) -> list[tuple[Partition, int]]:
+                records: tuple[UplinkRecord, ...], waits: list[tuple[Partition, int]]) -> None:
+        """Append the records not yet in their partitions; ``waits`` gets (partition, last
+        offset) for each append made, also when a later one fails."""
         n = len(parts)
         groups: dict[int, list[Record]] = {}
         lasts: dict[int, int] = {}
         written = dedup = 0
         prefix = f"{source[0]}/{source[1]}/{source[2]}/"
+        _check_storable(records)
         for r in records:
             p = self._partition_of(r.key, n) if n > 1 else 0
             marks = self._marks[(topic, p)]
@@ -219,7 +269,6 @@ class Ingestor:
             headers = (*r.headers, (ORIGIN_HEADER, (prefix + str(r.offset)).encode()))
             groups.setdefault(p, []).append(Record(r.key, r.value, r.timestamp, headers))
             lasts[p] = r.offset
-        waits: list[tuple[Partition, int]] = []
         try:
             for p, recs in groups.items():
                 part = parts[p]
@@ -227,6 +276,8 @@ class Ingestor:
                 self._marks[(topic, p)][source] = lasts[p]
                 waits.append((part, last))
                 written += len(recs)
+        except InvalidRecord as exc:  # not caught by _check_storable: no retry can help
+            raise RejectedBatch("records", str(exc)) from exc
         except (LogError, OSError) as exc:
             # Appended parts stay (their marks filter them on retry); the source's acked
             # offset is not advanced, so the edge resends and only missing parts are written.
@@ -236,7 +287,6 @@ class Ingestor:
         finally:
             self.stats.records_written += written
             self.stats.records_deduplicated += dedup
-        return waits
 
     def _reset(self, source: Source) -> None:
         """After a durability failure fall back to what was acked durable."""
@@ -251,23 +301,37 @@ class Ingestor:
     def acked_offset(self, source: Source) -> int | None:
         return self._durable.get(source)
 
-    async def checkpoint(self) -> None:
-        """Persist durable facts: acked offsets and per-partition marks at a durable end."""
-        snap_parts = {}
-        waits = []
-        for part in self.store:
-            end = part.log.end_offset
-            marks = self._marks.get((part.topic, part.index), {})
-            snap_parts[f"{part.topic}/{part.index}"] = {
-                "end": end, "sources": {_skey(s): o for s, o in marks.items()},
-            }
-            if end > 0:
-                waits.append(part.log.wait_durable_async(end - 1))
-        acked = {_skey(s): o for s, o in self._durable.items()}
-        await asyncio.gather(*waits)
-        state = {"version": 1, "written_at": time.time(), "acked": acked,
-                 "partitions": snap_parts}
-        await asyncio.to_thread(write_checkpoint, self.state_path, state)
+    async def checkpoint(self, known: dict[Source, int] | None = None) -> None:
+        """Persist durable facts: acked offsets and per-partition marks at a durable end.
+
+        ``known`` adds durable acked offsets not yet in ``_durable`` (a new position before
+        its first ack); they count as durable once written. One checkpoint at a time, so
+        an older snapshot never replaces a newer one.
+        """
+        async with self._checkpoint_lock:
+            snap_parts = {}
+            waits = []
+            for part in self.store:
+                if part.log.failed is not None:
+                    continue  # its marks may cover records that never became durable
+                end = part.log.end_offset
+                marks = self._marks.get((part.topic, part.index), {})
+                snap_parts[f"{part.topic}/{part.index}"] = {
+                    "end": end, "sources": {_skey(s): o for s, o in marks.items()},
+                }
+                if end > part.log.start_offset:
+                    waits.append(part.log.wait_durable_async(end - 1))
+            durable = dict(self._durable)
+            for src, off in (known or {}).items():
+                durable[src] = max(off, durable.get(src, -1))
+            acked = {_skey(s): o for s, o in durable.items()}
+            await asyncio.gather(*waits)
+            state = {"version": 1, "written_at": time.time(), "acked": acked,
+                     "partitions": snap_parts}
+            await asyncio.to_thread(write_checkpoint, self.state_path, state)
+            for src, off in (known or {}).items():
+                if off > self._durable.get(src, -1):
+                    self._durable[src] = off
 
     async def run_checkpoints(self) -> None:
         """Background task: checkpoint periodically (cancel it to stop)."""
@@ -279,6 +343,18 @@ class Ingestor:
                 log.warning("ingest state checkpoint failed: %s", exc)
 
 
+def _check_storable(records: tuple[UplinkRecord, ...]) -> None:
+    """Refuse, before any append, records shared_log cannot frame (only headers can fail)."""
+    for i, r in enumerate(records):
+        headers = r.headers
+        if headers and (len(headers) > _MAX_HEADERS or any(
+                len(name) > _MAX_HEADER_NAME // 4 and len(name.encode()) > _MAX_HEADER_NAME
+                for name, _ in headers)):
+            raise RejectedBatch(f"records[{i}].headers",
+                                f"at most {_MAX_HEADERS} headers with names of at most "
+                                f"{_MAX_HEADER_NAME} UTF-8 bytes")
+
+
 async def _durable_after(prev: asyncio.Future[None] | None,
                          waits: list[tuple[Partition, int]]) -> None:
     if prev is not None:
@@ -286,4 +362,18 @@ async def _durable_after(prev: asyncio.Future[None] | None,
     await asyncio.gather(*(p.log.wait_durable_async(last) for p, last in waits))
 
 
-__all__ = ["ORIGIN_HEADER", "IngestUnavailable", "Ingestor", "UnknownTopic", "parse_origin"]
+def _chain(prev: asyncio.Future[None] | None,
+           waits: list[tuple[Partition, int]]) -> asyncio.Future[None]:
+    return _track(_durable_after(prev, list(waits)))
+
+
+def _track(coro: Coroutine[None, None, None]) -> asyncio.Future[None]:
+    # A tail whose batch failed may never be awaited again: retrieve its error so
+    # asyncio does not log "exception was never retrieved" for it.
+    fut = asyncio.ensure_future(coro)
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return fut
+
+
+__all__ = ["ORIGIN_HEADER", "IngestUnavailable", "Ingestor", "RejectedBatch", "UnknownTopic",
+           "parse_origin"]

@@ -7,7 +7,10 @@ time from the logs themselves instead of being kept in step by hand.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from collections.abc import Iterable
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,7 +32,48 @@ class BrokerMetrics:
         self.ingest_latency = Histogram(
             "broker_ingest_seconds", "Ingest request time, durable ack included", registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.fetch_requests = Counter(
+            "broker_fetch_requests", "Consumer fetch/stream requests by HTTP status", ["status"],
+            registry=r)
+        self.fetch_records = Counter(
+            "broker_fetch_records", "Records served to consumers", ["topic"], registry=r)
+        self.fetch_bytes = Counter(
+            "broker_fetch_bytes", "Response body bytes of fetches", registry=r)
+        self.fetch_skipped = Counter(
+            "broker_fetch_skipped_offsets", "Offsets reported to consumers as lost to corruption",
+            ["topic"], registry=r)
+        self.fetch_waiting = Gauge(
+            "broker_fetch_waiting", "Long-polls waiting for data now", registry=r)
+        self.fetch_latency = Histogram(
+            "broker_fetch_seconds", "Fetch request time, long-poll waits included", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30))
         r.register(_PartitionCollector(store))
+
+    def watch_groups(self, groups: _GroupSource) -> None:
+        """Export consumer lag of ``groups`` (a GroupCoordinator), computed at scrape time."""
+        self.registry.register(_LagCollector(groups))
+
+
+class _GroupSource(Protocol):  # what _LagCollector needs of a GroupCoordinator
+    def lag(self) -> Iterable[tuple[str, tuple[str, int], int, int]]: ...
+
+
+class _LagCollector(Collector):
+    def __init__(self, groups: _GroupSource) -> None:
+        self.groups = groups
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        labels = ["group", "topic", "partition"]
+        lag = GaugeMetricFamily("broker_consumer_lag",
+                                "End offset minus committed offset per group and partition",
+                                labels=labels)
+        committed = GaugeMetricFamily("broker_consumer_committed_offset",
+                                      "Committed offset (next to consume)", labels=labels)
+        for group, (topic, partition), offset, end in self.groups.lag():
+            values = [group, topic, str(partition)]
+            lag.add_metric(values, max(0, end - offset))
+            committed.add_metric(values, offset)
+        yield from (lag, committed)
 
 
 class _PartitionCollector(Collector):

@@ -84,3 +84,13 @@ OPENAPI: dict[str, Any] = {
                              "responses": {"200": {"description": "text exposition format"}}}},
     },
 }
+
+
+def _merge_consumer_api() -> None:
+    from .openapi_consume import CONSUME_PATHS, CONSUME_SCHEMAS
+
+    OPENAPI["paths"].update(CONSUME_PATHS)
+    OPENAPI["components"]["schemas"].update(CONSUME_SCHEMAS)
+
+
+_merge_consumer_api()

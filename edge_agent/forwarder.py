@@ -94,7 +94,26 @@ class StreamSender:
             self.store.note_acked(acked)
         else:
             self.stats.refusals += 1
-            self.state.on_refusal(reply)
+            if reply.expected_offset <= self.state.acked_offset:
+                self._rewind_to(reply.expected_offset)
+            else:
+                self.state.on_refusal(reply)
+
+    def _rewind_to(self, expected: int) -> None:
+        """The cloud expects an offset it has already acked to us: it restarted from a
+        stale state checkpoint (cloud_broker.ingest). Everything up to our acked offset is
+        durable there, so start a sender state at its expected offset: the records we
+        still hold of that range are deduplicated by the cloud, the offsets we freed go as
+        an empty range. One batch in flight until the cloud replies, as for a new state;
+        the window is widened by the freed range so one batch can cover it.
+        """
+        log_start = self.store.log.start_offset
+        window = self.cfg.max_batch_records * self.cfg.max_in_flight
+        log.warning("stream %s: the cloud expects offset %d, below our acked offset %d; "
+                    "rewinding", self.name, expected, self.state.acked_offset)
+        self.state = SenderState(self.state.edge_id, self.name, self.store.generation,
+                                 expected - 1,
+                                 max_in_flight=window + max(0, log_start - expected))
 
 
 class Forwarder:
@@ -197,6 +216,10 @@ class Forwarder:
             for t in list(self._tasks):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            # Cancelled sends never got their reply: give their ranges back, or a later
+            # run() would wait for them forever.
+            for s in self.senders:
+                s.state.rewind()
             self.persist()
 
     def persist(self) -> None:

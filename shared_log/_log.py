@@ -240,7 +240,11 @@ class Log:
     def _roll(self) -> None:
         """Seal the active segment (fsync) and start a new one at the end offset."""
         old = self._segments[-1]
-        old.seal()
+        try:
+            old.seal()
+        except OSError as exc:
+            self._flush_failed(exc)
+            raise
         self.stats.fsyncs += 1
         base = old.next_offset
         seg = Segment(self.directory, base, self.config.index_interval_bytes)
@@ -274,17 +278,26 @@ class Log:
             with self._lock:
                 if self._closed:
                     return
+                if self._failed is not None:
+                    raise LogClosed(f"log {self.directory} failed to fsync: {self._failed}")
                 seg = self._segments[-1]
                 end = seg.next_offset
             if end <= self._waiters.durable_end:
                 return
-            seg.flush()
+            try:
+                seg.flush()
+            except OSError as exc:
+                self._flush_failed(exc)
+                raise
             with self._lock:
                 self.stats.fsyncs += 1
             self._waiters.advance(end)
 
     def _flush_failed(self, exc: BaseException) -> None:
-        self._failed = exc
+        """Stop for good: after a failed fsync the kernel may have dropped the dirty pages,
+        so no later fsync can vouch for them (PostgreSQL's "fsyncgate")."""
+        if self._failed is None:
+            self._failed = exc
         self._waiters.fail(LogClosed(f"log {self.directory} failed to fsync: {exc}"))
 
     def wait_durable(self, offset: int, timeout: float | None = None) -> bool:

@@ -4,21 +4,21 @@ Strategy: the checker re-reads each ``.log`` file through a read-only ``mmap`` a
 re-checks everything the writer promises in docs/log-format.md (framing, CRC, record
 framing, dense offsets inside and across segments, index entries on batch boundaries)
 with its own scan, independent of Segment's read path, so a bug in recovery cannot hide
-a problem from it. Only the "what would a read-write open truncate" preview reuses
-``Segment.recover(truncate=False)``, because the point there is to predict exactly what
-that code will do. Results are plain data (a VerifyReport); printing is cli.py's job.
+a problem from it. Only the "what would a read-write open truncate" preview opens the
+log itself (``Log(dir, read_only=True)`` recovers without truncating), because the point
+there is to predict exactly what that code will do. Results are plain data (a
+VerifyReport); printing is cli.py's job.
 
 Severity: the data (``.log`` files) is the truth, so anything wrong there is an error.
 The index is derived and rebuilt on open, and the recovery point is a hint, so their
 problems are warnings.
 
-Never writes: files are opened ``rb``, mapped ``ACCESS_READ``, and the Segment used for
-the preview is opened ``read_only``.
+Never writes: files are opened ``rb``, mapped ``ACCESS_READ``, and the Log used for the
+preview is opened ``read_only``.
 """
 
 from __future__ import annotations
 
-import bisect
 import enum
 import mmap
 import os
@@ -26,12 +26,11 @@ import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ._errors import CorruptBatch
+from ._errors import CorruptBatch, LogError
 from ._files import INDEX_SUFFIX, LOG_SUFFIX, parse_segment_name, read_checkpoint
 from ._index import ENTRY_SIZE
-from ._log import RECOVERY_POINT
+from ._log import RECOVERY_POINT, Log
 from ._records import HEADER_SIZE, BatchInfo, decode_records, parse_header, verify_batch
-from ._segment import Segment
 
 _ENTRY = struct.Struct(">II")
 #: bytes 8..9 of every batch: magic 1, attributes 0. Used to re-synchronise after damage.
@@ -61,6 +60,7 @@ class Kind(enum.Enum):
     #: an index file the log ignores and rebuilds (bad size, unsorted, out of the file).
     INDEX_INVALID = "index_invalid"
     #: sorted index entries that do not point at a good batch with the stated offset.
+    #: (Log rebuilds an index whose entry headers do not match, but not for a bad CRC.)
     INDEX_MISMATCH = "index_mismatch"
     #: an ``.index`` file without its ``.log``.
     ORPHAN_INDEX = "orphan_index"
@@ -189,7 +189,7 @@ def verify_log(directory: str | os.PathLike[str]) -> VerifyReport:
         if b is not None and b not in bases:
             report.problems.append(Problem(
                 Kind.ORPHAN_INDEX, n, f"index file {n} has no {b:020d}{LOG_SUFFIX}"))
-    _check_recovery(path, report, bases)
+    _check_recovery(path, report)
     return report
 
 
@@ -381,20 +381,18 @@ def _check_index(
         problems.append(Problem(
             Kind.INDEX_MISMATCH, name,
             f"{len(bad)} of {len(entries)} entries do not point at a good batch with their "
-            f"offset, first: entry {n} (offset {seg.base_offset + rel}, byte {pos}); delete "
-            "the index file to have it rebuilt",
+            f"offset, first: entry {n} (offset {seg.base_offset + rel}, byte {pos}); the log "
+            "rebuilds an index whose entries do not name their batch",
             n * ENTRY_SIZE, ENTRY_SIZE, seg.base_offset + rel, seg.base_offset + rel))
 
 
-def _check_recovery(path: Path, report: VerifyReport, bases: list[int]) -> None:
+def _check_recovery(path: Path, report: VerifyReport) -> None:
     """Check the recovery point, and preview what a read-write open would truncate."""
     rp_path = path / RECOVERY_POINT
     raw = read_checkpoint(rp_path, None)
     rp = raw.get("offset") if isinstance(raw, dict) else None
-    first = 0
     if isinstance(rp, int) and not isinstance(rp, bool) and rp >= 0:
         report.recovery_point = rp
-        first = max(0, bisect.bisect_right(bases, rp) - 1)
         if rp > report.end_offset:
             report.problems.append(Problem(
                 Kind.RECOVERY_POINT, RECOVERY_POINT,
@@ -405,17 +403,23 @@ def _check_recovery(path: Path, report: VerifyReport, bases: list[int]) -> None:
             Kind.RECOVERY_POINT, RECOVERY_POINT,
             "recovery-point is unreadable or has no integer 'offset'; an open verifies "
             "every segment instead"))
-    for seg_report in report.segments[first:]:
-        seg = Segment(path, seg_report.base_offset, 1 << 30, read_only=True)
-        try:
-            cut = seg.recover(truncate=False)
-        finally:
-            seg.close()
-        cut_at = seg_report.bytes - cut
-        if cut and cut_at < seg_report.valid_bytes:
+    # A read-only open runs the same recovery without truncating: the sizes it reports
+    # are where a read-write open would cut each segment.
+    try:
+        log = Log(path, read_only=True)
+    except (LogError, OSError, ValueError):
+        return
+    try:
+        kept = {base: (nxt, size) for base, nxt, size in log.segments_info()}
+    finally:
+        log.close()
+    for seg in report.segments:
+        nxt, cut_at = kept.get(seg.base_offset, (seg.next_offset, seg.bytes))
+        cut = seg.bytes - cut_at
+        if cut > 0 and cut_at < seg.valid_bytes:
             report.problems.append(Problem(
-                Kind.RECOVERY_TRUNCATES, seg_report.file,
+                Kind.RECOVERY_TRUNCATES, seg.file,
                 f"a read-write open truncates this segment at byte {cut_at}, discarding "
                 f"{cut} bytes including batches that are intact up to offset "
-                f"{seg_report.next_offset - 1}",
-                cut_at, cut, seg.next_offset, seg_report.next_offset - 1))
+                f"{seg.next_offset - 1}",
+                cut_at, cut, nxt, seg.next_offset - 1))

@@ -27,7 +27,6 @@ from ._files import INDEX_SUFFIX, LOG_SUFFIX, read_checkpoint, segment_name
 from ._index import ENTRY_SIZE
 from ._log import RECOVERY_POINT, Log
 from ._records import StoredRecord
-from ._segment import CorruptRange
 from ._verify import Kind, NotALog, Problem, VerifyReport, verify_log
 
 EXIT_OK = 0
@@ -85,7 +84,6 @@ def inspect_log(directory: Path) -> dict[str, Any]:
             "total_bytes": sum(s["bytes"] for s in segments),
             "recovery_point": rp if isinstance(rp, int) else None,
             "torn_tail_bytes": log.stats.truncated_bytes_on_open,
-            "corrupt_ranges": [_range_dict(r) for r in log.stats.corrupt_ranges],
             "segments": segments,
         }
     finally:
@@ -104,8 +102,6 @@ def _print_inspect(info: dict[str, Any], out: TextIO) -> None:
     w(f"recovery point {'none' if rp is None else rp}\n")
     w(f"torn tail      {info['torn_tail_bytes']} bytes"
       f"{'  (a read-write open truncates them)' if info['torn_tail_bytes'] else ''}\n")
-    for r in info["corrupt_ranges"]:
-        w(f"lost offsets   {r['first_offset']}..{r['last_offset']} in {r['file']}\n")
     cols = ("file", "base offset", "next offset", "records", "bytes", "index entries")
     rows = [cols] + [
         (s["file"], str(s["base_offset"]), str(s["next_offset"]), str(s["records"]),
@@ -179,11 +175,6 @@ def record_to_json(rec: StoredRecord) -> dict[str, Any]:
         "value_b64": value_b64,
         "headers": headers,
     }
-
-
-def _range_dict(r: CorruptRange) -> dict[str, Any]:
-    return {"file": segment_name(r.segment, LOG_SUFFIX), "position": r.position,
-            "length": r.size, "first_offset": r.first, "last_offset": r.last}
 
 
 def dump(directory: Path, start: int | None, limit: int | None, out: TextIO,

@@ -80,9 +80,10 @@ def record_row(topic: str, partition: int, rec: StoredRecord, json_columns: bool
 class SqlTarget:
     """Records of one topic into a SQLite table; see the module docstring."""
 
-    def __init__(self, path: str | Path, table: str = "records", json_columns: bool = True
-                 ) -> None:
+    def __init__(self, path: str | Path, table: str = "records", json_columns: bool = True,
+                 timeout_s: float = 10.0) -> None:
         self.path = Path(path)
+        self.timeout_s = timeout_s
         self.table_name = table
         self.json_columns = json_columns
         self.description = f"sqlite {self.path} table {table}"
@@ -103,7 +104,7 @@ class SqlTarget:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA busy_timeout=10000")
+                conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
                 db = sqlite_utils.Database(conn)
                 db[self.table_name].create(
                     {"topic": str, "partition": int, "offset": int, "key": str,

@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,3 +100,64 @@ def flip_bit(path: Path, bit: int) -> None:
 
 def offsets_of(records: Sequence[StoredRecord]) -> list[int]:
     return [r.offset for r in records]
+
+
+# -- the kill -9 writer ----------------------------------------------------------------------
+
+WRITER = Path(__file__).resolve().parent / "crash_writer.py"
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Writer:
+    """crash_writer.py as a subprocess whose reported offsets are read by a thread."""
+
+    def __init__(self, directory: Path, mode: str, segment_bytes: int, seed: int) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WRITER), str(directory), mode, str(segment_bytes), str(seed)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.reported: list[int] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _take(self, line: bytes | None) -> bool:
+        if line is None:
+            return False
+        if line.endswith(b"\n"):  # a line cut by the kill was never reported
+            self.reported.append(int(line))
+        return True
+
+    def wait_for(self, predicate, timeout: float = 60.0) -> None:
+        """Block until ``predicate(self.reported)`` holds (the writer is alive and well)."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.reported):
+            remaining = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(remaining, 0))
+            except queue.Empty:
+                line = b""
+            if remaining <= 0 or not self._take(line):
+                self.proc.kill()
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise AssertionError(f"writer stopped or stalled: {err[-2000:]}")
+
+    def kill9(self) -> list[int]:
+        """SIGKILL the writer; every offset it reported before dying."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._thread.join(timeout=30)
+        while self._take(self.lines.get(timeout=30)):
+            pass
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.reported

@@ -29,6 +29,7 @@ from shared_log import (
     append_durable,
     open_log,
 )
+from shared_log._records import encode_batch
 
 GROUP_SLOW = CommitPolicy(CommitMode.GROUP, interval_ms=600_000, max_records=1_000_000)
 
@@ -360,3 +361,76 @@ def test_config_accepts_enum_values_as_strings(tmp_path: Path) -> None:
             while True:
                 append_batch(log, 5)
         assert log.start_offset == 0  # rejected, never dropped
+
+
+def test_fetch_max_bytes_counts_whole_batches(tmp_path: Path) -> None:
+    b = [len(encode_batch(o, batch_for(o, 3))) for o in (0, 3, 6, 9)]
+    with Log(tmp_path, cfg()) as log:
+        for _ in range(4):
+            append_batch(log, 3)
+        assert log.size_bytes == sum(b)
+        assert offsets_of(log.read(0, max_bytes=b[0] + b[1])) == list(range(6))
+        assert offsets_of(log.read(0, max_bytes=b[0] + b[1] - 1)) == list(range(3))
+        # Starting inside a batch still counts the whole batch.
+        assert offsets_of(log.read(2, max_bytes=b[0] + b[1])) == list(range(2, 6))
+
+
+def test_a_reader_holding_a_deleted_segment_reads_it_and_leaves_no_files(tmp_path: Path) -> None:
+    config = cfg(segment_bytes=1024)
+    with Log(tmp_path, config) as log:
+        while log.segment_count < 3:
+            append_batch(log, 3)
+    with Log(tmp_path, config) as log:  # sealed segments load their index on first read
+        first = log._segments[0]
+        first.index.path.unlink()  # so that the read must rebuild it
+        second = log.segments_info()[1][0]
+        assert log.delete_before(second) == second
+        assert not first.log_path.exists()
+        got = [info.base_offset for info, _ in first.read_batches(0, first.size, second)]
+        assert got[0] == 0 and len(got) > 1
+        assert not first.index.path.exists()  # no orphan index for a deleted segment
+
+
+@pytest.fixture
+def failing_fsync(monkeypatch: pytest.MonkeyPatch):
+    """Make every fsync of a regular file fail with EIO once armed (directories still work)."""
+    import errno
+    import os
+    import stat
+
+    armed = threading.Event()
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if armed.is_set() and stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, "injected fsync failure")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return armed
+
+
+@pytest.mark.parametrize("mode", [CommitMode.GROUP, CommitMode.EVERY_BATCH])
+def test_a_failed_fsync_stops_the_log_for_good(
+    tmp_path: Path, failing_fsync: threading.Event, mode: CommitMode
+) -> None:
+    log = Log(tmp_path, cfg(mode))
+    _, ok = append_batch(log, 2)
+    assert log.wait_durable(ok, timeout=30)
+    failing_fsync.set()
+    if mode is CommitMode.EVERY_BATCH:
+        with pytest.raises(OSError, match="injected"):
+            append_batch(log, 1)
+    else:
+        _, last = append_batch(log, 1)
+        with pytest.raises(LogClosed, match="fsync"):
+            log.wait_durable(last, timeout=30)
+    assert isinstance(log.failed, OSError)
+    failing_fsync.clear()  # a later fsync "succeeding" must not vouch for lost pages
+    with pytest.raises(LogClosed, match="failed to fsync"):
+        log.flush()
+    with pytest.raises(LogClosed, match="failed to fsync"):
+        append_batch(log, 1)
+    assert log.durable_offset == ok + 1
+    assert offsets_of(log.read(0)) == [0, 1, 2]  # reading still works
+    log.close()

@@ -136,7 +136,7 @@ class LogMachine(RuleBasedStateMachine):
     @rule()
     def enforce_retention(self) -> None:
         deleted = 0
-        while len(self.segments) > 1 and sum(s.size for s in self.segments) >= RETENTION_BYTES - 300:
+        while len(self.segments) > 1 and sum(s.size for s in self.segments) > RETENTION_BYTES:
             deleted += self._drop_first()
         assert self.log.enforce_retention() == deleted
 

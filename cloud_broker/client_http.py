@@ -1,0 +1,157 @@
+"""The consumer client's HTTP calls: one method per endpoint, retried with tenacity.
+
+Strategy: httpx does the I/O and tenacity the reconnecting: a call that fails to connect,
+is cut, or gets 503 is retried with exponential backoff (50 ms doubling to 2 s) for up to
+``retry_for_s``; every other refusal maps at once to an exception of ours, so callers
+never see httpx types. The exception tree::
+
+    ConsumerError                 status and the broker's JSON error body
+     ├── OffsetOutOfRangeError    416: start_offset / end_offset say what is valid
+     ├── RebalanceError           409 stale_generation, unknown_member or
+     │                            rebalance_in_progress: join again
+     └── BrokerUnavailable        no answer (or 503) for retry_for_s
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from .record_codec import FetchResponse, MalformedResponse, decode_cbor
+
+REJOIN_CODES = ("stale_generation", "unknown_member", "rebalance_in_progress")
+
+
+class ConsumerError(Exception):
+    def __init__(self, message: str, status: int | None = None,
+                 body: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}
+
+
+class OffsetOutOfRangeError(ConsumerError):
+    @property
+    def start_offset(self) -> int:
+        return int(self.body.get("start_offset", 0))
+
+    @property
+    def end_offset(self) -> int:
+        return int(self.body.get("end_offset", 0))
+
+
+class RebalanceError(ConsumerError):
+    """The group moved on (new generation, or this member expired): join again."""
+
+
+class BrokerUnavailable(ConsumerError):
+    pass
+
+
+class _Unavailable(Exception):
+    """503 from the broker: worth retrying."""
+
+
+class BrokerClient:
+    """Plain calls to one broker. ``await close()`` when done."""
+
+    def __init__(self, url: str, token: str | None = None, retry_for_s: float = 60.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.retry_for_s = retry_for_s
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers,
+                                       timeout=httpx.Timeout(30.0, connect=5.0),
+                                       transport=transport)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((httpx.TransportError, _Unavailable)),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            stop=stop_after_delay(self.retry_for_s), reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    resp = await self._http.request(method, path, **kwargs)
+                    if resp.status_code == 503:
+                        raise _Unavailable(resp.text[:200])
+        except (httpx.TransportError, _Unavailable) as exc:
+            raise BrokerUnavailable(f"{method} {path}: broker unavailable for "
+                                    f"{self.retry_for_s:g}s: {exc!r}") from exc
+        if resp.status_code >= 400:
+            raise _error(resp)
+        return resp
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return (await self._request(method, path, **kwargs)).json()
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def fetch(self, topic: str, partition: int, offset: int, max_records: int = 1000,
+                    wait_ms: int = 0, max_bytes: int | None = None) -> FetchResponse:
+        params: dict[str, Any] = {"offset": offset, "max_records": max_records,
+                                  "wait_ms": wait_ms}
+        if max_bytes is not None:
+            params["max_bytes"] = max_bytes
+        resp = await self._request(
+            "GET", f"/v1/topics/{topic}/partitions/{partition}/records", params=params,
+            timeout=httpx.Timeout(30.0 + wait_ms / 1000, connect=5.0))
+        try:
+            return decode_cbor(resp.content)
+        except MalformedResponse as exc:
+            raise ConsumerError(str(exc), resp.status_code) from exc
+
+    async def topic(self, topic: str) -> dict[str, Any]:
+        return await self._json("GET", f"/v1/topics/{topic}")
+
+    async def join(self, group: str, member_id: str, topics: list[str],
+                   session_timeout_ms: int, assignor: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"member_id": member_id, "topics": topics,
+                                "session_timeout_ms": session_timeout_ms}
+        if assignor:
+            body["assignor"] = assignor
+        return await self._json("POST", f"/v1/groups/{group}/join", json=body,
+                                timeout=httpx.Timeout(60.0, connect=5.0))  # a long-poll
+
+    async def heartbeat(self, group: str, member_id: str, generation: int) -> dict[str, Any]:
+        return await self._json("POST", f"/v1/groups/{group}/heartbeat",
+                                json={"member_id": member_id, "generation": generation})
+
+    async def commit(self, group: str, member_id: str | None, generation: int | None,
+                     offsets: list[tuple[str, int, int]]) -> dict[str, Any]:
+        body: dict[str, Any] = {"offsets": [{"topic": t, "partition": p, "offset": o}
+                                            for t, p, o in offsets]}
+        if member_id is not None:
+            body.update(member_id=member_id, generation=generation)
+        return await self._json("POST", f"/v1/groups/{group}/commit", json=body)
+
+    async def committed(self, group: str) -> dict[tuple[str, int], int]:
+        doc = await self._json("GET", f"/v1/groups/{group}/offsets")
+        return {(o["topic"], o["partition"]): o["offset"] for o in doc["offsets"]}
+
+    async def leave(self, group: str, member_id: str) -> None:
+        await self._json("POST", f"/v1/groups/{group}/leave", json={"member_id": member_id})
+
+
+def _error(resp: httpx.Response) -> ConsumerError:
+    try:
+        body = resp.json()
+        message = str(body.get("error", resp.text)) if isinstance(body, dict) else resp.text
+    except ValueError:
+        body, message = {}, resp.text[:300]
+    body = body if isinstance(body, dict) else {}
+    message = f"HTTP {resp.status_code}: {message}"
+    if resp.status_code == 416:
+        return OffsetOutOfRangeError(message, 416, body)
+    if resp.status_code == 409 and body.get("code") in REJOIN_CODES:
+        return RebalanceError(message, 409, body)
+    return ConsumerError(message, resp.status_code, body)

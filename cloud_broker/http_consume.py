@@ -1,0 +1,159 @@
+"""Consumer endpoints: topic metadata and fetch by offset with long-poll.
+
+Strategy: a fetch reads columns from the partition's log in a worker thread (the log is
+file I/O) and never above the high watermark (``Log.durable_offset``), so a consumer
+never sees a record that a crash could still take back. A fetch at the end with
+``wait_ms`` parks on ``Partition.waiter()``, which ingest wakes after its records are
+durable; the waiter is registered *before* the second read, so a wake-up between the read
+and the wait is not lost. Out-of-range offsets answer 416 with the valid range, never an
+empty page, and offsets lost to corruption are listed in ``skipped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from shared_log import ColumnFetch, LogError, OffsetOutOfRange, RecordColumns, fetch_columns
+
+from . import record_codec as codec
+from .http_params import Problem, authorize, choice_param, handler, int_param, partition_of
+from .storage import Partition, UnknownTopic
+
+CBOR = "application/cbor"
+MAX_OFFSET = 2**63 - 1
+MAX_RECORDS = 100_000
+DEFAULT_MAX_BYTES = 4 << 20
+MAX_BYTES = 64 << 20
+MAX_WAIT_MS = 30_000
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def out_of_range(part: Partition, offset: int, start: int, end: int) -> Problem:
+    return Problem(416, f"offset {offset} is out of range for {part.topic}/{part.index}: "
+                        f"valid offsets are {start} (earliest) to {end} (the end, next to be "
+                        "written)", "offset", start_offset=start, end_offset=end)
+
+
+def _read(part: Partition, offset: int, max_records: int, max_bytes: int
+          ) -> tuple[ColumnFetch, int, int]:
+    log = part.log
+    hw = log.durable_offset  # read first: the fetch below never passes it
+    try:
+        res = fetch_columns(log, offset, max_records, max_bytes, end=hw)
+    except OffsetOutOfRange as exc:
+        raise out_of_range(part, offset, exc.start_offset, min(hw, exc.end_offset)) from exc
+    return res, log.start_offset, hw
+
+
+async def read_partition(request: Request, part: Partition, offset: int, max_records: int,
+                         max_bytes: int, wait_ms: int) -> tuple[ColumnFetch, int, int]:
+    """Read from ``offset``; when nothing is there, wait up to ``wait_ms`` for new data."""
+    metrics = request.app.state.broker.metrics
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_ms / 1000
+    while True:
+        try:
+            res, start, hw = await asyncio.to_thread(_read, part, offset, max_records, max_bytes)
+        except LogError as exc:
+            raise Problem(503, f"partition {part.topic}/{part.index} is unreadable now: {exc}"
+                          ) from exc
+        remaining = deadline - loop.time()
+        if len(res.columns) or res.skipped or remaining <= 0:
+            return res, start, hw
+        woken = part.waiter()
+        if part.log.durable_offset > offset:
+            continue  # data arrived between the read and the registration
+        metrics.fetch_waiting.inc()
+        try:
+            await asyncio.wait_for(woken.wait(), remaining)
+        except TimeoutError:
+            deadline = 0.0  # one last read, then answer (possibly with nothing)
+        finally:
+            metrics.fetch_waiting.dec()
+
+
+async def fetch(request: Request) -> Response:
+    broker = request.app.state.broker
+    started = time.perf_counter()
+    try:
+        resp = await _fetch(request)
+    except Problem as p:
+        resp = p.response()
+    broker.metrics.fetch_requests.labels(str(resp.status_code)).inc()
+    broker.metrics.fetch_latency.observe(time.perf_counter() - started)
+    return resp
+
+
+async def _fetch(request: Request) -> Response:
+    authorize(request, "read")
+    part = partition_of(request)
+    offset = int_param(request, "offset", None, 0, MAX_OFFSET)
+    max_records = int_param(request, "max_records", 1000, 1, MAX_RECORDS)
+    max_bytes = int_param(request, "max_bytes", DEFAULT_MAX_BYTES, 1, MAX_BYTES)
+    wait_ms = int_param(request, "wait_ms", 0, 0, MAX_WAIT_MS)
+    as_json = wants_json(request)
+    encoding = choice_param(request, "encoding", codec.ENCODINGS)
+    res, start, hw = await read_partition(request, part, offset, max_records, max_bytes,
+                                          wait_ms)
+    head = codec.meta(part.topic, part.index, res, start, hw)
+    count_fetch(request, part, res)
+    if as_json:
+        body = await _off_loop(codec.encode_json, head, res.columns, encoding)
+    else:
+        body = await _off_loop(codec.encode_cbor, head, res.columns)
+    request.app.state.broker.metrics.fetch_bytes.inc(len(body))
+    return Response(body, media_type="application/json" if as_json else CBOR)
+
+
+async def _off_loop(encode: Callable[..., bytes], head: dict[str, Any], cols: RecordColumns,
+                    *args: Any) -> bytes:
+    """Small answers are encoded on the loop; large ones in a thread (no stalled ingest)."""
+    if len(cols) < 2000:
+        return encode(head, cols, *args)
+    return await asyncio.to_thread(encode, head, cols, *args)
+
+
+def count_fetch(request: Request, part: Partition, res: ColumnFetch) -> None:
+    m = request.app.state.broker.metrics
+    if len(res.columns):
+        m.fetch_records.labels(part.topic).inc(len(res.columns))
+    if res.skipped:
+        m.fetch_skipped.labels(part.topic).inc(sum(s.count for s in res.skipped))
+
+
+def _topic_summary(store: Any, name: str) -> dict[str, Any]:
+    cfg = store.topic_config(name)
+    return {"name": name, "partitions": len(store.partitions(name)),
+            "retention_bytes": cfg.retention_bytes, "retention_ms": cfg.retention_ms}
+
+
+@handler
+async def list_topics(request: Request) -> Response:
+    authorize(request, "read")
+    store = request.app.state.broker.store
+    return JSONResponse({"topics": [_topic_summary(store, t) for t in store.topics()]})
+
+
+@handler
+async def describe_topic(request: Request) -> Response:
+    authorize(request, "read")
+    store = request.app.state.broker.store
+    topic = request.path_params["topic"]
+    try:
+        body = _topic_summary(store, topic)
+        parts = store.partitions(topic)
+    except UnknownTopic as exc:
+        raise Problem(404, str(exc), "topic") from exc
+    body["partitions"] = [
+        {"partition": p.index, "start_offset": p.log.start_offset,
+         "end_offset": p.log.durable_offset, "size_bytes": p.log.size_bytes} for p in parts]
+    return JSONResponse(body)

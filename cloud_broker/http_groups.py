@@ -1,0 +1,150 @@
+"""Consumer group endpoints: a thin JSON adapter around ``GroupCoordinator``.
+
+Strategy: check the token (``read``) and the body's fields here, let the coordinator and
+the pure ``groups`` module decide, and map their refusals to statuses: 400 a malformed
+request (naming the field), 404 an unknown topic/partition/group, 409 a group rule
+(``code`` says which: ``stale_generation`` and ``unknown_member`` mean "join again"), 503
+the group database failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from uplink import is_safe_name
+
+from .group_service import UnknownGroup
+from .group_store import GroupStoreError
+from .groups import ASSIGNORS, MAX_SESSION_MS, MIN_SESSION_MS, GroupError
+from .http_params import Problem, authorize, field, handler, json_body
+from .storage import UnknownTopic
+
+MAX_TOPICS = 100
+MAX_COMMIT_ENTRIES = 10_000
+MAX_OFFSET = 2**63 - 1
+
+
+def _name(request: Request) -> str:
+    name = request.path_params["group"]
+    if not is_safe_name(name):
+        raise Problem(400, "group names must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", "group")
+    return name
+
+
+def _member_id(doc: dict[str, Any]) -> str:
+    return field(doc, "member_id", str, check=is_safe_name,
+                 what="a string matching [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _generation(doc: dict[str, Any], default: Any = ...) -> int | None:
+    return field(doc, "generation", int, default, lambda g: 0 <= g <= MAX_OFFSET,
+                 "an integer >= 0")
+
+
+async def _call(request: Request, op: str, *args: Any) -> Response:
+    coordinator = request.app.state.broker.groups
+    try:
+        result = await getattr(coordinator, op)(*args)
+    except GroupError as exc:
+        g = coordinator.groups.get(request.path_params["group"])
+        raise Problem(409, str(exc), code=exc.code,
+                      generation=g.generation if g else None) from exc
+    except UnknownTopic as exc:
+        raise Problem(404, str(exc), "topic") from exc
+    except ValueError as exc:
+        raise Problem(400, str(exc)) from exc
+    except GroupStoreError as exc:
+        raise Problem(503, f"group state could not be saved, retry: {exc}") from exc
+    return JSONResponse(result)
+
+
+@handler
+async def join(request: Request) -> Response:
+    authorize(request, "read")
+    name = _name(request)
+    doc = await json_body(request)
+    member_id = _member_id(doc)
+    topics = field(doc, "topics", list, check=lambda ts: 0 < len(ts) <= MAX_TOPICS and all(
+        is_safe_name(t) for t in ts), what=f"a list of 1..{MAX_TOPICS} topic names")
+    session = field(doc, "session_timeout_ms", int, 10_000,
+                    lambda s: MIN_SESSION_MS <= s <= MAX_SESSION_MS,
+                    f"an integer in {MIN_SESSION_MS}..{MAX_SESSION_MS}")
+    assignor = field(doc, "assignor", str, None, lambda a: a in ASSIGNORS,
+                     f"one of {sorted(ASSIGNORS)}")
+    return await _call(request, "join", name, member_id, topics, session, assignor)
+
+
+@handler
+async def heartbeat(request: Request) -> Response:
+    authorize(request, "read")
+    name = _name(request)
+    doc = await json_body(request)
+    member_id, generation = _member_id(doc), _generation(doc)
+    return await _call(request, "heartbeat", name, member_id, generation)
+
+
+@handler
+async def leave(request: Request) -> Response:
+    authorize(request, "read")
+    name = _name(request)
+    doc = await json_body(request)
+    return await _call(request, "leave", name, _member_id(doc))
+
+
+def _offsets(doc: dict[str, Any]) -> list[tuple[str, int, int]]:
+    entries = field(doc, "offsets", list, check=lambda o: 0 < len(o) <= MAX_COMMIT_ENTRIES,
+                    what=f"a list of 1..{MAX_COMMIT_ENTRIES} {{topic, partition, offset}}")
+    out = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise Problem(400, f"offsets[{i}] must be an object", f"offsets[{i}]")
+        topic = field(e, "topic", str, check=is_safe_name, what="a topic name")
+        part = field(e, "partition", int, check=lambda p: 0 <= p < 1 << 31,
+                     what="an integer >= 0")
+        off = field(e, "offset", int, check=lambda o: 0 <= o <= MAX_OFFSET,
+                    what="an integer >= 0 (the next offset to consume)")
+        out.append((topic, part, off))
+    if len({(t, p) for t, p, _ in out}) != len(out):
+        raise Problem(400, "a partition appears twice in offsets", "offsets")
+    return out
+
+
+@handler
+async def commit(request: Request) -> Response:
+    authorize(request, "read")
+    name = _name(request)
+    doc = await json_body(request)
+    offsets = _offsets(doc)
+    if "member_id" in doc or "generation" in doc:
+        member_id, generation = _member_id(doc), _generation(doc)
+    else:
+        member_id = generation = None
+    return await _call(request, "commit", name, member_id, generation, offsets)
+
+
+@handler
+async def committed(request: Request) -> Response:
+    authorize(request, "read")
+    name = _name(request)
+    topic = request.query_params.get("topic")
+    coordinator = request.app.state.broker.groups
+    return JSONResponse({"group": name, "offsets": coordinator.committed(name, topic)})
+
+
+@handler
+async def describe(request: Request) -> Response:
+    authorize(request, "read")
+    name = _name(request)
+    try:
+        return JSONResponse(request.app.state.broker.groups.describe(name))
+    except UnknownGroup as exc:
+        raise Problem(404, str(exc), "group") from exc
+
+
+@handler
+async def list_groups(request: Request) -> Response:
+    authorize(request, "read")
+    return JSONResponse({"groups": request.app.state.broker.groups.list()})

@@ -1,0 +1,49 @@
+"""Mirror admin endpoints: list with lag, add, remove. A thin adapter on MirrorManager.
+
+    GET    /v1/mirrors          (read)   200 {"mirrors": [status...]}
+    POST   /v1/mirrors          (admin)  JSON {"name", "topic", "target", ...} as in a
+                                         [mirrors.<name>] table -> 201 status
+                                         400 bad definition (field named), 409 name taken
+    DELETE /v1/mirrors/{name}   (admin)  204; 404 unknown, 409 defined in cloud.toml
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .config import ConfigError
+from .http_params import Problem, authorize, handler, json_body
+from .mirrors import MirrorExists
+
+
+@handler
+async def list_mirrors(request: Request) -> Response:
+    authorize(request, "read")
+    return JSONResponse({"mirrors": request.app.state.broker.mirrors.status()})
+
+
+@handler
+async def add_mirror(request: Request) -> Response:
+    authorize(request, "admin")
+    doc = await json_body(request)
+    manager = request.app.state.broker.mirrors
+    try:
+        cfg = await manager.add(doc)
+    except ConfigError as exc:
+        raise Problem(400, str(exc), exc.key.rsplit(".", 1)[-1] or "name") from exc
+    except MirrorExists as exc:
+        raise Problem(409, str(exc), "name") from exc
+    return JSONResponse(manager.runners[cfg.name].status(), status_code=201)
+
+
+@handler
+async def delete_mirror(request: Request) -> Response:
+    authorize(request, "admin")
+    name = request.path_params["name"]
+    manager = request.app.state.broker.mirrors
+    if name in manager.configs and name not in manager.dynamic:
+        raise Problem(409, f"mirror {name!r} is defined in cloud.toml; remove it there", "name")
+    if not await manager.remove(name):
+        raise Problem(404, f"no mirror {name!r}", "name")
+    return Response(status_code=204)

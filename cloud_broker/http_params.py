@@ -1,0 +1,129 @@
+"""Request checking shared by the consumer endpoints: auth, query integers, JSON bodies.
+
+Strategy: handlers raise ``Problem`` for anything a caller got wrong and the ``handler``
+decorator turns it into the broker's one JSON error shape (errors.py), so every check is
+one line in the handler and every refusal names its field. 401 means no or unknown token,
+403 a token without the permission the endpoint needs (``read`` for consuming).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .auth import AuthError, Principal
+from .errors import error
+from .http_ingest import read_body
+from .storage import Partition, UnknownTopic
+
+MAX_JSON_BODY = 1 << 20
+
+
+class Problem(Exception):
+    """A refusal: HTTP status, message, the field at fault and extra JSON members."""
+
+    def __init__(self, status: int, message: str, field: str | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field, self.extra = status, message, field, extra
+
+    def response(self) -> Response:
+        return error(self.status, self.message, self.field, **self.extra)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def handler(fn: Handler) -> Handler:
+    @functools.wraps(fn)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Problem as p:
+            return p.response()
+    return wrapped
+
+
+def authorize(request: Request, permission: str) -> Principal:
+    broker = request.app.state.broker
+    try:
+        principal = broker.tokens.authenticate(request.headers.get("authorization"))
+    except AuthError as exc:
+        raise Problem(401, str(exc)) from exc
+    if not principal.may(permission):
+        raise Problem(403, f"this token lacks the {permission!r} permission", "authorization")
+    return principal
+
+
+def int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int:
+    """An integer query parameter in [lo, hi]; ``default`` None means required."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        if default is None:
+            raise Problem(400, f"query parameter {name!r} is required", name)
+        return default
+    try:
+        value = int(raw) if raw.strip().lstrip("+-").isdigit() else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise Problem(400, f"{name} must be an integer, got {raw[:40]!r}", name)
+    if not lo <= value <= hi:
+        raise Problem(400, f"{name} must be between {lo} and {hi}, got {value}", name)
+    return value
+
+
+def choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str:
+    raw = request.query_params.get(name, choices[0])
+    if raw not in choices:
+        raise Problem(400, f"{name} must be one of {list(choices)}, got {raw[:40]!r}", name)
+    return raw
+
+
+def partition_of(request: Request) -> Partition:
+    """The partition named by the path, 404 when unknown, 400 when not a number."""
+    store = request.app.state.broker.store
+    topic, raw = request.path_params["topic"], request.path_params["partition"]
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 9:
+        raise Problem(400, f"partition must be a non-negative integer, got {raw[:40]!r}",
+                      "partition")
+    try:
+        return store.partition(topic, int(raw))
+    except UnknownTopic as exc:
+        raise Problem(404, str(exc), "partition" if topic in store.topics() else "topic") from exc
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object; 400 (or 413) naming what is wrong."""
+    body = await read_body(request, MAX_JSON_BODY)
+    if body is None:
+        raise Problem(413, f"body larger than {MAX_JSON_BODY} bytes", "body")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(400, f"body is not valid JSON: {exc}", "body") from exc
+    if not isinstance(doc, dict):
+        raise Problem(400, "body must be a JSON object", "body")
+    return doc
+
+
+def field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...],
+          default: Any = ..., check: Callable[[Any], bool] | None = None,
+          what: str = "") -> Any:
+    """``doc[name]`` of type ``kind`` (bool is never an int), passing ``check``."""
+    if name not in doc:
+        if default is ...:
+            raise Problem(400, f"field {name!r} is required", name)
+        return default
+    value = doc[name]
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in (
+        kind if isinstance(kind, tuple) else (kind,)))
+    if not ok or (check is not None and not check(value)):
+        raise Problem(400, f"{name} must be {what or getattr(kind, '__name__', kind)}, "
+                      f"got {json.dumps(value)[:60]}", name)
+    return value

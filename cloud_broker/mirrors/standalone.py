@@ -1,0 +1,118 @@
+"""``cloud-broker mirror``: run mirrors in their own process, reading a broker over HTTP.
+
+Strategy: the same MirrorManager and runners as inside the broker, with an HttpSource
+(the consumer API, which only serves durable records) instead of the partition files.
+Checkpoints go to ``<data_dir>/mirrors.db`` of the given config, so the process can be
+SIGKILLed and restarted at any moment. With ``--listen`` it serves ``/metrics`` and
+``GET /v1/mirrors`` like the broker does.
+
+Which mirrors run: those named with ``--name``, else every ``run = "standalone"`` one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from types import SimpleNamespace
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..auth import TokenStore
+from ..config import BrokerConfig, ConfigError, load_config
+from .manager import MirrorCollector, MirrorManager
+from .settings import MirrorConfig
+from .source import HttpSource
+
+log = logging.getLogger(__name__)
+TOKEN_ENV = "CLOUD_BROKER_TOKEN"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("mirror", help="run mirrors on their own, reading a broker over HTTP")
+    p.add_argument("--config", required=True, help="cloud.toml with [mirrors.<name>] tables")
+    p.add_argument("--name", action="append", default=[],
+                   help="mirror to run (repeatable); default: every run = \"standalone\" one")
+    p.add_argument("--source", help="URL of the source broker (default: the config's listen)")
+    p.add_argument("--token", help=f"token with the read permission (or ${TOKEN_ENV})")
+    p.add_argument("--listen", help="serve /metrics and /v1/mirrors on host:port")
+    p.set_defaults(func=cmd_mirror)
+
+
+def select(cfg: BrokerConfig, names: list[str]) -> list[MirrorConfig]:
+    for n in names:
+        if n not in cfg.mirrors:
+            raise ConfigError(f"mirrors.{n}", "no such mirror in the config")
+    chosen = [cfg.mirrors[n] for n in names] if names else [
+        m for m in cfg.mirrors.values() if m.run == "standalone"]
+    if not chosen:
+        raise ConfigError("mirrors", 'no mirror to run: name one with --name or set run = '
+                                     '"standalone"')
+    return chosen
+
+
+def source_url(cfg: BrokerConfig) -> str:
+    host = "127.0.0.1" if cfg.host in ("", "0.0.0.0", "::") else cfg.host
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if cfg.tls_cert else 'http'}://{host}:{cfg.port}"
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    mirrors = select(cfg, args.name)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    token = args.token or os.environ.get(TOKEN_ENV)
+    asyncio.run(run(cfg, mirrors, args.source or source_url(cfg), token, args.listen))
+    return 0
+
+
+async def run(cfg: BrokerConfig, mirrors: list[MirrorConfig], url: str, token: str | None,
+              listen: str | None) -> None:
+    source = HttpSource(url, token)
+    manager = MirrorManager(cfg.data_dir, source, mirrors, load_defined=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await manager.start()
+    log.info("mirroring %s from %s", ", ".join(m.name for m in mirrors), url)
+    server_task = None
+    if listen:
+        server_task = asyncio.create_task(_serve(cfg, manager, listen))
+    try:
+        await stop.wait()
+    finally:
+        if server_task is not None:
+            server_task.cancel()
+        await manager.stop()
+        await source.close()
+
+
+async def _serve(cfg: BrokerConfig, manager: MirrorManager, listen: str) -> None:
+    import uvicorn
+
+    from ..http_mirrors import list_mirrors
+
+    registry = CollectorRegistry()
+    registry.register(MirrorCollector(manager))
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app = Starlette(routes=[Route("/metrics", metrics), Route("/v1/mirrors", list_mirrors)])
+    app.state.broker = SimpleNamespace(mirrors=manager, tokens=TokenStore(cfg))
+    host, _, port = listen.rpartition(":")
+    server = uvicorn.Server(uvicorn.Config(app, host=host or "127.0.0.1", port=int(port),
+                                           log_level="warning", access_log=False,
+                                           lifespan="off"))
+    # The process's own SIGTERM handler stops everything; uvicorn must not take it over.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    await server.serve()

@@ -1,0 +1,188 @@
+"""Payload inspection: the accept / dead-letter decision for one MQTT message. No I/O.
+
+Strategy: the agent stores payloads as received (opaque bytes) and reads only what it
+needs from them: the device key (from the topic by a pattern, or from a payload field),
+a per-device sequence number (for G5 deduplication) and a device timestamp. JSON and CBOR
+maps are understood; anything else is opaque. A ``PayloadRules`` is compiled once per
+stream; ``inspect`` is on the ingest hot path, so it returns a plain tuple for a good
+reading and allocates a ``Rejected`` only for bad input.
+
+A parse failure is only an error when the stream needs a field from the payload (the
+device key is a payload field, or ``require_sequence`` is on); otherwise the reading is
+kept as opaque bytes without a sequence number (and so without deduplication).
+
+Rejection reasons (the ``reason`` label of the dead-letter counters):
+
+    oversized          payload larger than ingest.max_payload_bytes
+    malformed          not valid JSON/CBOR (or not a map) where a field is required
+    missing_sequence   require_sequence is on and the sequence field is absent or invalid
+    no_device          the topic does not fit the device pattern / the device field is absent
+    bad_device         the device key fails ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$
+    no_stream          the topic matches no stream (only seen with ingest.unmatched_topics)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+#: The safe pattern for device keys (\A..\Z: "$" would also match before a trailing "\n").
+DEVICE_KEY = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+REASONS = ("oversized", "malformed", "missing_sequence", "no_device", "bad_device",
+           "no_stream")
+
+CONTENT_TYPES = {"json": b"application/json", "cbor": b"application/cbor",
+                 "": b"application/octet-stream"}
+
+MAX_SEQUENCE = 2**63 - 1
+
+#: (device key, sequence or None, device timestamp in ms or None)
+Reading = tuple[str, int | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that goes to the dead-letter log instead of the stream."""
+
+    reason: str
+    detail: str
+    device: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"unknown rejection reason {self.reason!r}")
+
+
+def topic_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile ``devices/{device}/+`` into a regex with one ``device`` group.
+
+    ``{device}`` and ``+`` match one topic level, a trailing ``#`` any number of levels.
+    """
+    parts = []
+    for level in pattern.split("/"):
+        if level == "{device}":
+            parts.append(r"(?P<device>[^/]+)")
+        elif level == "+":
+            parts.append(r"[^/]+")
+        elif level == "#":
+            parts.append(r".*")
+        elif "{device}" in level:
+            head, _, tail = level.partition("{device}")
+            parts.append(re.escape(head) + r"(?P<device>[^/]+?)" + re.escape(tail))
+        else:
+            parts.append(re.escape(level))
+    return re.compile("/".join(parts) + r"\Z")
+
+
+def _decode_json(payload: bytes) -> Any:
+    return json.loads(payload)
+
+
+def _decode_cbor(payload: bytes) -> Any:
+    return cbor2.loads(payload)
+
+
+class PayloadRules:
+    """What one stream reads from its payloads, compiled from its config."""
+
+    def __init__(self, *, payload: str, device_key: str, sequence_field: str = "seq",
+                 timestamp_field: str = "ts", require_sequence: bool = False,
+                 max_payload_bytes: int = 256 * 1024) -> None:
+        if payload not in CONTENT_TYPES:
+            raise ValueError(f"payload must be json, cbor or '', got {payload!r}")
+        self.content_type = CONTENT_TYPES[payload]
+        self.max_payload_bytes = max_payload_bytes
+        self.sequence_field = sequence_field
+        self.timestamp_field = timestamp_field
+        self.require_sequence = require_sequence
+        kind, _, spec = device_key.partition(":")
+        self.device_field = spec if kind == "field" else ""
+        self.device_topic = topic_pattern(spec) if kind == "topic" else None
+        self._decode = {"json": _decode_json, "cbor": _decode_cbor}.get(payload)
+        # Parse payloads only when a field is wanted from them.
+        self._parse = self._decode is not None and bool(
+            self.device_field or sequence_field or timestamp_field)
+        self._required = bool(self.device_field or require_sequence)
+        self._topic_cache: dict[str, str | Rejected] = {}
+
+    def device_from_topic(self, topic: str) -> str | Rejected:
+        cached = self._topic_cache.get(topic)
+        if cached is not None:
+            return cached
+        assert self.device_topic is not None
+        m = self.device_topic.match(topic)
+        if m is None:
+            result: str | Rejected = Rejected("no_device",
+                                              f"topic {topic!r} does not fit the device pattern")
+        else:
+            result = check_device(m.group("device"))
+        if len(self._topic_cache) >= 65536:  # bounded: hostile topics must not grow memory
+            self._topic_cache.clear()
+        self._topic_cache[topic] = result
+        return result
+
+    def inspect(self, topic: str, payload: bytes) -> Reading | Rejected:
+        """Accept (device, seq, ts) or reject one message."""
+        if len(payload) > self.max_payload_bytes:
+            return Rejected("oversized",
+                            f"{len(payload)} bytes > max_payload_bytes {self.max_payload_bytes}")
+        device: str | Rejected = ""
+        if self.device_topic is not None:
+            device = self.device_from_topic(topic)
+            if type(device) is Rejected:
+                return device
+        if not self._parse:
+            if self.require_sequence:
+                return Rejected("missing_sequence", "opaque payloads carry no sequence")
+            return device, None, None  # type: ignore[return-value]
+        try:
+            doc = self._decode(payload)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means "not parseable"
+            doc = None
+            error = f"{type(exc).__name__}: {exc}"[:200]
+        else:
+            error = "" if isinstance(doc, dict) else f"not a map but {type(doc).__name__}"
+        if error:
+            if self._required:
+                return Rejected("malformed", error,
+                                device if isinstance(device, str) else "")
+            return device, None, None  # type: ignore[return-value]
+        assert isinstance(doc, dict)
+        if self.device_field:
+            raw = doc.get(self.device_field)
+            if raw is None or isinstance(raw, bool) or not isinstance(raw, str | int):
+                return Rejected("no_device", f"field {self.device_field!r} missing or not a "
+                                             "string")
+            device = check_device(str(raw))
+            if type(device) is Rejected:
+                return device
+        seq = None
+        if self.sequence_field:
+            seq = doc.get(self.sequence_field)
+            if type(seq) is not int or not 0 <= seq <= MAX_SEQUENCE:
+                seq = None
+        if seq is None and self.require_sequence:
+            return Rejected("missing_sequence",
+                            f"field {self.sequence_field!r} missing or not an integer >= 0",
+                            device)  # type: ignore[arg-type]
+        ts = None
+        if self.timestamp_field:
+            ts = doc.get(self.timestamp_field)
+            tt = type(ts)
+            if tt is float:
+                ts = int(ts)  # type: ignore[arg-type]
+            elif tt is not int:
+                ts = None
+        return device, seq, ts  # type: ignore[return-value]
+
+
+def check_device(device: str) -> str | Rejected:
+    """The device key itself, or a ``bad_device`` rejection."""
+    if DEVICE_KEY.match(device) is None:
+        return Rejected("bad_device", f"device key {device[:140]!r} is not safe")
+    return device
