@@ -46,13 +46,14 @@ class Consumer:
                  auto_commit_interval_ms: int = 1000, start: str | int = "earliest",
                  session_timeout_ms: int = 10_000, assignor: str | None = None,
                  member_id: str | None = None, max_records: int = 1000, wait_ms: int = 1000,
-                 prefetch: int = 2, retry_for_s: float = 60.0) -> None:
+                 max_bytes: int | None = None, prefetch: int = 2,
+                 retry_for_s: float = 60.0) -> None:
         if start not in ("earliest", "latest") and not (isinstance(start, int) and start >= 0):
             raise ValueError("start must be 'earliest', 'latest' or an offset >= 0")
         self.topics, self.start = list(topics), start
         self.auto_commit = auto_commit and group is not None
         self.auto_commit_interval = auto_commit_interval_ms / 1000
-        self.max_records, self.wait_ms = max_records, wait_ms
+        self.max_records, self.wait_ms, self.max_bytes = max_records, wait_ms, max_bytes
         self.client = BrokerClient(url, token, retry_for_s)
         self.member = None if group is None else Membership(
             self.client, group, member_id or f"consumer-{uuid.uuid4().hex[:12]}", self.topics,
@@ -203,7 +204,7 @@ class Consumer:
             while True:
                 try:
                     res = await self.client.fetch(tp[0], tp[1], offset, self.max_records,
-                                                  self.wait_ms)
+                                                  self.wait_ms, self.max_bytes)
                 except OffsetOutOfRangeError as exc:
                     offset = self._reset(tp, offset, exc)
                     continue

@@ -29,6 +29,11 @@ Example::
     [auth]
     tokens_db = "/var/lib/cloud-broker/tokens.db"   # optional SQLite table of tokens
     required = true                 # false: no tokens checked (local demos only)
+
+    [mirrors.dr]                    # optional, see cloud_broker/mirrors/settings.py and
+    topic = "telemetry"             # docs/mirrors.md (targets: broker, nats, sql)
+    target = "nats"
+    servers = ["nats://127.0.0.1:4222"]
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ async def _call(request: Request, op: str, *args: Any) -> Response:
     except UnknownTopic as exc:
         raise Problem(404, str(exc), "topic") from exc
     except ValueError as exc:
-        raise Problem(400, str(exc)) from exc
+        raise Problem(400, str(exc), "offsets" if op == "commit" else None) from exc
     except GroupStoreError as exc:
         raise Problem(503, f"group state could not be saved, retry: {exc}") from exc
     return JSONResponse(result)

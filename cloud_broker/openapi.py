@@ -93,4 +93,12 @@ def _merge_consumer_api() -> None:
     OPENAPI["components"]["schemas"].update(CONSUME_SCHEMAS)
 
 
+
+def _merge_mirror_api() -> None:
+    from .openapi_mirrors import MIRROR_PATHS
+
+    OPENAPI["paths"].update(MIRROR_PATHS)
+
+
 _merge_consumer_api()
+_merge_mirror_api()

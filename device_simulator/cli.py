@@ -65,6 +65,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="seconds to wait for outstanding acks at the end")
     p.add_argument("--connect-concurrency", type=int, default=64,
                    help="connection attempts in flight per worker")
+    p.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                   help="workers' event loop (auto: uvloop when installed)")
     f = p.add_argument_group("faults")
     f.add_argument("--faults", default="", metavar="SPEC",
                    help="e.g. disconnect=0.001,duplicate=0.01,malformed=0.001,"
@@ -137,7 +139,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         mqtt_version=V5 if args.mqtt_version == "5" else V311, keepalive=args.keepalive,
         max_inflight=args.max_inflight, offline_buffer=args.offline_buffer,
         drain_timeout=args.drain_timeout, connect_concurrency=args.connect_concurrency,
-        faults=fault_config(args))
+        loop=args.loop, faults=fault_config(args))
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:

@@ -46,6 +46,7 @@ class RunConfig:
     drain_timeout: float = 10.0
     connect_concurrency: int = 64  # connection attempts in flight per worker
     connect_timeout: float = 30.0
+    loop: str = "auto"  # event loop of the workers: auto (uvloop if installed), uvloop, asyncio
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
@@ -65,6 +66,8 @@ class RunConfig:
             raise ConfigError("--alarm-ratio must be in [0, 1]")
         if self.mqtt_version not in (V311, V5):
             raise ConfigError("--mqtt-version must be 3.1.1 or 5")
+        if self.loop not in ("auto", "uvloop", "asyncio"):
+            raise ConfigError("--loop must be auto, uvloop or asyncio")
         if self.workers < 0 or self.gateway < 0:
             raise ConfigError("--workers and --gateway must not be negative")
         if self.max_inflight < 1 or self.offline_buffer < 1:

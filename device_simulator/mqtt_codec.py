@@ -123,6 +123,8 @@ def with_dup(packet: bytes) -> bytes:
 class Connack:
     session_present: bool
     reason: int  # 0 = accepted
+    receive_maximum: int | None = None  # MQTT 5: QoS 1 messages the broker takes unacked
+    server_keepalive: int | None = None  # MQTT 5: keepalive the broker imposes
 
     @property
     def accepted(self) -> bool:
@@ -133,10 +135,85 @@ class Connack:
         return CONNACK_REASONS.get(self.reason, f"reason code {self.reason:#x}")
 
 
-def parse_connack(body: bytes) -> Connack:
+# MQTT 5 property id -> value type, for the properties a CONNACK may carry.
+_BYTE, _TWO, _FOUR, _UTF8, _PAIR, _BINARY = range(6)
+_CONNACK_PROPERTIES = {
+    0x11: _FOUR,  # session expiry interval
+    0x12: _UTF8,  # assigned client identifier
+    0x13: _TWO,  # server keep alive
+    0x15: _UTF8,  # authentication method
+    0x16: _BINARY,  # authentication data
+    0x1A: _UTF8,  # response information
+    0x1C: _UTF8,  # server reference
+    0x1F: _UTF8,  # reason string
+    0x21: _TWO,  # receive maximum
+    0x22: _TWO,  # topic alias maximum
+    0x24: _BYTE,  # maximum QoS
+    0x25: _BYTE,  # retain available
+    0x26: _PAIR,  # user property
+    0x27: _FOUR,  # maximum packet size
+    0x28: _BYTE,  # wildcard subscription available
+    0x29: _BYTE,  # subscription identifiers available
+    0x2A: _BYTE,  # shared subscription available
+}
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    multiplier = 1
+    for _ in range(4):
+        if pos >= len(data):
+            break
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) * multiplier
+        if not byte & 0x80:
+            return value, pos
+        multiplier <<= 7
+    raise MqttProtocolError("bad variable byte integer in properties")
+
+
+def parse_properties(data: bytes, pos: int) -> dict[int, int | bytes]:
+    """MQTT 5 properties starting at ``pos`` (length first); numbers as int, others raw."""
+    length, pos = _read_varint(data, pos)
+    end = pos + length
+    if end > len(data):
+        raise MqttProtocolError("properties run past the packet")
+    props: dict[int, int | bytes] = {}
+    while pos < end:
+        pid = data[pos]
+        kind = _CONNACK_PROPERTIES.get(pid)
+        pos += 1
+        if kind == _BYTE:
+            props[pid], pos = data[pos], pos + 1
+        elif kind == _TWO:
+            props[pid], pos = int.from_bytes(data[pos:pos + 2], "big"), pos + 2
+        elif kind == _FOUR:
+            props[pid], pos = int.from_bytes(data[pos:pos + 4], "big"), pos + 4
+        elif kind in (_UTF8, _BINARY):
+            n = int.from_bytes(data[pos:pos + 2], "big")
+            props[pid], pos = data[pos + 2:pos + 2 + n], pos + 2 + n
+        elif kind == _PAIR:
+            for _ in range(2):
+                pos += 2 + int.from_bytes(data[pos:pos + 2], "big")
+        else:
+            raise MqttProtocolError(f"unknown CONNACK property {pid:#x}")
+    if pos != end:
+        raise MqttProtocolError("properties do not end where their length says")
+    return props
+
+
+def parse_connack(body: bytes, version: int = V311) -> Connack:
     if len(body) < 2:
         raise MqttProtocolError(f"CONNACK of {len(body)} bytes")
-    return Connack(bool(body[0] & 0x01), body[1])
+    if version != V5 or len(body) == 2:
+        return Connack(bool(body[0] & 0x01), body[1])
+    props = parse_properties(body, 2)
+    receive_max = props.get(0x21)
+    keepalive = props.get(0x13)
+    return Connack(bool(body[0] & 0x01), body[1],
+                   receive_max if isinstance(receive_max, int) else None,
+                   keepalive if isinstance(keepalive, int) else None)
 
 
 def parse_puback(body: bytes) -> tuple[int, int]:

@@ -125,6 +125,8 @@ class MqttConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._paused = False
         self._next_id = 0
+        self._max_inflight = options.max_inflight
+        self._keepalive = options.keepalive
         self.inflight: dict[int, tuple[bytes, Any]] = {}
         self.pending: deque[tuple[bytes, int, Any]] = deque()
         self.connected = False
@@ -163,6 +165,12 @@ class MqttConnection(asyncio.Protocol):
             self.connection_errors += 1
             self.last_error = f"refused: {connack.reason_text}"
             raise MqttConnectError(f"{self.client_id}: connection {self.last_error}")
+        # MQTT 5: never exceed the broker's receive maximum (Mosquitto's default is 20)
+        # and ping at the keepalive it imposes.
+        self._max_inflight = min(self.options.max_inflight,
+                                 connack.receive_maximum or self.options.max_inflight)
+        if connack.server_keepalive is not None:
+            self._keepalive = connack.server_keepalive or 0
         self.connected = True
         self.last_write = time.monotonic()
         # Resend what the broker never acknowledged, in order, flagged DUP.
@@ -179,6 +187,7 @@ class MqttConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._reader = codec.PacketReader()  # no bytes of an old connection
         self._paused = False
         transport.write(self._connect_packet)  # type: ignore[attr-defined]
 
@@ -226,11 +235,20 @@ class MqttConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            packets = self._reader.feed(data)
+            self._handle(self._reader.feed(data))
         except codec.MqttProtocolError as exc:
-            self.last_error = str(exc)
-            self._abort_transport()
+            # A broker speaking nonsense: drop the connection (and reconnect if we were up).
+            self.last_error = f"protocol error: {exc}"
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_exception(exc)
+            if self._transport is not None:
+                self._transport.abort()
             return
+        if self.pending and self.connected:
+            self._fill_inflight()
+        self.flush()
+
+    def _handle(self, packets: list[tuple[int, int, bytes]]) -> None:
         for ptype, _flags, body in packets:
             if ptype == codec.PUBACK:
                 pid, reason = codec.parse_puback(body)
@@ -245,10 +263,7 @@ class MqttConnection(asyncio.Protocol):
                     self.acked += 1
             elif (ptype == codec.CONNACK and self._connack is not None
                   and not self._connack.done()):
-                self._connack.set_result(codec.parse_connack(body))
-        if self.pending and self.connected:
-            self._fill_inflight()
-        self.flush()
+                self._connack.set_result(codec.parse_connack(body, self.options.version))
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -269,7 +284,7 @@ class MqttConnection(asyncio.Protocol):
     def publish(self, topic: bytes, payload: bytes, qos: int, tag: Any = None) -> bool:
         """Queue one message; False when the offline buffer is full (the message is dropped)."""
         if (self.connected and not self._paused and not self.pending
-                and (qos == 0 or len(self.inflight) < self.options.max_inflight)):
+                and (qos == 0 or len(self.inflight) < self._max_inflight)):
             self._send_publish(topic, payload, qos, tag)
             return True
         if len(self.pending) >= self.options.max_pending:
@@ -298,7 +313,7 @@ class MqttConnection(asyncio.Protocol):
 
     def _fill_inflight(self) -> None:
         pending = self.pending
-        limit = self.options.max_inflight
+        limit = self._max_inflight
         while pending and not self._paused:
             topic, qos, (payload, tag) = pending[0]
             if qos and len(self.inflight) >= limit:
@@ -324,7 +339,7 @@ class MqttConnection(asyncio.Protocol):
 
     def keepalive(self, now: float) -> None:
         """Send PINGREQ when nothing was written for half the keepalive interval."""
-        if self.connected and now - self.last_write > self.options.keepalive / 2:
+        if self.connected and self._keepalive and now - self.last_write > self._keepalive / 2:
             self._write(codec.PINGREQ_PACKET)
             self.flush()
 

@@ -34,6 +34,7 @@ Example (see docs/edge-agent.md for every key)::
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import tomllib
@@ -94,6 +95,18 @@ class IngestConfig:
     timestamp_field: str = "ts"
     commit_interval_ms: float = 5.0
     dead_letter_max_bytes: int = 16 * 1024 * 1024
+    #: bytes of each refused payload kept in the dead-letter log
+    dead_letter_payload_bytes: int = 4096
+    #: most messages appended as one shared_log batch
+    batch_max_messages: int = 2000
+    #: extra wait for more messages before a batch is appended (0: take what has arrived)
+    batch_window_ms: float = 0.0
+    #: how often a blocked stream (log full, disk full) retries its append
+    backpressure_retry_ms: float = 500.0
+    #: how often the per-device dedup marks are checkpointed
+    dedup_checkpoint_s: float = 5.0
+    #: extra MQTT filters whose messages matching no stream are dead-lettered (no_stream)
+    unmatched_topics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +207,13 @@ def _path(v: Any, key: str, base: Path) -> Path | None:
 _TOPIC_FILTER = re.compile(r"^(?:[^#+/]*|\+)(?:/(?:[^#+/]*|\+))*(?:/#)?$|^#$")
 
 
+def _qos(d: Mapping[str, Any], path: str) -> int:
+    v = d.get("qos", 1)
+    if type(v) is not int or v not in (0, 1):
+        raise ConfigError(path + "qos", f"must be 0 or 1 (QoS 2 is not supported), got {v!r}")
+    return v
+
+
 def _stream(d: Any, i: int) -> StreamConfig:
     path = f"streams[{i}]."
     if not isinstance(d, Mapping):
@@ -230,7 +250,7 @@ def _stream(d: Any, i: int) -> StreamConfig:
         priority=_num(d, "priority", path, 5, 0),
         cloud_topic=cloud_topic,
         device_key=key,
-        qos=_num(d, "qos", path, 1, 0),
+        qos=_qos(d, path),
         payload=payload,
         require_sequence=require_seq,
         segment_bytes=_num(d, "segment_bytes", path, 16 * 1024 * 1024, 4096),
@@ -267,8 +287,12 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
         reconnect_max_s=_num(m, "reconnect_max_s", "mqtt.", 30.0, 0.1, integer=False),
         receive_maximum=_num(m, "receive_maximum", "mqtt.", 1000, 1),
     )
-    if mqtt.port > 65535:
-        raise ConfigError("mqtt.port", "must be <= 65535")
+    for key, top in (("port", 65535), ("keepalive_s", 65535), ("receive_maximum", 65535),
+                     ("session_expiry_s", 2**32 - 1)):
+        if getattr(mqtt, key) > top:
+            raise ConfigError(f"mqtt.{key}", f"must be <= {top}")
+    if len(mqtt.client_id) > 200:
+        raise ConfigError("mqtt.client_id", "must be at most 200 characters")
 
     u = _table(raw, "uplink")
     _known(u, {"url", "token", "compression", "max_batch_records", "max_batch_bytes",
@@ -293,7 +317,13 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
 
     g = _table(raw, "ingest")
     _known(g, {"max_payload_bytes", "sequence_field", "timestamp_field", "commit_interval_ms",
-               "dead_letter_max_bytes"}, "ingest.")
+               "dead_letter_max_bytes", "dead_letter_payload_bytes", "batch_max_messages",
+               "batch_window_ms", "backpressure_retry_ms", "dedup_checkpoint_s",
+               "unmatched_topics"}, "ingest.")
+    unmatched = g.get("unmatched_topics", [])
+    if (not isinstance(unmatched, list)
+            or not all(isinstance(t, str) and t and _TOPIC_FILTER.match(t) for t in unmatched)):
+        raise ConfigError("ingest.unmatched_topics", "must be a list of MQTT topic filters")
     ingest = IngestConfig(
         max_payload_bytes=_num(g, "max_payload_bytes", "ingest.", 256 * 1024, 1),
         sequence_field=_str(g, "sequence_field", "ingest.", "seq"),
@@ -301,6 +331,13 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
         commit_interval_ms=_num(g, "commit_interval_ms", "ingest.", 5.0, 0, integer=False),
         dead_letter_max_bytes=_num(g, "dead_letter_max_bytes", "ingest.", 16 * 1024 * 1024,
                                    1024),
+        dead_letter_payload_bytes=_num(g, "dead_letter_payload_bytes", "ingest.", 4096, 0),
+        batch_max_messages=_num(g, "batch_max_messages", "ingest.", 2000, 1),
+        batch_window_ms=_num(g, "batch_window_ms", "ingest.", 0.0, 0, integer=False),
+        backpressure_retry_ms=_num(g, "backpressure_retry_ms", "ingest.", 500.0, 1,
+                                   integer=False),
+        dedup_checkpoint_s=_num(g, "dedup_checkpoint_s", "ingest.", 5.0, 0.1, integer=False),
+        unmatched_topics=tuple(unmatched),
     )
 
     s = _table(raw, "status")
@@ -336,20 +373,31 @@ def _env_value(text: str) -> Any:
 
 
 def apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Return ``raw`` with ``EDGE_AGENT__SECTION__KEY`` variables applied."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for name, text in environ.items():
+    """Return ``raw`` with ``EDGE_AGENT__SECTION__KEY`` variables applied.
+
+    A number selects an element of an array of tables: ``EDGE_AGENT__STREAMS__0__MAX_BYTES``
+    sets ``streams[0].max_bytes`` (the element must exist in the file).
+    """
+    out: dict[str, Any] = copy.deepcopy(raw)
+    for name, text in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
         if not parts:
             continue
-        target = out
+        target: Any = out
         for p in parts[:-1]:
+            if isinstance(target, list):
+                if not p.isdigit() or int(p) >= len(target):
+                    raise ConfigError(name, f"no element {p} in this array of tables")
+                target = target[int(p)]
+                continue
             nxt = target.get(p)
-            if not isinstance(nxt, dict):
+            if not isinstance(nxt, dict | list):
                 nxt = target[p] = {}
             target = nxt
+        if not isinstance(target, dict):
+            raise ConfigError(name, "must name a key of a table")
         target[parts[-1]] = _env_value(text)
     return out
 

@@ -69,6 +69,9 @@ class StreamSender:
         """Claim the next range and read its records, or None when nothing may go now."""
         log_ = self.store.log
         base = self.state.next_offset
+        st = self.state
+        if (not st.confirmed and st.in_flight) or base > st.acked_offset + st.max_in_flight:
+            return None  # next_range would refuse: do not read (and decode) records for nothing
         start = max(base, log_.start_offset)  # below start: dropped by the full policy
         try:
             res = log_.fetch(start, max_records=self.cfg.max_batch_records,
@@ -208,8 +211,11 @@ class Forwarder:
                 timeout = persist_interval_s
                 if deadline is not None:
                     timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+                # Not wait_for: on 3.11 it swallows a cancel that races the event being
+                # set, and run() would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
         finally:
             for t in list(self._tasks):
                 t.cancel()

@@ -142,7 +142,7 @@ class PayloadRules:
             return device, None, None  # type: ignore[return-value]
         try:
             doc = self._decode(payload)  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means "not parseable"
+        except Exception as exc:  # any decoder failure: "not parseable"
             doc = None
             error = f"{type(exc).__name__}: {exc}"[:200]
         else:

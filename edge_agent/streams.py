@@ -49,6 +49,9 @@ class StreamStore:
     new_generation: bool
 
     _persisted: int = -2
+    #: segments holding offsets >= this are kept even when acked (None: no floor). The
+    #: ingest sets it to the offset its dedup checkpoint covers (see edge_agent.dedup).
+    delete_floor: int | None = None
 
     def note_acked(self, offset: int) -> None:
         """Record a cloud ack and free whole segments below it.
@@ -59,7 +62,14 @@ class StreamStore:
         if offset <= self.acked_offset:
             return
         self.acked_offset = offset
-        self.log.delete_before(offset + 1)
+        self.free_acked()
+
+    def free_acked(self) -> int:
+        """Delete whole segments below the acked offset and the delete floor."""
+        limit = self.acked_offset + 1
+        if self.delete_floor is not None:
+            limit = min(limit, self.delete_floor)
+        return self.log.delete_before(limit)
 
     def persist_acked(self) -> None:
         """Write the acked checkpoint when it moved (temp file + fsync + rename)."""

@@ -418,22 +418,34 @@ class Log:
     # -- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush, persist the recovery point and close. Idempotent."""
+        """Flush, persist the recovery point and close. Idempotent.
+
+        The log is closed even when the final fsync fails; that error is then raised.
+        """
         if self._closed:
             return
         if self._committer is not None:
             self._committer.stop()
+        error: OSError | None = None
         with self._lock:
             if not self.read_only and self._failed is None:
-                self._segments[-1].seal()
-                # A hint: if it cannot be written, the next open looks at more segments.
-                with contextlib.suppress(OSError):
-                    write_checkpoint(self.directory / RECOVERY_POINT, {"offset": self.end_offset})
-                self._waiters.advance(self.end_offset)
+                try:
+                    self._segments[-1].seal()
+                except OSError as exc:
+                    self._flush_failed(exc)
+                    error = exc
+                else:
+                    # A hint: if it cannot be written, the next open looks at more segments.
+                    with contextlib.suppress(OSError):
+                        write_checkpoint(self.directory / RECOVERY_POINT,
+                                         {"offset": self.end_offset})
+                    self._waiters.advance(self.end_offset)
             self._closed = True
             for s in self._segments:
                 s.close()
         self._waiters.fail(LogClosed(f"log {self.directory} is closed"))
+        if error is not None:
+            raise error
 
     def __enter__(self) -> Log:
         return self

@@ -165,13 +165,18 @@ class NatsTarget:
         js = await self._connection()
         subject = self.subject(partition)
         futures: list[asyncio.Future] = []
-        try:
+
+        async def publish_all() -> list:
+            # No wait_stall: a timeout per message would yield to the loop after every
+            # message and make nats-py flush each one alone (6x slower). The one timeout
+            # around the whole batch also covers a stall on publish_async's semaphore.
             for rec in records:
                 futures.append(await js.publish_async(
-                    subject, rec.value, wait_stall=self.timeout_s,
-                    headers=message_headers(self._topic, partition, rec)))
-            results = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), self.timeout_s)
+                    subject, rec.value, headers=message_headers(self._topic, partition, rec)))
+            return await asyncio.gather(*futures, return_exceptions=True)
+
+        try:
+            results = await asyncio.wait_for(publish_all(), self.timeout_s)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             for f in futures:
                 f.cancel()

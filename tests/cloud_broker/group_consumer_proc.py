@@ -44,8 +44,8 @@ def main() -> None:
         seen_gen, seen_commit = None, {}
         n = 0
         async for r in consumer:
-            if consumer.generation != seen_gen:
-                seen_gen = consumer.generation
+            if consumer.generation != seen_gen:  # joined again: offsets read, not committed
+                seen_gen, seen_commit = consumer.generation, consumer.committed
                 emit(ev="assign", gen=seen_gen, parts=sorted(p for _, p in consumer.assignment))
             received = time.time()
             await asyncio.sleep(args.delay_ms / 1000)  # the "work"

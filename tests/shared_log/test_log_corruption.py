@@ -12,6 +12,8 @@ import json
 import os
 import random
 import shutil
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,10 +78,11 @@ def _flip_in_sealed(work: Path, rng: random.Random, damage: Damage, segs) -> Non
 
 def _tear_active(work: Path, rng: random.Random, damage: Damage, segs) -> None:
     path, batches = segs[-1]
-    cut = rng.randrange(path.stat().st_size)
-    os.truncate(path, cut)
+    cut = rng.randrange(batches[-1].position + batches[-1].size)
+    os.truncate(path, cut)  # this also cuts off any garbage appended before
     torn = next(b for b in batches if b.position + b.size > cut)
     damage.torn_from = torn.base_offset
+    damage.garbage = 0
 
 
 def _garbage_after_active(work: Path, rng: random.Random, damage: Damage, segs) -> None:
@@ -248,4 +251,28 @@ def test_fetch_inside_a_corrupt_range_at_the_end_of_a_sealed_segment(
     log = _check(work, _end(segs), Damage(lost=lost))
     res = log.fetch(max(lost), max_records=1)
     assert offsets_of(res.records) == [max(lost) + 1]
+    log.close()
+
+
+def test_a_batch_with_a_good_crc_but_bad_record_framing_is_skipped(
+    pristine: Path, tmp_path: Path
+) -> None:
+    work = _copy(pristine, tmp_path)
+    segs = _segments(work)
+    path, batches = segs[1]
+    b = next(x for x in batches if x.count >= 2)
+    data = bytearray(path.read_bytes())
+    rest = bytearray(data[b.position + 8 : b.position + b.size])
+    # The first record's key length (after the 22-byte header rest and its i64 timestamp)
+    # grows by one: same size, same count, a valid CRC, impossible framing.
+    klen = struct.unpack_from(">I", rest, 22 + 8)[0]
+    struct.pack_into(">I", rest, 22 + 8, klen + 1)
+    struct.pack_into(">I", data, b.position + 4, zlib.crc32(rest))
+    data[b.position + 8 : b.position + b.size] = rest
+    path.write_bytes(bytes(data))
+    lost = set(range(b.base_offset, b.next_offset))
+    log = _check(work, _end(segs), Damage(lost=lost))
+    assert [(r.first, r.last, r.position) for r in log.stats.corrupt_ranges] == [
+        (b.base_offset, b.last_offset, b.position)
+    ]
     log.close()

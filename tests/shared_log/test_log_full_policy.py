@@ -121,6 +121,7 @@ def test_enospc_raises_disk_full_and_the_log_carries_on(
     assert end > 0 and log.stats.rejected_batches == 1
     for p in log_files(logdir):
         batches_in(p)  # every file ends on a batch boundary: the partial write was undone
+    assert not list(logdir.glob("*.tmp"))  # nor is a half-written checkpoint left behind
     assert read_all(log)[0] == [stored_for(o) for o in range(end)]
     filler.unlink()
     append_batch(log, 5)

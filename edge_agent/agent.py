@@ -1,0 +1,398 @@
+"""The agent: wires streams, MQTT sessions, ingest pipelines, the forwarder and status.
+
+Strategy: this module owns lifecycles and nothing else. Per stream there is one bundle:
+its storage (streams.StreamStore), dedup marks, ingest pipeline, forwarder sender and
+progress tracker, and one persistent MQTT session subscribed to that stream's topics. A
+session per stream keeps streams independent: a stream held back by a full log stops
+acknowledging only its own session, so Mosquitto keeps delivering the others (a single
+session would stall every stream once ``receive_maximum`` messages were held).
+
+Start order: lock the data directory, open the dead-letter log and every stream (log
+recovery, generation, dedup marks from checkpoint + log tail), start the status server,
+the forwarder, the pipelines and finally the MQTT sessions. Stop is the reverse:
+disconnect MQTT first (unacknowledged messages stay queued in Mosquitto), then stop the
+pipelines, make everything durable and checkpoint the dedup marks, stop the forwarder
+(it persists the acked offsets), close the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.client import topic_matches_sub
+
+from . import status as status_mod
+from .config import EdgeConfig
+from .deadletter import DeadLetterLog
+from .dedup import HighWaterMarks, load_marks, save_marks
+from .forwarder import Forwarder, StreamSender
+from .ingest import StreamIngest
+from .metrics import AgentMetrics
+from .mqtt_ingest import MqttSession
+from .payload import PayloadRules
+from .ratelimit import TokenBucket
+from .streams import StreamStore, open_stream
+from .uplink_http import HttpUplink, Uplink
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+LOCK_FILE = "agent.lock"
+_MISSING = object()
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message names the config key when one is to blame."""
+
+
+@dataclass
+class _Stream:
+    store: StreamStore
+    marks: HighWaterMarks
+    ingest: StreamIngest
+    sender: StreamSender
+    tracker: status_mod.StreamTracker
+    session: MqttSession | None = None
+
+
+class Router:
+    """topic -> the first stream (config order) with a matching filter, cached."""
+
+    def __init__(self, filters: list[tuple[str, tuple[str, ...]]]) -> None:
+        self.filters = filters
+        self._cache: dict[str, str | None] = {}
+
+    def __call__(self, topic: str) -> str | None:
+        hit = self._cache.get(topic, _MISSING)
+        if hit is not _MISSING:
+            return hit  # type: ignore[return-value]
+        owner = next((name for name, subs in self.filters
+                      if any(topic_matches_sub(s, topic) for s in subs)), None)
+        if len(self._cache) >= 65536:
+            self._cache.clear()
+        self._cache[topic] = owner
+        return owner
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Agent:
+    def __init__(self, config: EdgeConfig, *, uplink: Uplink | None = None) -> None:
+        self.config = config
+        self.uplink = uplink
+        self.streams: list[_Stream] = []
+        self.sessions: list[MqttSession] = []
+        self.unmatched: StreamIngest | None = None
+        self.deadletters: DeadLetterLog | None = None
+        self.forwarder: Forwarder | None = None
+        self.metrics = AgentMetrics(self.snapshot)
+        self.started_at = time.time()
+        self.status_address: tuple[str, int] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._lock_fd: int | None = None
+        self._server: Any = None
+
+    # -- start ---------------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        data = self.config.data_dir
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+            fd = os.open(data / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StartupError(f"data_dir: cannot use {data}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StartupError(f"data_dir: {data} is in use by another edge-agent") from exc
+        self._lock_fd = fd
+
+    def _open_streams(self) -> None:
+        cfg = self.config
+        ing = cfg.ingest
+        self.deadletters = DeadLetterLog(cfg.data_dir, ing.dead_letter_max_bytes,
+                                         ing.dead_letter_payload_bytes, ing.commit_interval_ms)
+        route = Router([(s.name, s.topics) for s in cfg.streams])
+        now = time.time()
+        for sc in cfg.streams:
+            store = open_stream(cfg, sc)
+            marks, replayed = load_marks(store.directory, store.log, store.generation)
+            # Everything recovered is durable: checkpoint it and keep segments from here.
+            save_marks(store.directory, store.generation, store.log.end_offset, marks.marks)
+            store.delete_floor = store.log.end_offset
+            rules = PayloadRules(payload=sc.payload, device_key=sc.device_key,
+                                 sequence_field=ing.sequence_field,
+                                 timestamp_field=ing.timestamp_field,
+                                 require_sequence=sc.require_sequence,
+                                 max_payload_bytes=ing.max_payload_bytes)
+            pipeline = StreamIngest(
+                sc.name, store, rules, marks, self.deadletters, route,
+                max_batch=ing.batch_max_messages, window_s=ing.batch_window_ms / 1000,
+                retry_s=ing.backpressure_retry_ms / 1000,
+                on_durable=self.metrics.observer(sc.name))
+            sender = StreamSender(store, cfg.edge_id, cfg.uplink)
+            tracker = status_mod.StreamTracker(store.acked_offset, store.log.end_offset, 0, now)
+            self.streams.append(_Stream(store, marks, pipeline, sender, tracker))
+            log.info("stream %s: generation %s, offsets %d..%d, acked %d, %d devices "
+                     "(%d records replayed for dedup)", sc.name, store.generation,
+                     store.log.start_offset, store.log.end_offset, store.acked_offset,
+                     len(marks), replayed)
+        if ing.unmatched_topics:
+            self.unmatched = StreamIngest("", None, None, None, self.deadletters, route,
+                                          max_batch=ing.batch_max_messages)
+
+    def _make_uplink(self) -> Uplink:
+        u = self.config.uplink
+        bucket = TokenBucket(u.bandwidth_bytes_per_s) if u.bandwidth_bytes_per_s else None
+        return HttpUplink(u.url, u.token, compression=u.compression, timeout_s=u.timeout_s,
+                          ca_file=u.ca_file, max_connections=max(2, u.max_in_flight),
+                          bandwidth=bucket)
+
+    def _status_socket(self) -> socket.socket:
+        host, port = parse_listen(self.config.status.listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"status.listen: cannot listen on {host}:{port}: {exc}") from exc
+        sock.listen(64)
+        sock.setblocking(False)
+        self.status_address = sock.getsockname()[:2]
+        return sock
+
+    async def start(self) -> None:
+        self._lock()
+        sock = self._status_socket()
+        self._open_streams()
+        import uvicorn  # imported here: the CLI's status command does not need it
+
+        class _Server(uvicorn.Server):
+            def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+                return contextlib.nullcontext()  # the agent handles signals itself
+
+        app = status_mod.create_app(self.snapshot, self.metrics.render,
+                                    self.config.status.stuck_after_s)
+        self._server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                              lifespan="off", http="h11", ws="none"))
+        self._spawn(self._server.serve(sockets=[sock]), "status-server")
+        if self.uplink is None:
+            self.uplink = self._make_uplink()
+        self.forwarder = Forwarder([s.sender for s in self.streams], self.uplink,
+                                   self.config.uplink)
+        self._spawn(self.forwarder.run(), "forwarder")
+        mq = self.config.mqtt
+        for s in self.streams:
+            s.ingest.on_appended = self.forwarder.notify
+            self._spawn(s.ingest.run(), f"ingest-{s.store.config.name}")
+            sc = s.store.config
+            s.session = MqttSession(mq, f"{mq.client_id}-{sc.name}",
+                                    [(t, sc.qos) for t in sc.topics], s.ingest.submit)
+            s.ingest.ack = s.session.ack
+            self.sessions.append(s.session)
+        if self.unmatched is not None:
+            self._spawn(self.unmatched.run(), "ingest-unmatched")
+            sess = MqttSession(mq, f"{mq.client_id}-unmatched",
+                               [(t, 1) for t in self.config.ingest.unmatched_topics],
+                               self.unmatched.submit)
+            self.unmatched.ack = sess.ack
+            self.sessions.append(sess)
+        self._spawn(self._sample_loop(), "sampler")
+        self._spawn(self._dedup_loop(), "dedup-checkpoints")
+        for sess in self.sessions:
+            self._spawn(sess.run(), f"mqtt-{sess.client_id}")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- background loops ----------------------------------------------------------------
+
+    async def _sample_loop(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            for s in self.streams:
+                st = s.store
+                s.tracker.observe(now, st.acked_offset, st.log.end_offset,
+                                  s.ingest.stats.appended, st.backlog_records)
+            tick += 1
+            if tick % 5 == 0:
+                await self._write_status_file()
+
+    async def _write_status_file(self) -> None:
+        data = json.dumps(self.snapshot(), indent=1).encode()
+        path = self.config.data_dir / STATUS_FILE
+
+        def write() -> None:  # a hint for `edge-agent status`: atomic, not fsynced
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(write)
+
+    async def _dedup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.ingest.dedup_checkpoint_s)
+            for s in self.streams:
+                with contextlib.suppress(Exception):
+                    await self._checkpoint_marks(s)
+
+    async def _checkpoint_marks(self, s: _Stream) -> None:
+        """Persist the marks of every durable record, then let segments below go."""
+        if not s.marks.dirty:
+            return
+        store = s.store
+        end = store.log.end_offset
+        snapshot = dict(s.marks.marks)  # consistent with `end`: both change only together
+        s.marks.dirty = False
+        if end > 0:
+            await store.log.wait_durable_async(end - 1)
+        await asyncio.to_thread(save_marks, store.directory, store.generation, end, snapshot)
+        store.delete_floor = end
+        store.free_acked()
+
+    # -- status --------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        streams = [self._stream_status(s, now) for s in self.streams]
+        dl = self.deadletters
+        by_stream: dict[str, dict[str, int]] = {}
+        if dl is not None:
+            for (stream, reason), n in dl.counts.items():
+                by_stream.setdefault(stream, {})[reason] = n
+        senders = [s["uplink"] for s in streams]
+        fwd = self.forwarder
+        doc: dict[str, Any] = {
+            "edge_id": self.config.edge_id,
+            "source": "agent",
+            "time": now,
+            "started_at": self.started_at,
+            "pid": os.getpid(),
+            "status_address": list(self.status_address) if self.status_address else None,
+            "mqtt": [{"client_id": m.client_id, "connected": m.connected,
+                      "subscribed": m.subscribed, "session_present": m.session_present,
+                      "connects": m.connects, "last_error": m.last_error,
+                      "disconnected_since": m.disconnected_since} for m in self.sessions],
+            "uplink": {
+                "url": self.config.uplink.url,
+                "state": status_mod.uplink_state(fwd.connected if fwd else False, senders),
+                "in_flight": fwd.in_flight if fwd else 0,
+                "retries": sum(x["retries"] for x in senders),
+                "last_error": next((x["last_error"] for x in senders if x["last_error"]), ""),
+            },
+            "streams": streams,
+            "dead_letter": {
+                "records": (dl.log.end_offset - dl.log.start_offset) if dl else 0,
+                "bytes": dl.log.size_bytes if dl else 0,
+                "failed": dl.failed if dl else 0,
+                "by_stream": by_stream,
+            },
+        }
+        doc["problems"] = status_mod.health(doc, now, self.config.status.stuck_after_s)
+        doc["healthy"] = not doc["problems"]
+        return doc
+
+    def _stream_status(self, s: _Stream, now: float) -> dict[str, Any]:
+        store, st, tr = s.store, s.ingest.stats, s.tracker
+        lg = store.log
+        backlog = store.backlog_records
+        first = max(store.acked_offset + 1, lg.start_offset)
+        oldest = tr.oldest_unsent_ms(lg, first) if backlog else None
+        drops = dict(st.dropped)
+        if lg.stats.dropped_records:
+            drops["drop_oldest"] = lg.stats.dropped_records
+        ss = s.sender.stats
+        sc = store.config
+        return {
+            "name": sc.name, "priority": sc.priority, "cloud_topic": sc.topic,
+            "generation": store.generation, "start_offset": lg.start_offset,
+            "end_offset": lg.end_offset, "acked_offset": store.acked_offset,
+            "backlog_records": backlog, "backlog_bytes": store.backlog_bytes,
+            "oldest_unsent_age_s": None if oldest is None else max(0.0, now - oldest / 1000),
+            "drain_eta_s": status_mod.drain_eta(backlog, tr.drain_rate),
+            "ingest_rate": tr.ingest_rate, "drain_rate": tr.drain_rate,
+            "acked_moved_at": tr.progress_at, "acked_records": tr.acked_records,
+            "received": st.received, "appended": st.appended, "pubacks": st.pubacks,
+            "deduplicated": st.deduplicated, "dead_lettered": st.dead_lettered,
+            "drops": drops, "held": st.held + s.ingest.queued if st.write_error else 0,
+            "blocked_since": st.blocked_since, "write_error": st.write_error,
+            "devices": len(s.marks), "log_size_bytes": lg.size_bytes,
+            "max_bytes": sc.max_bytes, "full_policy": sc.full_policy,
+            "uplink": {"retries": ss.retries, "last_error": ss.last_error,
+                       "stopped": s.sender.stopped, "batches_sent": ss.batches_sent,
+                       "records_sent": ss.records_sent, "last_ack_at": ss.last_ack_at or None},
+        }
+
+    # -- stop ----------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        for sess in self.sessions:
+            with contextlib.suppress(Exception):
+                await sess.close()
+        keep = {"forwarder", "status-server"}
+        for t in self._tasks:
+            if t.get_name() not in keep:
+                t.cancel()
+        for s in self.streams:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(s.store.log.flush)
+                save_marks(s.store.directory, s.store.generation, s.store.log.end_offset,
+                           s.marks.marks)
+        for t in self._tasks:
+            if t.get_name() == "forwarder":
+                t.cancel()
+        if self._server is not None:
+            self._server.should_exit = True
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._write_status_file()
+        if self.uplink is not None:
+            with contextlib.suppress(Exception):
+                await self.uplink.aclose()
+        for s in self.streams:
+            s.store.log.close()
+        if self.deadletters is not None:
+            self.deadletters.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+async def run_agent(config: EdgeConfig, stop: asyncio.Event, *,
+                    uplink: Uplink | None = None) -> Agent:
+    """Start an agent, run until ``stop`` is set, stop it. Returns the stopped agent."""
+    agent = Agent(config, uplink=uplink)
+    try:
+        await agent.start()
+        await stop.wait()
+    finally:
+        await agent.stop()
+    return agent
+
+
+def status_file(data_dir: Path) -> Path:
+    return data_dir / STATUS_FILE

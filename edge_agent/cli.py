@@ -1,0 +1,140 @@
+"""``edge-agent``: run the agent, show its status.
+
+Strategy: argparse subcommands, each a small function. Configuration problems (the file,
+a key, an environment override, a port that cannot be bound, a data directory in use)
+print the key that is wrong and exit 2 instead of a traceback. Logs are plain text, or
+one JSON object per line with ``status.json_logs = true``.
+
+    edge-agent run --config edge.toml
+    edge-agent status --config edge.toml [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+from .config import ConfigError, EdgeConfig, load_config
+
+_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus any ``extra=`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname,
+               "logger": record.name, "msg": record.getMessage()}
+        for k, v in record.__dict__.items():
+            if k not in _STD_ATTRS:
+                out[k] = v if isinstance(v, str | int | float | bool | None) else repr(v)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(json_logs: bool, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if level > logging.DEBUG:  # one line per uplink request is noise
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def _serve(cfg: EdgeConfig) -> int:
+    from .agent import Agent, StartupError
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    agent = Agent(cfg)
+    try:
+        await agent.start()
+    except StartupError as exc:
+        await agent.stop()
+        print(f"edge-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("edge_agent").info(
+        "edge agent %s running: %d streams, status on %s:%d", cfg.edge_id, len(cfg.streams),
+        *(agent.status_address or ("?", 0)))
+    try:
+        await stop.wait()
+    finally:
+        logging.getLogger("edge_agent").info("stopping")
+        await agent.stop()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    setup_logging(cfg.status.json_logs, logging.DEBUG if args.verbose else logging.INFO)
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(_serve(cfg))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status_view import get_status, render
+
+    cfg = load_config(args.config)
+    doc = get_status(cfg)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        render(doc)
+    return 0 if doc.get("healthy") else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    print(f"{args.config}: ok ({len(cfg.streams)} streams, data_dir {cfg.data_dir})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", required=True, help="path to edge.toml")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=cmd_run)
+    st = sub.add_parser("status", help="backlog, offsets, drops and uplink state per stream")
+    st.add_argument("--config", required=True, help="path to edge.toml")
+    st.add_argument("--json", action="store_true", help="print the status document as JSON")
+    st.set_defaults(func=cmd_status)
+    chk = sub.add_parser("check-config", help="validate edge.toml and exit")
+    chk.add_argument("--config", required=True, help="path to edge.toml")
+    chk.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"edge-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

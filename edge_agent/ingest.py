@@ -1,0 +1,280 @@
+"""One stream's ingest pipeline: batch, inspect, deduplicate, append, then acknowledge.
+
+Strategy: the MQTT adapter hands every message to ``submit`` (a list append, on the event
+loop thread). The ``run`` task takes whatever has gathered (up to ``max_batch``) and
+turns it into *one* shared_log batch: each message is inspected (``payload.PayloadRules``),
+redeliveries are dropped by the per-device high-water marks (``dedup``), bad input becomes
+dead-letter entries. The batch is appended, and a durability waiter is queued; the
+``_ack_loop`` task waits for the group commit that covers it (and for the dead-letter
+entries of the same batch) and only then sends the PUBACKs, in arrival order (G1). While
+one batch waits for its fsync the next one is already being built and appended, so the
+fsync rate adapts to the load and many readings share one fsync.
+
+Back-pressure: when the log refuses the batch (``LogFull`` with reject_new, ``DiskFull`` on
+ENOSPC, or any write error) the pipeline keeps the QoS 1 messages unacknowledged and
+retries every ``retry_s``, appending the largest prefix that fits; Mosquitto holds the
+rest of the session's messages once ``receive_maximum`` are unacknowledged. QoS 0 readings
+are best effort and are dropped (counted as ``full``) while the stream is blocked. As the
+forwarder frees acknowledged segments, space returns and ingest resumes by itself.
+
+Not thread-safe: everything here runs on the agent's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared_log import LogError, LogFull, Record
+
+from .deadletter import DeadLetter, DeadLetterLog
+from .dedup import SEQ_HEADER, HighWaterMarks
+from .payload import PayloadRules, Rejected
+from .streams import StreamStore
+
+log = logging.getLogger(__name__)
+
+#: (topic, payload, qos, mid, connection epoch) as the MQTT adapter delivers it
+InMessage = tuple[str, bytes, int, int, int]
+#: sends PUBACKs for (mid, epoch) pairs; the adapter skips other connections' mids
+AckFn = Callable[[list[tuple[int, int]]], None]
+#: the owning stream of a topic (first matching stream in config order), None when none
+RouteFn = Callable[[str], "str | None"]
+
+
+@dataclass
+class IngestStats:
+    """Counters of one pipeline; exported by metrics.py and status.py at read time."""
+
+    received: int = 0
+    received_qos0: int = 0
+    appended: int = 0
+    batches: int = 0
+    pubacks: int = 0
+    deduplicated: int = 0
+    dead_lettered: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    held: int = 0  # QoS 1 messages waiting for room (back-pressure)
+    blocked_since: float | None = None  # time.time() when appends started failing
+    write_error: str = ""  # the current append failure; "" when appends succeed
+    last_error: str = ""
+
+
+class _Pending:
+    """A batch on its way from the inbox to the PUBACKs."""
+
+    __slots__ = ("acks", "dead", "dl_last", "durable", "meta", "records")
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.meta: list[tuple[str, int | None, int]] = []  # (device, seq, qos) per record
+        self.dead: list[DeadLetter] = []
+        self.acks: list[tuple[int, int]] = []
+        self.dl_last: int | None = None
+        self.durable: list[asyncio.Future[None]] = []
+
+
+class StreamIngest:
+    """The pipeline of one stream (``store``), or of unmatched topics (``store is None``)."""
+
+    def __init__(self, name: str, store: StreamStore | None, rules: PayloadRules | None,
+                 marks: HighWaterMarks | None, deadletters: DeadLetterLog, route: RouteFn,
+                 *, max_batch: int = 2000, window_s: float = 0.0, retry_s: float = 0.5,
+                 on_appended: Callable[[], None] = lambda: None,
+                 on_durable: Callable[[float], None] = lambda s: None) -> None:
+        self.name = name
+        self.store = store
+        self.rules = rules
+        self.marks = marks if marks is not None else HighWaterMarks()
+        self.deadletters = deadletters
+        self.route = route
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.retry_s = retry_s
+        self.on_appended = on_appended
+        self.on_durable = on_durable
+        self.ack: AckFn = lambda acks: None
+        self.stats = IngestStats()
+        self._inbox: list[InMessage] = []
+        self._wake = asyncio.Event()
+        self._acks: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._blocked = False
+        if store is not None:
+            ct = ("content-type", rules.content_type if rules else b"application/octet-stream")
+            self._ct = ct
+
+    # -- input ---------------------------------------------------------------------------
+
+    def submit(self, msg: InMessage) -> None:
+        """Take one message from the MQTT adapter (called for every message: keep it cheap)."""
+        if self._blocked and msg[2] == 0:
+            self.stats.received += 1
+            self.stats.received_qos0 += 1
+            self.stats.dropped["full"] += 1
+            return
+        self._inbox.append(msg)
+        self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._inbox)
+
+    # -- the batch loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        acker = asyncio.create_task(self._ack_loop(), name=f"ack-{self.name}")
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self.window_s > 0 and len(self._inbox) < self.max_batch:
+                    await asyncio.sleep(self.window_s)
+                while self._inbox:
+                    if len(self._inbox) <= self.max_batch:
+                        msgs, self._inbox = self._inbox, []
+                    else:
+                        msgs = self._inbox[: self.max_batch]
+                        del self._inbox[: self.max_batch]
+                    p = self._prepare(msgs)
+                    await self._write(p)
+                    self._acks.put_nowait(p)
+        finally:
+            acker.cancel()
+
+    def _prepare(self, msgs: list[InMessage]) -> _Pending:
+        p = _Pending()
+        st = self.stats
+        st.received += len(msgs)
+        records, meta, dead, acks = p.records, p.meta, p.dead, p.acks
+        name, route, rules = self.name, self.route, self.rules
+        marks = self.marks.marks
+        seen: dict[str, int] = {}
+        now_ms = int(time.time() * 1000)
+        ct = self._ct if self.store is not None else None
+        dedup = qos0 = 0
+        for topic, payload, qos, mid, epoch in msgs:
+            if qos:
+                acks.append((mid, epoch))
+            else:
+                qos0 += 1
+            owner = route(topic)
+            if owner != name or rules is None:
+                if owner is None:  # only the unmatched-topics pipeline sees these
+                    dead.append(DeadLetter("", topic, "no_stream", "topic matches no stream",
+                                           "", payload, qos))
+                continue  # another stream's session stores it
+            r = rules.inspect(topic, payload)
+            if type(r) is Rejected:
+                dead.append(DeadLetter(name, topic, r.reason, r.detail, r.device, payload, qos))
+                continue
+            device, seq, ts = r  # type: ignore[misc]
+            if seq is None:
+                headers: tuple[tuple[str, bytes], ...] = (ct, ("mqtt-topic", topic.encode()))
+            else:
+                hw = seen.get(device)
+                if hw is None:
+                    hw = marks.get(device, -1)
+                if seq <= hw:
+                    dedup += 1
+                    continue
+                seen[device] = seq
+                headers = (ct, ("mqtt-topic", topic.encode()), (SEQ_HEADER, b"%d" % seq))
+            if ts is not None:
+                headers = (*headers, ("device-ts", b"%d" % ts))
+            records.append(Record(device.encode(), payload, now_ms, headers))
+            meta.append((device, seq, qos))
+        st.received_qos0 += qos0
+        st.deduplicated += dedup
+        st.dead_lettered += len(dead)
+        return p
+
+    async def _write(self, p: _Pending) -> None:
+        if p.dead:
+            p.dl_last = self.deadletters.append(p.dead)
+        if not p.records:
+            return
+        assert self.store is not None
+        log_ = self.store.log
+        k = len(p.records)
+        while p.records:
+            try:
+                _first, last = log_.append(p.records[:k])
+            except LogFull as exc:
+                if k > 1:  # try a smaller prefix: part of the batch may fit
+                    k //= 2
+                    continue
+                self._block(p, f"{type(exc).__name__}: {exc}")
+            except (LogError, OSError) as exc:
+                self._block(p, f"{type(exc).__name__}: {exc}")
+            else:
+                self._appended(p, k, last)
+                k = len(p.records)
+                continue
+            if not p.records:
+                break
+            await asyncio.sleep(self.retry_s)
+            k = len(p.records)
+
+    def _appended(self, p: _Pending, k: int, last: int) -> None:
+        st = self.stats
+        changes = {dev: seq for dev, seq, _ in p.meta[:k] if seq is not None}
+        self.marks.update(changes)
+        del p.records[:k]
+        del p.meta[:k]
+        st.appended += k
+        st.batches += 1
+        t_append = time.perf_counter()
+        fut = asyncio.ensure_future(self.store.log.wait_durable_async(last))  # type: ignore[union-attr]
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception() is not None
+                              or self.on_durable(time.perf_counter() - t_append))
+        p.durable.append(fut)
+        if self._blocked:
+            self._blocked = False
+            st.held = 0
+            st.blocked_since = None
+            st.write_error = ""
+            log.info("stream %s: appends succeed again, ingest resumed", self.name)
+        self.on_appended()
+
+    def _block(self, p: _Pending, error: str) -> None:
+        """An append failed: drop QoS 0 readings, keep QoS 1 ones for the retry."""
+        st = self.stats
+        if not self._blocked:
+            self._blocked = True
+            st.blocked_since = time.time()
+            log.warning("stream %s: cannot append (%s); holding QoS 1 readings unacknowledged",
+                        self.name, error)
+        st.write_error = st.last_error = error
+        keep = [i for i, m in enumerate(p.meta) if m[2] != 0]
+        dropped = len(p.meta) - len(keep)
+        if dropped:
+            st.dropped["full"] += dropped
+            p.records = [p.records[i] for i in keep]
+            p.meta = [p.meta[i] for i in keep]
+        st.held = len(p.records)
+
+    # -- acknowledgements ----------------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        st = self.stats
+        while True:
+            p = await self._acks.get()
+            if p.durable:
+                results = await asyncio.gather(*p.durable, return_exceptions=True)
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    # fsync failed: the log refuses further appends; never ack what is
+                    # not durable. Mosquitto redelivers these after a restart.
+                    exc = errors[0]
+                    st.write_error = st.last_error = f"{type(exc).__name__}: {exc}"
+                    log.error("stream %s: durability failed, not acknowledging: %s",
+                              self.name, exc)
+                    continue
+            await self.deadletters.wait_durable(p.dl_last)
+            if p.acks:
+                self.ack(p.acks)
+                st.pubacks += len(p.acks)

@@ -1,0 +1,125 @@
+"""Prometheus metrics of one agent, read from its status document at scrape time.
+
+Strategy: one CollectorRegistry per agent (never the global one). Counters are kept as
+plain integers by the parts that own them (ingest, forwarder, logs) and turned into
+metric families when scraped, so the ingest hot path never takes a metrics lock and the
+numbers always agree with ``GET /status``. Only the fsync latency is a real Histogram,
+observed once per appended batch (time from the append to the group commit covering it).
+See docs/edge-agent.md for what each metric means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_STREAM_COUNTERS = (
+    # (metric name, status key, help)
+    ("edge_ingest_received", "received", "MQTT messages received for the stream"),
+    ("edge_ingest_appended", "appended", "Readings appended to the stream's log"),
+    ("edge_ingest_pubacks", "pubacks", "QoS 1 PUBACKs sent after the reading was durable"),
+    ("edge_ingest_deduplicated", "deduplicated",
+     "Redelivered readings dropped by the per-device sequence high-water mark"),
+    ("edge_uplink_acked_records", "acked_records", "Records acknowledged by the cloud"),
+)
+_STREAM_GAUGES = (
+    ("edge_backlog_records", "backlog_records", "Records not yet acknowledged by the cloud"),
+    ("edge_backlog_bytes", "backlog_bytes", "Bytes of segments holding unacknowledged records"),
+    ("edge_oldest_unsent_age_seconds", "oldest_unsent_age_s",
+     "Age of the oldest record not yet acknowledged by the cloud"),
+    ("edge_ingest_rate", "ingest_rate", "Readings appended per second (moving average)"),
+    ("edge_drain_rate", "drain_rate", "Records acknowledged by the cloud per second"),
+    ("edge_drain_eta_seconds", "drain_eta_s", "Backlog divided by the drain rate"),
+    ("edge_acked_offset", "acked_offset", "Last offset acknowledged by the cloud"),
+    ("edge_log_end_offset", "end_offset", "Next offset to be written to the stream's log"),
+    ("edge_log_size_bytes", "log_size_bytes", "Size of the stream's log on disk"),
+    ("edge_ingest_held_messages", "held",
+     "QoS 1 readings held unacknowledged because the log cannot be written"),
+)
+
+
+class _StatusCollector(Collector):
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        doc = self._snapshot()
+        streams = doc.get("streams", [])
+        for name, key, text in _STREAM_COUNTERS:
+            fam = CounterMetricFamily(name, text, labels=["stream"])
+            for s in streams:
+                fam.add_metric([s["name"]], s.get(key, 0))
+            yield fam
+        for name, key, text in _STREAM_GAUGES:
+            fam = GaugeMetricFamily(name, text, labels=["stream"])
+            for s in streams:
+                if s.get(key) is not None:
+                    fam.add_metric([s["name"]], s[key])
+            yield fam
+        dropped = CounterMetricFamily(
+            "edge_ingest_dropped", "Readings dropped, by reason (full: QoS 0 while the log "
+            "was full; drop_oldest: deleted by the full policy)", labels=["stream", "reason"])
+        for s in streams:
+            for reason, n in sorted(s.get("drops", {}).items()):
+                dropped.add_metric([s["name"], reason], n)
+        yield dropped
+        dead = CounterMetricFamily("edge_ingest_dead_lettered",
+                                   "Messages written to the dead-letter log, by reason",
+                                   labels=["stream", "reason"])
+        for stream, reasons in sorted(doc.get("dead_letter", {}).get("by_stream", {}).items()):
+            for reason, n in sorted(reasons.items()):
+                dead.add_metric([stream, reason], n)
+        yield dead
+        writable = GaugeMetricFamily("edge_stream_writable",
+                                     "1 when the stream's last append succeeded", labels=["stream"])
+        retries = CounterMetricFamily("edge_uplink_retries", "Uplink send retries",
+                                      labels=["stream"])
+        last_err = GaugeMetricFamily("edge_uplink_last_error_info",
+                                     "The last uplink error of a stream (value 1)",
+                                     labels=["stream", "error"])
+        for s in streams:
+            writable.add_metric([s["name"]], 0 if s.get("write_error") else 1)
+            up = s.get("uplink", {})
+            retries.add_metric([s["name"]], up.get("retries", 0))
+            if up.get("last_error"):
+                last_err.add_metric([s["name"], up["last_error"][:200]], 1)
+        yield writable
+        yield retries
+        yield last_err
+        up = doc.get("uplink", {})
+        state = GaugeMetricFamily("edge_uplink_up", "1 when the last uplink send succeeded")
+        state.add_metric([], 0 if up.get("state") in ("retrying", "stopped") else 1)
+        yield state
+        conn = GaugeMetricFamily("edge_mqtt_connected", "1 when the MQTT session is connected",
+                                 labels=["client_id"])
+        connects = CounterMetricFamily("edge_mqtt_connects", "Successful MQTT connects",
+                                       labels=["client_id"])
+        for m in doc.get("mqtt", []):
+            conn.add_metric([m["client_id"]], 1 if m.get("connected") else 0)
+            connects.add_metric([m["client_id"]], m.get("connects", 0))
+        yield conn
+        yield connects
+        healthy = GaugeMetricFamily("edge_healthy", "1 when /healthz reports no problem")
+        healthy.add_metric([], 0 if doc.get("problems") else 1)
+        yield healthy
+
+
+class AgentMetrics:
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry()
+        self.fsync_latency = Histogram(
+            "edge_fsync_latency_seconds",
+            "Time from appending a batch to the group commit (fsync) that made it durable",
+            ["stream"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.registry.register(_StatusCollector(snapshot))
+
+    def observer(self, stream: str) -> Callable[[float], None]:
+        return self.fsync_latency.labels(stream).observe
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

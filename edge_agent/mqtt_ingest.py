@@ -1,0 +1,303 @@
+"""The MQTT adapter: one persistent MQTT v5 session on paho-mqtt 2.x, driven by asyncio.
+
+Strategy: paho's client does the protocol; this module only drives its socket from the
+event loop (paho's ``on_socket_*`` hooks, as in paho's asyncio example and aiomqtt), hands
+every PUBLISH to a callback, and sends PUBACKs when told to. Nothing else lives here.
+
+Why paho directly and not aiomqtt (installed: aiomqtt 2.5.1 on paho-mqtt 2.2.0):
+
+* aiomqtt has no manual acknowledgement: paho's ``manual_ack=True`` / ``Client.ack(mid,
+  qos)`` are not exposed (empicano/aiomqtt issue #345, PR #346 still open); the workaround
+  it documents is to reach into the private ``client._client``. Ack-after-durable is the
+  one thing this adapter must do, so it should not rest on a private attribute.
+* aiomqtt's ``Message`` drops the DUP flag and routes every message through an
+  ``asyncio.Queue`` that, when bounded, *discards* messages with a warning: with manual
+  acks a discarded QoS 1 message would stay unacknowledged in flight until a reconnect.
+* Per-message cost: aiomqtt reads one packet per readable event and copies each message
+  into a queue; here a readable event drains every complete packet that has arrived and
+  the callback appends a tuple to the stream's inbox (see bench/edge_ingest.py).
+
+The session: fixed client id, clean start off and a session expiry interval, so Mosquitto
+keeps the subscriptions and queues QoS 1 readings while the agent is down or restarting;
+``Receive Maximum`` bounds how many unacknowledged messages it sends at once (the
+back-pressure window). Subscriptions are renewed after every connect because a broker
+that lost its own state (Mosquitto killed between autosaves) answers session_present=0.
+
+PUBACKs are only sent on the connection that received the message: after a reconnect the
+broker redelivers unacknowledged messages (same packet id, DUP set) and may reuse packet
+ids, so an old id must never be acknowledged on the new connection (``epoch``).
+
+Reconnects use exponential backoff with full jitter up to ``mqtt.reconnect_max_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from .config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+#: (topic, payload, qos, mid, epoch)
+Deliver = Callable[[tuple[str, bytes, int, int, int]], None]
+
+_DRAIN_PACKETS = 512  # packets read per readable event before yielding to other tasks
+
+
+class MqttSession:
+    """One MQTT client session subscribed to ``subscriptions`` [(filter, qos)]."""
+
+    def __init__(self, cfg: MqttConfig, client_id: str, subscriptions: list[tuple[str, int]],
+                 deliver: Deliver) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self.subscriptions = subscriptions
+        self.deliver = deliver
+        self.connected = False
+        self.subscribed = False
+        self.session_present = False
+        self.epoch = 0
+        self.connects = 0
+        self.last_error = ""
+        self.disconnected_since: float | None = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._connack: asyncio.Future[bool] | None = None
+        self._closed: asyncio.Event | None = None
+        self._misc: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._received = 0
+
+    # -- paho client and its callbacks ---------------------------------------------------
+
+    def _new_client(self) -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                        protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
+        if self.cfg.username is not None:
+            c.username_pw_set(self.cfg.username, self.cfg.password)
+        if self.cfg.tls_ca is not None:
+            c.tls_set_context(ssl.create_default_context(cafile=str(self.cfg.tls_ca)))
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        c.on_socket_open = self._on_socket_open
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_register_write = self._on_socket_register_write
+        c.on_socket_unregister_write = self._on_socket_unregister_write
+        return c
+
+    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` on the event loop (paho calls some hooks from the connect thread)."""
+        assert self._loop is not None
+        if threading.current_thread() is self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._loop.add_reader, sock.fileno(), self._on_readable)  # type: ignore[union-attr]
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd > -1:
+            self._in_loop(self._remove_fd, fd)
+
+    def _remove_fd(self, fd: int) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(fd)
+        self._loop.remove_writer(fd)
+
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._loop.add_writer, sock.fileno(), self._on_writable)  # type: ignore[union-attr]
+
+    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any,
+                                    sock: Any) -> None:
+        self._in_loop(self._loop.remove_writer, sock.fileno())  # type: ignore[union-attr]
+
+    def _on_readable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            for _ in range(_DRAIN_PACKETS):
+                before = self._received
+                if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._received == before:
+                    break  # no complete PUBLISH arrived: wait for the next readable event
+        except Exception as exc:  # a broken socket ends this connection
+            self._lost(f"read failed: {type(exc).__name__}: {exc}")
+
+    def _on_writable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            client.loop_write()
+        except Exception as exc:
+            self._lost(f"write failed: {type(exc).__name__}: {exc}")
+
+    def _lost(self, reason: str) -> None:
+        self.last_error = reason
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                sock = client.socket()
+                if sock is not None:
+                    self._remove_fd(sock.fileno())
+                    sock.close()
+        self._set_disconnected()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        ok = not reason.is_failure
+        if ok:
+            self.epoch += 1
+            self.connects += 1
+            self.connected = True
+            self.disconnected_since = None
+            self.session_present = bool(flags.session_present)
+            opts = [(f, SubscribeOptions(qos=q)) for f, q in self.subscriptions]
+            client.subscribe(opts)
+        else:
+            self.last_error = f"connection refused: {reason}"
+        if self._connack is not None and not self._connack.done():
+            self._in_loop(_set_result, self._connack, ok)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self.last_error = f"subscription refused: {', '.join(failed)}"
+            log.error("mqtt %s: %s", self.client_id, self.last_error)
+        self.subscribed = not failed
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        if reason is not None and getattr(reason, "is_failure", False):
+            self.last_error = f"disconnected: {reason}"
+        self._in_loop(self._set_disconnected)
+
+    def _set_disconnected(self) -> None:
+        if self.connected or self.disconnected_since is None:
+            self.disconnected_since = time.time()
+        self.connected = False
+        self.subscribed = False
+        if self._closed is not None:
+            self._closed.set()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(False)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._received += 1
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = "\ufffd(invalid utf-8 topic)"
+        self.deliver((topic, msg.payload, msg.qos, msg.mid, self.epoch))
+
+    # -- acknowledgements ----------------------------------------------------------------
+
+    def ack(self, acks: list[tuple[int, int]]) -> int:
+        """PUBACK the QoS 1 messages [(mid, epoch)] that arrived on the current connection."""
+        client = self._client
+        if client is None or not self.connected:
+            return 0
+        epoch = self.epoch
+        sent = 0
+        ack = client.ack
+        for mid, ep in acks:
+            if ep == epoch:
+                ack(mid, 1)
+                sent += 1
+        return sent
+
+    # -- the connection loop -------------------------------------------------------------
+
+    def _connect_blocking(self, client: mqtt.Client) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.ReceiveMaximum = self.cfg.receive_maximum
+        client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                       clean_start=False, properties=props)
+
+    async def run(self) -> None:
+        """Connect, stay connected, reconnect with backoff; until cancelled or ``close``."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.current_thread()
+        attempt = 0
+        while not self._stopping:
+            client = self._client = self._new_client()
+            self._connack = self._loop.create_future()
+            self._closed = asyncio.Event()
+            try:
+                await self._loop.run_in_executor(None, self._connect_blocking, client)
+                ok = await asyncio.wait_for(asyncio.shield(self._connack), 15)
+            except (OSError, TimeoutError, mqtt.WebsocketConnectionError, ValueError) as exc:
+                ok = False
+                self.last_error = f"connect failed: {type(exc).__name__}: {exc}"
+            if ok:
+                attempt = 0
+                log.info("mqtt %s: connected to %s:%d (session present: %s)",
+                         self.client_id, self.cfg.host, self.cfg.port, self.session_present)
+                self._misc = asyncio.create_task(self._keepalive(client))
+                try:
+                    await self._closed.wait()
+                finally:
+                    self._misc.cancel()
+                if self._stopping:
+                    break
+                log.warning("mqtt %s: connection lost: %s", self.client_id, self.last_error)
+            else:
+                self._drop(client)
+                self._set_disconnected()
+            if self._stopping:
+                break
+            attempt += 1
+            delay = random.uniform(0, min(self.cfg.reconnect_max_s, 0.1 * 2 ** min(attempt, 16)))
+            log.info("mqtt %s: reconnecting in %.2fs (%s)", self.client_id, delay,
+                     self.last_error)
+            await asyncio.sleep(delay)
+
+    async def _keepalive(self, client: mqtt.Client) -> None:
+        while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(1.0)
+        self._lost(self.last_error or "keepalive failed")
+
+    def _drop(self, client: mqtt.Client) -> None:
+        with contextlib.suppress(Exception):
+            sock = client.socket()
+            if sock is not None:
+                self._remove_fd(sock.fileno())
+                sock.close()
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Disconnect cleanly (the session and its unacknowledged messages stay on the broker)."""
+        self._stopping = True
+        client = self._client
+        if client is not None and self.connected:
+            client.disconnect()
+            if self._closed is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), timeout)
+        if client is not None:
+            self._drop(client)
+        self._set_disconnected()
+
+
+def _set_result(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
