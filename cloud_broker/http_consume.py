@@ -71,6 +71,7 @@ async def read_partition(request: Request, part: Partition, offset: int, max_rec
             return res, start, hw
         woken = part.waiter()
         if part.log.durable_offset > offset:
+            part.forget(woken)
             continue  # data arrived between the read and the registration
         metrics.fetch_waiting.inc()
         try:
@@ -79,6 +80,8 @@ async def read_partition(request: Request, part: Partition, offset: int, max_rec
             deadline = 0.0  # one last read, then answer (possibly with nothing)
         finally:
             metrics.fetch_waiting.dec()
+            if not woken.is_set():
+                part.forget(woken)
 
 
 async def fetch(request: Request) -> Response:

@@ -28,7 +28,7 @@ from uplink import (
 
 from .auth import AuthError
 from .errors import error
-from .ingest import IngestUnavailable
+from .ingest import IngestUnavailable, RejectedBatch
 from .storage import UnknownTopic
 
 CBOR = "application/cbor"
@@ -96,6 +96,8 @@ async def _ingest(request: Request, broker) -> Response:  # type: ignore[no-unty
         reply = await broker.ingestor.ingest(topic, batch)
     except UnknownTopic as exc:
         return error(404, str(exc), "topic")
+    except RejectedBatch as exc:
+        return error(400, exc.message, exc.field)
     except IngestUnavailable as exc:
         resp = error(503, f"not durable now, retry: {exc}")
         resp.headers["Retry-After"] = "1"

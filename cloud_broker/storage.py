@@ -46,6 +46,12 @@ class Partition:
             self._waiters.append((asyncio.get_running_loop(), ev))
         return ev
 
+    def forget(self, ev: asyncio.Event) -> None:
+        """Drop a waiter that stopped waiting (a long-poll that timed out), so an idle
+        partition does not collect one per poll until its next notify()."""
+        with self._lock:
+            self._waiters = [w for w in self._waiters if w[1] is not ev]
+
 
 class PartitionStore:
     """All topic-partitions of one broker. Single event loop writes; reads may be threads."""

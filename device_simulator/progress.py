@@ -99,6 +99,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("acked (QoS 1)", f"{summary['acked']:,}"),
         ("deferred (congested)", f"{summary['deferred']:,}"),
         ("behind schedule", f"{summary['behind']:,}"),
+        ("worker CPU per reading", f"{summary['cpu_us_per_reading']:.1f} us"),
         ("dropped (offline buffer)", f"{summary['dropped']:,}"),
         ("reconnects", f"{summary['reconnects']:,}"),
         ("connection errors", f"{summary['connection_errors']:,}"),

@@ -183,6 +183,9 @@ class _Parent:
             "connect_seconds": max((r["connect_s"] for r in self.ready.values()), default=0.0),
             "publish_seconds": publish_s,
             "behind": sum(s["behind"] for s in stats),
+            # CPU of the workers while publishing (not connecting), per reading taken
+            "cpu_us_per_reading": (sum(s["publish_cpu_seconds"] for s in stats)
+                                   / max(1, total["readings"]) * 1e6),
             "target_rate": cfg.devices * cfg.rate,
             "readings_per_s": total["readings"] / publish_s if publish_s else 0.0,
             "messages_per_s": total["sent"] / publish_s if publish_s else 0.0,

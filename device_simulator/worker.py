@@ -113,6 +113,7 @@ class Worker:
         self.errors: list[str] = []
         self.publish_started = 0.0
         self.publish_seconds = 0.0
+        self.publish_cpu_seconds = 0.0
         self.peak_connected = 0
 
     # -- setup --------------------------------------------------------------------------
@@ -207,6 +208,7 @@ class Worker:
         stop = self.stop_event
         monotonic = time.monotonic
         start = monotonic()
+        cpu_start = time.process_time()
         self.publish_started = start
         issued = 0
         cursor = 0
@@ -246,6 +248,7 @@ class Worker:
                 await asyncio.sleep(min(_TICK_S, max(0.0005, next_due - elapsed)))
         self.behind = max(0, int(n * scheduled_messages(cfg.duration, rate, burst)) - issued)
         self.publish_seconds = monotonic() - start
+        self.publish_cpu_seconds = time.process_time() - cpu_start
 
     async def _drain(self) -> None:
         for conn in self.dirty:
@@ -297,6 +300,7 @@ class Worker:
     def _result(self) -> dict[str, Any]:
         stats = self.snapshot()
         stats.update(behind=self.behind, publish_seconds=self.publish_seconds,
+                     publish_cpu_seconds=self.publish_cpu_seconds,
                      peak_connected=self.peak_connected)
         return {"stats": stats, "errors": self.errors,
                 "devices": [d.record.to_dict() | {"device": d.id} for d in self.devices]}

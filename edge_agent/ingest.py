@@ -155,6 +155,7 @@ class StreamIngest:
         seen: dict[str, int] = {}
         now_ms = int(time.time() * 1000)
         ct = self._ct if self.store is not None else None
+        with_topic = rules is not None and rules.topic_header
         dedup = qos0 = 0
         for topic, payload, qos, mid, epoch in msgs:
             if qos:
@@ -173,7 +174,7 @@ class StreamIngest:
                 continue
             device, seq, ts = r  # type: ignore[misc]
             if seq is None:
-                headers: tuple[tuple[str, bytes], ...] = (ct, ("mqtt-topic", topic.encode()))
+                headers: tuple[tuple[str, bytes], ...] = (ct,)
             else:
                 hw = seen.get(device)
                 if hw is None:
@@ -182,7 +183,9 @@ class StreamIngest:
                     dedup += 1
                     continue
                 seen[device] = seq
-                headers = (ct, ("mqtt-topic", topic.encode()), (SEQ_HEADER, b"%d" % seq))
+                headers = (ct, (SEQ_HEADER, b"%d" % seq))
+            if with_topic:
+                headers = (*headers, ("mqtt-topic", topic.encode()))
             if ts is not None:
                 headers = (*headers, ("device-ts", b"%d" % ts))
             records.append(Record(device.encode(), payload, now_ms, headers))

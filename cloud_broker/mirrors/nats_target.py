@@ -168,7 +168,7 @@ class NatsTarget:
 
         async def publish_all() -> list:
             # No wait_stall: a timeout per message would yield to the loop after every
-            # message and make nats-py flush each one alone (6x slower). The one timeout
+            # message and make nats-py flush each one alone (half the rate). The one timeout
             # around the whole batch also covers a stall on publish_async's semaphore.
             for rec in records:
                 futures.append(await js.publish_async(

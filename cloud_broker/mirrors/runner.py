@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -225,8 +226,18 @@ class MirrorRunner:
             if new != pos:
                 pos = ps.position = new
                 ps.updated_at = time.time()
-                await self._retrying(ps, "checkpoint", lambda n=new: self.checkpoints.asave(
-                    cfg.name, cfg.topic, p, n))
+                await self._checkpoint(ps, pos)
+
+    async def _checkpoint(self, ps: PartitionStatus, pos: int) -> None:
+        """Save the position; a failure is logged, not retried: the checkpoint is a hint
+        (the target's position wins on resume) and the next batch writes a newer one."""
+        try:
+            await self.checkpoints.asave(self.config.name, self.config.topic, ps.partition, pos)
+        except (sqlite3.Error, OSError) as exc:
+            ps.retries += 1
+            ps.last_error = f"checkpoint: {exc}"
+            log.warning("mirror %s partition %d: checkpoint failed: %s", self.name,
+                        ps.partition, exc)
 
     async def _write(self, p: int, pos: int, batch: SourceBatch) -> int:
         """Write a batch; the position to continue from."""

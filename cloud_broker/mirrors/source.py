@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared_log import LogClosed, OffsetOutOfRange
+from shared_log import LogError, OffsetOutOfRange
 
 from ..client_http import BrokerClient, ConsumerError, OffsetOutOfRangeError
 from ..storage import PartitionStore, UnknownTopic
@@ -97,7 +97,7 @@ class LocalSource:
             res = await asyncio.to_thread(log.fetch, offset, max_records, max_bytes)
         except OffsetOutOfRange:  # retention moved the start meanwhile
             return SourceBatch([], max(offset, log.start_offset), log.start_offset, durable)
-        except LogClosed as exc:
+        except (LogError, OSError) as exc:  # closed (shutting down), unreadable file
             raise SourceUnavailable(str(exc)) from exc
         records = [r for r in res.records if r.offset < durable]
         # Stop before the first record that is not durable yet (all before it are here).

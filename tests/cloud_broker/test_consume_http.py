@@ -205,3 +205,41 @@ def test_standalone_commit_and_offsets(client: TestClient, tmp_path: Path) -> No
     assert got == {"group": "solo", "offsets": [{"topic": "t", "partition": 1, "offset": 0}]}
     assert client.get("/v1/groups/none-yet/offsets", headers=auth(READ)).json()[
         "offsets"] == []
+
+
+def test_timed_out_long_poll_leaves_no_waiter_behind(client: TestClient) -> None:
+    p = full_partition(client)
+    part = client.app.state.broker.store.partition("t", p)  # type: ignore[attr-defined]
+    for _ in range(3):
+        r = client.get(FETCH.format(p=p), params={"offset": 10, "wait_ms": 20},
+                       headers=auth(READ))
+        assert r.status_code == 200 and r.json()["records"] == []
+    assert part._waiters == []
+
+
+def test_corrupt_batches_are_reported_as_skipped(tmp_path: Path) -> None:
+    from cloud_broker.config import TopicConfig
+    from cloud_broker.storage import PartitionStore
+    from shared_log import Record
+
+    store = PartitionStore(tmp_path)
+    (part,) = store.ensure_topic(TopicConfig("c", 1, segment_bytes=4096))
+    for i in range(60):  # 5 records per batch, several sealed segments
+        part.log.append([Record(b"k", b"value-%03d-%d" % (i, j), i) for j in range(5)])
+    store.close()
+    first = sorted((tmp_path / "topics" / "c" / "0").glob("*.log"))[0]
+    data = bytearray(first.read_bytes())
+    data[200] ^= 0xFF  # inside the third batch or so: its CRC no longer matches
+    first.write_bytes(bytes(data))
+    cfg = parse_config({"data_dir": str(tmp_path), "auth": {"required": False},
+                        "topics": {"c": {"partitions": 1, "segment_bytes": 4096}}})
+    with TestClient(create_app(cfg)) as c:
+        body = c.get("/v1/topics/c/partitions/0/records", params={"offset": 0},
+                     headers={"Accept": "application/json"}).json()
+        assert len(body["skipped"]) == 1
+        lost = body["skipped"][0]
+        assert lost["last"] - lost["first"] + 1 == 5
+        offsets = [r["offset"] for r in body["records"]]
+        assert lost["first"] not in offsets and offsets == sorted(offsets)
+        assert offsets[0] == 0 and lost["last"] + 1 in offsets
+        assert 'broker_fetch_skipped_offsets_total{topic="c"} 5.0' in c.get("/metrics").text

@@ -75,7 +75,10 @@ class Cloud:
         return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
-        self.store.close()
+        self.store.close()  # fails the durability waiters of anything still pending
+        pending = asyncio.all_tasks(self.loop)
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
     def reopen(self) -> Cloud:

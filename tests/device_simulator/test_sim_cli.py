@@ -75,10 +75,11 @@ def test_summary_and_report_render_the_key_figures():
     summary = {"devices": 10, "connections": 10, "peak_connected": 10, "workers": 1,
                "connect_seconds": 0.1, "publish_seconds": 2.0, "readings": 200, "sent": 201,
                "readings_per_s": 100.0, "target_rate": 100.0, "acked": 200, "deferred": 0,
-               "behind": 0, "dropped": 0, "reconnects": 1, "connection_errors": 0,
+               "behind": 0, "cpu_us_per_reading": 12.5, "dropped": 0, "reconnects": 1,
+               "connection_errors": 0,
                "worker_errors": ["boom"], "connect_errors": []}
     text = _render(summary_table(summary))
-    assert "100 / 100 msg/s" in text and "boom" in text
+    assert "100 / 100 msg/s" in text and "boom" in text and "12.5 us" in text
     report = {"ok": False, "records": 5, "devices": 2, "devices_with_problems": 1,
               "totals": {"missing": 3, "duplicates": 1}, "sent_on_purpose": {"malformed": 2},
               "latency_ms": {"p50": 3.0, "p90": 4.0, "p99": 5.0, "max": 6.0},

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,9 +140,6 @@ def test_standalone_mirror_over_http_survives_kill9_while_edges_ingest(tmp_path:
     rng = random.Random(66)
     sent = 0
     try:
-        import subprocess
-        import sys
-
         def start() -> subprocess.Popen[bytes]:
             with open(log, "ab") as out:
                 return subprocess.Popen(

@@ -1,0 +1,160 @@
+"""Helpers for the edge agent's tests: configs, the agent as a real subprocess, QoS 1
+publishers that track PUBACKs, and reading what the agent stored.
+
+Imported by basename (``from edge_agent_testing import ...``) like the other suites'
+helper modules.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+
+from shared_log import Log
+from tests.helpers import Server, free_port
+
+
+def write_config(tmp: Path, mqtt_port: int, *, cloud_port: int | None = None,
+                 status_port: int | None = None, streams: str | None = None,
+                 extra: str = "", client_id: str = "agent") -> tuple[Path, int]:
+    """An edge.toml in ``tmp``; returns (path, status port)."""
+    status_port = status_port or free_port()
+    cloud_port = cloud_port or free_port()  # nothing listens there: the cloud is down
+    streams = streams if streams is not None else """
+[[streams]]
+name = "telemetry"
+topics = ["devices/+/telemetry"]
+device_key = "topic:devices/{device}/telemetry"
+"""
+    path = tmp / "edge.toml"
+    path.write_text(f"""
+edge_id = "gw-test"
+data_dir = "{tmp / 'data'}"
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "{client_id}"
+keepalive_s = 5
+reconnect_max_s = 0.5
+[uplink]
+url = "http://127.0.0.1:{cloud_port}"
+retry_max_s = 0.5
+[status]
+listen = "127.0.0.1:{status_port}"
+{extra}
+{streams}
+""")
+    return path, status_port
+
+
+def get_status(port: int) -> dict[str, Any] | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/status", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def agent_ready(port: int) -> bool:
+    doc = get_status(port)
+    return bool(doc and doc["mqtt"] and all(m["subscribed"] for m in doc["mqtt"]))
+
+
+def agent_server(config: Path, status_port: int, log_path: Path) -> Server:
+    """``python -m edge_agent.cli run`` as a Server: ready once every session subscribed."""
+    return Server([sys.executable, "-m", "edge_agent.cli", "run", "--config", str(config)],
+                  status_port, log_path, ready=lambda: agent_ready(status_port),
+                  ready_timeout=60)
+
+
+def stream_status(port: int, name: str = "telemetry") -> dict[str, Any]:
+    doc = get_status(port)
+    assert doc is not None, "agent status not reachable"
+    return next(s for s in doc["streams"] if s["name"] == name)
+
+
+def read_stream(data_dir: Path, name: str = "telemetry") -> list[Any]:
+    """Every record of a stream's log (opened read-only)."""
+    d = data_dir / "streams" / name
+    if not d.exists():
+        return []
+    with Log(d, read_only=True) as lg:
+        out, pos = [], lg.start_offset
+        while pos < lg.end_offset:
+            res = lg.fetch(pos, max_records=10_000, max_bytes=16 << 20)
+            out.extend(res.records)
+            pos = res.next_offset
+        return out
+
+
+def seqs_by_device(records: list[Any]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for r in records:
+        seq = dict(r.headers).get("seq")
+        if seq is not None:
+            out.setdefault(r.key.decode(), []).append(int(seq))
+    return out
+
+
+class Publisher:
+    """A device: publishes QoS 1 readings with sequence numbers, remembers PUBACKs.
+
+    paho keeps unacknowledged QoS 1 messages and resends them after a reconnect, so a
+    reading handed to ``publish`` is retried until Mosquitto acknowledges it.
+    """
+
+    def __init__(self, port: int, device: str, topic: str | None = None) -> None:
+        self.device = device
+        self.topic = topic or f"devices/{device}/telemetry"
+        self.acked: dict[int, float] = {}  # seq -> time.time() of the PUBACK
+        self._mids: dict[int, int] = {}
+        self._lock = threading.Lock()
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                      client_id=f"pub-{device}", protocol=mqtt.MQTTv311,
+                                      clean_session=False)
+        c.max_inflight_messages_set(100)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(0.05, 0.5)
+        c.on_publish = self._on_publish
+        c.connect("127.0.0.1", port, keepalive=5)
+        c.loop_start()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        with self._lock:
+            seq = self._mids.pop(mid, None)
+            if seq is not None:
+                self.acked[seq] = time.time()
+
+    def publish(self, seq: int, payload: dict[str, Any] | None = None) -> None:
+        body = json.dumps(payload if payload is not None else {"seq": seq, "v": seq * 0.5})
+        with self._lock:
+            info = self.client.publish(self.topic, body, qos=1)
+            self._mids[info.mid] = seq
+
+    def all_acked(self, n: int) -> bool:
+        return len(self.acked) >= n
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def mosquitto_durable(tmp: Path, port: int | None = None) -> Server:
+    """Mosquitto with persistence saved after every change (autosave_on_changes)."""
+    from tests.helpers import find_binary
+
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {tmp}/\nautosave_interval 1\nautosave_on_changes true\n"
+        "max_queued_messages 0\nmax_inflight_messages 0\n"
+        "log_type error\nlog_type warning\n")
+    return Server([find_binary("mosquitto"), "-c", str(conf)], port, tmp / "mosquitto.out")

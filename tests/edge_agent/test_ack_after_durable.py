@@ -1,0 +1,88 @@
+"""Ack-after-durable under kill -9: the agent subprocess is SIGKILLed at random moments
+while devices publish QoS 1 readings; afterwards its log holds every sequence exactly
+once per device, in order (G1 + G4 + G5).
+
+Devices publish to a real Mosquitto, which acknowledges them and queues the readings for
+the agent's persistent session while the agent is down; what the agent had received but
+not yet PUBACKed (because it was not durable yet) is redelivered after the restart and
+deduplicated by sequence number where it did reach the log.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from edge_agent_testing import (
+    Publisher,
+    agent_server,
+    read_stream,
+    seqs_by_device,
+    stream_status,
+    write_config,
+)
+
+from tests.helpers import Server, wait_for
+
+KILLS = 22
+DEVICES = 4
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+        tmp_path: Path, mosquitto: Server) -> None:
+    rng = random.Random(20240611)
+    cfg, status_port = write_config(tmp_path, mosquitto.port,
+                                    extra="[ingest]\ncommit_interval_ms = 5.0\n")
+    agent = agent_server(cfg, status_port, tmp_path / "agent.out").start()
+    pubs = [Publisher(mosquitto.port, f"dev{i}") for i in range(DEVICES)]
+    stop = threading.Event()
+    sent = [0]
+
+    def feed() -> None:
+        seq = 0
+        while not stop.is_set():
+            for p in pubs:
+                p.publish(seq)
+            seq += 1
+            sent[0] = seq
+            time.sleep(0.001)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    stored_at_kill = []
+    try:
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.05, 0.8))
+            agent.kill()  # SIGKILL: no flush, no PUBACK, no checkpoint
+            stored_at_kill.append(sent[0])
+            time.sleep(rng.uniform(0.0, 0.3))
+            agent.start()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        feeder.join(10)
+    total = sent[0]
+    assert total > 500, "the feed was too slow to exercise anything"
+    try:
+        for p in pubs:
+            wait_for(lambda p=p: p.all_acked(total), 60, message=f"{p.device} PUBACKs")
+        wait_for(lambda: stream_status(status_port)["appended"] >= 0
+                 and stream_status(status_port)["end_offset"] >= DEVICES * total,
+                 120, interval=0.2, message="the agent to store every reading")
+        wait_for(lambda: stream_status(status_port)["pubacks"] > 0, 10)
+    finally:
+        for p in pubs:
+            p.close()
+        agent.stop()
+    seqs = seqs_by_device(read_stream(tmp_path / "data"))
+    assert sorted(seqs) == [f"dev{i}" for i in range(DEVICES)]
+    for device, got in seqs.items():
+        assert got == list(range(total)), (
+            f"{device}: {len(got)} readings for {total} sent; first mismatch at "
+            f"{next((i for i, s in enumerate(got) if s != i), None)}")
+    log_text = (tmp_path / "agent.out").read_text()
+    assert "Traceback" not in log_text

@@ -1,0 +1,95 @@
+"""payload.PayloadRules: device keys, fields, and the dead-letter decision (pure)."""
+
+from __future__ import annotations
+
+import json
+
+import cbor2
+import pytest
+
+from edge_agent.payload import PayloadRules, Rejected, check_device, topic_pattern
+
+TOPIC = "topic:devices/{device}/telemetry"
+
+
+def rules(**kw: object) -> PayloadRules:
+    base: dict[str, object] = {"payload": "json", "device_key": TOPIC}
+    base.update(kw)
+    return PayloadRules(**base)  # type: ignore[arg-type]
+
+
+def test_reading_from_topic_and_json_fields() -> None:
+    r = rules().inspect("devices/dev-1/telemetry", b'{"seq": 7, "ts": 1700000000123, "t": 1}')
+    assert r == ("dev-1", 7, 1700000000123)
+
+
+def test_cbor_fields() -> None:
+    payload = cbor2.dumps({"seq": 3, "ts": 1.7e12, "device": "cb1"})
+    r = rules(payload="cbor", device_key="field:device").inspect("any/topic", payload)
+    assert r == ("cb1", 3, 1_700_000_000_000)
+
+
+@pytest.mark.parametrize("device", ["..", "../../etc", ".hidden", "-rf", "a" * 129, "dév",
+                                    "a b", "x\n", ""])
+def test_hostile_device_keys_are_refused(device: str) -> None:
+    assert isinstance(check_device(device), Rejected)
+    r = rules(device_key="field:device").inspect("t", json.dumps({"device": device}).encode())
+    assert isinstance(r, Rejected) and r.reason in ("bad_device", "no_device")
+
+
+def test_topic_that_does_not_fit_the_pattern() -> None:
+    r = rules().inspect("devices/../../etc/telemetry", b"{}")
+    assert isinstance(r, Rejected) and r.reason == "no_device"
+    r = rules().inspect("devices/%2E%2E/telemetry", b"{}")
+    assert isinstance(r, Rejected) and r.reason == "bad_device"
+
+
+def test_oversized_is_checked_before_parsing() -> None:
+    r = rules(max_payload_bytes=10).inspect("devices/d/telemetry", b"x" * 11)
+    assert isinstance(r, Rejected) and r.reason == "oversized"
+    assert rules(max_payload_bytes=10).inspect("devices/d/telemetry", b"1" * 10) == ("d", None,
+                                                                                    None)
+
+
+def test_malformed_payload_is_opaque_when_no_field_is_required() -> None:
+    assert rules().inspect("devices/d/telemetry", b"{not json") == ("d", None, None)
+    assert rules().inspect("devices/d/telemetry", b"[1, 2]") == ("d", None, None)
+    assert rules().inspect("devices/d/telemetry", b"\xff\xfe") == ("d", None, None)
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b"\xff", b"", b'{"seq": 1} x'])
+def test_malformed_payload_is_refused_when_a_field_is_required(payload: bytes) -> None:
+    r = rules(require_sequence=True).inspect("devices/d/telemetry", payload)
+    assert isinstance(r, Rejected) and r.reason == "malformed"
+    r = rules(payload="cbor", require_sequence=True).inspect("devices/d/telemetry",
+                                                             payload or b"\xff")
+    assert isinstance(r, Rejected)
+
+
+@pytest.mark.parametrize("seq", [-1, "5", 1.5, True, None, 2**63])
+def test_invalid_sequences_count_as_missing(seq: object) -> None:
+    payload = json.dumps({"seq": seq}).encode()
+    assert rules().inspect("devices/d/telemetry", payload)[1] is None  # type: ignore[index]
+    r = rules(require_sequence=True).inspect("devices/d/telemetry", payload)
+    assert isinstance(r, Rejected) and r.reason == "missing_sequence"
+
+
+def test_opaque_payloads_are_never_parsed() -> None:
+    r = rules(payload="").inspect("devices/d/telemetry", b'{"seq": 1}')
+    assert r == ("d", None, None)
+    assert rules(payload="").content_type == b"application/octet-stream"
+
+
+def test_topic_pattern_levels() -> None:
+    p = topic_pattern("site/+/{device}/#")
+    m = p.match("site/a/dev9/x/y")
+    assert m is not None and m.group("device") == "dev9"
+    assert p.match("site/a/dev9") is None or p.match("site/a/dev9").group("device") == "dev9"
+    assert topic_pattern("d/{device}").match("d/a/b") is None
+    assert topic_pattern("d/dev-{device}").match("d/dev-42").group("device") == "42"  # type: ignore[union-attr]
+
+
+def test_topic_header_only_when_the_key_cannot_rebuild_the_topic() -> None:
+    assert not rules().topic_header
+    assert rules(device_key="topic:devices/{device}/+").topic_header
+    assert rules(device_key="field:device").topic_header
