@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -279,9 +283,6 @@ def test_retention_bytes_deletes_oldest_sealed_segments(tmp_path: Path) -> None:
 
 
 def test_retention_ms_deletes_segments_older_than_the_limit(tmp_path: Path) -> None:
-    import os
-    import time
-
     with Log(tmp_path, cfg(segment_bytes=1024, retention_ms=60_000)) as log:
         while log.segment_count < 4:
             append_batch(log, 4)
@@ -395,10 +396,6 @@ def test_a_reader_holding_a_deleted_segment_reads_it_and_leaves_no_files(tmp_pat
 @pytest.fixture
 def failing_fsync(monkeypatch: pytest.MonkeyPatch):
     """Make every fsync of a regular file fail with EIO once armed (directories still work)."""
-    import errno
-    import os
-    import stat
-
     armed = threading.Event()
     real = os.fsync
 

@@ -1,0 +1,326 @@
+"""The forwarder: drains every stream exactly once in per-device order, by priority.
+
+In-process against a real Ingestor on tmp_path (MemoryUplink), and against a real broker
+subprocess (HttpUplink). Order of sends is observed with a wrapping uplink; the cloud is
+made slow by awaiting in that wrapper, never by sleeping in the test to hope for timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from cloud_broker.config import TopicConfig
+from cloud_broker.ingest import Ingestor
+from cloud_broker.storage import PartitionStore
+from edge_agent.config import EdgeConfig
+from edge_agent.forwarder import Forwarder, StreamSender
+from edge_agent.ratelimit import TokenBucket
+from edge_agent.streams import StreamStore
+from edge_agent.uplink_http import HttpUplink, Uplink
+from tests.helpers import Server
+from tests.helpers_uplink import (
+    edge_config,
+    fill,
+    memory_uplink,
+    open_edge,
+    read_cloud,
+    read_logs,
+    run_until,
+    stream_config,
+    verify_cloud,
+)
+from uplink import Ack, Batch, Refusal
+
+
+class Cloud:
+    """An in-process cloud: PartitionStore + Ingestor with the given topics."""
+
+    def __init__(self, root: Path, topics: dict[str, int] | None = None) -> None:
+        self.store = PartitionStore(root)
+        for name, n in (topics or {"telemetry": 4}).items():
+            self.store.ensure_topic(TopicConfig(name, n))
+        self.ingestor = Ingestor(self.store, root)
+        self.ingestor.recover()
+
+    def view(self, topic: str = "telemetry"):  # type: ignore[no-untyped-def]
+        return read_logs({p.index: p.log for p in self.store.partitions(topic)})
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class Recording:
+    """Wraps an uplink: records (stream, base, last) of every send in start order, and
+    can hold every send at a gate (a slow cloud)."""
+
+    def __init__(self, inner: Uplink, gate: Callable[[], Awaitable[None]] | None = None
+                 ) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.sends: list[tuple[str, int, int]] = []
+
+    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
+        self.sends.append((batch.stream, batch.base_offset, batch.last_offset))
+        if self.gate is not None:
+            await self.gate()
+        return await self.inner.send(topic, batch)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def senders(cfg: EdgeConfig, stores: list[StreamStore]) -> list[StreamSender]:
+    return [StreamSender(s, cfg.edge_id, cfg.uplink) for s in stores]
+
+
+def source(cfg: EdgeConfig, store: StreamStore) -> tuple[str, str, str]:
+    return (cfg.edge_id, store.config.name, store.generation)
+
+
+# -- draining ----------------------------------------------------------------------------
+
+
+def test_two_streams_drain_exactly_once_in_device_order(tmp_path: Path) -> None:
+    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry"),
+                                          stream_config("alarms", priority=0)],
+                      max_batch_records=300, max_in_flight=3)
+    stores = [open_edge(cfg, "telemetry"), open_edge(cfg, "alarms")]
+    fill(stores[0], 6000, 40)
+    fill(stores[1], 700, 7)
+    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4, "alarms": 2})
+
+    async def main() -> None:
+        fwd = Forwarder(senders(cfg, stores), memory_uplink(cloud.ingestor), cfg.uplink)
+        await run_until(fwd, fwd.drained)
+        fill(stores[0], 500, 40, start=6000)  # data arriving later, after a notify
+        fwd.notify()
+        await run_until(fwd, fwd.drained)
+
+    asyncio.run(main())
+    verify_cloud(cloud.view("telemetry"), {source(cfg, stores[0]): range(6500)})
+    verify_cloud(cloud.view("alarms"), {source(cfg, stores[1]): range(700)})
+    assert all(s.acked_offset == s.log.end_offset - 1 for s in stores)
+    cloud.close()
+    for s in stores:
+        s.log.close()
+
+
+def test_drains_into_a_broker_subprocess(broker: Server, tmp_path: Path) -> None:
+    cfg = edge_config(tmp_path / "edge", url=f"http://127.0.0.1:{broker.port}",
+                      max_batch_records=1000, compression="gzip")
+    store = open_edge(cfg)
+    fill(store, 20_000, 200)
+
+    async def main() -> None:
+        up = HttpUplink(cfg.uplink.url, compression=cfg.uplink.compression)
+        fwd = Forwarder(senders(cfg, [store]), up, cfg.uplink)
+        try:
+            await run_until(fwd, fwd.drained, timeout=120)
+        finally:
+            await up.aclose()
+
+    asyncio.run(main())
+    broker.stop()
+    verify_cloud(read_cloud(broker.log_path.parent / "data"), {source(cfg, store): range(20_000)})
+    store.log.close()
+
+
+def test_run_can_be_restarted_after_a_cancel_with_sends_in_flight(tmp_path: Path) -> None:
+    """Cancelled sends never got a reply; a new run() must send their ranges again."""
+    cfg = edge_config(tmp_path / "edge", max_batch_records=100, max_in_flight=3)
+    store = open_edge(cfg)
+    fill(store, 300, 10)
+    cloud = Cloud(tmp_path / "cloud")
+
+    async def main() -> None:
+        opened = asyncio.Event()
+
+        async def gate() -> None:
+            await opened.wait()
+
+        up = Recording(memory_uplink(cloud.ingestor), gate)
+        fwd = Forwarder(senders(cfg, [store]), up, cfg.uplink)
+        # the first batch of a generation goes alone; let it through, hold the next ones
+        task = asyncio.create_task(fwd.run())
+        while fwd.in_flight < 1:
+            await asyncio.sleep(0.001)
+        opened.set()
+        while store.acked_offset < 99:
+            await asyncio.sleep(0.001)
+        opened.clear()
+        while fwd.in_flight < 2:  # the other 200 offsets are claimed and held
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        opened.set()
+        await run_until(fwd, fwd.drained, timeout=10)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    verify_cloud(cloud.view(), {source(cfg, store): range(300)})
+    cloud.close()
+    store.log.close()
+
+
+# -- priority ----------------------------------------------------------------------------
+
+
+def test_alarm_appended_later_overtakes_the_telemetry_backlog(tmp_path: Path) -> None:
+    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry", priority=5),
+                                          stream_config("alarms", priority=0)],
+                      max_batch_records=200, max_in_flight=2)
+    telemetry, alarms = open_edge(cfg, "telemetry"), open_edge(cfg, "alarms")
+    fill(telemetry, 10_000, 50)  # 50 batches of backlog
+    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4, "alarms": 1})
+
+    async def slow_cloud() -> None:
+        await asyncio.sleep(0.002)
+
+    up = Recording(memory_uplink(cloud.ingestor), slow_cloud)
+    marks: dict[str, int] = {}
+
+    async def main() -> None:
+        fwd = Forwarder(senders(cfg, [telemetry, alarms]), up, cfg.uplink)
+
+        def raise_alarm() -> bool:
+            if "appended" not in marks and len(up.sends) >= 5:
+                fill(alarms, 3, 3)
+                fwd.notify()
+                marks["appended"] = len(up.sends)
+            return fwd.drained()
+
+        await run_until(fwd, raise_alarm, timeout=60)
+
+    asyncio.run(main())
+    order = [s for s, _, _ in up.sends]
+    first_alarm = order.index("alarms")
+    telemetry_after = order[first_alarm:].count("telemetry")
+    # the alarm takes the next free slot: at most the batches already in flight go first
+    assert first_alarm <= marks["appended"] + cfg.uplink.max_in_flight, (first_alarm, marks)
+    assert telemetry_after >= 30, "the alarm waited for the telemetry backlog"
+    verify_cloud(cloud.view("alarms"), {source(cfg, alarms): range(3)})
+    verify_cloud(cloud.view("telemetry"), {source(cfg, telemetry): range(10_000)})
+    cloud.close()
+    telemetry.log.close()
+    alarms.log.close()
+
+
+# -- fatal errors ------------------------------------------------------------------------
+
+
+def test_fatal_4xx_stops_only_that_stream(broker: Server, tmp_path: Path) -> None:
+    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry"),
+                                          stream_config("misrouted", cloud_topic="no-such")],
+                      url=f"http://127.0.0.1:{broker.port}", max_batch_records=500)
+    good, bad = open_edge(cfg, "telemetry"), open_edge(cfg, "misrouted")
+    fill(good, 3000, 30)
+    fill(bad, 100, 3)
+
+    async def main() -> list[StreamSender]:
+        up = HttpUplink(cfg.uplink.url)
+        ss = senders(cfg, [good, bad])
+        fwd = Forwarder(ss, up, cfg.uplink)
+        try:
+            await run_until(fwd, lambda: ss[1].stopped is not None
+                            and good.acked_offset == 2999, timeout=60)
+        finally:
+            await up.aclose()
+        return ss
+
+    ok, stopped = asyncio.run(main())
+    assert ok.stopped is None and ok.stats.last_error == ""
+    assert "HTTP 404" in stopped.stopped and "no-such" in stopped.stats.last_error
+    assert stopped.stats.retries == 0 and bad.acked_offset == -1
+    good.log.close()
+    bad.log.close()
+
+
+# -- bandwidth cap -----------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_delay_math() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(1000, clock=clock)  # 1000 B/s, holds one second of budget
+    assert bucket.delay_for(600) == 0.0
+    assert bucket.delay_for(600) == pytest.approx(0.2)  # 200 bytes short
+    clock.now += 0.2  # the caller slept its deficit: the bucket is at zero
+    assert bucket.delay_for(100) == pytest.approx(0.1)
+    clock.now += 10  # refills to capacity, not beyond
+    assert bucket.delay_for(1000) == 0.0
+    assert bucket.delay_for(1) == pytest.approx(0.001)
+    clock.now += 5
+    # a body larger than the bucket still goes, paying its whole deficit
+    assert bucket.delay_for(5000) == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_http_uplink_pays_the_bucket_for_every_body(broker: Server, tmp_path: Path) -> None:
+    class CountingBucket(TokenBucket):
+        def __init__(self) -> None:
+            super().__init__(10**12)
+            self.taken: list[int] = []
+
+        async def take(self, nbytes: int) -> None:
+            self.taken.append(nbytes)
+            await super().take(nbytes)
+
+    cfg = edge_config(tmp_path / "edge", max_batch_records=250)
+    store = open_edge(cfg)
+    fill(store, 2000, 20, size=100)
+    bucket = CountingBucket()
+
+    async def main() -> int:
+        up = HttpUplink(f"http://127.0.0.1:{broker.port}", bandwidth=bucket)
+        fwd = Forwarder(senders(cfg, [store]), up, cfg.uplink)
+        try:
+            await run_until(fwd, fwd.drained, timeout=60)
+        finally:
+            await up.aclose()
+        return up.bytes_sent
+
+    sent = asyncio.run(main())
+    assert len(bucket.taken) >= 8 and sum(bucket.taken) == sent
+    store.log.close()
+
+
+# -- full policy on the edge -----------------------------------------------------------
+
+
+def test_drop_oldest_range_is_skipped_and_acked_past(tmp_path: Path) -> None:
+    cfg = edge_config(tmp_path / "edge", [stream_config(
+        "telemetry", segment_bytes=4096, max_bytes=64 * 1024, full_policy="drop_oldest")],
+        max_batch_records=200)
+    store = open_edge(cfg)
+    cloud = Cloud(tmp_path / "cloud")
+    fill(store, 500, 10, size=100, chunk=20)
+    assert store.log.start_offset == 0
+
+    async def drain() -> None:
+        fwd = Forwarder(senders(cfg, [store]), memory_uplink(cloud.ingestor), cfg.uplink)
+        await run_until(fwd, fwd.drained)
+
+    asyncio.run(drain())
+    delivered = list(range(500))
+    # an outage: far more arrives than the cap holds; the oldest unsent segments go
+    fill(store, 5000, 10, start=500, size=100, chunk=20)
+    start = store.log.start_offset
+    assert start > 500 and store.log.stats.dropped_records > 0
+    asyncio.run(drain())
+    assert store.acked_offset == 5499
+    source_ = source(cfg, store)
+    assert cloud.ingestor.acked_offset(source_) == 5499
+    verify_cloud(cloud.view(), {source_: delivered + list(range(start, 5500))})
+    cloud.close()
+    store.log.close()
