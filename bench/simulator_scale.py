@@ -155,7 +155,7 @@ def run_sim(port: int, counter: SysCounter, mosq_pid: int, name: str, args: list
     sent = max(1, summary["sent"])
     return {
         "scenario": name,
-        "connections": summary["peak_connected"],
+        "connections": summary["connected_at_start"],
         "devices": summary["devices"],
         "target": summary["target_rate"],
         "achieved": summary["readings_per_s"],

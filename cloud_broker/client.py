@@ -19,9 +19,11 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from .client_fetch import PartitionFetcher
 from .client_group import Membership
 from .client_http import (
     BrokerClient,
@@ -38,6 +40,7 @@ __all__ = ["BrokerUnavailable", "Consumer", "ConsumerError", "ConsumerRecord",
 log = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
 _WAKE = object()  # queue sentinel: look at the flags
+_SLICE = 1024  # records handed out between two turns of the event loop
 
 
 class Consumer:
@@ -64,6 +67,7 @@ class Consumer:
         self._fetchers: list[asyncio.Task[None]] = []
         self._getter: asyncio.Future[Any] | None = None
         self._batch: Iterator[ConsumerRecord] = iter(())
+        self._slices: deque[list[ConsumerRecord]] = deque()  # rest of the current batch
         self._current: ConsumerRecord | None = None  # yielded, in the caller's hands
         self._done: dict[TopicPartition, int] = {}  # processed up to (next offset)
         self._committed: dict[TopicPartition, int] = {}
@@ -107,6 +111,12 @@ class Consumer:
         self._mark_current()
         if self._closed:
             raise StopAsyncIteration
+        if self._slices and not self._rebalance:
+            # Hand out a batch in slices and let the loop run in between: the fetchers'
+            # next requests (and their responses) progress while the caller works.
+            await asyncio.sleep(0)
+            self._batch = iter(self._slices.popleft())
+            return
         while True:
             if not self._started or self._rebalance or (
                     self.member is not None and not self.member.alive()):
@@ -127,7 +137,8 @@ class Consumer:
                 continue
             if isinstance(item, BaseException):
                 raise item
-            self._batch = iter(item)
+            self._slices.extend(item[i:i + _SLICE] for i in range(_SLICE, len(item), _SLICE))
+            self._batch = iter(item[:_SLICE] if len(item) > _SLICE else item)
             return
 
     def _idle_timeout(self) -> float | None:
@@ -174,6 +185,7 @@ class Consumer:
     async def _assign(self) -> None:
         await self._stop_fetchers()
         self._batch, self._current, self._started = iter(()), None, True
+        self._slices.clear()
         self._done.clear()
         self._rebalance = False
         meta = {t: (await self.client.topic(t))["partitions"] for t in self.topics}
@@ -189,7 +201,9 @@ class Consumer:
             offset = committed.get(tp)
             if offset is None:
                 offset = self._start_offset(meta, tp)
-            self._fetchers.append(asyncio.create_task(self._fetch_loop(tp, offset)))
+            fetcher = PartitionFetcher(self.client, tp, self.max_records, self.wait_ms,
+                                       self.max_bytes, self.skipped)
+            self._fetchers.append(asyncio.create_task(fetcher.run(offset, self._queue)))
 
     def _start_offset(self, meta: dict[str, list[dict[str, int]]], tp: TopicPartition) -> int:
         """Where a partition without a committed offset starts (``start``)."""
@@ -198,36 +212,6 @@ class Consumer:
         parts = {p["partition"]: p for p in meta.get(tp[0], [])}
         info = parts.get(tp[1], {"start_offset": 0, "end_offset": 0})
         return info["start_offset"] if self.start == "earliest" else info["end_offset"]
-
-    async def _fetch_loop(self, tp: TopicPartition, offset: int) -> None:
-        try:
-            while True:
-                try:
-                    res = await self.client.fetch(tp[0], tp[1], offset, self.max_records,
-                                                  self.wait_ms, self.max_bytes)
-                except OffsetOutOfRangeError as exc:
-                    offset = self._reset(tp, offset, exc)
-                    continue
-                if res.skipped:
-                    self.skipped.extend((tp[0], tp[1], f, la) for f, la in res.skipped)
-                    log.warning("%s/%s: offsets %s lost to corruption", *tp, res.skipped)
-                if res.records:
-                    await self._queue.put(res.records)
-                offset = res.next_offset
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # hand it to the iterating caller
-            await self._queue.put(exc)
-
-    def _reset(self, tp: TopicPartition, offset: int, exc: OffsetOutOfRangeError) -> int:
-        """416: below the start (retention passed us) go to the start; above the end
-        (the broker lost data) go to the end. Both are logged and counted as skipped."""
-        target = exc.start_offset if offset < exc.start_offset else exc.end_offset
-        log.warning("%s/%s: offset %d out of range (%d..%d), continuing at %d",
-                    *tp, offset, exc.start_offset, exc.end_offset, target)
-        if target > offset:
-            self.skipped.append((tp[0], tp[1], offset, target - 1))
-        return target
 
     async def _stop_fetchers(self) -> None:
         for t in self._fetchers:

@@ -73,7 +73,9 @@ class BrokerClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(self, method: str, path: str, stream: bool = False,
+                       **kwargs: Any) -> httpx.Response:
+        """Send with retries; with ``stream`` the body of a 2xx answer is left unread."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((httpx.TransportError, _Unavailable)),
             wait=wait_exponential(multiplier=0.05, max=2.0),
@@ -81,7 +83,10 @@ class BrokerClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    resp = await self._http.request(method, path, **kwargs)
+                    req = self._http.build_request(method, path, **kwargs)
+                    resp = await self._http.send(req, stream=stream)
+                    if resp.status_code >= 400 and stream:
+                        await resp.aread()
                     if resp.status_code == 503:
                         raise _Unavailable(resp.text[:200])
         except (httpx.TransportError, _Unavailable) as exc:
@@ -98,17 +103,23 @@ class BrokerClient:
 
     async def fetch(self, topic: str, partition: int, offset: int, max_records: int = 1000,
                     wait_ms: int = 0, max_bytes: int | None = None) -> FetchResponse:
+        pending = await self.open_fetch(topic, partition, offset, max_records, wait_ms,
+                                        max_bytes)
+        return await pending.result()
+
+    async def open_fetch(self, topic: str, partition: int, offset: int,
+                         max_records: int = 1000, wait_ms: int = 0,
+                         max_bytes: int | None = None) -> PendingFetch:
+        """Send a fetch and return once its headers arrived: ``next_offset`` is known,
+        the body is not read yet (``await result()``, or ``aclose()`` to drop it)."""
         params: dict[str, Any] = {"offset": offset, "max_records": max_records,
                                   "wait_ms": wait_ms}
         if max_bytes is not None:
             params["max_bytes"] = max_bytes
         resp = await self._request(
-            "GET", f"/v1/topics/{topic}/partitions/{partition}/records", params=params,
-            timeout=httpx.Timeout(30.0 + wait_ms / 1000, connect=5.0))
-        try:
-            return decode_cbor(resp.content)
-        except MalformedResponse as exc:
-            raise ConsumerError(str(exc), resp.status_code) from exc
+            "GET", f"/v1/topics/{topic}/partitions/{partition}/records", stream=True,
+            params=params, timeout=httpx.Timeout(30.0 + wait_ms / 1000, connect=5.0))
+        return PendingFetch(resp)
 
     async def topic(self, topic: str) -> dict[str, Any]:
         return await self._json("GET", f"/v1/topics/{topic}")
@@ -140,6 +151,32 @@ class BrokerClient:
 
     async def leave(self, group: str, member_id: str) -> None:
         await self._json("POST", f"/v1/groups/{group}/leave", json={"member_id": member_id})
+
+
+class PendingFetch:
+    """A fetch whose headers arrived and whose body is still on the wire."""
+
+    def __init__(self, resp: httpx.Response) -> None:
+        self._resp = resp
+        try:
+            self.next_offset = int(resp.headers["x-next-offset"])
+        except (KeyError, ValueError):
+            self.next_offset = -1  # an older broker: the body says
+
+    async def result(self) -> FetchResponse:
+        try:
+            body = await self._resp.aread()
+        except httpx.TransportError as exc:
+            raise BrokerUnavailable(f"fetch cut while reading the body: {exc!r}") from exc
+        finally:
+            await self._resp.aclose()
+        try:
+            return decode_cbor(body)
+        except MalformedResponse as exc:
+            raise ConsumerError(str(exc), self._resp.status_code) from exc
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
 
 
 def _error(resp: httpx.Response) -> ConsumerError:

@@ -114,7 +114,10 @@ async def _fetch(request: Request) -> Response:
     else:
         body = await _off_loop(codec.encode_cbor, head, res.columns)
     request.app.state.broker.metrics.fetch_bytes.inc(len(body))
-    return Response(body, media_type="application/json" if as_json else CBOR)
+    # The next offset in a header too: a client can send its next fetch as soon as it has
+    # the headers, while it still reads and decodes this body (client_http.open_fetch).
+    return Response(body, media_type="application/json" if as_json else CBOR,
+                    headers={"X-Next-Offset": str(res.next_offset), "X-End-Offset": str(hw)})
 
 
 async def _off_loop(encode: Callable[..., bytes], head: dict[str, Any], cols: RecordColumns,

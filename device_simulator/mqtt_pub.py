@@ -2,16 +2,18 @@
 
 Why not paho-mqtt: the simulator must hold 10,000 connections and publish
 50,000 messages/s on a 2-core machine that also runs Mosquitto.  Measured on
-that machine (bench/simulator_scale.py prints the comparison in every run),
-paho 2.x costs ~25 us of CPU per QoS 0 message with a JSON payload, driven by
-an asyncio loop (MQTTMessageInfo and packet dicts per publish, locks, one
-``send`` per packet); this adapter costs ~12 us.  Mosquitto needs ~9 us per
-message on top, so paho's budget (2 cores / 34 us) tops out near 58k msg/s on
-an idle machine, with nothing left for sensors, encoding or other tenants,
-while this one leaves headroom (2 cores / 21 us).  aiomqtt adds a future per
-publish on top of paho.  A publisher needs little of MQTT (CONNECT, PUBLISH,
-PINGREQ, DISCONNECT out; CONNACK, PUBACK, PINGRESP in), so the protocol lives in
-the sans-IO ``mqtt_codec`` and this module is only the asyncio side.
+that machine (bench/simulator_scale.py prints the comparison in every run; see
+docs/benchmarks.md), paho 2.x driven by an asyncio loop through its
+external-loop callbacks costs ~27 us of CPU per QoS 0 message with a JSON
+payload (an MQTTMessageInfo and a packet dict per publish, its locks, one
+``send`` per packet); this adapter costs ~11 us for the same work.  The sensor
+models and the rest of a reading take ~10 us more and Mosquitto ~6 us, so with
+paho the 2 cores would top out near 45k msg/s with nothing else running, below
+the target; with this adapter the bench sustains ~59k msg/s on 10,000
+connections.  aiomqtt adds a future per publish on top of paho.  A publisher
+needs little of MQTT (CONNECT, PUBLISH, PINGREQ, DISCONNECT out; CONNACK,
+PUBACK, PINGRESP in), so the protocol lives in the sans-IO ``mqtt_codec`` and
+this module is only the asyncio side.
 
 Strategy: ``MqttConnection`` is an ``asyncio.Protocol``.  Writes are corked:
 ``publish`` appends the frame to a list and registers the connection in a

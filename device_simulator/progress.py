@@ -88,7 +88,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_column(justify="right")
     rows = [
         ("devices / connections", f"{summary['devices']:,} / {summary['connections']:,}"),
-        ("connected at start", f"{summary['peak_connected']:,}"),
+        ("connected at start", f"{summary['connected_at_start']:,}"),
         ("workers", str(summary["workers"])),
         ("connect time", f"{summary['connect_seconds']:.1f} s"),
         ("publish time", f"{summary['publish_seconds']:.1f} s"),

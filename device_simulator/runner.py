@@ -42,7 +42,7 @@ class RunResult:
     def ok(self) -> bool:
         """Every worker finished and every connection came up."""
         s = self.summary
-        return not s["worker_errors"] and s["peak_connected"] == s["connections"]
+        return not s["worker_errors"] and s["connected_at_start"] == s["connections"]
 
 
 def plan_workers(cfg: RunConfig) -> list[WorkerPlan]:
@@ -179,7 +179,7 @@ class _Parent:
             **total,
             "workers": len(self.procs),
             "devices": cfg.devices,
-            "peak_connected": sum(s["peak_connected"] for s in stats),
+            "connected_at_start": sum(s["connected_at_start"] for s in stats),
             "connect_seconds": max((r["connect_s"] for r in self.ready.values()), default=0.0),
             "publish_seconds": publish_s,
             "behind": sum(s["behind"] for s in stats),

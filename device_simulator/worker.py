@@ -111,10 +111,9 @@ class Worker:
         self.deferred = 0
         self.behind = 0
         self.errors: list[str] = []
-        self.publish_started = 0.0
         self.publish_seconds = 0.0
         self.publish_cpu_seconds = 0.0
-        self.peak_connected = 0
+        self.connected_at_start = 0
 
     # -- setup --------------------------------------------------------------------------
 
@@ -190,7 +189,7 @@ class Worker:
             if delay > 0:
                 await asyncio.sleep(delay)
             self.phase = "publishing"
-            self.peak_connected = sum(c.connected for c in self.conns)
+            self.connected_at_start = sum(c.connected for c in self.conns)
             await self._publish()
         self.phase = "draining"
         await self._drain()
@@ -209,7 +208,6 @@ class Worker:
         monotonic = time.monotonic
         start = monotonic()
         cpu_start = time.process_time()
-        self.publish_started = start
         issued = 0
         cursor = 0
         checks = 0
@@ -301,6 +299,6 @@ class Worker:
         stats = self.snapshot()
         stats.update(behind=self.behind, publish_seconds=self.publish_seconds,
                      publish_cpu_seconds=self.publish_cpu_seconds,
-                     peak_connected=self.peak_connected)
+                     connected_at_start=self.connected_at_start)
         return {"stats": stats, "errors": self.errors,
                 "devices": [d.record.to_dict() | {"device": d.id} for d in self.devices]}

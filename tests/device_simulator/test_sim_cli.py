@@ -72,7 +72,7 @@ def _render(renderable) -> str:
 
 
 def test_summary_and_report_render_the_key_figures():
-    summary = {"devices": 10, "connections": 10, "peak_connected": 10, "workers": 1,
+    summary = {"devices": 10, "connections": 10, "connected_at_start": 10, "workers": 1,
                "connect_seconds": 0.1, "publish_seconds": 2.0, "readings": 200, "sent": 201,
                "readings_per_s": 100.0, "target_rate": 100.0, "acked": 200, "deferred": 0,
                "behind": 0, "cpu_us_per_reading": 12.5, "dropped": 0, "reconnects": 1,

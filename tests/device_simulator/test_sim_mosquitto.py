@@ -108,7 +108,7 @@ def test_every_reading_of_a_qos1_run_arrives_and_matches_the_manifest(mosquitto,
     assert rc == 0, summary
     manifest = Manifest.read(path)
     assert summary["readings"] == 1500 == manifest.totals["sent"]
-    assert summary["acked"] == 1500 and summary["peak_connected"] == 50
+    assert summary["acked"] == 1500 and summary["connected_at_start"] == 50
     assert len(manifest.devices) == 50
     for name, rec in manifest.devices.items():
         assert (rec.first_seq, rec.last_seq, rec.sent) == (1, 30, 30), name
@@ -159,7 +159,7 @@ def test_gateway_mode_over_mqtt5_carries_many_devices_per_connection(mosquitto, 
                       "--mqtt-version", "5", "--id-pattern", "sensor-{n}", "--id-start", "100",
                       "--manifest", str(path))
     assert rc == 0, summary
-    assert summary["connections"] == 3 and summary["peak_connected"] == 3
+    assert summary["connections"] == 3 and summary["connected_at_start"] == 3
     manifest = Manifest.read(path)
     assert sorted(manifest.devices)[:2] == ["sensor-100", "sensor-101"]
     subscriber.settle(600)
@@ -175,7 +175,7 @@ def test_qos0_runs_and_a_broker_that_is_down_fails_the_run(mosquitto, subscriber
     rc, summary = sim("--broker", f"mqtt://127.0.0.1:{free_port()}", "--devices", "2",
                       "--rate", "1", "--duration", "1", "--drain-timeout", "0.5")
     assert rc == 1
-    assert summary["peak_connected"] == 0 and summary["connect_errors"]
+    assert summary["connected_at_start"] == 0 and summary["connect_errors"]
 
 
 def _broker(tmp: Path, config: str) -> Server:
