@@ -128,6 +128,8 @@ class Log:
         for i in range(first, last + 1):
             self.stats.truncated_bytes_on_open += self._segments[i].recover(
                 truncate=not self.read_only, sealed=i < last)
+            for damage in self._segments[i].recovered_damage:
+                self._note_corrupt(damage)
 
     # -- properties ----------------------------------------------------------------------
 

@@ -68,6 +68,8 @@ class Segment:
         self.size = os.fstat(self._file.fileno()).st_size
         self.next_offset = base_offset
         self.valid_size = self.size
+        #: damage skipped (not truncated) by the last recover(): the Log reports it
+        self.recovered_damage: list[CorruptRange] = []
         self._since_index = 0
         self._lock = threading.Lock()
         self._deleted = False
@@ -104,8 +106,9 @@ class Segment:
             os.ftruncate(self._file.fileno(), position)
 
     def flush(self) -> None:
-        """fsync the data; the index is derived and written without fsync."""
-        os.fsync(self._file.fileno())
+        """fdatasync the data (appends change only the size, which fdatasync covers); the
+        index is derived and written without a sync."""
+        os.fdatasync(self._file.fileno())
 
     def seal(self) -> None:
         """Called when the segment stops being active: flush and persist the index."""
@@ -214,15 +217,34 @@ class Segment:
         expected = start_offset
         end = position
         since = self.index_interval
-        for item in self.scan(position):
-            if isinstance(item, CorruptBatch) or item.base_offset != expected:
+        self.recovered_damage.clear()
+        while True:
+            bad_at = None
+            for item in self.scan(position):
+                if isinstance(item, CorruptBatch) or item.base_offset != expected:
+                    bad_at = item.position
+                    break
+                if since <= 0 or not len(self.index):
+                    self.index.add(item.base_offset, item.position)
+                    since = self.index_interval
+                since -= item.size
+                expected = item.next_offset
+                end = item.position + item.size
+            if bad_at is None:
                 break
-            if since <= 0 or not len(self.index):
-                self.index.add(item.base_offset, item.position)
-                since = self.index_interval
-            since -= item.size
-            expected = item.next_offset
-            end = item.position + item.size
+            # Damage followed by good batches is not a torn tail: those batches may have
+            # been fsynced and acknowledged. Skip the damage (its offsets stay reserved and
+            # are reported) and go on; only a tail with nothing valid after it is cut.
+            nxt = self._byte_scan(bad_at + 1, self.size, expected, 2**63)
+            if nxt is None:
+                break
+            position, next_off = nxt
+            if next_off > expected:
+                self.recovered_damage.append(CorruptRange(
+                    self.base_offset, bad_at, position - bad_at, expected, next_off - 1))
+            self.index.add(next_off, position)
+            since = self.index_interval
+            expected = next_off
         truncated = self.size - end
         self.valid_size = end
         if not truncate:

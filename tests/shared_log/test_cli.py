@@ -218,9 +218,10 @@ def test_missing_segment_is_an_offset_gap(log_dir: Path) -> None:
     assert (problem["first_offset"], problem["last_offset"]) == (first_missing, last_missing)
 
 
-def test_corruption_in_active_segment_warns_that_open_would_truncate(tmp_path: Path) -> None:
-    # One segment, one index entry (byte 0): recovery on open scans every batch and
-    # stops at the first bad one, so the intact batches after it would be cut.
+def test_corruption_in_active_segment_is_reported_and_skipped_not_truncated(
+        tmp_path: Path) -> None:
+    # One segment, one index entry (byte 0): the damaged batch is followed by intact ones,
+    # which may have been acknowledged, so opening must skip the damage, not cut the tail.
     d = tmp_path / "one"
     cfg = LogConfig(segment_bytes=1 << 20, index_interval_bytes=1 << 20,
                     commit=CommitPolicy(CommitMode.OS))
@@ -233,13 +234,17 @@ def test_corruption_in_active_segment_warns_that_open_would_truncate(tmp_path: P
     code, report = verify_json(d)
     assert code == 1
     kinds = {p["kind"]: p for p in report["problems"]}
-    assert set(kinds) == {"corrupt_batch", "recovery_truncates"}
+    assert set(kinds) == {"corrupt_batch"}
     lost = kinds["corrupt_batch"]
     assert (lost["first_offset"], lost["last_offset"]) == (base, base + count - 1)
-    warn = kinds["recovery_truncates"]
-    assert warn["severity"] == "warning"
-    assert (warn["position"], warn["length"]) == (pos, seg.stat().st_size - pos)
-    assert (warn["first_offset"], warn["last_offset"]) == (base, 10 * PER_BATCH - 1)
+    with Log(d, cfg) as log:
+        assert log.end_offset == 10 * PER_BATCH
+        assert log.stats.truncated_bytes_on_open == 0
+        assert [(r.first, r.last) for r in log.stats.corrupt_ranges] == [
+            (base, base + count - 1)]
+        res = log.fetch(0, max_records=10 * PER_BATCH, max_bytes=1 << 30)
+        offsets = [r.offset for r in res.records]
+        assert offsets == [o for o in range(10 * PER_BATCH) if not base <= o < base + count]
 
 
 # -- inspect ------------------------------------------------------------------------------

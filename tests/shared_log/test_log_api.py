@@ -397,14 +397,16 @@ def test_a_reader_holding_a_deleted_segment_reads_it_and_leaves_no_files(tmp_pat
 def failing_fsync(monkeypatch: pytest.MonkeyPatch):
     """Make every fsync of a regular file fail with EIO once armed (directories still work)."""
     armed = threading.Event()
-    real = os.fsync
 
-    def fsync(fd: int) -> None:
-        if armed.is_set() and stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EIO, "injected fsync failure")
-        real(fd)
+    def failing(real):  # type: ignore[no-untyped-def]
+        def sync(fd: int) -> None:
+            if armed.is_set() and stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EIO, "injected fsync failure")
+            real(fd)
+        return sync
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", failing(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", failing(os.fdatasync))
     return armed
 
 
