@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import sys
 
@@ -29,6 +30,16 @@ def uvicorn_config(cfg: BrokerConfig, app: object, log_level: str = "info") -> u
                           **kwargs)  # type: ignore[arg-type]
 
 
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes for a process that allocates millions of short-lived,
+    acyclic objects (decoded records): freeze what start-up allocated, so full
+    collections stop rescanning it, and collect the young generation less often.
+    Ingest spends about a fifth of its CPU in the collector otherwise (bench/uplink_drain.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 10)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.listen:
@@ -36,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, host=host or cfg.host, port=int(port))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server = uvicorn.Server(uvicorn_config(cfg, create_app(cfg)))
+    tune_gc()
     server.run()
     return 0
 

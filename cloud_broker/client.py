@@ -114,7 +114,10 @@ class Consumer:
         if self._slices and not self._rebalance:
             # Hand out a batch in slices and let the loop run in between: the fetchers'
             # next requests (and their responses) progress while the caller works.
-            await asyncio.sleep(0)
+            if self.auto_commit and time.monotonic() >= self._next_commit:
+                await self.commit()
+            else:
+                await asyncio.sleep(0)
             self._batch = iter(self._slices.popleft())
             return
         while True:

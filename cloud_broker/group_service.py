@@ -58,6 +58,14 @@ class GroupCoordinator:
             g = self.groups[name] = Group(name)
         return g
 
+    def _existing(self, name: str, member_id: str) -> Group:
+        """The group, without creating one for a request that names a member of nothing."""
+        g = self.groups.get(name)
+        if g is None:
+            raise UnknownMember(f"{member_id!r} is not a member of group {name!r} (no such "
+                                "group): join first")
+        return g
+
     def counts(self) -> dict[str, int]:
         return {t: len(self.store.partitions(t)) for t in self.store.topics()}
 
@@ -123,7 +131,7 @@ class GroupCoordinator:
         return self.member_view(g, member_id)
 
     async def heartbeat(self, name: str, member_id: str, generation: int) -> dict[str, Any]:
-        g = self._group(name)
+        g = self._existing(name, member_id)
         before = self._snapshot(g)
         try:
             g.heartbeat(member_id, generation, self.counts(), self.clock())
@@ -132,7 +140,7 @@ class GroupCoordinator:
         return {"group": name, "member_id": member_id, "generation": g.generation}
 
     async def leave(self, name: str, member_id: str) -> dict[str, Any]:
-        g = self._group(name)
+        g = self._existing(name, member_id)
         before = self._snapshot(g)
         try:
             g.leave(member_id, self.counts(), self.clock())
@@ -147,7 +155,7 @@ class GroupCoordinator:
             if o > part.log.end_offset:
                 raise ValueError(f"offset {o} for {t}/{p} is beyond its end "
                                  f"{part.log.end_offset}")
-        g = self._group(name)
+        g = self._group(name) if member_id is None else self._existing(name, member_id)
         g.check_commit(member_id, generation, [(t, p) for t, p, _ in offsets], self.clock())
         await self._db(self.db.commit, name, g.generation, member_id, offsets)
         for t, p, o in offsets:

@@ -39,6 +39,7 @@ is appended, rather than an ``IngestUnavailable`` (503) the edge would retry for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -113,10 +114,12 @@ class Ingestor:
     """Applies batches to a PartitionStore. Runs on one asyncio event loop."""
 
     def __init__(self, store: PartitionStore, state_dir: Path,
-                 checkpoint_interval_s: float = 1.0) -> None:
+                 checkpoint_interval_s: float = 1.0, gap_wait_s: float = 0.5) -> None:
         self.store = store
         self.state_path = Path(state_dir) / STATE_FILE
         self.checkpoint_interval_s = checkpoint_interval_s
+        #: how long a batch that overtook its predecessor waits for it before a 409
+        self.gap_wait_s = gap_wait_s
         self.stats = IngestStats()
         # Optimistic: highest offset appended with the whole batch appended (used by decide).
         self._acked: dict[Source, int] = {}
@@ -125,7 +128,10 @@ class Ingestor:
         self._marks: dict[tuple[str, int], dict[Source, int]] = defaultdict(dict)
         self._locks: dict[Source, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tails: dict[Source, asyncio.Future[None]] = {}
-        self._pcache: dict[tuple[bytes, int], int] = {}
+        # Set (and replaced) whenever a source's acked offset moves: wakes gap waiters.
+        self._moved: dict[Source, asyncio.Event] = {}
+        # partition count -> device key -> partition (partition_for is pure Python murmur2)
+        self._pcache: dict[int, dict[bytes, int]] = {}
         self._checkpoint_lock = asyncio.Lock()
 
     # -- recovery ------------------------------------------------------------------------
@@ -183,14 +189,11 @@ class Ingestor:
 
     # -- ingest --------------------------------------------------------------------------
 
-    def _partition_of(self, key: bytes, n: int) -> int:
-        ck = (key, n)
-        p = self._pcache.get(ck)
-        if p is None:
-            if len(self._pcache) > 200_000:
-                self._pcache.clear()
-            p = self._pcache[ck] = partition_for(key, n)
-        return p
+    def _partition_cache(self, n: int) -> dict[bytes, int]:
+        cache = self._pcache.setdefault(n, {})
+        if len(cache) > 200_000:  # bounded: device keys are many but not unbounded
+            cache.clear()
+        return cache
 
     async def ingest(self, topic: str, batch: Batch) -> Ack | Refusal:
         """Apply ``batch`` to ``topic``; returns the reply once it is durable.
@@ -201,6 +204,23 @@ class Ingestor:
         source: Source = (batch.edge_id, batch.stream, batch.generation)
         self.stats.batches += 1
         waits: list[tuple[Partition, int]] = []
+        deadline = time.monotonic() + self.gap_wait_s
+        while True:
+            async with self._locks[source]:
+                decision = decide(self._acked.get(source), batch)
+                if decision.kind is not DecisionKind.GAP:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.stats.gaps += 1
+                    return reply_for(batch, decision)
+                moved = self._moved.setdefault(source, asyncio.Event())
+            # With several requests in flight a batch can overtake its predecessor on
+            # another connection; refusing it would make the edge resend everything in
+            # flight. Wait a little for the predecessor, then decide again.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await moved.wait()
         async with self._locks[source]:
             decision = decide(self._acked.get(source), batch)
             kind = decision.kind
@@ -229,6 +249,8 @@ class Ingestor:
                     tail = self._tails[source] = _track(self._remember(
                         tail, source, decision.new_acked_offset))
                 self._acked[source] = decision.new_acked_offset
+                if (moved := self._moved.pop(source, None)) is not None:
+                    moved.set()
         if tail is not None:
             try:
                 await asyncio.shield(tail)
@@ -254,26 +276,38 @@ class Ingestor:
                 records: tuple[UplinkRecord, ...], waits: list[tuple[Partition, int]]) -> None:
         """Append the records not yet in their partitions; ``waits`` gets (partition, last
         offset) for each append made, also when a later one fails."""
+        # The broker's hot loop: one pass, locals only, no call per record but Record().
         n = len(parts)
-        groups: dict[int, list[Record]] = {}
-        lasts: dict[int, int] = {}
+        marks = [self._marks[(topic, p)] for p in range(n)]
+        floors = [m.get(source, -1) for m in marks]
+        groups: list[list[Record]] = [[] for _ in range(n)]
+        lasts = [-1] * n
         written = dedup = 0
-        prefix = f"{source[0]}/{source[1]}/{source[2]}/"
+        prefix = f"{source[0]}/{source[1]}/{source[2]}/".encode()  # safe names: ASCII
+        cache = self._partition_cache(n)
+        cached = cache.get
         _check_storable(records)
         for r in records:
-            p = self._partition_of(r.key, n) if n > 1 else 0
-            marks = self._marks[(topic, p)]
-            if r.offset <= marks.get(source, -1):
+            key = r.key
+            p = cached(key)
+            if p is None:
+                p = cache[key] = partition_for(key, n)
+            offset = r.offset
+            if offset <= floors[p]:
                 dedup += 1
                 continue
-            headers = (*r.headers, (ORIGIN_HEADER, (prefix + str(r.offset)).encode()))
-            groups.setdefault(p, []).append(Record(r.key, r.value, r.timestamp, headers))
-            lasts[p] = r.offset
+            origin = (ORIGIN_HEADER, b"%s%d" % (prefix, offset))
+            headers = r.headers
+            groups[p].append(Record(key, r.value, r.timestamp,
+                                    (*headers, origin) if headers else (origin,)))
+            lasts[p] = offset
         try:
-            for p, recs in groups.items():
+            for p, recs in enumerate(groups):
+                if not recs:
+                    continue
                 part = parts[p]
                 _first, last = part.log.append(recs)
-                self._marks[(topic, p)][source] = lasts[p]
+                marks[p][source] = lasts[p]
                 waits.append((part, last))
                 written += len(recs)
         except InvalidRecord as exc:  # not caught by _check_storable: no retry can help

@@ -133,6 +133,9 @@ CONSUME_PATHS: dict[str, Any] = {
         "responses": {
             "200": {"description": "Records: columnar CBOR by default (docs/consumers.md), "
                                    "rows with Accept: application/json",
+                    "headers": {
+                        "X-Next-Offset": {"schema": OFFSET, "description": "next_offset"},
+                        "X-End-Offset": {"schema": OFFSET, "description": "end_offset"}},
                     "content": {"application/cbor": {"schema": {"type": "string",
                                                                 "format": "binary"}},
                                 "application/json": {"schema": _ref("Fetch")}}},

@@ -9,11 +9,11 @@ payload (an MQTTMessageInfo and a packet dict per publish, its locks, one
 ``send`` per packet); this adapter costs ~11 us for the same work.  The sensor
 models and the rest of a reading take ~10 us more and Mosquitto ~6 us, so with
 paho the 2 cores would top out near 45k msg/s with nothing else running, below
-the target; with this adapter the bench sustains ~59k msg/s on 10,000
-connections.  aiomqtt adds a future per publish on top of paho.  A publisher
-needs little of MQTT (CONNECT, PUBLISH, PINGREQ, DISCONNECT out; CONNACK,
-PUBACK, PINGRESP in), so the protocol lives in the sans-IO ``mqtt_codec`` and
-this module is only the asyncio side.
+the target; with this adapter the bench reached ~59k msg/s on 10,000
+connections when the shared machine was quiet.  aiomqtt adds a future per
+publish on top of paho.  A publisher needs little of MQTT (CONNECT, PUBLISH,
+PINGREQ, DISCONNECT out; CONNACK, PUBACK, PINGRESP in), so the protocol lives
+in the sans-IO ``mqtt_codec`` and this module is only the asyncio side.
 
 Strategy: ``MqttConnection`` is an ``asyncio.Protocol``.  Writes are corked:
 ``publish`` appends the frame to a list and registers the connection in a

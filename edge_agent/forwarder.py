@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -67,8 +68,11 @@ class StreamSender:
 
     def build_batch(self) -> Batch | None:
         """Claim the next range and read its records, or None when nothing may go now."""
+        state = self.state
+        if state.in_flight >= state.max_in_flight or (not state.confirmed and state.in_flight):
+            return None  # next_range would refuse: do not read and decode records for nothing
         log_ = self.store.log
-        base = self.state.next_offset
+        base = state.next_offset
         st = self.state
         if (not st.confirmed and st.in_flight) or base > st.acked_offset + st.max_in_flight:
             return None  # next_range would refuse: do not read (and decode) records for nothing
@@ -82,11 +86,16 @@ class StreamSender:
         if rng is None:
             return None
         first, last = rng
-        records = tuple(UplinkRecord(r.offset, r.key, r.timestamp, r.value, r.headers)
-                        for r in res.records if r.offset <= last)
+        stored = res.records
+        if stored and stored[-1].offset > last:  # the window cut the fetch short
+            stored = [r for r in stored if r.offset <= last]
+        records = tuple([UplinkRecord(r.offset, r.key, r.timestamp, r.value, r.headers)
+                         for r in stored])
         return Batch(self.state.edge_id, self.name, self.store.generation, first, last, records)
 
-    def on_reply(self, reply: Ack | Refusal) -> None:
+    def on_reply(self, reply: Ack | Refusal, acked_when_sent: int = -2) -> None:
+        """Apply the cloud's reply to a batch built while our acked offset was
+        ``acked_when_sent``."""
         if isinstance(reply, Ack):
             self.stats.acks += 1
             before = self.state.acked_offset
@@ -97,18 +106,23 @@ class StreamSender:
             self.store.note_acked(acked)
         else:
             self.stats.refusals += 1
-            if reply.expected_offset <= self.state.acked_offset:
-                self._rewind_to(reply.expected_offset)
-            else:
+            expected = reply.expected_offset
+            if expected <= min(acked_when_sent, self.state.acked_offset):
+                self._rewind_to(expected)
+            else:  # a gap, or a refusal overtaken by acks on the way back: resend
                 self.state.on_refusal(reply)
 
     def _rewind_to(self, expected: int) -> None:
-        """The cloud expects an offset it has already acked to us: it restarted from a
-        stale state checkpoint (cloud_broker.ingest). Everything up to our acked offset is
-        durable there, so start a sender state at its expected offset: the records we
-        still hold of that range are deduplicated by the cloud, the offsets we freed go as
-        an empty range. One batch in flight until the cloud replies, as for a new state;
-        the window is widened by the freed range so one batch can cover it.
+        """The cloud expects an offset it had acked to us before this batch was sent.
+
+        Its acked offset never goes back within one process, so it restarted from a
+        stale state checkpoint (cloud_broker.ingest). (A refusal that merely arrives after
+        the acks of later batches fails the test above: it was sent before those acks.)
+        Everything up to our acked offset is durable there, so start a sender state at
+        its expected offset: the records we still hold of that range are deduplicated by
+        the cloud, the offsets we freed go as an empty range. One batch in flight until
+        the cloud replies, as for a new state; the window is widened by the freed range
+        so one batch can cover it.
         """
         log_start = self.store.log.start_offset
         window = self.cfg.max_batch_records * self.cfg.max_in_flight
@@ -129,6 +143,7 @@ class Forwarder:
         self.in_flight = 0
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._persist_lock = threading.Lock()
         self.connected = True
 
     def notify(self) -> None:
@@ -152,19 +167,20 @@ class Forwarder:
                         due = s.pending_since + linger
                         deadline = due if deadline is None else min(deadline, due)
                         break
+                acked = s.state.acked_offset
                 batch = s.build_batch()
                 if batch is None:
                     break
                 s.pending_since = None
                 self.in_flight += 1
-                task = asyncio.create_task(self._send(s, batch))
+                task = asyncio.create_task(self._send(s, batch, acked))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             if self.in_flight >= self.cfg.max_in_flight:
                 break
         return deadline
 
-    async def _send(self, s: StreamSender, batch: Batch) -> None:
+    async def _send(self, s: StreamSender, batch: Batch, acked_when_sent: int) -> None:
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(RetryableUplinkError),
@@ -178,7 +194,7 @@ class Forwarder:
             self.connected = True
             s.stats.batches_sent += 1
             s.stats.records_sent += len(batch.records)
-            s.on_reply(reply)
+            s.on_reply(reply, acked_when_sent)
         except FatalUplinkError as exc:
             s.stopped = str(exc)
             s.stats.last_error = str(exc)
@@ -229,8 +245,11 @@ class Forwarder:
             self.persist()
 
     def persist(self) -> None:
-        for s in self.senders:
-            s.store.persist_acked()
+        # Runs in a worker thread from run(); a cancel of run() does not stop that thread,
+        # and run()'s final persist must not write the same temp file at the same time.
+        with self._persist_lock:
+            for s in self.senders:
+                s.store.persist_acked()
 
     def drained(self) -> bool:
         """True when every stream's log is acknowledged up to its end."""

@@ -58,7 +58,8 @@ def test_exactly_once_through_drops_cuts_and_delays(tmp_path: Path) -> None:
                     long_delay=0.15, long_delay_s=1.5)
     proxy = ChaosProxy(broker.port, faults, seed=20240601).start()
     cfg = edge_config(tmp_path / "edge", [stream_config("telemetry"),
-                                          stream_config("alarms", priority=0)],
+                                          stream_config("alarms", priority=0,
+                                                        cloud_topic="telemetry")],
                       url=f"http://127.0.0.1:{proxy.port}", max_batch_records=400,
                       max_in_flight=4, timeout_s=1.0)
     telemetry, alarms = open_edge(cfg, "telemetry"), open_edge(cfg, "alarms")

@@ -198,3 +198,35 @@ def test_cli_consume_prints_json_lines(broker: Server) -> None:
     group = httpx.get(f"{url}/v1/groups/cli").json()
     assert sum(o["offset"] for o in group["offsets"]) == 20  # committed on exit
     assert group["members"] == []  # and left the group
+
+
+def test_consumer_rides_out_a_broker_kill_and_restart(tmp_path: Path) -> None:
+    server = broker_server(tmp_path / "b").start()
+    try:
+        url = url_of(server)
+        ing = Ingester(url)
+        ing.send(devices=8, per_device=10)
+
+        def restart() -> None:
+            server.kill()  # SIGKILL: the consumer's requests in flight are cut
+            server.start()
+            ing.send(devices=8, per_device=10)
+
+        async def run() -> set[tuple[int, int]]:
+            seen: set[tuple[int, int]] = set()
+            async with Consumer(url, topics=["telemetry"], group="rc", wait_ms=200,
+                                auto_commit_interval_ms=100) as consumer:
+                while len(seen) < 80:
+                    seen |= set(values([await consumer.__anext__()]))
+                await asyncio.to_thread(restart)
+                while len(seen) < 160:
+                    record = await asyncio.wait_for(consumer.__anext__(), 60)
+                    seen |= set(values([record]))
+            return seen
+
+        seen = asyncio.run(run())
+        assert seen == {(d, s) for d in range(8) for s in range(20)}
+        group = httpx.get(f"{url}/v1/groups/rc").json()
+        assert group["members"] == [] and sum(o["offset"] for o in group["offsets"]) == 160
+    finally:
+        server.stop()

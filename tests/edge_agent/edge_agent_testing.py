@@ -54,9 +54,18 @@ listen = "127.0.0.1:{status_port}"
     return path, status_port
 
 
+# One shared client: httpx.get() builds a new client (and SSL context) per call, which
+# costs enough CPU under the GIL to starve the publisher threads while a test polls.
+_HTTP = httpx.Client(timeout=2)
+
+
+def http_get(port: int, path: str) -> httpx.Response:
+    return _HTTP.get(f"http://127.0.0.1:{port}{path}")
+
+
 def get_status(port: int) -> dict[str, Any] | None:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/status", timeout=2).json()
+        return http_get(port, "/status").json()
     except (httpx.HTTPError, ValueError):
         return None
 

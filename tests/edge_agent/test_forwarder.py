@@ -33,7 +33,7 @@ from tests.helpers_uplink import (
     stream_config,
     verify_cloud,
 )
-from uplink import Ack, Batch, Refusal
+from uplink import Ack, AckStatus, Batch, Refusal, RefusalCode
 
 
 class Cloud:
@@ -162,6 +162,31 @@ def test_run_can_be_restarted_after_a_cancel_with_sends_in_flight(tmp_path: Path
     asyncio.run(asyncio.wait_for(main(), 30))
     verify_cloud(cloud.view(), {source(cfg, store): range(300)})
     cloud.close()
+    store.log.close()
+
+
+def test_refusal_rewinds_only_when_the_cloud_forgot_an_ack(tmp_path: Path) -> None:
+    """A refusal expecting an offset below our acked offset means the cloud restarted
+    from a stale checkpoint only if it was acked before the batch was sent; a refusal
+    that just arrives after later acks (reordered replies) must not resend acked data."""
+    cfg = edge_config(tmp_path / "edge", max_batch_records=100)
+    store = open_edge(cfg)
+    fill(store, 400, 4)
+    s = StreamSender(store, cfg.edge_id, cfg.uplink)
+    src = source(cfg, store)
+    assert s.build_batch() is not None
+    s.on_reply(Ack(*src, 299, AckStatus.WRITTEN), acked_when_sent=-1)
+    assert (s.state.acked_offset, store.acked_offset) == (299, 299)
+
+    s.on_reply(Refusal(RefusalCode.GAP, 120), acked_when_sent=99)  # sent before the ack
+    assert (s.state.acked_offset, s.state.next_offset) == (299, 300)
+
+    s.on_reply(Refusal(RefusalCode.GAP, 120), acked_when_sent=299)  # the cloud forgot
+    assert (s.state.acked_offset, s.state.next_offset) == (119, 120)
+    batch = s.build_batch()
+    assert batch is not None and (batch.base_offset, batch.last_offset) == (120, 219)
+    assert [r.offset for r in batch.records] == list(range(120, 220))
+    assert store.acked_offset == 299  # the edge's own acked offset never goes back
     store.log.close()
 
 
