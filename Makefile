@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-outage test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -19,11 +19,20 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Options: make demo DEVICES=500 RATE=2 DURATION=60
+DEVICES ?= 500
+RATE ?= 2
+DURATION ?= 60
+
 demo: $(STAMP)
-	@echo "make demo: the end-to-end demo is not yet available; see README.md for what runs today."
+	$(BIN)/python deploy/local/run_demo.py --devices $(DEVICES) --rate $(RATE) --duration $(DURATION)
+
+# The same, with the uplink cut for 20 s in the middle of the run.
+demo-outage: $(STAMP)
+	$(BIN)/python deploy/local/run_demo.py --devices $(DEVICES) --rate $(RATE) --duration $(DURATION) --outage-at 20 --outage-for 20
 
 bench: $(STAMP)
-	$(BIN)/python bench/log_append.py
+	$(BIN)/python bench/log_append.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

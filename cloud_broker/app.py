@@ -46,6 +46,8 @@ class Broker:
         self.ingestor.recover()
         self.tokens = TokenStore(config)
         self.metrics = BrokerMetrics(self.store)
+        self.ingestor.on_written = (
+            lambda topic, n: self.metrics.ingest_records.labels(topic).inc(n))
         self.mirrors = MirrorManager(
             config.data_dir, LocalSource(self.store),
             [m for m in config.mirrors.values() if m.run == "broker"])

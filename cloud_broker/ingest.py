@@ -33,7 +33,10 @@ Acks wait for durability of the batch's own appends *and* of every earlier batch
 same source (a chain of futures), including parts appended by an attempt that failed
 half-way, so an ack never covers data still in the page cache. Records shared_log cannot
 frame (a header name over 64 KiB) are a ``RejectedBatch`` (400), checked before anything
-is appended, rather than an ``IngestUnavailable`` (503) the edge would retry forever.
+is appended, rather than an ``IngestUnavailable`` (503) the edge would retry forever. A
+batch that overtook its predecessor (requests on several connections) waits up to
+``gap_wait_s`` for it before it is refused as a gap, because a refusal makes the edge
+resend everything it has in flight.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +123,8 @@ class Ingestor:
         self.checkpoint_interval_s = checkpoint_interval_s
         #: how long a batch that overtook its predecessor waits for it before a 409
         self.gap_wait_s = gap_wait_s
+        #: called with (topic, records) after each append to a partition (metrics)
+        self.on_written: Callable[[str, int], None] | None = None
         self.stats = IngestStats()
         # Optimistic: highest offset appended with the whole batch appended (used by decide).
         self._acked: dict[Source, int] = {}
@@ -204,23 +209,10 @@ class Ingestor:
         source: Source = (batch.edge_id, batch.stream, batch.generation)
         self.stats.batches += 1
         waits: list[tuple[Partition, int]] = []
-        deadline = time.monotonic() + self.gap_wait_s
-        while True:
-            async with self._locks[source]:
-                decision = decide(self._acked.get(source), batch)
-                if decision.kind is not DecisionKind.GAP:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self.stats.gaps += 1
-                    return reply_for(batch, decision)
-                moved = self._moved.setdefault(source, asyncio.Event())
-            # With several requests in flight a batch can overtake its predecessor on
-            # another connection; refusing it would make the edge resend everything in
-            # flight. Wait a little for the predecessor, then decide again.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await moved.wait()
+        if decide(self._acked.get(source), batch).kind is DecisionKind.GAP:
+            refusal = await self._wait_for_predecessor(source, batch)
+            if refusal is not None:
+                return refusal
         async with self._locks[source]:
             decision = decide(self._acked.get(source), batch)
             kind = decision.kind
@@ -266,6 +258,28 @@ class Ingestor:
                 p.notify()
         return reply_for(batch, decision)
 
+    async def _wait_for_predecessor(self, source: Source, batch: Batch) -> Refusal | None:
+        """With several requests in flight, a batch can overtake its predecessor on
+        another connection. Refusing it would make the edge resend everything it has in
+        flight, so wait up to ``gap_wait_s`` for the acked offset to reach it; the refusal
+        if it does not (the predecessor was lost), else None."""
+        deadline = time.monotonic() + self.gap_wait_s
+        while True:
+            async with self._locks[source]:
+                decision = decide(self._acked.get(source), batch)
+                if decision.kind is not DecisionKind.GAP:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.stats.gaps += 1
+                    reply = reply_for(batch, decision)
+                    assert isinstance(reply, Refusal)
+                    return reply
+                moved = self._moved.setdefault(source, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await moved.wait()
+
     async def _remember(self, durable: asyncio.Future[None], source: Source,
                         acked: int) -> None:
         """A new position: checkpoint it once its records are durable, before its ack."""
@@ -310,6 +324,8 @@ class Ingestor:
                 marks[p][source] = lasts[p]
                 waits.append((part, last))
                 written += len(recs)
+                if self.on_written is not None:
+                    self.on_written(topic, len(recs))
         except InvalidRecord as exc:  # not caught by _check_storable: no retry can help
             raise RejectedBatch("records", str(exc)) from exc
         except (LogError, OSError) as exc:

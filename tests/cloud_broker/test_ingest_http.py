@@ -247,6 +247,7 @@ def check_position_rules(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert 'broker_ingest_requests_total{status="409"} 2.0' in metrics
     assert 'broker_ingest_batches_total{decision="partial"} 1.0' in metrics
+    assert 'broker_ingest_records_total{topic="telemetry"} 158.0' in metrics  # 150 + 8
 
 
 def test_openapi_documents_the_ingest_statuses(client: TestClient) -> None:
