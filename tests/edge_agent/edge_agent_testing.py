@@ -123,6 +123,7 @@ class Publisher:
         self.topic = topic or f"devices/{device}/telemetry"
         self.acked: dict[int, float] = {}  # seq -> time.time() of the PUBACK
         self._mids: dict[int, int] = {}
+        self._early: set[int] = set()
         self._lock = threading.Lock()
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                       client_id=f"pub-{device}", protocol=mqtt.MQTTv311,
@@ -134,17 +135,26 @@ class Publisher:
         c.connect("127.0.0.1", port, keepalive=5)
         c.loop_start()
 
+    # The lock is never held while calling into paho: paho calls on_publish with its own
+    # mutex held, so holding ours around publish() would deadlock. A PUBACK can arrive
+    # before publish() returns its mid, hence ``_early``.
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         with self._lock:
             seq = self._mids.pop(mid, None)
-            if seq is not None:
+            if seq is None:
+                self._early.add(mid)
+            else:
                 self.acked[seq] = time.time()
 
     def publish(self, seq: int, payload: dict[str, Any] | None = None) -> None:
         body = json.dumps(payload if payload is not None else {"seq": seq, "v": seq * 0.5})
+        info = self.client.publish(self.topic, body, qos=1)
         with self._lock:
-            info = self.client.publish(self.topic, body, qos=1)
-            self._mids[info.mid] = seq
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                self.acked[seq] = time.time()
+            else:
+                self._mids[info.mid] = seq
 
     def all_acked(self, n: int) -> bool:
         return len(self.acked) >= n

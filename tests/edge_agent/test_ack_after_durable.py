@@ -53,12 +53,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    stored_at_kill = []
     try:
         for _ in range(KILLS):
             time.sleep(rng.uniform(0.05, 0.8))
             agent.kill()  # SIGKILL: no flush, no PUBACK, no checkpoint
-            stored_at_kill.append(sent[0])
             time.sleep(rng.uniform(0.0, 0.3))
             agent.start()
         time.sleep(0.5)
@@ -70,10 +68,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     try:
         for p in pubs:
             wait_for(lambda p=p: p.all_acked(total), 60, message=f"{p.device} PUBACKs")
-        wait_for(lambda: stream_status(status_port)["appended"] >= 0
-                 and stream_status(status_port)["end_offset"] >= DEVICES * total,
+        wait_for(lambda: stream_status(status_port)["end_offset"] >= DEVICES * total,
                  120, interval=0.2, message="the agent to store every reading")
-        wait_for(lambda: stream_status(status_port)["pubacks"] > 0, 10)
     finally:
         for p in pubs:
             p.close()

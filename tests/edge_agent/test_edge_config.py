@@ -62,7 +62,7 @@ def test_errors_name_the_key(path: str, value: Any, key: str) -> None:
 def test_missing_streams_and_duplicates() -> None:
     raw = base()
     raw["streams"] = []
-    with pytest.raises(ConfigError, match="^streams:"):
+    with pytest.raises(ConfigError, match=r"^streams:"):
         parse_config(raw)
     raw["streams"] = [{"name": "a", "topics": ["x"]}, {"name": "a", "topics": ["y"]}]
     with pytest.raises(ConfigError, match="used twice"):
