@@ -255,6 +255,65 @@ def run_jetstream(work: Path, n: int, devices: int, size: int) -> Result:
         shutil.rmtree(work / "nats", ignore_errors=True)
 
 
+# -- where the CPU goes -----------------------------------------------------------------
+
+
+def stage_costs(work: Path, n: int, devices: int, size: int) -> list[tuple[str, str, float]]:
+    """CPU µs per reading of each step of the path, single-threaded, best of 5, GC as the
+    broker runs it (cloud_broker.cli.tune_gc). (side, step, µs)."""
+    from cloud_broker.partitioner import partition_for
+    from shared_log._records import encode_batch as log_encode
+    from uplink import Batch, UplinkRecord, decode_batch, encode_batch
+
+    log = Log(work / "stages")
+    for lo in range(0, n, LOG_BATCH):
+        log.append([reading(i, devices, size) for i in range(lo, min(n, lo + LOG_BATCH))])
+    out: list[tuple[str, str, float]] = []
+
+    def timed(side: str, step: str, fn):  # type: ignore[no-untyped-def]
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.process_time()
+            value = fn()
+            best = min(best, time.process_time() - t0)
+        out.append((side, step, best / n * 1e6))
+        return value
+
+    tune_gc()
+    try:
+        res = timed("edge", "shared_log fetch (decode StoredRecords)",
+                    lambda: log.fetch(0, max_records=n, max_bytes=1 << 30))
+        recs = timed("edge", "StoredRecord -> UplinkRecord (forwarder)", lambda: tuple(
+            [UplinkRecord(r.offset, r.key, r.timestamp, r.value, r.headers)
+             for r in res.records]))
+        batch = timed("edge", "Batch() checks (uplink)",
+                      lambda: Batch("e", "s", "g", 0, n - 1, recs))
+        body = timed("edge", "encode_batch none (uplink)", lambda: encode_batch(batch)[0])
+        timed("edge", "encode_batch zstd (uplink)", lambda: encode_batch(batch, "zstd"))
+        decoded = timed("cloud", "decode_batch none (uplink)",
+                        lambda: decode_batch(body, None, max_decompressed_size=1 << 30))
+        cache: dict[bytes, int] = {}
+
+        def group() -> list[list[Record]]:  # what Ingestor._append does per record
+            groups: list[list[Record]] = [[] for _ in range(8)]
+            for r in decoded.records:
+                p = cache.get(r.key)
+                if p is None:
+                    p = cache[r.key] = partition_for(r.key, 8)
+                groups[p].append(Record(r.key, r.value, r.timestamp,
+                                        (("origin", b"e/s/g/%d" % r.offset),)))
+            return groups
+
+        groups = timed("cloud", "partition + Record() + origin (ingest)", group)
+        timed("cloud", "shared_log encode_batch (8 partitions)",
+              lambda: [log_encode(0, g) for g in groups])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*GC_DEFAULTS)
+        log.close()
+    return out
+
+
 # -- report ------------------------------------------------------------------------------
 
 
@@ -326,6 +385,8 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the best setting's edge and broker (top functions)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--stages", action="store_true",
+                    help="also time each step of the path in-process (CPU µs per reading)")
     ap.add_argument("--dir", type=Path, default=HERE / "out")
     args = ap.parse_args()
     if args.quick:
@@ -354,6 +415,10 @@ def main() -> int:
         js = run_jetstream(work, args.jetstream_records, args.devices, args.value_size)
         print(f"  {js.name}: {js.rate:,.0f} readings/s", flush=True)
         report(drains, js, args.markdown)
+        if args.stages:
+            print("\n| side | step | CPU µs/reading |\n|---|---|---:|")
+            for side, step, us in stage_costs(work, 100_000, args.devices, args.value_size):
+                print(f"| {side} | {step} | {us:.2f} |")
         if args.profile:
             best = settings[max(range(len(drains)), key=lambda i: drains[i].rate)]
             prof_dir = work / "profile"

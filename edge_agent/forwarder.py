@@ -7,7 +7,9 @@ already in flight (one batch round). Per stream, the sans-IO ``uplink.SenderStat
 decides which offsets go next and what an ack or a refusal means; this module only reads
 the log, calls the Uplink, and records acks (freeing segments). Retryable failures are
 retried forever with tenacity (exponential backoff, full jitter); a fatal one stops that
-stream loudly while the others go on.
+stream loudly while the others go on. A refusal expecting an offset the cloud had acked
+before the batch left means the cloud restarted from a stale state checkpoint: the stream
+rewinds to it (``StreamSender._rewind_to``, docs/protocol.md "Sender rules").
 """
 
 from __future__ import annotations
@@ -68,11 +70,8 @@ class StreamSender:
 
     def build_batch(self) -> Batch | None:
         """Claim the next range and read its records, or None when nothing may go now."""
-        state = self.state
-        if state.in_flight >= state.max_in_flight or (not state.confirmed and state.in_flight):
-            return None  # next_range would refuse: do not read and decode records for nothing
         log_ = self.store.log
-        base = state.next_offset
+        base = self.state.next_offset
         st = self.state
         if (not st.confirmed and st.in_flight) or base > st.acked_offset + st.max_in_flight:
             return None  # next_range would refuse: do not read (and decode) records for nothing
@@ -249,7 +248,11 @@ class Forwarder:
         # and run()'s final persist must not write the same temp file at the same time.
         with self._persist_lock:
             for s in self.senders:
-                s.store.persist_acked()
+                try:
+                    s.store.persist_acked()
+                except OSError as exc:  # e.g. ENOSPC: a stale checkpoint only costs a
+                    # resend the cloud deduplicates; the forwarder must keep running
+                    log.warning("stream %s: cannot persist the acked offset: %s", s.name, exc)
 
     def drained(self) -> bool:
         """True when every stream's log is acknowledged up to its end."""

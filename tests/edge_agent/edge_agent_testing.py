@@ -115,7 +115,11 @@ class Publisher:
     """A device: publishes QoS 1 readings with sequence numbers, remembers PUBACKs.
 
     paho keeps unacknowledged QoS 1 messages and resends them after a reconnect, so a
-    reading handed to ``publish`` is retried until Mosquitto acknowledges it.
+    reading handed to ``publish`` is retried until Mosquitto acknowledges it. Like a real
+    device it keeps its readings in order: no in-flight limit (with one, paho lets a new
+    publish overtake readings queued behind the limit after a reconnect) and no new
+    reading while disconnected. The agent's dedup is a per-device high-water mark, which
+    relies on that order (MQTT's own ordering guarantee).
     """
 
     def __init__(self, port: int, device: str, topic: str | None = None) -> None:
@@ -128,7 +132,7 @@ class Publisher:
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                       client_id=f"pub-{device}", protocol=mqtt.MQTTv311,
                                       clean_session=False)
-        c.max_inflight_messages_set(100)
+        c.max_inflight_messages_set(0)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(0.05, 0.5)
         c.on_publish = self._on_publish
@@ -148,6 +152,8 @@ class Publisher:
 
     def publish(self, seq: int, payload: dict[str, Any] | None = None) -> None:
         body = json.dumps(payload if payload is not None else {"seq": seq, "v": seq * 0.5})
+        while not self.client.is_connected():
+            time.sleep(0.005)
         info = self.client.publish(self.topic, body, qos=1)
         with self._lock:
             if info.mid in self._early:
@@ -165,14 +171,19 @@ class Publisher:
 
 
 def mosquitto_durable(tmp: Path, port: int | None = None) -> Server:
-    """Mosquitto with persistence saved after every change (autosave_on_changes)."""
+    """Mosquitto with persistence saved after every change (autosave_on_changes).
+
+    ``user root``: started as root, Mosquitto otherwise drops to the ``mosquitto`` user
+    and cannot write its database in a root-owned temp dir ("Permission denied"), which
+    silently turns persistence off. As a normal user the option is ignored.
+    """
     from tests.helpers import find_binary
 
     port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "mosquitto.conf"
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\nuser root\n"
         f"persistence_location {tmp}/\nautosave_interval 1\nautosave_on_changes true\n"
         "max_queued_messages 0\nmax_inflight_messages 0\n"
         "log_type error\nlog_type warning\n")

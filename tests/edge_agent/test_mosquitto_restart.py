@@ -91,8 +91,9 @@ def test_mosquitto_kill9_and_restart_loses_no_acknowledged_reading(tmp_path: Pat
         deadline = time.monotonic() + 60
         while (lost := unexplained()) and time.monotonic() < deadline:
             time.sleep(0.25)
-        assert not lost, {d: (sorted(v)[:20], len(v), [round(pubs[0].acked.get(x, 0) - kills[0], 3)
-                                                      for x in sorted(v)[:5]]) for d, v in lost.items()}
+        by_dev = {p.device: p for p in pubs}
+        assert not lost, {d: [(x, [round(by_dev[d].acked[x] - k, 3) for k in kills])
+                              for x in sorted(v)[:5]] for d, v in lost.items()}
         doc = get_status(status_port)
         assert doc is not None and doc["mqtt"][0]["connects"] >= 2
         assert agent.running, "the agent must survive Mosquitto restarts"
