@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_random_exponential
 
 from shared_log import OffsetOutOfRange
-from uplink import Ack, Batch, Refusal, SenderState, UplinkRecord
+from uplink import Ack, Batch, Refusal, SenderState
 
 from .config import UplinkConfig
 from .streams import StreamStore
@@ -88,9 +88,9 @@ class StreamSender:
         stored = res.records
         if stored and stored[-1].offset > last:  # the window cut the fetch short
             stored = [r for r in stored if r.offset <= last]
-        records = tuple([UplinkRecord(r.offset, r.key, r.timestamp, r.value, r.headers)
-                         for r in stored])
-        return Batch(self.state.edge_id, self.name, self.store.generation, first, last, records)
+        # Our own checksummed log, in offset order: StoredRecord has UplinkRecord's shape.
+        return Batch.trusted(self.state.edge_id, self.name, self.store.generation, first, last,
+                             tuple(stored))
 
     def on_reply(self, reply: Ack | Refusal, acked_when_sent: int = -2) -> None:
         """Apply the cloud's reply to a batch built while our acked offset was

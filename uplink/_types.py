@@ -149,6 +149,35 @@ class Batch:
             )
 
     @classmethod
+    def trusted(
+        cls,
+        edge_id: str,
+        stream: str,
+        generation: str,
+        base_offset: int,
+        last_offset: int,
+        records: tuple[UplinkRecord, ...],
+    ) -> Batch:
+        """A batch of records the caller read from its own checksummed log.
+
+        Skips the per-record checks (they cost more than encoding on the edge's hot
+        path); the position fields are still checked. ``records`` may be any objects
+        with UplinkRecord's attributes (a shared_log StoredRecord has them), in
+        increasing offset order within [base_offset, last_offset].
+        """
+        for name, value in (("edge_id", edge_id), ("stream", stream),
+                            ("generation", generation)):
+            if not is_safe_name(value):
+                raise LocalProtocolError(f"{name} {value!r} is not a safe name")
+        if not (_is_offset(base_offset) and _is_offset(last_offset)
+                and base_offset <= last_offset):
+            raise LocalProtocolError(f"bad range [{base_offset!r}, {last_offset!r}]")
+        if records and not (base_offset <= records[0].offset
+                            and records[-1].offset <= last_offset):
+            raise LocalProtocolError("records fall outside [base_offset, last_offset]")
+        return cls._trusted(edge_id, stream, generation, base_offset, last_offset, records)
+
+    @classmethod
     def _trusted(
         cls,
         edge_id: str,

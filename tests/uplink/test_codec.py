@@ -472,3 +472,23 @@ def test_refusal_message_defaults_to_empty() -> None:
 def test_invalid_replies_are_refused_when_we_build_them(build) -> None:
     with pytest.raises(LocalProtocolError):
         build()
+
+
+def test_trusted_batch_of_log_shaped_records_encodes_like_a_checked_one() -> None:
+    from shared_log import StoredRecord
+
+    stored = (StoredRecord(5, b"k", b"v", 7, (("h", b"x"),)), StoredRecord(7, b"k2", b"w", 8))
+    fast = Batch.trusted("e1", "s", "g1", 5, 8, stored)
+    checked = Batch("e1", "s", "g1", 5, 8, tuple(
+        UplinkRecord(r.offset, r.key, r.timestamp, r.value, r.headers) for r in stored))
+    assert encode_batch(fast) == encode_batch(checked)
+    assert decode_batch(encode_batch(fast)[0], "identity") == checked
+
+
+def test_trusted_batch_still_checks_its_position() -> None:
+    with pytest.raises(LocalProtocolError):
+        Batch.trusted("../x", "s", "g1", 0, 1, ())
+    with pytest.raises(LocalProtocolError):
+        Batch.trusted("e1", "s", "g1", 5, 4, ())
+    with pytest.raises(LocalProtocolError):
+        Batch.trusted("e1", "s", "g1", 5, 6, (UplinkRecord(9, b"", 0, b""),))
