@@ -44,9 +44,13 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 Headers = tuple[tuple[str, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """A record to append: the offset is assigned by the log."""
+    """A record to append: the offset is assigned by the log.
+
+    Not frozen, like StoredRecord: construction sits on the broker's ingest hot path and
+    a frozen dataclass costs an ``object.__setattr__`` per field. Treat it as read-only.
+    """
 
     key: bytes
     value: bytes
