@@ -258,8 +258,20 @@ class Agent:
         while True:
             await asyncio.sleep(self.config.ingest.dedup_checkpoint_s)
             for s in self.streams:
-                with contextlib.suppress(Exception):
+                try:
                     await self._checkpoint_marks(s)
+                except OSError as exc:
+                    # ENOSPC: the checkpoint needs the room that only deleting acked
+                    # segments can give. Free them anyway (a crash before the next
+                    # checkpoint could then let a very late redelivery through) rather
+                    # than hold ingest back forever.
+                    log.warning("stream %s: dedup checkpoint failed (%s); freeing acked "
+                                "segments without it", s.store.config.name, exc)
+                    s.marks.dirty = True
+                    s.store.delete_floor = None
+                    s.store.free_acked()
+                except Exception:
+                    log.exception("stream %s: dedup checkpoint failed", s.store.config.name)
 
     async def _checkpoint_marks(self, s: _Stream) -> None:
         """Persist the marks of every durable record, then let segments below go."""
@@ -278,75 +290,7 @@ class Agent:
     # -- status --------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        now = time.time()
-        streams = [self._stream_status(s, now) for s in self.streams]
-        dl = self.deadletters
-        by_stream: dict[str, dict[str, int]] = {}
-        if dl is not None:
-            for (stream, reason), n in dl.counts.items():
-                by_stream.setdefault(stream, {})[reason] = n
-        senders = [s["uplink"] for s in streams]
-        fwd = self.forwarder
-        doc: dict[str, Any] = {
-            "edge_id": self.config.edge_id,
-            "source": "agent",
-            "time": now,
-            "started_at": self.started_at,
-            "pid": os.getpid(),
-            "status_address": list(self.status_address) if self.status_address else None,
-            "mqtt": [{"client_id": m.client_id, "connected": m.connected,
-                      "subscribed": m.subscribed, "session_present": m.session_present,
-                      "connects": m.connects, "last_error": m.last_error,
-                      "disconnected_since": m.disconnected_since} for m in self.sessions],
-            "uplink": {
-                "url": self.config.uplink.url,
-                "state": status_mod.uplink_state(fwd.connected if fwd else False, senders),
-                "in_flight": fwd.in_flight if fwd else 0,
-                "retries": sum(x["retries"] for x in senders),
-                "last_error": next((x["last_error"] for x in senders if x["last_error"]), ""),
-            },
-            "streams": streams,
-            "dead_letter": {
-                "records": (dl.log.end_offset - dl.log.start_offset) if dl else 0,
-                "bytes": dl.log.size_bytes if dl else 0,
-                "failed": dl.failed if dl else 0,
-                "by_stream": by_stream,
-            },
-        }
-        doc["problems"] = status_mod.health(doc, now, self.config.status.stuck_after_s)
-        doc["healthy"] = not doc["problems"]
-        return doc
-
-    def _stream_status(self, s: _Stream, now: float) -> dict[str, Any]:
-        store, st, tr = s.store, s.ingest.stats, s.tracker
-        lg = store.log
-        backlog = store.backlog_records
-        first = max(store.acked_offset + 1, lg.start_offset)
-        oldest = tr.oldest_unsent_ms(lg, first) if backlog else None
-        drops = dict(st.dropped)
-        if lg.stats.dropped_records:
-            drops["drop_oldest"] = lg.stats.dropped_records
-        ss = s.sender.stats
-        sc = store.config
-        return {
-            "name": sc.name, "priority": sc.priority, "cloud_topic": sc.topic,
-            "generation": store.generation, "start_offset": lg.start_offset,
-            "end_offset": lg.end_offset, "acked_offset": store.acked_offset,
-            "backlog_records": backlog, "backlog_bytes": store.backlog_bytes,
-            "oldest_unsent_age_s": None if oldest is None else max(0.0, now - oldest / 1000),
-            "drain_eta_s": status_mod.drain_eta(backlog, tr.drain_rate),
-            "ingest_rate": tr.ingest_rate, "drain_rate": tr.drain_rate,
-            "acked_moved_at": tr.progress_at, "acked_records": tr.acked_records,
-            "received": st.received, "appended": st.appended, "pubacks": st.pubacks,
-            "deduplicated": st.deduplicated, "dead_lettered": st.dead_lettered,
-            "drops": drops, "held": st.held + s.ingest.queued if st.write_error else 0,
-            "blocked_since": st.blocked_since, "write_error": st.write_error,
-            "devices": len(s.marks), "log_size_bytes": lg.size_bytes,
-            "max_bytes": sc.max_bytes, "full_policy": sc.full_policy,
-            "uplink": {"retries": ss.retries, "last_error": ss.last_error,
-                       "stopped": s.sender.stopped, "batches_sent": ss.batches_sent,
-                       "records_sent": ss.records_sent, "last_ack_at": ss.last_ack_at or None},
-        }
+        return status_mod.build_status(self, time.time())
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -369,7 +313,8 @@ class Agent:
         if self._server is not None:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._write_status_file()
+        if self._lock_fd is not None:  # never overwrite the files of an agent we yielded to
+            await self._write_status_file()
         if self.uplink is not None:
             with contextlib.suppress(Exception):
                 await self.uplink.aclose()

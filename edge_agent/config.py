@@ -93,7 +93,7 @@ class IngestConfig:
     sequence_field: str = "seq"
     #: payload field holding the device timestamp (ms since the epoch); "" = none
     timestamp_field: str = "ts"
-    commit_interval_ms: float = 5.0
+    commit_interval_ms: float = 10.0
     dead_letter_max_bytes: int = 16 * 1024 * 1024
     #: bytes of each refused payload kept in the dead-letter log
     dead_letter_payload_bytes: int = 4096
@@ -328,7 +328,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
         max_payload_bytes=_num(g, "max_payload_bytes", "ingest.", 256 * 1024, 1),
         sequence_field=_str(g, "sequence_field", "ingest.", "seq"),
         timestamp_field=_str(g, "timestamp_field", "ingest.", "ts"),
-        commit_interval_ms=_num(g, "commit_interval_ms", "ingest.", 5.0, 0, integer=False),
+        commit_interval_ms=_num(g, "commit_interval_ms", "ingest.", 10.0, 0, integer=False),
         dead_letter_max_bytes=_num(g, "dead_letter_max_bytes", "ingest.", 16 * 1024 * 1024,
                                    1024),
         dead_letter_payload_bytes=_num(g, "dead_letter_payload_bytes", "ingest.", 4096, 0),

@@ -54,7 +54,7 @@ class HighWaterMarks:
 
     # -- persistence ---------------------------------------------------------------------
 
-    def replay(self, log: Log, start: int, end: int | None = None, chunk: int = 5000) -> int:
+    def replay(self, log: Log, start: int, end: int | None = None, chunk: int = 1000) -> int:
         """Raise marks from the ``seq`` headers of records in [start, end); returns records read."""
         end = log.end_offset if end is None else end
         pos = max(start, log.start_offset)
@@ -62,7 +62,7 @@ class HighWaterMarks:
         marks = self.marks
         while pos < end:
             try:
-                res = log.fetch(pos, max_records=chunk, max_bytes=8 << 20)
+                res = log.fetch(pos, max_records=chunk, max_bytes=1 << 20)
             except OffsetOutOfRange:
                 break
             for rec in res.records:

@@ -19,6 +19,7 @@ Health rules (each failing rule adds a human-readable problem; 503 when any fail
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,80 @@ def uplink_state(connected: bool, senders: list[StatusDoc]) -> str:
     if any(s.get("batches_sent") for s in senders):
         return "connected"
     return "idle"
+
+
+# -- the status document -------------------------------------------------------------------
+
+def build_status(agent: Any, now: float) -> StatusDoc:
+    """The status document of a running agent (duck-typed: see agent.Agent)."""
+    streams = [stream_status(s, now) for s in agent.streams]
+    dl = agent.deadletters
+    by_stream: dict[str, dict[str, int]] = {}
+    if dl is not None:
+        for (stream, reason), n in dl.counts.items():
+            by_stream.setdefault(stream, {})[reason] = n
+    senders = [s["uplink"] for s in streams]
+    fwd = agent.forwarder
+    doc: dict[str, Any] = {
+        "edge_id": agent.config.edge_id,
+        "source": "agent",
+        "time": now,
+        "started_at": agent.started_at,
+        "pid": os.getpid(),
+        "status_address": list(agent.status_address) if agent.status_address else None,
+        "mqtt": [{"client_id": m.client_id, "connected": m.connected,
+                  "subscribed": m.subscribed, "session_present": m.session_present,
+                  "connects": m.connects, "last_error": m.last_error,
+                  "disconnected_since": m.disconnected_since} for m in agent.sessions],
+        "uplink": {
+            "url": agent.config.uplink.url,
+            "state": uplink_state(fwd.connected if fwd else False, senders),
+            "in_flight": fwd.in_flight if fwd else 0,
+            "retries": sum(x["retries"] for x in senders),
+            "last_error": next((x["last_error"] for x in senders if x["last_error"]), ""),
+        },
+        "streams": streams,
+        "dead_letter": {
+            "records": (dl.log.end_offset - dl.log.start_offset) if dl else 0,
+            "bytes": dl.log.size_bytes if dl else 0,
+            "failed": dl.failed if dl else 0,
+            "by_stream": by_stream,
+        },
+    }
+    doc["problems"] = health(doc, now, agent.config.status.stuck_after_s)
+    doc["healthy"] = not doc["problems"]
+    return doc
+
+def stream_status(s: Any, now: float) -> StatusDoc:
+    store, st, tr = s.store, s.ingest.stats, s.tracker
+    lg = store.log
+    backlog = store.backlog_records
+    first = max(store.acked_offset + 1, lg.start_offset)
+    oldest = tr.oldest_unsent_ms(lg, first) if backlog else None
+    drops = dict(st.dropped)
+    if lg.stats.dropped_records:
+        drops["drop_oldest"] = lg.stats.dropped_records
+    ss = s.sender.stats
+    sc = store.config
+    return {
+        "name": sc.name, "priority": sc.priority, "cloud_topic": sc.topic,
+        "generation": store.generation, "start_offset": lg.start_offset,
+        "end_offset": lg.end_offset, "acked_offset": store.acked_offset,
+        "backlog_records": backlog, "backlog_bytes": store.backlog_bytes,
+        "oldest_unsent_age_s": None if oldest is None else max(0.0, now - oldest / 1000),
+        "drain_eta_s": drain_eta(backlog, tr.drain_rate),
+        "ingest_rate": tr.ingest_rate, "drain_rate": tr.drain_rate,
+        "acked_moved_at": tr.progress_at, "acked_records": tr.acked_records,
+        "received": st.received, "appended": st.appended, "pubacks": st.pubacks,
+        "deduplicated": st.deduplicated, "dead_lettered": st.dead_lettered,
+        "drops": drops, "held": st.held + s.ingest.queued if st.write_error else 0,
+        "blocked_since": st.blocked_since, "write_error": st.write_error,
+        "devices": len(s.marks), "log_size_bytes": lg.size_bytes,
+        "max_bytes": sc.max_bytes, "full_policy": sc.full_policy,
+        "uplink": {"retries": ss.retries, "last_error": ss.last_error,
+                   "stopped": s.sender.stopped, "batches_sent": ss.batches_sent,
+                   "records_sent": ss.records_sent, "last_ack_at": ss.last_ack_at or None},
+    }
 
 
 # -- the HTTP app --------------------------------------------------------------------------

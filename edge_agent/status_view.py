@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from typing import Any
 
@@ -124,7 +125,7 @@ def render(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # pipes: do not wrap
     src = "live" if doc.get("source") == "agent" else "from files (agent not reachable)"
     state = "[green]healthy[/]" if doc.get("healthy") else "[red]unhealthy[/]"
     console.print(f"edge [bold]{doc.get('edge_id')}[/] - {src} - {state}")

@@ -16,6 +16,7 @@ from edge_agent_testing import (
     Publisher,
     agent_server,
     get_status,
+    http_get,
     read_stream,
     seqs_by_device,
     write_config,
@@ -87,7 +88,8 @@ def test_bad_input_is_counted_dead_lettered_and_never_stops_ingest(
                 seq += 1
                 bad.publish(topic, payload, qos=qos).wait_for_publish(10)
         # good readings on the CBOR and field-keyed streams too
-        bad.publish("cbor/c1/data", cbor2.dumps({"seq": 5, "ts": 1.7e12}), qos=1).wait_for_publish(10)
+        bad.publish("cbor/c1/data", cbor2.dumps({"seq": 5, "ts": 1.7e12}),
+                    qos=1).wait_for_publish(10)
         bad.publish("fleet/x", json.dumps({"device": "truck1", "seq": 9}),
                     qos=1).wait_for_publish(10)
         expected: dict[tuple[str, str], int] = {}
@@ -109,9 +111,9 @@ def test_bad_input_is_counted_dead_lettered_and_never_stops_ingest(
         # QoS 1 bad messages were acknowledged after the dead-letter write: nothing waits
         wait_for(lambda: all(s["pubacks"] == s["received"] - _qos0(s["name"]) * rounds
                              for s in (get_status(status_port) or {"streams": []})["streams"]),
-                 10, message=f"PUBACKs for every QoS 1 message {[(s['name'], s['received'], s['pubacks']) for s in get_status(status_port)['streams']]}")
+                 10, message="PUBACKs for every QoS 1 message")
         assert by_name["fleet"]["appended"] == 1 and by_name["cbor"]["appended"] == 1
-        metrics = __import__("httpx").get(f"http://127.0.0.1:{status_port}/metrics").text
+        metrics = http_get(status_port, "/metrics").text
         assert 'edge_ingest_dead_lettered_total{reason="oversized",stream="telemetry"} 3.0' \
             in metrics
         assert agent.running and agent.proc.pid == pid  # type: ignore[union-attr]

@@ -79,8 +79,9 @@ def test_mosquitto_kill9_and_restart_loses_no_acknowledged_reading(tmp_path: Pat
         out = {}
         for p in pubs:
             got = set(seqs.get(p.device, []))
+            # (+0.5 s: a PUBACK Mosquitto sent just before dying is handled a bit later)
             lost = {s for s, at in p.acked.items() if s not in got
-                    and not any(k - MOSQUITTO_WINDOW_S <= at <= k for k in kills)}
+                    and not any(k - MOSQUITTO_WINDOW_S <= at <= k + 0.5 for k in kills)}
             if lost:
                 out[p.device] = lost
         return out
