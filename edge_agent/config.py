@@ -68,6 +68,9 @@ class MqttConfig:
     reconnect_max_s: float = 30.0
     #: how many unacknowledged QoS 1 messages Mosquitto may send at once (receive maximum)
     receive_maximum: int = 1000
+    #: "5" (default) or "3.1.1" for brokers without MQTT 5 (the session is then kept with
+    #: clean session off; expiry and receive maximum are the broker's own settings)
+    protocol: str = "5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +277,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
 
     m = _table(raw, "mqtt")
     _known(m, {"host", "port", "client_id", "username", "password", "keepalive_s",
-               "session_expiry_s", "tls_ca", "reconnect_max_s", "receive_maximum"}, "mqtt.")
+               "session_expiry_s", "tls_ca", "reconnect_max_s", "receive_maximum",
+               "protocol"}, "mqtt.")
     mqtt = MqttConfig(
         host=_str(m, "host", "mqtt.", "127.0.0.1"),
         port=_num(m, "port", "mqtt.", 1883, 1),
@@ -286,6 +290,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
         tls_ca=_path(m.get("tls_ca"), "mqtt.tls_ca", base),
         reconnect_max_s=_num(m, "reconnect_max_s", "mqtt.", 30.0, 0.1, integer=False),
         receive_maximum=_num(m, "receive_maximum", "mqtt.", 1000, 1),
+        protocol=_str(m, "protocol", "mqtt.", "5", choices=("5", "3.1.1")),
     )
     for key, top in (("port", 65535), ("keepalive_s", 65535), ("receive_maximum", 65535),
                      ("session_expiry_s", 2**32 - 1)):

@@ -85,8 +85,13 @@ class MqttSession:
     # -- paho client and its callbacks ---------------------------------------------------
 
     def _new_client(self) -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
+        if self.cfg.protocol == "3.1.1":
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                            protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True,
+                            reconnect_on_failure=False)
+        else:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                            protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
         if self.cfg.username is not None:
             c.username_pw_set(self.cfg.username, self.cfg.password)
         if self.cfg.tls_ca is not None:
@@ -170,8 +175,10 @@ class MqttSession:
             self.connected = True
             self.disconnected_since = None
             self.session_present = bool(flags.session_present)
-            opts = [(f, SubscribeOptions(qos=q)) for f, q in self.subscriptions]
-            client.subscribe(opts)
+            if self.cfg.protocol == "3.1.1":
+                client.subscribe([(f, q) for f, q in self.subscriptions])
+            else:
+                client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in self.subscriptions])
         else:
             self.last_error = f"connection refused: {reason}"
         if self._connack is not None and not self._connack.done():
@@ -228,6 +235,9 @@ class MqttSession:
     # -- the connection loop -------------------------------------------------------------
 
     def _connect_blocking(self, client: mqtt.Client) -> None:
+        if self.cfg.protocol == "3.1.1":  # the session: clean_session=False on the client
+            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+            return
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         props.ReceiveMaximum = self.cfg.receive_maximum

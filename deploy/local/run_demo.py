@@ -89,9 +89,10 @@ class Processes:
                 proc.wait(5)
 
 
-def mqtt_broker(procs: Processes, port: int) -> tuple[str, str]:
-    """Mosquitto when installed, else the embedded broker. Returns (name, protocol)."""
-    mosquitto = shutil.which("mosquitto") or next(
+def mqtt_broker(procs: Processes, port: int, prefer: str = "auto") -> tuple[str, str]:
+    """Mosquitto when installed (and not ``prefer="embedded"``), else the embedded broker.
+    Returns (name, MQTT protocol version to speak)."""
+    mosquitto = None if prefer == "embedded" else shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
         None)
     if mosquitto:
@@ -215,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outage-at", type=float, default=None, help="cut the uplink at T s")
     p.add_argument("--outage-for", type=float, default=20.0)
     p.add_argument("--workdir", type=Path, default=REPO / ".demo")
+    p.add_argument("--mqtt", choices=("auto", "embedded"), default="auto",
+                   help="auto: Mosquitto when installed, else the embedded broker")
     args = p.parse_args(argv)
 
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
             uplink_port = free_port()
             proxy = FaultProxy(uplink_port, "127.0.0.1", cloud_port).start()
-        mqtt_name, protocol = mqtt_broker(procs, mqtt_port)
+        mqtt_name, protocol = mqtt_broker(procs, mqtt_port, args.mqtt)
         cloud_toml, edge_toml = write_configs(args.workdir, mqtt_port, protocol, cloud_port,
                                               uplink_port, status_port)
         wait_until(lambda: port_open(mqtt_port), 20, "the MQTT broker")

@@ -43,3 +43,15 @@ def test_demo_outage_fills_and_drains_backlog(tmp_path: Path) -> None:
             for line in res.stdout.splitlines() if line.count("│") >= 3}
     assert rows["lost"] == ["0", "0"] and rows["duplicated"] == ["0", "0"]
     assert int(rows["peak edge backlog"][0]) > 0, "the outage should have built a backlog"
+
+
+@pytest.mark.slow
+def test_demo_runs_on_the_embedded_broker_without_mosquitto(tmp_path: Path) -> None:
+    """What a machine with only Python gets: amqtt (MQTT 3.1.1) instead of Mosquitto."""
+    res = _run_demo(tmp_path, "--mqtt", "embedded")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "embedded amqtt" in res.stdout
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in res.stdout.splitlines() if line.count("│") >= 3}
+    assert rows["expected readings"] == rows["delivered"]
+    assert rows["lost"] == ["0", "0"] and rows["duplicated"] == ["0", "0"]

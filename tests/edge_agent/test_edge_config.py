@@ -135,3 +135,14 @@ def test_cli_run_refuses_a_busy_status_port(tmp_path: Path) -> None:
         res = run_cli("run", "--config", str(p))
     assert res.returncode == 2
     assert "status.listen" in res.stderr
+
+
+def test_mqtt_protocol_defaults_to_5_and_accepts_only_known_versions() -> None:
+    from edge_agent.config import ConfigError, parse_config
+
+    base = {"edge_id": "e1", "data_dir": "/tmp/x",
+            "streams": [{"name": "t", "topics": ["devices/+/telemetry"]}]}
+    assert parse_config(base).mqtt.protocol == "5"
+    assert parse_config({**base, "mqtt": {"protocol": "3.1.1"}}).mqtt.protocol == "3.1.1"
+    with pytest.raises(ConfigError, match=r"mqtt\.protocol"):
+        parse_config({**base, "mqtt": {"protocol": "4"}})
