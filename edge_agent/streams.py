@@ -73,10 +73,14 @@ class StreamStore:
 
     def persist_acked(self) -> None:
         """Write the acked checkpoint when it moved (temp file + fsync + rename)."""
-        if self.acked_offset != self._persisted:
+        # Read the offset once: this runs in a worker thread while the event loop moves
+        # acked_offset on, and recording a later value than the one written would make
+        # the next persist skip it.
+        offset = self.acked_offset
+        if offset != self._persisted:
             write_checkpoint(self.directory / ACKED_FILE,
-                             {"generation": self.generation, "offset": self.acked_offset})
-            self._persisted = self.acked_offset
+                             {"generation": self.generation, "offset": offset})
+            self._persisted = offset
 
     @property
     def backlog_records(self) -> int:
