@@ -196,6 +196,10 @@ class MirrorRunner:
         cfg, ps = self.config, self.partitions[p]
         pos = await self._retrying(ps, "target position", lambda: self._resume(p))
         ps.position, ps.state, ps.updated_at = pos, "copying", time.time()
+        if self._saved.get(p) != pos:
+            # The target is ahead of the checkpoint (a stop or kill between a write and
+            # its checkpoint): catch the checkpoint up, for targets that cannot tell later.
+            await self._checkpoint(ps, pos)
         verified = time.monotonic()
         while True:
             batch: SourceBatch = await self._retrying(
