@@ -27,7 +27,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._commit import DurabilityWaiters, GroupCommitter
@@ -41,36 +40,10 @@ from ._files import (
     write_checkpoint,
 )
 from ._records import Record, StoredRecord, decode_records, encode_batch
+from ._results import FetchResult, LogStats
 from ._segment import CorruptRange, Segment
 
 RECOVERY_POINT = "recovery-point"
-
-
-@dataclass
-class LogStats:
-    """Counters a caller exports as metrics. Monotonic for the life of the Log object."""
-
-    appended_records: int = 0
-    appended_batches: int = 0
-    fsyncs: int = 0
-    dropped_records: int = 0  # full policy drop_oldest
-    dropped_bytes: int = 0
-    rejected_records: int = 0  # full policy reject_new (and disk full)
-    rejected_batches: int = 0
-    retention_deleted_records: int = 0
-    corrupt_batches: int = 0
-    corrupt_records: int = 0
-    truncated_bytes_on_open: int = 0
-    corrupt_ranges: list[CorruptRange] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    """What a read found: records, where to continue, and offsets lost to corruption."""
-
-    records: list[StoredRecord]
-    next_offset: int
-    skipped: list[CorruptRange]
 
 
 class Log:
