@@ -2,7 +2,7 @@
 
 Three failure sources, each against a real ``cloud-broker serve`` subprocess:
 
-a. a loopback proxy (tests/helpers_proxy.py) between forwarder and broker that drops
+a. a loopback proxy (device_simulator.netfault) between forwarder and broker that drops
    requests half-way, cuts responses after the broker processed the request, and delays
    traffic past the client's timeout;
 b. kill -9 of the broker mid-stream, restarted on the same port and data dir (its ingest
@@ -27,13 +27,13 @@ from pathlib import Path
 
 import pytest
 
+from device_simulator.netfault import FaultProxy, RandomFaults
 from edge_agent.config import load_config
 from edge_agent.forwarder import Forwarder, StreamSender
 from edge_agent.streams import ACKED_FILE, open_stream
 from edge_agent.uplink_http import HttpUplink
 from shared_log import read_checkpoint
 from tests.helpers import broker_server, wait_for
-from tests.helpers_proxy import ChaosProxy, Faults
 from tests.helpers_uplink import (
     edge_config,
     fill,
@@ -54,9 +54,9 @@ DEVICES = 100
 
 def test_exactly_once_through_drops_cuts_and_delays(tmp_path: Path) -> None:
     broker = broker_server(tmp_path / "broker").start()
-    faults = Faults(drop=0.02, cut=0.08, delay=0.05, max_delay_s=0.1,
-                    long_delay=0.15, long_delay_s=1.5)
-    proxy = ChaosProxy(broker.port, faults, seed=20240601).start()
+    faults = RandomFaults(drop=0.02, cut=0.08, delay=0.05, max_delay_s=0.1,
+                          long_delay=0.15, long_delay_s=1.5)
+    proxy = FaultProxy(0, "127.0.0.1", broker.port, chaos=faults, seed=20240601).start()
     cfg = edge_config(tmp_path / "edge", [stream_config("telemetry"),
                                           stream_config("alarms", priority=0,
                                                         cloud_topic="telemetry")],
@@ -75,7 +75,7 @@ def test_exactly_once_through_drops_cuts_and_delays(tmp_path: Path) -> None:
             if not fwd.drained():
                 return False
             stats = proxy.stats
-            if stats.cuts >= 20 and stats.drops >= 5 and stats.delays >= 5:
+            if stats.cut_responses >= 20 and stats.drops >= 5 and stats.delays >= 5:
                 return True
             fill(telemetry, 2000, DEVICES, start=telemetry.log.end_offset)  # more traffic
             fwd.notify()

@@ -78,3 +78,28 @@ def test_outage_refuses_then_recovers(proxy: FaultProxy) -> None:
     assert b"lost" not in _Echo.seen
     proxy.up()
     assert _roundtrip(proxy.listen[1], b"back") == b"BACK"
+
+
+def test_random_faults_cut_every_response_when_certain(echo: int) -> None:
+    from device_simulator.netfault import RandomFaults
+
+    p = FaultProxy(0, "127.0.0.1", echo, chaos=RandomFaults(cut=1.0), seed=1).start()
+    try:
+        assert p.port != 0
+        assert _roundtrip(p.port, b"hello") == b""
+        wait_for(lambda: b"hello" in _Echo.seen, message="server saw the request")
+        assert p.stats.cut_responses == 1
+    finally:
+        p.stop()
+
+
+def test_random_faults_drop_requests_before_the_server_sees_them_whole(echo: int) -> None:
+    from device_simulator.netfault import RandomFaults
+
+    p = FaultProxy(0, "127.0.0.1", echo, chaos=RandomFaults(drop=1.0), seed=2).start()
+    try:
+        assert _roundtrip(p.port, b"0123456789") == b""
+        wait_for(lambda: p.stats.drops == 1, message="a drop counted")
+        assert b"0123456789" not in b"".join(_Echo.seen)
+    finally:
+        p.stop()
