@@ -12,8 +12,8 @@ runs). A "floor" row times only the writes and fsyncs of pre-built frames, to sh
 much of each append run is the disk. Each append benchmark is repeated ``--repeat``
 times round-robin and the best run is kept (on a shared machine interference only ever
 adds time, so the minimum is the least noisy estimate). The kill -9 and memory
-measurements run in child processes (this same file, invoked with a hidden ``_writer``
-/ ``_rss`` first argument) so a SIGKILL and ``ru_maxrss`` measure exactly one writer.
+measurements run in child processes (``log_children.py``) so a SIGKILL and ``ru_maxrss``
+measure exactly one writer.
 All data lives in a temp dir under ``bench/out/`` (or ``--dir``) that is removed at the
 end, also on error or Ctrl-C.
 
@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import platform
 import pstats
-import resource
 import shutil
 import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
+from log_children import measure_reopen, measure_rss  # bench/ is on sys.path (a script)
 
 from shared_log import CommitMode, CommitPolicy, Log, LogConfig, Record
 
@@ -185,98 +183,6 @@ def run_read(d: Path, expected: int) -> float:
     if n != expected:
         raise RuntimeError(f"read {n} records, expected {expected}")
     return elapsed
-
-
-# -- child processes: kill -9 and ru_maxrss ------------------------------------------------
-
-
-def _batch_of(n: int, value_size: int, first: int) -> list[Record]:
-    v = os.urandom(value_size)
-    return [Record(b"device-%05d" % (i % 1000), v, 1_700_000_000_000 + i)
-            for i in range(first, first + n)]
-
-
-def child_writer(directory: str, target: int, value_size: int, per_batch: int) -> None:
-    """Append (OS commit mode) until the log holds ``target`` bytes, say so, keep going."""
-    log = Log(directory, LogConfig(commit=CommitPolicy(CommitMode.OS)))
-    said = False
-    i = 0
-    while True:
-        log.append(_batch_of(per_batch, value_size, i))
-        i += per_batch
-        if not said and log.size_bytes >= target:
-            print(json.dumps({"bytes": log.size_bytes, "end_offset": log.end_offset}),
-                  flush=True)
-            said = True
-
-
-def child_rss(directory: str, target: int, value_size: int, per_batch: int) -> None:
-    """Append (EVERY_BATCH) until ``target`` bytes; print peak RSS before and after."""
-    log = Log(directory, LogConfig(commit=CommitPolicy(CommitMode.EVERY_BATCH)))
-    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    i = 0
-    while log.size_bytes < target:
-        log.append(_batch_of(per_batch, value_size, i))  # new records each batch, as ingest
-        i += per_batch
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"baseline_kb": base_kb, "peak_kb": peak_kb, "hwm_kb": _vm_hwm_kb(),
-                      "bytes": log.size_bytes, "segments": log.segment_count}))
-    log.close()
-
-
-def measure_reopen(work: Path, target: int, value_size: int, per_batch: int) -> dict:
-    d = work / "reopen"
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "_writer", str(d), str(target), str(value_size),
-         str(per_batch)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        time.sleep(0.05)  # let it get into the middle of another append
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    if not line:
-        raise RuntimeError("the writer died before reaching its target size")
-    on_disk = sum(p.stat().st_size for p in d.iterdir())
-    t = time.perf_counter()
-    log = Log(d, LogConfig(commit=CommitPolicy(CommitMode.OS)))
-    elapsed = time.perf_counter() - t
-    result = {"seconds": elapsed, "bytes": on_disk, "segments": log.segment_count,
-              "end_offset": log.end_offset, "truncated": log.stats.truncated_bytes_on_open}
-    log.close()
-    shutil.rmtree(d)
-    return result
-
-
-#: Linux carries ru_maxrss from parent to child across fork+exec, but a child forked by a
-#: freshly exec'ed process starts from that small process's peak instead of ours.
-_LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
-
-
-def _vm_hwm_kb() -> int | None:
-    """Peak RSS from /proc (per address space, reset by exec): a cross-check."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def measure_rss(work: Path, target: int, value_size: int, per_batch: int) -> dict:
-    d = work / f"rss-{target}"
-    out = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, sys.executable, __file__, "_rss", str(d),
-         str(target), str(value_size), str(per_batch)],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    shutil.rmtree(d)
-    return json.loads(out)
 
 
 # -- table ---------------------------------------------------------------------------------
@@ -446,8 +352,4 @@ def run_all(args: argparse.Namespace, work: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("_writer", "_rss"):
-        child = child_writer if sys.argv[1] == "_writer" else child_rss
-        child(sys.argv[2], *map(int, sys.argv[3:6]))
-        sys.exit(0)
     sys.exit(main())
