@@ -188,3 +188,32 @@ def mosquitto_durable(tmp: Path, port: int | None = None) -> Server:
         "max_queued_messages 0\nmax_inflight_messages 0\n"
         "log_type error\nlog_type warning\n")
     return Server([find_binary("mosquitto"), "-c", str(conf)], port, tmp / "mosquitto.out")
+
+
+class Feeder:
+    """A thread publishing seq 0, 1, 2... for every publisher until ``stop()``;
+    ``sent`` is how many sequence numbers each device has been given."""
+
+    def __init__(self, pubs: list[Publisher], pause_s: float) -> None:
+        self.pubs = pubs
+        self.pause_s = pause_s
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for p in self.pubs:
+                p.publish(self.sent)
+            self.sent += 1
+            time.sleep(self.pause_s)
+
+    def start(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(10)
+        return self.sent
+

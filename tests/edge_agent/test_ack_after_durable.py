@@ -11,12 +11,12 @@ deduplicated by sequence number where it did reach the log.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from edge_agent_testing import (
+    Feeder,
     Publisher,
     agent_server,
     read_stream,
@@ -39,20 +39,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                                     extra="[ingest]\ncommit_interval_ms = 5.0\n")
     agent = agent_server(cfg, status_port, tmp_path / "agent.out").start()
     pubs = [Publisher(mosquitto.port, f"dev{i}") for i in range(DEVICES)]
-    stop = threading.Event()
-    sent = [0]
-
-    def feed() -> None:
-        seq = 0
-        while not stop.is_set():
-            for p in pubs:
-                p.publish(seq)
-            seq += 1
-            sent[0] = seq
-            time.sleep(0.001)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    feeder = Feeder(pubs, pause_s=0.001).start()
     try:
         for _ in range(KILLS):
             time.sleep(rng.uniform(0.05, 0.8))
@@ -61,9 +48,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
             agent.start()
         time.sleep(0.5)
     finally:
-        stop.set()
-        feeder.join(10)
-    total = sent[0]
+        total = feeder.stop()
     assert total > 500, "the feed was too slow to exercise anything"
     try:
         for p in pubs:

@@ -13,12 +13,12 @@ exactly once and in order.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from edge_agent_testing import (
+    Feeder,
     Publisher,
     agent_server,
     get_status,
@@ -42,20 +42,7 @@ def test_mosquitto_kill9_and_restart_loses_no_acknowledged_reading(tmp_path: Pat
     cfg, status_port = write_config(tmp_path, mq.port)
     agent = agent_server(cfg, status_port, tmp_path / "agent.out").start()
     pubs = [Publisher(mq.port, f"m{i}") for i in range(DEVICES)]
-    stop = threading.Event()
-    sent = [0]
-
-    def feed() -> None:
-        seq = 0
-        while not stop.is_set():
-            for p in pubs:
-                p.publish(seq)
-            seq += 1
-            sent[0] = seq
-            time.sleep(0.003)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    feeder = Feeder(pubs, pause_s=0.003).start()
     kills: list[float] = []
     try:
         for _ in range(3):
@@ -66,12 +53,10 @@ def test_mosquitto_kill9_and_restart_loses_no_acknowledged_reading(tmp_path: Pat
             mq.start()
         wait_for(lambda: all(m["connected"] for m in get_status(status_port)["mqtt"]), 30,
                  message="the agent to reconnect")
-        after_last = sent[0]
+        after_last = feeder.sent
         time.sleep(1.0)
     finally:
-        stop.set()
-        feeder.join(10)
-    total = sent[0]
+        total = feeder.stop()
 
     def unexplained() -> dict[str, set[int]]:
         """Readings Mosquitto acknowledged outside its autosave windows, not in the log."""
