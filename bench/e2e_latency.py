@@ -2,16 +2,20 @@
 
 Runs Mosquitto, the cloud broker and the edge agent with their default settings (the
 `make demo` configuration), the device simulator at a fixed aggregate rate (default
-5,000 readings/s: 1,000 devices x 5/s, QoS 1), and in this process:
+5,000 readings/s: 1,000 devices x 5/s, QoS 1), and two measuring processes of their own
+(so neither shares a GIL with the other or with this script):
 
-* a **consumer** long-polling every partition of the cloud topic (the Python client's
-  `BrokerClient.fetch` with `wait_ms`), taking for each record `now - ts`, where `ts` is
-  the device timestamp in the payload (same machine, same clock);
+* a **consumer** following every partition of the cloud topic through its Server-Sent
+  Events stream (`--consumer fetch`: long-polling `BrokerClient.fetch` instead), taking
+  for each record `now - ts`, where `ts` is the device timestamp in the payload (same
+  machine, same clock), split at the edge agent's receive time (the record timestamp);
 * the **floor**: a bare paho subscriber on the same Mosquitto measuring `now - ts` for the
   same readings, i.e. what device → broker → subscriber costs with no durability at all.
 
-Prints p50/p95/p99/max for both and the ratio; target: consumer p99 ≤ 50 ms. Every
-acknowledgement on the way is durable (edge group commit, cloud group commit).
+Each measuring process keeps the samples that arrive after the warm-up and prints them as
+JSON when its stdin closes. Prints p50/p95/p99/max for both, the CPU each process spent
+per reading, and the ratio; target: consumer p99 ≤ 50 ms. Every acknowledgement on the
+way is durable (edge group commit, cloud group commit).
 
     .venv/bin/python bench/e2e_latency.py            # 1,000 devices x 5/s for 30 s
     .venv/bin/python bench/e2e_latency.py --quick    # 200 devices x 5/s for 8 s
@@ -21,9 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,7 +56,7 @@ def _demo() -> Any:
     return module
 
 
-def _ts_of(value: bytes) -> int | None:
+def _ts_of(value: bytes | str) -> int | None:
     try:
         doc = json.loads(value)
     except ValueError:
@@ -60,50 +65,137 @@ def _ts_of(value: bytes) -> int | None:
     return ts if isinstance(ts, int) else None
 
 
-class Floor:
+def _keep(samples: list[float], measure_from: float, ts: int | None) -> None:
+    now = time.time() * 1000
+    if ts is not None and now >= measure_from:
+        samples.append(now - ts)
+
+
+def _until_stdin_closes() -> threading.Event:
+    done = threading.Event()
+
+    def watch() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return done
+
+
+def run_floor(port: int, measure_from: float) -> list[float]:
     """A bare paho subscriber: latency device → Mosquitto → subscriber."""
-
-    def __init__(self, port: int) -> None:
-        self.samples: list[float] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="latency-floor")
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe("devices/+/telemetry", qos=0)
-        self.client.loop_start()
-
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        ts = _ts_of(msg.payload)
-        if ts is not None:
-            self.samples.append(time.time() * 1000 - ts)
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+    samples: list[float] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="latency-floor")
+    client.on_message = lambda _c, _u, msg: _keep(samples, measure_from, _ts_of(msg.payload))
+    client.connect("127.0.0.1", port)
+    client.subscribe("devices/+/telemetry", qos=0)
+    client.loop_start()
+    print("ready", flush=True)
+    _until_stdin_closes().wait()
+    client.loop_stop()
+    return samples
 
 
-async def consume(url: str, token: str, topic: str, stop: threading.Event,
-                  samples: list[float]) -> None:
+class Split:
+    """Latency device → consumer, split at the edge agent's receive time (the record's
+    timestamp) into device → agent and agent → consumer."""
+
+    def __init__(self, measure_from: float) -> None:
+        self.measure_from = measure_from
+        self.total: list[float] = []
+        self.to_agent: list[float] = []
+        self.from_agent: list[float] = []
+
+    def add(self, now: float, value: bytes | str, timestamp: int) -> None:
+        ts = _ts_of(value)
+        if ts is not None and now >= self.measure_from:
+            self.total.append(now - ts)
+            self.to_agent.append(timestamp - ts)
+            self.from_agent.append(now - timestamp)
+
+    def result(self) -> dict[str, list[float]]:
+        return {"total": self.total, "to_agent": self.to_agent,
+                "from_agent": self.from_agent}
+
+
+async def consume_fetch(url: str, token: str, topic: str, split: Split) -> None:
+    """Long-poll every partition (``BrokerClient.fetch`` with ``wait_ms``)."""
     from cloud_broker.client_http import BrokerClient
 
     client = BrokerClient(url, token)
-    meta = await client.topic(topic)
-    parts = len(meta["partitions"])
+    parts = len((await client.topic(topic))["partitions"])
+    stop = _until_stdin_closes()
 
     async def tail(p: int) -> None:
         offset = (await client.fetch(topic, p, 0, max_records=1)).end_offset
         while not stop.is_set():
-            res = await client.fetch(topic, p, offset, max_records=5000, wait_ms=500)
+            res = await client.fetch(topic, p, offset, max_records=5000, wait_ms=200)
             now = time.time() * 1000
             for r in res.records:
-                ts = _ts_of(r.value)
-                if ts is not None:
-                    samples.append(now - ts)
+                split.add(now, r.value, r.timestamp)
             offset = res.next_offset
 
     try:
-        await asyncio.gather(*(tail(p) for p in range(parts)))
+        tails = asyncio.gather(*(tail(p) for p in range(parts)))
+        await asyncio.sleep(0.5)  # every tail has its first offset
+        print("ready", flush=True)
+        await tails
     finally:
         await client.close()
+
+
+async def consume_stream(url: str, token: str, topic: str, split: Split) -> None:
+    """Follow every partition's Server-Sent Events stream (``.../stream``), from the end."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    stop = _until_stdin_closes()
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=None) as http:
+        parts = len((await http.get(f"/v1/topics/{topic}")).json()["partitions"])
+        opened = 0
+
+        async def follow(p: int) -> None:
+            nonlocal opened
+            async with http.stream("GET", f"/v1/topics/{topic}/partitions/{p}/stream",
+                                   params={"encoding": "utf8", "max_records": 5000}) as resp:
+                resp.raise_for_status()
+                opened += 1
+                async for line in resp.aiter_lines():
+                    if stop.is_set():
+                        return
+                    if line.startswith("data: "):
+                        now = time.time() * 1000
+                        for r in json.loads(line[6:])["records"]:
+                            split.add(now, r["value"], r["timestamp"])
+
+        tails = asyncio.gather(*(follow(p) for p in range(parts)))
+        while opened < parts:
+            await asyncio.sleep(0.05)
+        print("ready", flush=True)
+        done = asyncio.create_task(asyncio.to_thread(stop.wait))
+        await asyncio.wait([tails, done], return_when=asyncio.FIRST_COMPLETED)
+        tails.cancel()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measurer(args: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"measuring process {args[:2]} did not start")
+    return proc
+
+
+def collect(proc: subprocess.Popen[str]) -> Any:
+    out, _ = proc.communicate("", timeout=30)
+    return json.loads(out)
 
 
 def pct(samples: list[float]) -> dict[str, float]:
@@ -123,14 +215,29 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds not measured")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--consumer", choices=("stream", "fetch"), default="stream",
+                    help="stream: Server-Sent Events per partition (default); fetch: "
+                         "long-poll fetches per partition")
+    ap.add_argument("--role", choices=("floor", "consumer"), help=argparse.SUPPRESS)
+    ap.add_argument("--target", help=argparse.SUPPRESS)
+    ap.add_argument("--measure-from", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.role == "floor":
+        print(json.dumps(run_floor(int(args.target), args.measure_from)))
+        return 0
+    if args.role == "consumer":
+        url, token = args.target.split("#", 1)
+        split = Split(args.measure_from)
+        run = consume_stream if args.consumer == "stream" else consume_fetch
+        asyncio.run(run(url, token, "telemetry", split))
+        print(json.dumps(split.result()))
+        return 0
     if args.quick:
         args.devices, args.duration = 200, 8.0
     demo = _demo()
     work = Path(tempfile.mkdtemp(prefix="e2e-latency-"))
     procs = demo.Processes(work)
-    stop = threading.Event()
-    floor: Floor | None = None
+    measuring: list[subprocess.Popen[str]] = []
     try:
         mqtt_port, cloud_port, status_port = (demo.free_port() for _ in range(3))
         name, protocol = demo.mqtt_broker(procs, mqtt_port)
@@ -143,41 +250,54 @@ def main() -> int:
         procs.start("edge-agent", [str(BIN / "edge-agent"), "run", "--config", str(edge_toml)])
         demo.wait_until(lambda: (demo.edge_status(status_port) or {}).get("mqtt") and all(
             m["subscribed"] for m in demo.edge_status(status_port)["mqtt"]), 30, "edge agent")
-        floor = Floor(mqtt_port)
-        samples: list[float] = []
-        loop_thread = threading.Thread(target=lambda: asyncio.run(consume(
-            f"http://127.0.0.1:{cloud_port}", demo.READ_TOKEN, "telemetry", stop, samples)),
-            daemon=True)
-        loop_thread.start()
+        # Both measuring processes drop what arrives before the warm-up ends.
+        measure_from = (time.time() + 2 + args.warmup) * 1000
+        floor = measurer(["--role", "floor", "--target", str(mqtt_port),
+                          "--measure-from", str(measure_from)])
+        measuring.append(floor)
+        consumer = measurer(["--role", "consumer", "--consumer", args.consumer, "--target",
+                             f"http://127.0.0.1:{cloud_port}#{demo.READ_TOKEN}",
+                             "--measure-from", str(measure_from)])
+        measuring.append(consumer)
         rate = args.devices * args.rate
         console.print(f"{name} + edge agent + cloud broker; {args.devices} devices x "
                       f"{args.rate}/s = {rate:,.0f} readings/s for {args.duration:.0f} s")
-        sim = subprocess.Popen(
+        watched = {name: proc.pid for name, proc in procs.procs}
+        watched.update(floor=floor.pid, consumer=consumer.pid)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sim = subprocess.run(
             [str(BIN / "device-sim"), "run", "--broker", f"mqtt://127.0.0.1:{mqtt_port}",
              "--devices", str(args.devices), "--rate", str(args.rate), "--duration",
              str(args.duration), "--qos", "1", "--alarm-ratio", "0", "--quiet", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(args.warmup)
-        del samples[:], floor.samples[:]  # measure the steady state only
-        out, err = sim.communicate(timeout=args.duration + 120)
+            capture_output=True, text=True, timeout=args.duration + 120)
         if sim.returncode != 0:
-            raise RuntimeError(f"device-sim failed: {err[-2000:]}")
+            raise RuntimeError(f"device-sim failed: {sim.stderr[-2000:]}")
         demo.wait_until(lambda: demo.backlog_of(demo.edge_status(status_port)) == 0, 60,
                         "drain")
-        time.sleep(1.0)  # the consumers' last long-polls return
-        stop.set()
-        loop_thread.join(5)
-        sent = json.loads(out).get("sent", 0)
-        cons, flo = pct(samples), pct(floor.samples)
+        time.sleep(1.0)  # the consumer's last long-polls return
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in watched.items()}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # only device-sim ended
+        cpu["device-sim"] = (after.ru_utime + after.ru_stime
+                             - children.ru_utime - children.ru_stime)
+        flo, parts = pct(collect(floor)), collect(consumer)
+        cons = pct(parts["total"])
+        sent = json.loads(sim.stdout).get("sent", 0)
         table = Table(title=f"device → consumer latency at {rate:,.0f} readings/s "
                             f"(sent {sent:,})")
         for col in ("path", "readings", "p50 ms", "p95 ms", "p99 ms", "max ms"):
             table.add_column(col, justify="right" if col != "path" else "left")
         for label, p in (("bare MQTT subscriber (floor)", flo),
-                         ("edge agent → cloud → consumer (durable)", cons)):
+                         ("edge agent → cloud → consumer (durable)", cons),
+                         ("  of which device → edge agent receive", pct(parts["to_agent"])),
+                         ("  of which edge agent receive → consumer",
+                          pct(parts["from_agent"]))):
             table.add_row(label, f"{p.get('n', 0):,}", *(f"{p.get(k, float('nan')):.1f}"
                                                          for k in ("p50", "p95", "p99", "max")))
         console.print(table)
+        console.print("CPU µs per reading sent: " + ", ".join(
+            f"{name} {sec / max(sent, 1) * 1e6:.1f}" for name, sec in cpu.items())
+            + f"; load average {os.getloadavg()[0]:.1f}")
         if cons and flo:
             met = cons["p99"] <= 50.0
             console.print(f"consumer p99 {cons['p99']:.1f} ms (target ≤ 50 ms: "
@@ -185,10 +305,9 @@ def main() -> int:
                           f"{cons['p99'] / max(flo['p99'], 0.1):.1f}x")
         return 0
     finally:
-        stop.set()
-        if floor is not None:
-            with contextlib.suppress(Exception):
-                floor.stop()
+        for proc in measuring:
+            if proc.poll() is None:
+                proc.kill()
         procs.stop_all()
 
 

@@ -199,7 +199,7 @@ class Agent:
         self._spawn(self.forwarder.run(), "forwarder")
         mq = self.config.mqtt
         for s in self.streams:
-            s.ingest.on_appended = self.forwarder.notify
+            s.ingest.on_appended = self.forwarder.notifier(s.store.log)
             self._spawn(s.ingest.run(), f"ingest-{s.store.config.name}")
             sc = s.store.config
             s.session = MqttSession(mq, f"{mq.client_id}-{sc.name}",

@@ -19,11 +19,12 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_random_exponential
 
-from shared_log import OffsetOutOfRange
+from shared_log import Log, OffsetOutOfRange
 from uplink import Ack, Batch, Refusal, SenderState
 
 from .config import UplinkConfig
@@ -66,7 +67,8 @@ class StreamSender:
         return self.store.config.priority
 
     def unsent(self) -> int:
-        return max(0, self.store.log.end_offset - self.state.next_offset)
+        """Records that may go now: durable here and not yet sent."""
+        return max(0, self.store.log.durable_offset - self.state.next_offset)
 
     def build_batch(self) -> Batch | None:
         """Claim the next range and read its records, or None when nothing may go now."""
@@ -76,17 +78,24 @@ class StreamSender:
         if (not st.confirmed and st.in_flight) or base > st.acked_offset + st.max_in_flight:
             return None  # next_range would refuse: do not read (and decode) records for nothing
         start = max(base, log_.start_offset)  # below start: dropped by the full policy
+        # Only what is durable here may leave: after a power loss the log comes back
+        # without its unsynced tail and would give those offsets to new readings, which
+        # the cloud, holding the old ones, would then drop as duplicates (G3).
+        durable = log_.durable_offset
+        if start >= durable:
+            return None
         try:
-            res = log_.fetch(start, max_records=self.cfg.max_batch_records,
+            res = log_.fetch(start, max_records=min(self.cfg.max_batch_records, durable - start),
                              max_bytes=self.cfg.max_batch_bytes)
         except OffsetOutOfRange:
             return None
-        rng = self.state.next_range(res.next_offset, self.cfg.max_batch_records + start - base)
+        rng = self.state.next_range(min(res.next_offset, durable),
+                                    self.cfg.max_batch_records + start - base)
         if rng is None:
             return None
         first, last = rng
         stored = res.records
-        if stored and stored[-1].offset > last:  # the window cut the fetch short
+        if stored and stored[-1].offset > last:  # the window or durability cut it short
             stored = [r for r in stored if r.offset <= last]
         # Our own checksummed log, in offset order: StoredRecord has UplinkRecord's shape.
         return Batch.trusted(self.state.edge_id, self.name, self.store.generation, first, last,
@@ -146,11 +155,36 @@ class Forwarder:
         self.connected = True
 
     def notify(self) -> None:
-        """Data was appended somewhere: look for batches to send."""
+        """Data became durable somewhere: look for batches to send."""
         self._wakeup.set()
 
+    def notifier(self, log_: Log) -> Callable[[], None]:
+        """A callback for appends to ``log_`` that calls ``notify`` once they are durable.
+
+        Only durable records leave (``StreamSender.build_batch``), so waking on the append
+        itself would find nothing to send. One waiter per append batch, none per record.
+        """
+        waiting = -1  # the highest offset a waiter is already pending for
+
+        def appended() -> None:
+            nonlocal waiting
+            last = log_.end_offset - 1
+            if last <= waiting:
+                return
+            waiting = last
+            fut = asyncio.ensure_future(log_.wait_durable_async(last))
+            fut.add_done_callback(lambda _f: self._wakeup.set())
+
+        return appended
+
     def _launch_ready(self, now: float) -> float | None:
-        """Start sends for free slots in priority order; returns the next linger deadline."""
+        """Start sends for free slots in priority order; returns the next linger deadline.
+
+        Linger is Nagle's rule: a stream with nothing in flight sends what it has at once
+        (waiting could only add latency), one with a request on the wire lets a partial
+        batch fill for up to ``linger_ms``. A steady trickle then goes out as soon as the
+        previous reply is back, and a flood still goes in full batches.
+        """
         deadline: float | None = None
         linger = self.cfg.linger_ms / 1000
         for s in self.senders:
@@ -159,7 +193,7 @@ class Forwarder:
                 if pending == 0:
                     s.pending_since = None
                     break
-                if pending < self.cfg.max_batch_records and linger > 0:
+                if pending < self.cfg.max_batch_records and linger > 0 and s.state.in_flight:
                     if s.pending_since is None:
                         s.pending_since = now
                     if now - s.pending_since < linger:

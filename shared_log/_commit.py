@@ -1,10 +1,13 @@
 """Group commit: one fsync for many appends, and a way to wait for "my offset is durable".
 
 Strategy: appends only write to the page cache; a single flusher thread turns them into
-durable data. It sleeps until something is pending, lets more appends gather for at most
-``interval_ms`` (or until ``max_records`` are pending), then asks the log to fsync. While
-an fsync runs, new appends gather for the next one, so under load the fsync rate adapts
-to the disk. Waiters are a heap of (offset, wakeup) so that one fsync wakes everyone it
+durable data. It sleeps until something is pending, then fsyncs at once if the last fsync
+started at least ``interval_ms`` ago, and otherwise lets appends gather until then (or
+until ``max_records`` are pending). So ``interval_ms`` is the least spacing between
+fsyncs, not a delay: a lone append after a quiet spell is durable after one fsync, while a
+steady stream still gets at most one fsync per interval, as with a fixed window. While an
+fsync runs, new appends gather for the next one, so under load the fsync rate adapts to
+the disk. Waiters are a heap of (offset, wakeup) so that one fsync wakes everyone it
 covers, threads through a Condition and asyncio tasks through their loop.
 """
 
@@ -116,6 +119,7 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._pending = 0
         self._first_pending_at = 0.0
+        self._last_flush_at = float("-inf")  # monotonic start of the last fsync
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="shared-log-flusher", daemon=True)
         self._thread.start()
@@ -134,7 +138,7 @@ class GroupCommitter:
                     self._cond.wait()
                 if self._stopping and self._pending == 0:
                     return
-                deadline = self._first_pending_at + self._interval
+                deadline = max(self._first_pending_at, self._last_flush_at + self._interval)
                 while (
                     not self._stopping
                     and self._pending < self._max_records
@@ -142,6 +146,7 @@ class GroupCommitter:
                 ):
                     self._cond.wait(remaining)
                 self._pending = 0
+                self._last_flush_at = time.monotonic()
             try:
                 self._flush()
             except BaseException as exc:  # reported to waiters; the thread goes on

@@ -31,7 +31,8 @@ def _as_enum(obj: object, name: str, cls: type[_E], label: str) -> None:
 class CommitMode(enum.Enum):
     #: fsync before append() returns: one durability point per batch.
     EVERY_BATCH = "every_batch"
-    #: a background flusher fsyncs at most every interval_ms / max_records; callers wait
+    #: a background flusher fsyncs at most once per interval_ms (at once after a quiet
+    #: spell) or per max_records; callers wait
     #: for their offset with wait_durable() / wait_durable_async().
     GROUP = "group"
     #: never fsync on append (roll and close still do): the page cache is the durability point.

@@ -88,14 +88,30 @@ def test_group_commit_from_threads_wait_durable(tmp_path: Path) -> None:
         assert log.stats.fsyncs < log.stats.appended_batches
 
 
-def test_flush_makes_everything_appended_durable(tmp_path: Path) -> None:
+def fsync_once(log: Log) -> None:
+    """Append one record and wait for its fsync: with GROUP_SLOW the next appends then
+    wait the whole interval (10 minutes) for theirs, i.e. until a test flushes."""
+    _, last = append_batch(log, 1)
+    assert log.wait_durable(last, timeout=30)
+
+
+def test_first_append_after_a_quiet_spell_is_fsynced_at_once(tmp_path: Path) -> None:
+    # interval_ms is the least spacing between fsyncs, not a delay before the first one.
     with Log(tmp_path, cfg(commit=GROUP_SLOW)) as log:
         _, last = append_batch(log, 3)
-        # The flusher waits up to 10 minutes for more: nothing is durable yet.
-        assert log.durable_offset == 0
+        assert log.wait_durable(last, timeout=30)
+        assert log.stats.fsyncs == 1
+
+
+def test_flush_makes_everything_appended_durable(tmp_path: Path) -> None:
+    with Log(tmp_path, cfg(commit=GROUP_SLOW)) as log:
+        fsync_once(log)
+        _, last = append_batch(log, 3)
+        # The last fsync started just now and the interval is 10 minutes: this one waits.
+        assert log.durable_offset == 1
         assert not log.wait_durable(last, timeout=0.05)
         log.flush()
-        assert log.durable_offset == log.end_offset == 3
+        assert log.durable_offset == log.end_offset == 4
         assert log.wait_durable(last, timeout=0)
         fsyncs = log.stats.fsyncs
         log.flush()  # nothing new: no fsync
@@ -105,6 +121,7 @@ def test_flush_makes_everything_appended_durable(tmp_path: Path) -> None:
 def test_group_commit_flushes_at_max_records(tmp_path: Path) -> None:
     policy = CommitPolicy(CommitMode.GROUP, interval_ms=600_000, max_records=10)
     with Log(tmp_path, cfg(commit=policy)) as log:
+        fsync_once(log)
         append_batch(log, 4)
         _, last = append_batch(log, 6)
         assert log.wait_durable(last, timeout=30)
@@ -112,6 +129,7 @@ def test_group_commit_flushes_at_max_records(tmp_path: Path) -> None:
 
 def test_wait_durable_async_resolves_and_many_waiters_share(tmp_path: Path) -> None:
     with Log(tmp_path, cfg(commit=GROUP_SLOW)) as log:
+        fsync_once(log)
 
         async def main() -> None:
             lasts = [append_batch(log, 1)[1] for _ in range(20)]
@@ -123,11 +141,12 @@ def test_wait_durable_async_resolves_and_many_waiters_share(tmp_path: Path) -> N
             await log.wait_durable_async(0)  # already durable: returns at once
 
         asyncio.run(main())
-        assert log.stats.fsyncs == 1
+        assert log.stats.fsyncs == 2  # fsync_once's, then one for all 20 waiters
 
 
 def test_a_cancelled_async_waiter_on_a_closed_loop_does_not_break_the_log(tmp_path: Path) -> None:
     with Log(tmp_path, cfg(commit=GROUP_SLOW)) as log:
+        fsync_once(log)
         _, last = append_batch(log, 1)
 
         async def give_up() -> None:
@@ -140,7 +159,7 @@ def test_a_cancelled_async_waiter_on_a_closed_loop_does_not_break_the_log(tmp_pa
         append_batch(log, 1)
         assert log.wait_durable(log.end_offset - 1, timeout=0) is False
         log.flush()
-        assert log.durable_offset == 2
+        assert log.durable_offset == 3
 
 
 def test_every_batch_is_durable_when_append_returns(tmp_path: Path) -> None:
