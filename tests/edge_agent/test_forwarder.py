@@ -8,6 +8,7 @@ made slow by awaiting in that wrapper, never by sleeping in the test to hope for
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from cloud_broker.config import TopicConfig
 from cloud_broker.ingest import Ingestor
 from cloud_broker.storage import PartitionStore
-from edge_agent.config import EdgeConfig
+from edge_agent.config import EdgeConfig, IngestConfig
 from edge_agent.forwarder import Forwarder, StreamSender
 from edge_agent.ratelimit import TokenBucket
 from edge_agent.streams import StreamStore
@@ -29,6 +30,7 @@ from tests.helpers_uplink import (
     open_edge,
     read_cloud,
     read_logs,
+    reading,
     run_until,
     stream_config,
     verify_cloud,
@@ -107,6 +109,35 @@ def test_two_streams_drain_exactly_once_in_device_order(tmp_path: Path) -> None:
     cloud.close()
     for s in stores:
         s.log.close()
+
+
+def test_only_durable_records_leave_the_edge(tmp_path: Path) -> None:
+    # A 10-minute commit interval: appends after the first fsync stay in the page cache
+    # until flushed. A power loss could take them back, so they must not be sent.
+    cfg = dataclasses.replace(edge_config(tmp_path / "edge"),
+                              ingest=IngestConfig(commit_interval_ms=600_000))
+    store = open_edge(cfg)
+    fill(store, 1000, 10)
+    _, last = store.log.append([reading(0, 1000)])
+    assert store.log.wait_durable(last, timeout=30)  # the flusher's fsync: the next waits
+    store.log.append([reading(i % 10, i) for i in range(1001, 1500)])  # not durable yet
+    assert store.log.durable_offset == 1001
+    cloud = Cloud(tmp_path / "cloud")
+
+    async def main() -> None:
+        fwd = Forwarder(senders(cfg, [store]), memory_uplink(cloud.ingestor), cfg.uplink)
+        notify = fwd.notifier(store.log)
+        await run_until(fwd, lambda: store.acked_offset == 1000)
+        assert fwd.senders[0].state.next_offset == 1001  # nothing claimed past durable
+        assert not fwd.drained()
+        await asyncio.to_thread(store.log.flush)
+        notify()
+        await run_until(fwd, fwd.drained)
+
+    asyncio.run(main())
+    verify_cloud(cloud.view(), {source(cfg, store): range(1500)})
+    cloud.close()
+    store.log.close()
 
 
 def test_drains_into_a_broker_subprocess(broker: Server, tmp_path: Path) -> None:
