@@ -93,15 +93,18 @@ class Result:
 # -- data --------------------------------------------------------------------------------
 
 
-def reading(i: int, devices: int, size: int) -> Record:
-    """A JSON-ish reading of ``size`` bytes from device ``i % devices``."""
+def reading(i: int, devices: int, size: int, headers: bool = False) -> Record:
+    """A JSON-ish reading of ``size`` bytes from device ``i % devices``; with ``headers``
+    the three headers the edge agent's MQTT ingest stores with a JSON reading."""
     dev = i % devices
     value = (b'{"device":"device-%05d","seq":%d,"ts":%d,"temp":%d.%02d,"hum":%d.%d,'
              b'"bat":3.%02d,"ok":true}' % (dev, i // devices, 1_700_000_000_000 + i,
                                            15 + i % 20, i % 100, 30 + i % 50, i % 10,
                                            i % 100))
     value = value[:size].ljust(size, b" ")
-    return Record(b"device-%05d" % dev, value, 1_700_000_000_000 + i, ())
+    hdrs = ((("content-type", b"application/json"), ("seq", b"%d" % (i // devices)),
+             ("device-ts", b"%d" % (1_700_000_000_000 + i))) if headers else ())
+    return Record(b"device-%05d" % dev, value, 1_700_000_000_000 + i, hdrs)
 
 
 def edge_cfg(data_dir: Path, url: str, s: Setting) -> EdgeConfig:
@@ -116,12 +119,13 @@ def edge_cfg(data_dir: Path, url: str, s: Setting) -> EdgeConfig:
     )
 
 
-def build_backlog(root: Path, n: int, devices: int, size: int) -> Path:
+def build_backlog(root: Path, n: int, devices: int, size: int, headers: bool) -> Path:
     cfg = edge_cfg(root, "http://unused", Setting(1, "none", 1))
     store = open_stream(cfg, cfg.streams[0])
     # 500 readings per append: what the agent's MQTT ingest group-commits at ~100k/s
     for lo in range(0, n, LOG_BATCH):
-        store.log.append([reading(i, devices, size) for i in range(lo, min(n, lo + LOG_BATCH))])
+        store.log.append([reading(i, devices, size, headers)
+                          for i in range(lo, min(n, lo + LOG_BATCH))])
     store.log.close()
     return root
 
@@ -258,16 +262,19 @@ def run_jetstream(work: Path, n: int, devices: int, size: int) -> Result:
 # -- where the CPU goes -----------------------------------------------------------------
 
 
-def stage_costs(work: Path, n: int, devices: int, size: int) -> list[tuple[str, str, float]]:
+def stage_costs(work: Path, n: int, devices: int, size: int,
+                headers: bool) -> list[tuple[str, str, float]]:
     """CPU µs per reading of each step of the path, single-threaded, best of 5, GC as the
     broker runs it (cloud_broker.cli.tune_gc). (side, step, µs)."""
-    from cloud_broker.partitioner import partition_for
-    from shared_log._records import encode_batch as log_encode
-    from uplink import Batch, UplinkRecord, decode_batch, encode_batch
+    from cloud_broker.framing import frame_block
+    from edge_agent.forwarder import block_of
+    from shared_log import encode_framed, fetch_columns
+    from uplink import Batch, decode_batch, encode_batch
 
     log = Log(work / "stages")
     for lo in range(0, n, LOG_BATCH):
-        log.append([reading(i, devices, size) for i in range(lo, min(n, lo + LOG_BATCH))])
+        log.append([reading(i, devices, size, headers)
+                    for i in range(lo, min(n, lo + LOG_BATCH))])
     out: list[tuple[str, str, float]] = []
 
     def timed(side: str, step: str, fn):  # type: ignore[no-untyped-def]
@@ -281,32 +288,20 @@ def stage_costs(work: Path, n: int, devices: int, size: int) -> list[tuple[str, 
 
     tune_gc()
     try:
-        res = timed("edge", "shared_log fetch (decode StoredRecords)",
-                    lambda: log.fetch(0, max_records=n, max_bytes=1 << 30))
-        recs = timed("edge", "StoredRecord -> UplinkRecord (forwarder)", lambda: tuple(
-            [UplinkRecord(r.offset, r.key, r.timestamp, r.value, r.headers)
-             for r in res.records]))
-        batch = timed("edge", "Batch() checks (uplink)",
-                      lambda: Batch("e", "s", "g", 0, n - 1, recs))
+        res = timed("edge", "shared_log fetch_columns",
+                    lambda: fetch_columns(log, 0, max_records=n, max_bytes=1 << 30))
+        block = timed("edge", "columns -> RecordBlock (forwarder)",
+                      lambda: block_of(res.columns))
+        batch = Batch.trusted("e", "s", "g", 0, n - 1, block)
         body = timed("edge", "encode_batch none (uplink)", lambda: encode_batch(batch)[0])
         timed("edge", "encode_batch zstd (uplink)", lambda: encode_batch(batch, "zstd"))
-        decoded = timed("cloud", "decode_batch none (uplink)",
+        decoded = timed("cloud", "decode_batch none (uplink, column checks)",
                         lambda: decode_batch(body, None, max_decompressed_size=1 << 30))
-        cache: dict[bytes, int] = {}
-
-        def group() -> list[list[Record]]:  # what Ingestor._append does per record
-            groups: list[list[Record]] = [[] for _ in range(8)]
-            for r in decoded.records:
-                p = cache.get(r.key)
-                if p is None:
-                    p = cache[r.key] = partition_for(r.key, 8)
-                groups[p].append(Record(r.key, r.value, r.timestamp,
-                                        (("origin", b"e/s/g/%d" % r.offset),)))
-            return groups
-
-        groups = timed("cloud", "partition + Record() + origin (ingest)", group)
-        timed("cloud", "shared_log encode_batch (8 partitions)",
-              lambda: [log_encode(0, g) for g in groups])
+        framed = timed("cloud", "partition + frame + origin (ingest, 8 partitions)",
+                       lambda: frame_block(decoded.records, 8, [-1] * 8, {}, b"e/s/g/")[0])
+        timed("cloud", "shared_log batch CRC + header (8 partitions)",
+              lambda: [encode_framed(0, f.count, f.max_timestamp, b"".join(f.pieces))
+                       for f in framed])
     finally:
         gc.unfreeze()
         gc.set_threshold(*GC_DEFAULTS)
@@ -387,6 +382,9 @@ def main() -> int:
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--stages", action="store_true",
                     help="also time each step of the path in-process (CPU µs per reading)")
+    ap.add_argument("--agent-headers", action="store_true",
+                    help="readings carry the three headers the edge agent stores "
+                         "(content-type, seq, device-ts)")
     ap.add_argument("--dir", type=Path, default=HERE / "out")
     args = ap.parse_args()
     if args.quick:
@@ -405,7 +403,7 @@ def main() -> int:
               f"readings ({args.value_size} B, {args.devices} devices, "
               f"{LOG_BATCH} per log batch) ...", flush=True)
         template = build_backlog(work / "template", args.records, args.devices,
-                                 args.value_size)
+                                 args.value_size, args.agent_headers)
         drains = []
         for s in settings:
             r = run_drain(work, template, s, args.records, None)
@@ -417,7 +415,8 @@ def main() -> int:
         report(drains, js, args.markdown)
         if args.stages:
             print("\n| side | step | CPU µs/reading |\n|---|---|---:|")
-            for side, step, us in stage_costs(work, 100_000, args.devices, args.value_size):
+            for side, step, us in stage_costs(work, 100_000, args.devices, args.value_size,
+                                              args.agent_headers):
                 print(f"| {side} | {step} | {us:.2f} |")
         if args.profile:
             best = settings[max(range(len(drains)), key=lambda i: drains[i].rate)]

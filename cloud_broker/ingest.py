@@ -46,19 +46,18 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared_log import InvalidRecord, LogError, Record, read_checkpoint, write_checkpoint
-from uplink import Ack, Batch, DecisionKind, Refusal, UplinkRecord, decide, reply_for
+from shared_log import InvalidRecord, LogError, read_checkpoint, write_checkpoint
+from uplink import Ack, Batch, DecisionKind, RecordBlock, Refusal, UplinkRecord, decide, reply_for
 
-from .partitioner import partition_for
+from .framing import ORIGIN_HEADER, frame_block
 from .storage import Partition, PartitionStore, UnknownTopic
 
 log = logging.getLogger(__name__)
 
-ORIGIN_HEADER = "origin"
 STATE_FILE = "ingest-state.json"
 Source = tuple[str, str, str]  # (edge_id, stream, generation)
 
@@ -287,45 +286,30 @@ class Ingestor:
         await self.checkpoint(known={source: acked})
 
     def _append(self, topic: str, parts: list[Partition], source: Source,
-                records: tuple[UplinkRecord, ...], waits: list[tuple[Partition, int]]) -> None:
+                records: Sequence[UplinkRecord], waits: list[tuple[Partition, int]]) -> None:
         """Append the records not yet in their partitions; ``waits`` gets (partition, last
         offset) for each append made, also when a later one fails."""
-        # The broker's hot loop: one pass, locals only, no call per record but Record().
         n = len(parts)
         marks = [self._marks[(topic, p)] for p in range(n)]
-        floors = [m.get(source, -1) for m in marks]
-        groups: list[list[Record]] = [[] for _ in range(n)]
-        lasts = [-1] * n
-        written = dedup = 0
+        if type(records) is not RecordBlock:  # the decoder's columns are checked already
+            _check_storable(records)
+            records = RecordBlock.from_records(records)
         prefix = f"{source[0]}/{source[1]}/{source[2]}/".encode()  # safe names: ASCII
-        cache = self._partition_cache(n)
-        cached = cache.get
-        _check_storable(records)
-        for r in records:
-            key = r.key
-            p = cached(key)
-            if p is None:
-                p = cache[key] = partition_for(key, n)
-            offset = r.offset
-            if offset <= floors[p]:
-                dedup += 1
-                continue
-            origin = (ORIGIN_HEADER, b"%s%d" % (prefix, offset))
-            headers = r.headers
-            groups[p].append(Record(key, r.value, r.timestamp,
-                                    (*headers, origin) if headers else (origin,)))
-            lasts[p] = offset
+        framed, dedup = frame_block(records, n, [m.get(source, -1) for m in marks],
+                                    self._partition_cache(n), prefix)
+        written = 0
         try:
-            for p, recs in enumerate(groups):
-                if not recs:
+            for p, fp in enumerate(framed):
+                if not fp.count:
                     continue
                 part = parts[p]
-                _first, last = part.log.append(recs)
-                marks[p][source] = lasts[p]
+                _first, last = part.log.append_framed(b"".join(fp.pieces), fp.count,
+                                                      fp.max_timestamp)
+                marks[p][source] = fp.last_offset
                 waits.append((part, last))
-                written += len(recs)
+                written += fp.count
                 if self.on_written is not None:
-                    self.on_written(topic, len(recs))
+                    self.on_written(topic, fp.count)
         except InvalidRecord as exc:  # not caught by _check_storable: no retry can help
             raise RejectedBatch("records", str(exc)) from exc
         except (LogError, OSError) as exc:
@@ -393,7 +377,7 @@ class Ingestor:
                 log.warning("ingest state checkpoint failed: %s", exc)
 
 
-def _check_storable(records: tuple[UplinkRecord, ...]) -> None:
+def _check_storable(records: Sequence[UplinkRecord]) -> None:
     """Refuse, before any append, records shared_log cannot frame (only headers can fail)."""
     for i, r in enumerate(records):
         headers = r.headers

@@ -15,6 +15,7 @@ rewinds to it (``StreamSender._rewind_to``, docs/protocol.md "Sender rules").
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import threading
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_random_exponential
 
-from shared_log import Log, OffsetOutOfRange
-from uplink import Ack, Batch, Refusal, SenderState
+from shared_log import Log, OffsetOutOfRange, RecordColumns, fetch_columns
+from uplink import Ack, Batch, RecordBlock, Refusal, SenderState
 
 from .config import UplinkConfig
 from .streams import StreamStore
@@ -85,8 +86,8 @@ class StreamSender:
         if start >= durable:
             return None
         try:
-            res = log_.fetch(start, max_records=min(self.cfg.max_batch_records, durable - start),
-                             max_bytes=self.cfg.max_batch_bytes)
+            res = fetch_columns(log_, start, max_records=self.cfg.max_batch_records,
+                                max_bytes=self.cfg.max_batch_bytes, end=durable)
         except OffsetOutOfRange:
             return None
         rng = self.state.next_range(min(res.next_offset, durable),
@@ -94,12 +95,12 @@ class StreamSender:
         if rng is None:
             return None
         first, last = rng
-        stored = res.records
-        if stored and stored[-1].offset > last:  # the window or durability cut it short
-            stored = [r for r in stored if r.offset <= last]
-        # Our own checksummed log, in offset order: StoredRecord has UplinkRecord's shape.
+        block = block_of(res.columns)
+        if len(block) and block.offsets[-1] > last:  # the window cut the fetch short
+            block = block[:bisect.bisect_right(block.offsets, last)]
+        # Our own checksummed log, in offset order: trusted, no per-record checks.
         return Batch.trusted(self.state.edge_id, self.name, self.store.generation, first, last,
-                             tuple(stored))
+                             block)
 
     def on_reply(self, reply: Ack | Refusal, acked_when_sent: int = -2) -> None:
         """Apply the cloud's reply to a batch built while our acked offset was
@@ -139,6 +140,19 @@ class StreamSender:
         self.state = SenderState(self.state.edge_id, self.name, self.store.generation,
                                  expected - 1,
                                  max_in_flight=window + max(0, log_start - expected))
+
+
+def block_of(cols: RecordColumns) -> RecordBlock:
+    """shared_log's columns as the uplink's, without an object per record."""
+    runs = cols.runs
+    offsets = (list(range(runs[0][0], runs[0][0] + runs[0][1])) if len(runs) == 1
+               else list(cols.offsets()))
+    counts = cols.header_counts
+    if not cols.header_values:
+        return RecordBlock(offsets, cols.keys, cols.timestamps.tolist(), cols.values)
+    return RecordBlock(offsets, cols.keys, cols.timestamps.tolist(), cols.values,
+                       counts.tolist(), cols.header_names, cols.header_name_index.tolist(),
+                       cols.header_values)
 
 
 class Forwarder:

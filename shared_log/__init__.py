@@ -16,11 +16,14 @@ from ._errors import (
     OffsetOutOfRange,
 )
 from ._files import atomic_write, read_checkpoint, write_checkpoint
-from ._log import FetchResult, Log, LogStats, append_durable, open_log
-from ._records import Record, StoredRecord
+from ._helpers import append_durable, open_log
+from ._log import FetchResult, Log, LogStats
+from ._records import HEADER_HEAD, RECORD_HEAD, Record, StoredRecord, encode_framed
 from ._segment import CorruptRange
 
 __all__ = [
+    "HEADER_HEAD",
+    "RECORD_HEAD",
     "ColumnFetch",
     "CommitMode",
     "CommitPolicy",
@@ -42,6 +45,7 @@ __all__ = [
     "StoredRecord",
     "append_durable",
     "atomic_write",
+    "encode_framed",
     "fetch_columns",
     "open_log",
     "read_checkpoint",

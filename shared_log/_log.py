@@ -19,14 +19,13 @@ only to snapshot the segment list and sizes. The group-commit flusher is a threa
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import errno
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._commit import DurabilityWaiters, GroupCommitter
@@ -39,7 +38,7 @@ from ._files import (
     read_checkpoint,
     write_checkpoint,
 )
-from ._records import Record, StoredRecord, decode_records, encode_batch
+from ._records import Record, StoredRecord, decode_records, encode_batch, encode_framed
 from ._results import FetchResult, LogStats
 from ._segment import CorruptRange, Segment
 
@@ -150,11 +149,18 @@ class Log:
         Raises LogFull (reject_new, or a batch larger than the cap) and DiskFull (ENOSPC),
         in both cases with nothing written.
         """
+        return self._append(len(records), lambda base: encode_batch(base, records))
+
+    def append_framed(self, body: bytes, count: int, max_timestamp: int) -> tuple[int, int]:
+        """``append`` for ``count`` records already framed in ``body`` (see
+        ``encode_framed``); same durability, limits and errors."""
+        return self._append(count, lambda base: encode_framed(base, count, max_timestamp, body))
+
+    def _append(self, n: int, encode: Callable[[int], bytes]) -> tuple[int, int]:
         with self._lock:
             self._check_writable()
             base = self.end_offset
-            data = encode_batch(base, records)
-            n = len(records)
+            data = encode(base)
             try:
                 self._make_room(len(data), n)
                 active = self._segments[-1]
@@ -432,16 +438,3 @@ class Log:
         return (f"Log({str(self.directory)!r}, start={self.start_offset}, "
                 f"end={self.end_offset}, segments={len(self._segments)})")
 
-
-def open_log(directory: str | os.PathLike[str], config: LogConfig | None = None) -> Log:
-    """Open (creating when missing) the log in ``directory``, recovering after a crash."""
-    return Log(directory, config)
-
-
-async def append_durable(log: Log, records: Sequence[Record]) -> tuple[int, int]:
-    """Append and wait until durable, without blocking the event loop on an fsync."""
-    if log.config.commit.mode is CommitMode.EVERY_BATCH:
-        return await asyncio.to_thread(log.append, records)
-    first, last = log.append(records)
-    await log.wait_durable_async(last)
-    return first, last

@@ -38,6 +38,10 @@ HEADER_SIZE = HEADER.size  # 30
 LENGTH_CRC_SIZE = 8
 _REC = struct.Struct(">qIIH")
 _HDR = struct.Struct(">HI")
+#: The fixed part of a framed record: timestamp, key length, value length, header count.
+RECORD_HEAD = _REC
+#: The fixed part of a framed header: name length, value length.
+HEADER_HEAD = _HDR
 #: Upper bound on one batch, so a corrupt length field cannot make a reader allocate GBs.
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 
@@ -117,7 +121,20 @@ def encode_batch(base_offset: int, records: Sequence[Record]) -> bytes:
         body = b"".join(parts)
     except (struct.error, TypeError, AttributeError) as exc:
         raise InvalidRecord(f"record cannot be encoded: {exc}") from exc
-    rest = struct.pack(">BBQIq", MAGIC, 0, base_offset, len(records), max_ts) + body
+    return encode_framed(base_offset, len(records), max_ts, body)
+
+
+def encode_framed(base_offset: int, count: int, max_timestamp: int, body: bytes) -> bytes:
+    """A batch around ``body``: ``count`` records already framed as the layout above says
+    (``RECORD_HEAD`` and ``HEADER_HEAD`` pack the fixed parts), in offset order.
+
+    For writers that frame records from columns without building ``Record`` objects (the
+    broker's ingest). The framing is the caller's promise: a reader that finds it broken
+    reports the batch as corrupt (tests/shared_log/test_records.py checks a round trip).
+    """
+    if count < 1:
+        raise InvalidRecord("a batch needs at least one record")
+    rest = struct.pack(">BBQIq", MAGIC, 0, base_offset, count, max_timestamp) + body
     if len(rest) + LENGTH_CRC_SIZE > MAX_BATCH_BYTES:
         raise InvalidRecord(f"batch of {len(rest)} bytes exceeds {MAX_BATCH_BYTES}")
     crc = zlib.crc32(rest)

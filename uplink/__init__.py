@@ -8,6 +8,7 @@ machine of offsets), ``_errors`` (who is to blame).  Only the names below are
 public; tests/uplink/test_exports.py pins them.  See docs/protocol.md.
 """
 
+from ._block import RecordBlock
 from ._codec import (
     DEFAULT_MAX_DECOMPRESSED_SIZE,
     WIRE_VERSION,
@@ -64,6 +65,7 @@ __all__ = [
     "LocalProtocolError",
     "MalformedBatch",
     "MalformedReply",
+    "RecordBlock",
     "Refusal",
     "RefusalCode",
     "RemoteProtocolError",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -77,7 +77,7 @@ class Decision:
     """
 
     kind: DecisionKind
-    records_to_write: tuple[UplinkRecord, ...]
+    records_to_write: Sequence[UplinkRecord]  # a tuple or a RecordBlock, as the batch's
     new_acked_offset: int
     expected_offset: int | None = None
 
@@ -101,8 +101,11 @@ def decide(acked_offset: int | None, batch: Batch) -> Decision:
     if kind is DecisionKind.DUPLICATE:
         return Decision(kind, (), acked_offset)
     if kind is DecisionKind.PARTIAL:
-        start = bisect.bisect_right(batch.records, acked_offset, key=_offset_of)
-        return Decision(kind, batch.records[start:], last)
+        records = batch.records
+        offsets = getattr(records, "offsets", None)  # a RecordBlock: search its column
+        start = (bisect.bisect_right(offsets, acked_offset) if offsets is not None
+                 else bisect.bisect_right(records, acked_offset, key=_offset_of))
+        return Decision(kind, records[start:], last)
     return Decision(kind, (), acked_offset, expected_offset=acked_offset + 1)
 
 

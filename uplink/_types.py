@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -118,7 +118,8 @@ class Batch:
     generation: str
     base_offset: int
     last_offset: int
-    records: tuple[UplinkRecord, ...]
+    #: a tuple of UplinkRecord, or a RecordBlock (columns) from ``trusted`` or the decoder
+    records: Sequence[UplinkRecord]
 
     def __post_init__(self) -> None:
         for name in ("edge_id", "stream", "generation"):
@@ -130,8 +131,10 @@ class Batch:
             raise LocalProtocolError(
                 f"last_offset {self.last_offset!r} must be an offset >= base_offset"
             )
-        if type(self.records) is not tuple:
-            raise LocalProtocolError("records must be a tuple")
+        from ._block import RecordBlock  # a module of its own that needs UplinkRecord
+
+        if type(self.records) is not tuple and type(self.records) is not RecordBlock:
+            raise LocalProtocolError("records must be a tuple or a RecordBlock")
         previous = self.base_offset - 1
         for index, record in enumerate(self.records):
             problem = _record_problem(record)
@@ -156,14 +159,14 @@ class Batch:
         generation: str,
         base_offset: int,
         last_offset: int,
-        records: tuple[UplinkRecord, ...],
+        records: Sequence[UplinkRecord],
     ) -> Batch:
         """A batch of records the caller read from its own checksummed log.
 
         Skips the per-record checks (they cost more than encoding on the edge's hot
-        path); the position fields are still checked. ``records`` may be any objects
-        with UplinkRecord's attributes (a shared_log StoredRecord has them), in
-        increasing offset order within [base_offset, last_offset].
+        path); the position fields are still checked. ``records`` is a RecordBlock or a
+        tuple of any objects with UplinkRecord's attributes (a shared_log StoredRecord
+        has them), in increasing offset order within [base_offset, last_offset].
         """
         for name, value in (("edge_id", edge_id), ("stream", stream),
                             ("generation", generation)):
@@ -185,7 +188,7 @@ class Batch:
         generation: str,
         base_offset: int,
         last_offset: int,
-        records: tuple[UplinkRecord, ...],
+        records: Sequence[UplinkRecord],
     ) -> Batch:
         # For the decoder only: it has checked every field already, naming the
         # bad one, and the per-record loop above would double its cost.

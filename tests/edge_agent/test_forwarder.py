@@ -18,10 +18,11 @@ from cloud_broker.config import TopicConfig
 from cloud_broker.ingest import Ingestor
 from cloud_broker.storage import PartitionStore
 from edge_agent.config import EdgeConfig, IngestConfig
-from edge_agent.forwarder import Forwarder, StreamSender
+from edge_agent.forwarder import Forwarder, StreamSender, block_of
 from edge_agent.ratelimit import TokenBucket
 from edge_agent.streams import StreamStore
 from edge_agent.uplink_http import HttpUplink, Uplink
+from shared_log import Log, Record, fetch_columns
 from tests.helpers import Server
 from tests.helpers_uplink import (
     edge_config,
@@ -380,3 +381,15 @@ def test_drop_oldest_range_is_skipped_and_acked_past(tmp_path: Path) -> None:
     verify_cloud(cloud.view(), {source_: delivered + list(range(start, 5500))})
     cloud.close()
     store.log.close()
+
+
+def test_block_of_gives_the_records_fetch_gives(tmp_path: Path) -> None:
+    with Log(tmp_path / "log") as log:
+        log.append([Record(b"d%d" % i, b"v%d" % i, 100 + i,
+                           (("seq", b"%d" % i),) if i % 2 else ()) for i in range(6)])
+        log.append([Record(b"x", b"y", 7, ())])
+        for start in (0, 3):
+            rows = log.fetch(start, max_records=100).records
+            block = block_of(fetch_columns(log, start, max_records=100).columns)
+            assert [(r.offset, r.key, r.timestamp, r.value, r.headers) for r in rows] == \
+                [(r.offset, r.key, r.timestamp, r.value, r.headers) for r in block]

@@ -22,6 +22,7 @@ from uplink import (
     LocalProtocolError,
     MalformedBatch,
     MalformedReply,
+    RecordBlock,
     Refusal,
     RefusalCode,
     UnsupportedEncoding,
@@ -107,14 +108,37 @@ def test_wire_layout_is_the_documented_one() -> None:
         (UplinkRecord(100, b"k", 7, b"v"), UplinkRecord(103, b"k2", 8, b"w", (("h", b"x"),))),
     )
     assert wire(batch) == {
-        "v": 1,
+        "v": 2,
         "e": "e1",
         "s": "s1",
         "g": "g1",
         "b": 100,
         "l": 105,
-        "r": [[0, b"k", 7, b"v", None], [3, b"k2", 8, b"w", [["h", b"x"]]]],
+        "r": {"k": [b"k", b"k2"], "t": [7, 8], "x": [b"v", b"w"], "o": [0, 3],
+              "hc": [0, 1], "hn": ["h"], "hi": [0], "hv": [b"x"]},
     }
+
+
+def test_a_dense_batch_without_headers_sends_no_offsets_and_no_header_columns() -> None:
+    records = tuple(UplinkRecord(o, b"k%d" % o, o, b"v") for o in range(100, 103))
+    assert wire(Batch("e1", "s1", "g1", 100, 102, records))["r"] == {
+        "k": [b"k100", b"k101", b"k102"], "t": [100, 101, 102], "x": [b"v", b"v", b"v"]}
+
+
+def test_version_1_rows_are_still_accepted() -> None:
+    message = {"v": 1, "e": "e1", "s": "s1", "g": "g1", "b": 100, "l": 105,
+               "r": [[0, b"k", 7, b"v", None], [3, b"k2", 8, b"w", [["h", b"x"]]]]}
+    assert decode_map(message) == Batch(
+        "e1", "s1", "g1", 100, 105,
+        (UplinkRecord(100, b"k", 7, b"v"), UplinkRecord(103, b"k2", 8, b"w", (("h", b"x"),))))
+
+
+def test_a_decoded_block_slices_and_compares_as_records() -> None:
+    batch = make_batch(offsets=(10, 11, 13))
+    block = decode_batch(encode_batch(batch)[0], None).records
+    assert type(block) is RecordBlock
+    assert block[1:] == batch.records[1:] and block[-1] == batch.records[-1]
+    assert list(block) == list(batch.records) and len(block[3:]) == 0
 
 
 def test_a_batch_of_only_skipped_offsets_round_trips() -> None:
@@ -194,6 +218,8 @@ def test_safe_names() -> None:
 
 def mutated(**changes: object) -> dict:
     message = wire(make_batch())
+    if "r" in changes and isinstance(changes["r"], list):  # rows: a version 1 body
+        message["v"] = 1
     for key, value in changes.items():
         if value is KeyError:
             del message[key]
@@ -207,7 +233,7 @@ def mutated(**changes: object) -> dict:
     [
         ([1, 2, 3], "body"),
         (mutated(v=KeyError), "version"),
-        (mutated(v=2), "version"),
+        (mutated(v=3), "version"),
         (mutated(v=True), "version"),
         (mutated(e=KeyError), "edge_id"),
         (mutated(e="../x"), "edge_id"),
@@ -224,7 +250,8 @@ def mutated(**changes: object) -> dict:
         (mutated(l=9), "last_offset"),  # before base 10
         (mutated(l="14"), "last_offset"),
         (mutated(r=KeyError), "records"),
-        (mutated(r={"0": 1}), "records"),
+        (mutated(r={"0": 1}), "records.key"),  # a map of columns without the keys
+        (mutated(r="rows"), "records"),
         (mutated(r=[[0, b"k", 1, b"v"]]), "records[0]"),
         (mutated(r=[(0, b"k", 1, b"v", None), "x"]), "records[1]"),
         (mutated(r=[[-1, b"k", 1, b"v", None]]), "records[0].offset"),
@@ -247,6 +274,60 @@ def test_malformed_batch_names_the_field(message: object, field: str) -> None:
         decode_map(message)
     assert caught.value.field == field
     assert caught.value.to_dict() == {"error": caught.value.message, "field": field}
+
+
+def columns(**changes: object) -> dict:
+    """The wire map of a batch with headers, its record columns changed."""
+    batch = make_batch(offsets=(10, 11, 13))
+    batch = dataclasses.replace(batch, records=tuple(
+        dataclasses.replace(r, headers=(("seq", b"1"), ("ct", b"x"))) for r in batch.records))
+    message = wire(batch)
+    for key, value in changes.items():
+        if value is KeyError:
+            del message["r"][key]
+        else:
+            message["r"][key] = value
+    return message
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (columns(k=KeyError), "records.key"),
+        (columns(k={"a": b"a"}), "records.key"),
+        (columns(k=[b"a", b"b"]), "records.timestamp"),  # 2 keys, 3 timestamps
+        (columns(k=[b"a", "b", b"c"]), "records[1].key"),
+        (columns(t=[1, 2]), "records.timestamp"),
+        (columns(t=[1, -2, 3]), "records[1].timestamp"),
+        (columns(t=[1, 2, True]), "records[2].timestamp"),
+        (columns(t=[1, 2, 2**63]), "records[2].timestamp"),
+        (columns(x=[b"a", b"b", None]), "records[2].value"),
+        (columns(x=KeyError), "records.value"),
+        (columns(o=[0, 1]), "records.offset"),
+        (columns(o=[0, 1, 1]), "records[2].offset"),
+        (columns(o=[-1, 1, 2]), "records[0].offset"),
+        (columns(o=[0, 1, 5]), "records[2].offset"),  # base + 5 > last 14
+        (columns(o=[0, 1.0, 2]), "records[1].offset"),
+        (columns(o=KeyError), "records.offset"),  # 3 records for 5 offsets
+        (columns(hc=KeyError), "records.headers"),
+        (columns(hc=[2, 2]), "records.headers"),
+        (columns(hc=[2, 2, -1]), "records[2].headers"),
+        (columns(hc=[2, 2, 1]), "records.headers"),  # counts add up to 5, 6 headers
+        (columns(hn=["seq", 7]), "records.headers.name"),
+        (columns(hn=["x" * 70_000, "ct"]), "records.headers.name"),
+        (columns(hi=[0, 1, 0, 1, 0, 2]), "records.headers.name"),
+        (columns(hi=[0, 1, 0, 1, 0, -1]), "records.headers.name"),
+        (columns(hv=[b"1", b"x", b"1", "x", b"1", b"x"]), "records.headers.value[3]"),
+    ],
+)
+def test_malformed_columns_name_the_field(message: object, field: str) -> None:
+    with pytest.raises(MalformedBatch) as caught:
+        decode_map(message)
+    assert caught.value.field == field
+
+
+def test_unknown_columns_are_ignored() -> None:
+    assert decode_map(columns(zz=[1, 2, 3])) == decode_map(columns())
 
 
 @pytest.mark.parametrize(
@@ -296,7 +377,9 @@ def test_random_bytes_only_ever_raise_malformed_batch(garbage: bytes, encoding: 
 )
 def test_random_cbor_only_ever_raises_malformed_batch(message: object, base: dict) -> None:
     # random values, and the real map with random fields removed or replaced
-    for candidate in (message, {**base, "r": message}, {**base, "r": [message]}):
+    columns_of = {k: [message] for k in ("k", "t", "x", "o", "hc", "hn", "hi", "hv")}
+    for candidate in (message, {**base, "r": message}, {**base, "r": [message]},
+                      {**base, "v": 1, "r": [message]}, {**base, "r": columns_of}):
         try:
             batch = decode_map(candidate)
         except MalformedBatch:

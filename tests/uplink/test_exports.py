@@ -20,6 +20,7 @@ EXPORTED = [
     "LocalProtocolError",
     "MalformedBatch",
     "MalformedReply",
+    "RecordBlock",
     "Refusal",
     "RefusalCode",
     "RemoteProtocolError",
