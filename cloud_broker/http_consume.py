@@ -1,7 +1,9 @@
 """Consumer endpoints: topic metadata and fetch by offset with long-poll.
 
 Strategy: a fetch reads columns from the partition's log in a worker thread (the log is
-file I/O) and never above the high watermark (``Log.durable_offset``), so a consumer
+file I/O; a tail of at most ``INLINE_READ_RECORDS`` just written is read on the event
+loop: it is in the page cache, and a thread hop would cost a live consumer more than the
+read) and never above the high watermark (``Log.durable_offset``), so a consumer
 never sees a record that a crash could still take back. A fetch at the end with
 ``wait_ms`` parks on ``Partition.waiter()``, which ingest wakes after its records are
 durable; the waiter is registered *before* the second read, so a wake-up between the read
@@ -54,6 +56,10 @@ def _read(part: Partition, offset: int, max_records: int, max_bytes: int
     return res, log.start_offset, hw
 
 
+#: a read of at most this many records behind the high watermark runs on the event loop
+INLINE_READ_RECORDS = 1000
+
+
 async def read_partition(request: Request, part: Partition, offset: int, max_records: int,
                          max_bytes: int, wait_ms: int) -> tuple[ColumnFetch, int, int]:
     """Read from ``offset``; when nothing is there, wait up to ``wait_ms`` for new data."""
@@ -62,7 +68,11 @@ async def read_partition(request: Request, part: Partition, offset: int, max_rec
     deadline = loop.time() + wait_ms / 1000
     while True:
         try:
-            res, start, hw = await asyncio.to_thread(_read, part, offset, max_records, max_bytes)
+            if 0 <= part.log.durable_offset - offset <= INLINE_READ_RECORDS:
+                res, start, hw = _read(part, offset, max_records, max_bytes)
+            else:
+                res, start, hw = await asyncio.to_thread(_read, part, offset, max_records,
+                                                         max_bytes)
         except LogError as exc:
             raise Problem(503, f"partition {part.topic}/{part.index} is unreadable now: {exc}"
                           ) from exc
