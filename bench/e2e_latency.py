@@ -2,15 +2,16 @@
 
 Runs Mosquitto, the cloud broker and the edge agent with their default settings (the
 `make demo` configuration), the device simulator at a fixed aggregate rate (default
-5,000 readings/s: 1,000 devices x 5/s, QoS 1), and two measuring processes of their own
-(so neither shares a GIL with the other or with this script):
+5,000 readings/s: 1,000 devices x 5/s, QoS 1), and two measuring processes of their own,
+one per phase, so neither shares the machine with the other:
 
 * a **consumer** following every partition of the cloud topic through its Server-Sent
   Events stream (`--consumer fetch`: long-polling `BrokerClient.fetch` instead), taking
   for each record `now - ts`, where `ts` is the device timestamp in the payload (same
   machine, same clock), split at the edge agent's receive time (the record timestamp);
-* the **floor**: a bare paho subscriber on the same Mosquitto measuring `now - ts` for the
-  same readings, i.e. what device → broker → subscriber costs with no durability at all.
+* the **floor** (phase 1, before the agent and the broker start): a bare paho subscriber
+  on the same Mosquitto measuring `now - ts` for the same fleet and rate, i.e. what
+  device → broker → subscriber costs with no durability at all.
 
 Each measuring process keeps the samples that arrive after the warm-up and prints them as
 JSON when its stdin closes. Prints p50/p95/p99/max for both, the CPU each process spent
@@ -238,34 +239,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="e2e-latency-"))
     procs = demo.Processes(work)
     measuring: list[subprocess.Popen[str]] = []
-    try:
-        mqtt_port, cloud_port, status_port = (demo.free_port() for _ in range(3))
-        name, protocol = demo.mqtt_broker(procs, mqtt_port)
-        cloud_toml, edge_toml = demo.write_configs(work, mqtt_port, protocol, cloud_port,
-                                                   cloud_port, status_port)
-        demo.wait_until(lambda: demo.port_open(mqtt_port), 20, "mqtt")
-        procs.start("cloud-broker", [str(BIN / "cloud-broker"), "serve", "--config",
-                                     str(cloud_toml)])
-        demo.wait_until(lambda: demo.port_open(cloud_port), 30, "cloud broker")
-        procs.start("edge-agent", [str(BIN / "edge-agent"), "run", "--config", str(edge_toml)])
-        demo.wait_until(lambda: (demo.edge_status(status_port) or {}).get("mqtt") and all(
-            m["subscribed"] for m in demo.edge_status(status_port)["mqtt"]), 30, "edge agent")
-        # Both measuring processes drop what arrives before the warm-up ends.
-        measure_from = (time.time() + 2 + args.warmup) * 1000
-        floor = measurer(["--role", "floor", "--target", str(mqtt_port),
-                          "--measure-from", str(measure_from)])
-        measuring.append(floor)
-        consumer = measurer(["--role", "consumer", "--consumer", args.consumer, "--target",
-                             f"http://127.0.0.1:{cloud_port}#{demo.READ_TOKEN}",
-                             "--measure-from", str(measure_from)])
-        measuring.append(consumer)
-        rate = args.devices * args.rate
-        console.print(f"{name} + edge agent + cloud broker; {args.devices} devices x "
-                      f"{args.rate}/s = {rate:,.0f} readings/s for {args.duration:.0f} s")
-        watched = {name: proc.pid for name, proc in procs.procs}
-        watched.update(floor=floor.pid, consumer=consumer.pid)
-        cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def simulate(mqtt_port: int) -> tuple[int, float]:
+        """Run the fleet; returns (readings sent, device-sim CPU seconds)."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         sim = subprocess.run(
             [str(BIN / "device-sim"), "run", "--broker", f"mqtt://127.0.0.1:{mqtt_port}",
              "--devices", str(args.devices), "--rate", str(args.rate), "--duration",
@@ -273,29 +250,64 @@ def main() -> int:
             capture_output=True, text=True, timeout=args.duration + 120)
         if sim.returncode != 0:
             raise RuntimeError(f"device-sim failed: {sim.stderr[-2000:]}")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # only device-sim ended
+        return (json.loads(sim.stdout).get("sent", 0),
+                after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+    def start_measuring(args_: list[str]) -> subprocess.Popen[str]:
+        proc = measurer([*args_, "--measure-from", str((time.time() + 2 + args.warmup) * 1000)])
+        measuring.append(proc)
+        return proc
+
+    try:
+        mqtt_port, cloud_port, status_port = (demo.free_port() for _ in range(3))
+        name, protocol = demo.mqtt_broker(procs, mqtt_port)
+        demo.wait_until(lambda: demo.port_open(mqtt_port), 20, "mqtt")
+        rate = args.devices * args.rate
+        console.print(f"{name}; {args.devices} devices x {args.rate}/s = {rate:,.0f} "
+                      f"readings/s for {args.duration:.0f} s, twice: into a bare subscriber, "
+                      "then through edge agent + cloud broker to a consumer")
+        # Phase 1, the floor: the same fleet into a bare subscriber, nothing else running.
+        floor = start_measuring(["--role", "floor", "--target", str(mqtt_port)])
+        floor_sent, _ = simulate(mqtt_port)
+        time.sleep(1.0)
+        flo = pct(collect(floor))
+        # Phase 2, the pipeline.
+        cloud_toml, edge_toml = demo.write_configs(work, mqtt_port, protocol, cloud_port,
+                                                   cloud_port, status_port)
+        procs.start("cloud-broker", [str(BIN / "cloud-broker"), "serve", "--config",
+                                     str(cloud_toml)])
+        demo.wait_until(lambda: demo.port_open(cloud_port), 30, "cloud broker")
+        procs.start("edge-agent", [str(BIN / "edge-agent"), "run", "--config", str(edge_toml)])
+        demo.wait_until(lambda: (demo.edge_status(status_port) or {}).get("mqtt") and all(
+            m["subscribed"] for m in demo.edge_status(status_port)["mqtt"]), 30, "edge agent")
+        consumer = start_measuring(["--role", "consumer", "--consumer", args.consumer,
+                                    "--target",
+                                    f"http://127.0.0.1:{cloud_port}#{demo.READ_TOKEN}"])
+        watched = {name: proc.pid for name, proc in procs.procs}
+        watched.update(consumer=consumer.pid)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        sent, sim_cpu = simulate(mqtt_port)
         demo.wait_until(lambda: demo.backlog_of(demo.edge_status(status_port)) == 0, 60,
                         "drain")
-        time.sleep(1.0)  # the consumer's last long-polls return
+        time.sleep(1.0)  # the consumer's last events arrive
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in watched.items()}
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # only device-sim ended
-        cpu["device-sim"] = (after.ru_utime + after.ru_stime
-                             - children.ru_utime - children.ru_stime)
-        flo, parts = pct(collect(floor)), collect(consumer)
+        cpu["device-sim"] = sim_cpu
+        parts = collect(consumer)
         cons = pct(parts["total"])
-        sent = json.loads(sim.stdout).get("sent", 0)
         table = Table(title=f"device → consumer latency at {rate:,.0f} readings/s "
-                            f"(sent {sent:,})")
+                            f"(sent {floor_sent:,} + {sent:,})")
         for col in ("path", "readings", "p50 ms", "p95 ms", "p99 ms", "max ms"):
             table.add_column(col, justify="right" if col != "path" else "left")
-        for label, p in (("bare MQTT subscriber (floor)", flo),
-                         ("edge agent → cloud → consumer (durable)", cons),
+        for label, p in (("bare MQTT subscriber (floor, phase 1)", flo),
+                         ("edge agent → cloud → consumer (durable, phase 2)", cons),
                          ("  of which device → edge agent receive", pct(parts["to_agent"])),
                          ("  of which edge agent receive → consumer",
                           pct(parts["from_agent"]))):
             table.add_row(label, f"{p.get('n', 0):,}", *(f"{p.get(k, float('nan')):.1f}"
                                                          for k in ("p50", "p95", "p99", "max")))
         console.print(table)
-        console.print("CPU µs per reading sent: " + ", ".join(
+        console.print("phase 2 CPU µs per reading sent: " + ", ".join(
             f"{name} {sec / max(sent, 1) * 1e6:.1f}" for name, sec in cpu.items())
             + f"; load average {os.getloadavg()[0]:.1f}")
         if cons and flo:
@@ -309,7 +321,6 @@ def main() -> int:
             if proc.poll() is None:
                 proc.kill()
         procs.stop_all()
-
 
 if __name__ == "__main__":
     sys.exit(main())
