@@ -17,6 +17,11 @@ Why paho directly and not aiomqtt (installed: aiomqtt 2.5.1 on paho-mqtt 2.2.0):
   into a queue; here a readable event drains every complete packet that has arrived and
   the callback appends a tuple to the stream's inbox (see bench/edge_ingest.py).
 
+Reads go through ``mqtt_socket.BufferedSocket`` (one ``recv`` syscall per burst instead of
+three per PUBLISH; why and which paho internals that relies on: see that module). Bytes it
+has buffered raise no readable event, so a drain that stops with bytes still buffered
+(after ``_DRAIN_PACKETS``, or after a non-PUBLISH packet) schedules the next one itself.
+
 The session: fixed client id, clean start off and a session expiry interval, so Mosquitto
 keeps the subscriptions and queues QoS 1 readings while the agent is down or restarting;
 ``Receive Maximum`` bounds how many unacknowledged messages it sends at once (the
@@ -48,13 +53,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .config import MqttConfig
+from .mqtt_socket import BufferingClient
 
 log = logging.getLogger(__name__)
 
 #: (topic, payload, qos, mid, epoch)
 Deliver = Callable[[tuple[str, bytes, int, int, int]], None]
 
-_DRAIN_PACKETS = 512  # packets read per readable event before yielding to other tasks
+_DRAIN_PACKETS = 512  # packets read per drain (readable event) before yielding to other tasks
 
 
 class MqttSession:
@@ -81,17 +87,19 @@ class MqttSession:
         self._misc: asyncio.Task[None] | None = None
         self._stopping = False
         self._received = 0
+        self._drain_again: asyncio.Handle | None = None  # a drain of buffered bytes
 
     # -- paho client and its callbacks ---------------------------------------------------
 
     def _new_client(self) -> mqtt.Client:
         if self.cfg.protocol == "3.1.1":
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                            protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True,
-                            reconnect_on_failure=False)
+            c = BufferingClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True,
+                                reconnect_on_failure=False)
         else:
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                            protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
+            c = BufferingClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                protocol=mqtt.MQTTv5, manual_ack=True,
+                                reconnect_on_failure=False)
         if self.cfg.username is not None:
             c.username_pw_set(self.cfg.username, self.cfg.password)
         if self.cfg.tls_ca is not None:
@@ -135,14 +143,26 @@ class MqttSession:
         self._in_loop(self._loop.remove_writer, sock.fileno())  # type: ignore[union-attr]
 
     def _on_readable(self) -> None:
-        client = self._client
-        if client is None:
-            return
+        if self._drain_again is None:  # else that drain reads these bytes too
+            self._drain(self._client)
+
+    def _drain(self, client: mqtt.Client | None) -> None:
+        self._drain_again = None
+        if client is None or client is not self._client:
+            return  # a drain scheduled for a connection that has been replaced
         try:
             for _ in range(_DRAIN_PACKETS):
                 before = self._received
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._received == before:
-                    break  # no complete PUBLISH arrived: wait for the next readable event
+                    break  # no complete PUBLISH arrived: nothing more for now
+            # Bytes already read from the kernel raise no readable event: drain them in the
+            # next loop iteration (one drain per iteration, readable event or not, so the
+            # ingest task sees at most _DRAIN_PACKETS new messages per iteration).
+            sock = client.socket()
+            pending = getattr(sock, "pending", None)  # plain sockets have none
+            if pending is not None and pending():
+                self._drain_again = self._loop.call_soon(  # type: ignore[union-attr]
+                    self._drain, client)
         except Exception as exc:  # a broken socket ends this connection
             self._lost(f"read failed: {type(exc).__name__}: {exc}")
 
