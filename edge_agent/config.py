@@ -78,7 +78,7 @@ class UplinkConfig:
     url: str = "http://127.0.0.1:8080"
     token: str | None = None
     compression: str = "zstd"
-    max_batch_records: int = 2000
+    max_batch_records: int = 5000
     max_batch_bytes: int = 1024 * 1024
     linger_ms: float = 20.0
     max_in_flight: int = 4
@@ -310,7 +310,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
         url=url.rstrip("/"),
         token=_str(u, "token", "uplink.", None, optional=True),
         compression=_str(u, "compression", "uplink.", "zstd", choices=("none", "gzip", "zstd")),
-        max_batch_records=_num(u, "max_batch_records", "uplink.", 2000, 1),
+        max_batch_records=_num(u, "max_batch_records", "uplink.", 5000, 1),
         max_batch_bytes=_num(u, "max_batch_bytes", "uplink.", 1024 * 1024, 1024),
         linger_ms=_num(u, "linger_ms", "uplink.", 20.0, 0, integer=False),
         max_in_flight=_num(u, "max_in_flight", "uplink.", 4, 1),
