@@ -17,10 +17,15 @@ Why paho directly and not aiomqtt (installed: aiomqtt 2.5.1 on paho-mqtt 2.2.0):
   into a queue; here a readable event drains every complete packet that has arrived and
   the callback appends a tuple to the stream's inbox (see bench/edge_ingest.py).
 
-Reads go through ``mqtt_socket.BufferedSocket`` (one ``recv`` syscall per burst instead of
-three per PUBLISH; why and which paho internals that relies on: see that module). Bytes it
-has buffered raise no readable event, so a drain that stops with bytes still buffered
-(after ``_DRAIN_PACKETS``, or after a non-PUBLISH packet) schedules the next one itself.
+The client is ``mqtt_client.IngestClient``, a paho ``Client`` with two speed-ups that rest
+on private paho methods (listed, with why, in ``mqtt_socket`` and ``mqtt_client``; the
+acknowledgements themselves use paho's public ``Client.ack``): reads go through
+``mqtt_socket.BufferedSocket`` (one ``recv`` syscall per burst instead of three per
+PUBLISH), and plain PUBLISH packets (QoS 0/1, no v5 properties) reach ``_on_publish``
+without paho's per-message ``Properties``/``MQTTMessage`` objects; others still come
+through paho's ``on_message``. Bytes the socket has buffered raise no readable event, so
+a drain that stops with bytes still buffered (after ``_DRAIN_PACKETS``, or after a
+non-PUBLISH packet) schedules the next one itself.
 
 The session: fixed client id, clean start off and a session expiry interval, so Mosquitto
 keeps the subscriptions and queues QoS 1 readings while the agent is down or restarting;
@@ -53,7 +58,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .config import MqttConfig
-from .mqtt_socket import BufferingClient
+from .mqtt_client import IngestClient
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +98,12 @@ class MqttSession:
 
     def _new_client(self) -> mqtt.Client:
         if self.cfg.protocol == "3.1.1":
-            c = BufferingClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True,
-                                reconnect_on_failure=False)
+            c = IngestClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True,
+                             reconnect_on_failure=False)
         else:
-            c = BufferingClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                protocol=mqtt.MQTTv5, manual_ack=True,
-                                reconnect_on_failure=False)
+            c = IngestClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
         if self.cfg.username is not None:
             c.username_pw_set(self.cfg.username, self.cfg.password)
         if self.cfg.tls_ca is not None:
@@ -107,7 +111,8 @@ class MqttSession:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
-        c.on_message = self._on_message
+        c.on_message = self._on_message  # PUBLISH packets paho decodes (v5 properties)
+        c.deliver = self._on_publish  # the others
         c.on_socket_open = self._on_socket_open
         c.on_socket_close = self._on_socket_close
         c.on_socket_register_write = self._on_socket_register_write
@@ -227,6 +232,14 @@ class MqttSession:
             self._closed.set()
         if self._connack is not None and not self._connack.done():
             self._connack.set_result(False)
+
+    def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int) -> None:
+        self._received += 1
+        try:
+            text = topic.decode()
+        except UnicodeDecodeError:
+            text = "\ufffd(invalid utf-8 topic)"
+        self.deliver((text, payload, qos, mid, self.epoch))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._received += 1

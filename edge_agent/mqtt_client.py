@@ -1,0 +1,75 @@
+"""The agent's paho client: buffered reads, and PUBLISH packets handed over as plain values.
+
+Why: for every PUBLISH, paho 2.x builds an MQTT v5 ``Properties`` object (two dicts of
+some thirty entries each, filled and cleared attribute by attribute), an
+``MQTTMessage``, formats a debug log call, and matches the topic against the
+per-filter callbacks under two locks: together more CPU than everything the agent
+does with a reading (bench/edge_ingest.py). ``IngestClient._handle_publish`` decodes
+the common case itself - QoS 0 or 1, no v5 properties, manual acks - and calls
+``deliver(topic, payload, qos, mid)``; anything else (properties present, QoS 2, a
+packet it cannot parse) goes through paho's own ``_handle_publish``, which also raises
+paho's errors for malformed packets. PUBACKs stay paho's (``Client.ack``), as do
+connect, subscribe, keepalive and every other packet.
+
+paho internals relied on (checked against paho-mqtt 2.2.0), beside those listed in
+``mqtt_socket``: ``Client._handle_publish()`` (private) is called by ``_packet_handle``
+for each PUBLISH with ``self._in_packet["command"]`` (the fixed header's first byte) and
+``self._in_packet["packet"]`` (the bytes after the remaining length), and returns an
+``MQTTErrorCode``; ``self._protocol`` and ``self._manual_ack`` hold the constructor's
+arguments. tests/edge_agent/test_mqtt_client.py checks the decoder against paho's
+``decode_publish`` and the client against a real Mosquitto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from .mqtt_socket import BufferingClient
+
+#: (topic bytes, payload, qos, packet id)
+PublishCallback = Callable[[bytes, bytes, int, int], None]
+
+
+def parse_publish(packet: bytes, qos: int, v5: bool) -> tuple[bytes, int, bytes] | None:
+    """(topic, packet id, payload) of a PUBLISH body without v5 properties; None when it
+    has properties or does not parse (the caller then lets paho decode it)."""
+    n = len(packet)
+    if n < 2:
+        return None
+    end = 2 + ((packet[0] << 8) | packet[1])
+    mid = 0
+    if qos:
+        if n < end + 2:
+            return None
+        mid = (packet[end] << 8) | packet[end + 1]
+        end += 2
+    if v5:
+        if n <= end or packet[end] != 0:  # a non-zero property length: paho's path
+            return None
+        end += 1
+    elif n < end:
+        return None
+    return packet[2:2 + ((packet[0] << 8) | packet[1])], mid, packet[end:]
+
+
+class IngestClient(BufferingClient):
+    """A ``BufferingClient`` that hands plain PUBLISH packets to ``deliver``."""
+
+    deliver: PublishCallback | None = None
+
+    def _handle_publish(self) -> Any:
+        deliver = self.deliver
+        command = self._in_packet["command"]
+        qos = (command & 0x06) >> 1
+        if deliver is None or qos == 2 or not self._manual_ack:
+            return super()._handle_publish()
+        parsed = parse_publish(bytes(self._in_packet["packet"]), qos,  # paho's is a bytearray
+                               self._protocol == mqtt.MQTTv5)
+        if parsed is None or (not parsed[0] and self._protocol != mqtt.MQTTv5):
+            return super()._handle_publish()  # properties, or malformed: paho decides
+        topic, mid, payload = parsed
+        deliver(topic, payload, qos, mid)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
