@@ -120,7 +120,8 @@ class GroupCoordinator:
             ev = self._rebalanced.setdefault(name, asyncio.Event())
             wait = min(MAX_JOIN_WAIT_S, max(0.0, g.deadline - self.clock()) + 1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel
+                    await ev.wait()
             if member_id not in g.members:
                 raise UnknownMember(f"{member_id!r} was dropped from group {name!r} while "
                                     "it rebalanced: join again")

@@ -85,7 +85,8 @@ async def read_partition(request: Request, part: Partition, offset: int, max_rec
             continue  # data arrived between the read and the registration
         metrics.fetch_waiting.inc()
         try:
-            await asyncio.wait_for(woken.wait(), remaining)
+            async with asyncio.timeout(remaining):  # not wait_for: on 3.11 it can
+                await woken.wait()  # swallow a cancel that races the wake-up
         except TimeoutError:
             deadline = 0.0  # one last read, then answer (possibly with nothing)
         finally:

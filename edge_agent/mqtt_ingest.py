@@ -288,7 +288,8 @@ class MqttSession:
             self._closed = asyncio.Event()
             try:
                 await self._loop.run_in_executor(None, self._connect_blocking, client)
-                ok = await asyncio.wait_for(asyncio.shield(self._connack), 15)
+                async with asyncio.timeout(15):  # not wait_for: it can swallow a cancel
+                    ok = await asyncio.shield(self._connack)
             except (OSError, TimeoutError, mqtt.WebsocketConnectionError, ValueError) as exc:
                 ok = False
                 self.last_error = f"connect failed: {type(exc).__name__}: {exc}"
@@ -335,7 +336,8 @@ class MqttSession:
             client.disconnect()
             if self._closed is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._closed.wait()
         if client is not None:
             self._drop(client)
         self._set_disconnected()

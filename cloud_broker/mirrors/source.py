@@ -89,7 +89,8 @@ class LocalSource:
             if offset < durable or waited:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), wait_s)
+                async with asyncio.timeout(wait_s):  # not wait_for: it can swallow a cancel
+                    await ev.wait()
             waited = True
         if offset >= durable:
             return SourceBatch([], offset, start, durable)
