@@ -187,9 +187,16 @@ class Forwarder:
                 return
             waiting = last
             fut = asyncio.ensure_future(log_.wait_durable_async(last))
-            fut.add_done_callback(lambda _f: self._wakeup.set())
+            fut.add_done_callback(self._durable_done)
 
         return appended
+
+    def _durable_done(self, fut: asyncio.Future[None]) -> None:
+        # A failed fsync is the ingest's to report (it stops acknowledging); retrieve the
+        # error here so asyncio does not log it as never retrieved.
+        if not fut.cancelled():
+            fut.exception()
+        self._wakeup.set()
 
     def _launch_ready(self, now: float) -> float | None:
         """Start sends for free slots in priority order; returns the next linger deadline.
