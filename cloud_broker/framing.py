@@ -23,6 +23,7 @@ from .partitioner import partition_for
 
 ORIGIN_HEADER = "origin"
 _ORIGIN = ORIGIN_HEADER.encode()
+_ORIGIN_LEN = len(_ORIGIN)
 
 
 @dataclass(slots=True)
@@ -56,7 +57,7 @@ def frame_block(block: RecordBlock, partitions: int, floors: list[int],
             origin = b"%s%d" % (prefix, offset)
             part = parts[p]
             part.pieces += (rec(ts, len(key), len(value), 1), key, value,
-                            hdr(6, len(origin)), _ORIGIN, origin)
+                            hdr(_ORIGIN_LEN, len(origin)), _ORIGIN, origin)
             part.count += 1
             if ts > part.max_timestamp:
                 part.max_timestamp = ts
@@ -82,7 +83,7 @@ def frame_block(block: RecordBlock, partitions: int, floors: list[int],
             pieces += (hdr(len(name), len(hvalue)), name, hvalue)
         h += n
         origin = b"%s%d" % (prefix, offset)
-        pieces += (hdr(6, len(origin)), _ORIGIN, origin)
+        pieces += (hdr(_ORIGIN_LEN, len(origin)), _ORIGIN, origin)
         part.count += 1
         if ts > part.max_timestamp:
             part.max_timestamp = ts
