@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from uplink import is_safe_name
+
 PERMISSIONS = frozenset({"ingest", "read", "admin"})
 
 
@@ -140,7 +141,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         raise ConfigError("topics", "must be a table of topics")
     for name, t in raw_topics.items():
         path = f"topics.{name}."
-        if not SAFE_NAME.match(name):
+        if not is_safe_name(name):
             raise ConfigError(f"topics.{name}", "topic names must match [A-Za-z0-9][A-Za-z0-9._-]*")
         if not isinstance(t, dict):
             raise ConfigError(f"topics.{name}", "must be a table")
@@ -166,7 +167,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         if not isinstance(tok, str) or len(tok) < 8:
             raise ConfigError(path + "token", "must be a string of at least 8 characters")
         edge = t.get("edge_id", "*")
-        if edge != "*" and (not isinstance(edge, str) or not SAFE_NAME.match(edge)):
+        if edge != "*" and (not isinstance(edge, str) or not is_safe_name(edge)):
             raise ConfigError(path + "edge_id", f"must be '*' or a safe name, got {edge!r}")
         perms = t.get("permissions", ["ingest"])
         if not isinstance(perms, list) or not set(perms) <= PERMISSIONS:

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shared_log import CommitMode, CommitPolicy, Log, LogConfig, read_checkpoint, write_checkpoint
+from uplink import is_safe_name
 
-from .config import SAFE_NAME, TopicConfig
+from .config import TopicConfig
 
 
 class UnknownTopic(LookupError):
@@ -65,7 +66,7 @@ class PartitionStore:
 
     def ensure_topic(self, cfg: TopicConfig) -> list[Partition]:
         """Open (creating when new) every partition of a topic."""
-        if not SAFE_NAME.match(cfg.name):
+        if not is_safe_name(cfg.name):
             raise ValueError(f"unsafe topic name {cfg.name!r}")
         tdir = self.root / cfg.name
         tdir.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from uplink import is_safe_name
+
 ENV_PREFIX = "EDGE_AGENT__"
 
 
@@ -224,14 +225,14 @@ def _stream(d: Any, i: int) -> StreamConfig:
     _known(d, {"name", "topics", "priority", "cloud_topic", "device_key", "qos", "payload",
                "require_sequence", "segment_bytes", "max_bytes", "full_policy"}, path)
     name = _str(d, "name", path, None)
-    if not SAFE_NAME.match(name):
+    if not is_safe_name(name):
         raise ConfigError(path + "name", "must match [A-Za-z0-9][A-Za-z0-9._-]*")
     topics = d.get("topics")
     if (not isinstance(topics, list) or not topics
             or not all(isinstance(t, str) and t and _TOPIC_FILTER.match(t) for t in topics)):
         raise ConfigError(path + "topics", "must be a non-empty list of MQTT topic filters")
     cloud_topic = _str(d, "cloud_topic", path, "")
-    if cloud_topic and not SAFE_NAME.match(cloud_topic):
+    if cloud_topic and not is_safe_name(cloud_topic):
         raise ConfigError(path + "cloud_topic", "must match [A-Za-z0-9][A-Za-z0-9._-]*")
     key = _str(d, "device_key", path, "topic:devices/{device}/+")
     kind, _, spec = key.partition(":")
@@ -268,7 +269,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     base = base_dir or Path.cwd()
     _known(raw, {"edge_id", "data_dir", "mqtt", "uplink", "ingest", "status", "streams"}, "")
     edge_id = _str(raw, "edge_id", "", None)
-    if not SAFE_NAME.match(edge_id):
+    if not is_safe_name(edge_id):
         raise ConfigError("edge_id", "must match [A-Za-z0-9][A-Za-z0-9._-]*")
     if "data_dir" not in raw:
         raise ConfigError("data_dir", "is required")

@@ -44,11 +44,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import SAFE_NAME, ConfigError
+from uplink import is_safe_name
+
+from ..config import ConfigError
 
 TARGETS = ("broker", "nats", "sql")
 COMMON = {"topic", "target", "run", "batch_records", "batch_bytes", "wait_ms",
@@ -115,12 +118,12 @@ def _num(d: dict[str, Any], key: str, path: str, default: float, minimum: float,
     return v
 
 
-def _str(d: dict[str, Any], key: str, path: str, pattern: re.Pattern[str] | None = None
-         ) -> str | None:
+def _str(d: dict[str, Any], key: str, path: str,
+         valid: Callable[[str], object] | None = None) -> str | None:
     v = d.get(key)
     if v is None:
         return None
-    if not isinstance(v, str) or not v or (pattern is not None and not pattern.match(v)):
+    if not isinstance(v, str) or not v or (valid is not None and not valid(v)):
         raise ConfigError(path + key, f"invalid value {v!r}")
     return v
 
@@ -128,7 +131,7 @@ def _str(d: dict[str, Any], key: str, path: str, pattern: re.Pattern[str] | None
 def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -> MirrorConfig:
     """Validate one mirror table; ``path`` prefixes keys in errors (``mirrors.<name>.``)."""
     path = path if path is not None else f"mirrors.{name}."
-    if not isinstance(name, str) or not SAFE_NAME.match(name):
+    if not is_safe_name(name):
         raise ConfigError(path.rstrip("."), "mirror names must match [A-Za-z0-9][A-Za-z0-9._-]*")
     if not isinstance(raw, dict):
         raise ConfigError(path.rstrip("."), "must be a table")
@@ -138,7 +141,7 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
     for k in raw:
         if k not in COMMON | PER_TARGET[target]:
             raise ConfigError(path + k, f"unknown key for a {target} mirror")
-    topic = _str(raw, "topic", path, SAFE_NAME)
+    topic = _str(raw, "topic", path, is_safe_name)
     if topic is None:
         raise ConfigError(path + "topic", "is required")
     run = raw.get("run", "broker")
@@ -157,7 +160,7 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
         if url is None or not re.match(r"^https?://", url):
             raise ConfigError(path + "url", "is required: http(s)://host:port of the target")
         kw.update(url=url.rstrip("/"), token=_str(raw, "token", path),
-                  target_topic=_str(raw, "target_topic", path, SAFE_NAME))
+                  target_topic=_str(raw, "target_topic", path, is_safe_name))
     elif target == "nats":
         servers = raw.get("servers", ["nats://127.0.0.1:4222"])
         if isinstance(servers, str):
@@ -165,8 +168,8 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
         if not isinstance(servers, list) or not servers or not all(
                 isinstance(s, str) and s for s in servers):
             raise ConfigError(path + "servers", "must be a URL or a list of URLs")
-        kw.update(servers=tuple(servers), stream=_str(raw, "stream", path, _STREAM_NAME),
-                  subject_prefix=_str(raw, "subject_prefix", path, _SUBJECT) or "edgestream",
+        kw.update(servers=tuple(servers), stream=_str(raw, "stream", path, _STREAM_NAME.match),
+                  subject_prefix=_str(raw, "subject_prefix", path, _SUBJECT.match) or "edgestream",
                   replicas=_num(raw, "replicas", path, 1, 1, integer=True),
                   duplicate_window_s=float(_num(raw, "duplicate_window_s", path, 120.0, 1)))
     else:
@@ -178,7 +181,8 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
         if not isinstance(json_columns, bool):
             raise ConfigError(path + "json_columns", "must be true or false")
         kw.update(path=p if p.is_absolute() else base_dir / p,
-                  table=_str(raw, "table", path, _TABLE) or "records", json_columns=json_columns)
+                  table=_str(raw, "table", path, _TABLE.match) or "records",
+                  json_columns=json_columns)
     return MirrorConfig(name=name, topic=topic, target=target, run=run, **kw)
 
 

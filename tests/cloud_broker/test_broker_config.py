@@ -33,6 +33,8 @@ def config_error(raw: dict) -> ConfigError:
     ({"topics": []}, "topics"),
     ({"topics": {"telemetry": 8}}, "topics.telemetry"),
     ({"topics": {"../etc": {"partitions": 1}}}, "topics.../etc"),
+    ({"topics": {"tele\n": {"partitions": 1}}}, "topics.tele\n"),
+    ({"topics": {"a..b": {"partitions": 1}}}, "topics.a..b"),
     ({"topics": {"t": {"partitions": 0}}}, "topics.t.partitions"),
     ({"topics": {"t": {"partitions": True}}}, "topics.t.partitions"),
     ({"topics": {"t": {"partitions": 2, "retention_ms": 0}}}, "topics.t.retention_ms"),

@@ -30,6 +30,8 @@ def with_(path: str, value: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("path", "value", "key"), [
     ("edge_id", "../x", "edge_id"),
+    ("edge_id", "gw..1", "edge_id"),  # the uplink refuses ".." anywhere: so does the config
+    ("edge_id", "gw-1\n", "edge_id"),
     ("data_dir", 5, "data_dir"),
     ("mqtt.port", 70000, "mqtt.port"),
     ("mqtt.port", "1883", "mqtt.port"),
