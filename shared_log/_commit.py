@@ -126,10 +126,15 @@ class GroupCommitter:
 
     def appended(self, records: int) -> None:
         with self._cond:
-            if self._pending == 0:
+            idle = self._pending == 0
+            if idle:
                 self._first_pending_at = time.monotonic()
             self._pending += records
-            self._cond.notify()
+            # The flusher waits for the first pending record, then for its deadline or
+            # max_records: waking it for anything else would only make it sleep again
+            # (a thread switch per append).
+            if idle or self._pending >= self._max_records:
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:
