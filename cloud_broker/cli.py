@@ -34,14 +34,10 @@ def tune_gc() -> None:
     """Fewer cyclic-GC passes for a process that allocates millions of short-lived,
     acyclic objects (decoded records): freeze what start-up allocated, so full
     collections stop rescanning it, and collect the young generation less often.
-    Ingest spends about a fifth of its CPU in the collector otherwise (bench/uplink_drain.py).
-    Also shortens the GIL switch interval, for the fsync threads' sake (below)."""
+    Ingest spends about a fifth of its CPU in the collector otherwise (bench/uplink_drain.py)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 10)
-    # Group-commit flusher threads hand each fsync back through the GIL; with the default
-    # 5 ms switch interval a busy event loop makes every durable ack wait up to that long.
-    sys.setswitchinterval(0.001)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -51,7 +51,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared_log import InvalidRecord, LogError, read_checkpoint, write_checkpoint
-from uplink import Ack, Batch, DecisionKind, RecordBlock, Refusal, UplinkRecord, decide, reply_for
+from uplink import (
+    MAX_HEADER_NAME_BYTES,
+    MAX_HEADERS,
+    Ack,
+    Batch,
+    DecisionKind,
+    RecordBlock,
+    Refusal,
+    UplinkRecord,
+    decide,
+    reply_for,
+)
 
 from .framing import ORIGIN_HEADER, frame_block
 from .storage import Partition, PartitionStore, UnknownTopic
@@ -74,9 +85,6 @@ class RejectedBatch(Exception):
         self.field = field
         self.message = message
 
-# shared_log frames a header name with a u16 length and the header count with a u16.
-_MAX_HEADER_NAME = 0xFFFF
-_MAX_HEADERS = 0xFFFF - 1  # one slot for the origin header
 
 
 def origin_value(source: Source, offset: int) -> bytes:
@@ -379,14 +387,14 @@ class Ingestor:
 
 def _check_storable(records: Sequence[UplinkRecord]) -> None:
     """Refuse, before any append, records shared_log cannot frame (only headers can fail)."""
+    limit = MAX_HEADER_NAME_BYTES
     for i, r in enumerate(records):
         headers = r.headers
-        if headers and (len(headers) > _MAX_HEADERS or any(
-                len(name) > _MAX_HEADER_NAME // 4 and len(name.encode()) > _MAX_HEADER_NAME
-                for name, _ in headers)):
+        if headers and (len(headers) > MAX_HEADERS or any(
+                len(name) > limit // 4 and len(name.encode()) > limit for name, _ in headers)):
             raise RejectedBatch(f"records[{i}].headers",
-                                f"at most {_MAX_HEADERS} headers with names of at most "
-                                f"{_MAX_HEADER_NAME} UTF-8 bytes")
+                                f"at most {MAX_HEADERS} headers with names of at most "
+                                f"{MAX_HEADER_NAME_BYTES} UTF-8 bytes")
 
 
 async def _durable_after(prev: asyncio.Future[None] | None,

@@ -56,14 +56,10 @@ def tune_gc() -> None:
     """Fewer cyclic-GC passes: ingest allocates several short-lived, acyclic objects per
     reading. Freeze what start-up allocated (full collections stop rescanning it) and
     collect the young generation less often; the broker does the same (cloud_broker/cli.py,
-    measured in bench/uplink_drain.py).
-    Also shortens the GIL switch interval, for the fsync thread's sake (below)."""
+    measured in bench/uplink_drain.py)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 10)
-    # Group-commit flusher threads hand each fsync back through the GIL; with the default
-    # 5 ms switch interval a busy event loop makes every durable ack wait up to that long.
-    sys.setswitchinterval(0.001)
 
 
 def limit_malloc() -> None:

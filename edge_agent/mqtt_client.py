@@ -39,7 +39,7 @@ def parse_publish(packet: bytes, qos: int, v5: bool) -> tuple[bytes, int, bytes]
     n = len(packet)
     if n < 2:
         return None
-    end = 2 + ((packet[0] << 8) | packet[1])
+    topic_end = end = 2 + ((packet[0] << 8) | packet[1])
     mid = 0
     if qos:
         if n < end + 2:
@@ -52,7 +52,7 @@ def parse_publish(packet: bytes, qos: int, v5: bool) -> tuple[bytes, int, bytes]
         end += 1
     elif n < end:
         return None
-    return packet[2:2 + ((packet[0] << 8) | packet[1])], mid, packet[end:]
+    return packet[2:topic_end], mid, packet[end:]
 
 
 class IngestClient(BufferingClient):

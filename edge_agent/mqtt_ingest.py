@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 #: (topic, payload, qos, mid, epoch)
 Deliver = Callable[[tuple[str, bytes, int, int, int]], None]
 
+#: the topic delivered for a PUBLISH whose topic is not UTF-8 (dead-lettered downstream)
+_BAD_TOPIC = "\ufffd(invalid utf-8 topic)"
 _DRAIN_PACKETS = 512  # packets read per drain (readable event) before yielding to other tasks
 
 
@@ -234,19 +236,21 @@ class MqttSession:
             self._connack.set_result(False)
 
     def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int) -> None:
-        self._received += 1
+        """A plain PUBLISH, decoded by ``IngestClient``."""
         try:
             text = topic.decode()
         except UnicodeDecodeError:
-            text = "\ufffd(invalid utf-8 topic)"
+            text = _BAD_TOPIC
+        self._received += 1
         self.deliver((text, payload, qos, mid, self.epoch))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._received += 1
+        """A PUBLISH paho decoded itself (MQTT v5 properties present)."""
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            topic = "\ufffd(invalid utf-8 topic)"
+            topic = _BAD_TOPIC
+        self._received += 1
         self.deliver((topic, msg.payload, msg.qos, msg.mid, self.epoch))
 
     # -- acknowledgements ----------------------------------------------------------------

@@ -37,6 +37,8 @@ from ._positions import (
     reply_for,
 )
 from ._types import (
+    MAX_HEADER_NAME_BYTES,
+    MAX_HEADERS,
     SAFE_NAME_PATTERN,
     Ack,
     AckStatus,
@@ -51,6 +53,8 @@ from ._types import (
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
+    "MAX_HEADERS",
+    "MAX_HEADER_NAME_BYTES",
     "RULES",
     "SAFE_NAME_PATTERN",
     "WIRE_VERSION",

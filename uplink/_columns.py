@@ -23,13 +23,9 @@ from typing import Any
 
 from ._block import RecordBlock
 from ._errors import MalformedBatch
-from ._types import MAX_TIMESTAMP
+from ._types import MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_TIMESTAMP
 
 _HEADER_COLUMNS = ("hc", "hn", "hi", "hv")
-#: a stored record carries one more header (its origin) and shared_log counts them in a u16
-MAX_HEADERS = 0xFFFF - 1
-#: shared_log frames a header name with a u16 length
-MAX_HEADER_NAME_BYTES = 0xFFFF
 
 
 def decode_columns(cols: dict[Any, Any], base: int, last: int) -> RecordBlock:

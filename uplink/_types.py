@@ -29,6 +29,10 @@ Compression: TypeAlias = Literal["none", "gzip", "zstd"]
 # broker's logs or the consumers' wire format.
 MAX_OFFSET = 2**63 - 1
 MAX_TIMESTAMP = 2**63 - 1
+#: Headers a record may carry: a stored record gains one more (its origin) and shared_log
+#: counts them in a u16; a header name is framed with a u16 length.
+MAX_HEADERS = 0xFFFF - 1
+MAX_HEADER_NAME_BYTES = 0xFFFF
 
 # \A...\Z, not ^...$: "$" also matches before a trailing newline.
 SAFE_NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")

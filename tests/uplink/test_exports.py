@@ -6,6 +6,8 @@ import uplink
 
 EXPORTED = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
+    "MAX_HEADERS",
+    "MAX_HEADER_NAME_BYTES",
     "RULES",
     "SAFE_NAME_PATTERN",
     "WIRE_VERSION",
