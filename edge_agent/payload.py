@@ -11,13 +11,19 @@ A parse failure is only an error when the stream needs a field from the payload 
 device key is a payload field, or ``require_sequence`` is on); otherwise the reading is
 kept as opaque bytes without a sequence number (and so without deduplication).
 
-Every value a device can send is bounded before it is used (G8): the sequence must be an
-integer in [0, 2**63-1], the timestamp an integer or a finite float in [0, 2**63-1], the
-boot epoch an integer in that range or a short safe string, the device field a safe
-string or a small integer. A value outside that is treated as absent (the reading is kept
-without it), so a NaN, an infinity, a 5000-digit integer or a CBOR bignum never reaches
-``int()``, ``%d`` or ``str()`` further down; only a *required* field that is absent or
-invalid dead-letters the reading.
+Every value a device can send is checked before it is used (G8), so a NaN, an infinity,
+a 5000-digit integer or a CBOR bignum never reaches ``int()``, ``%d`` or ``str()`` further
+down:
+
+* sequence: an integer in [0, 2**63-1]; anything else counts as absent (no deduplication;
+  ``missing_sequence`` when the stream requires one);
+* timestamp: a number must be an integer or a finite float in [0, 2**63-1] ms, else the
+  reading is dead-lettered (``bad_value``); a string or other non-number is not a
+  timestamp in our format and is ignored (the reading is kept without ``device-ts``);
+* boot epoch: an integer in [0, 2**63-1] or a string of 1-64 ``[A-Za-z0-9._:-]``; any
+  other present value dead-letters the reading (``bad_value``), since deduplicating it
+  against the wrong boot could drop it;
+* device field: a safe string, or an integer below 10**20 in magnitude.
 
 Rejection reasons (the ``reason`` label of the dead-letter counters):
 
@@ -27,6 +33,7 @@ Rejection reasons (the ``reason`` label of the dead-letter counters):
     no_device          the topic does not fit the device pattern / the device field is absent
     bad_device         the device key fails ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$
     no_stream          the topic matches no stream (only seen with ingest.unmatched_topics)
+    bad_value          a field the agent reads has a value out of range (detail names it)
     internal           handling the message raised unexpectedly (a bug): the message is
                        dead-lettered so that one reading can never stop its stream
 """
@@ -44,7 +51,7 @@ import cbor2
 DEVICE_KEY = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 REASONS = ("oversized", "malformed", "missing_sequence", "no_device", "bad_device",
-           "no_stream", "internal")
+           "no_stream", "bad_value", "internal")
 
 CONTENT_TYPES = {"json": b"application/json", "cbor": b"application/cbor",
                  "": b"application/octet-stream"}
@@ -53,6 +60,8 @@ MAX_SEQUENCE = 2**63 - 1
 MAX_TIMESTAMP = 2**63 - 1
 #: an epoch given as a string: short and printable, so it fits a header and a log line
 EPOCH_TEXT = re.compile(r"\A[A-Za-z0-9._:-]{1,64}\Z")
+_TS_RANGE = "a timestamp (a finite number of ms in [0, 2**63-1])"
+_EPOCH_RANGE = "an epoch (an integer in [0, 2**63-1] or 1-64 characters [A-Za-z0-9._:-])"
 #: device keys given as numbers: at most this many digits (str() of a huge int raises)
 _MAX_INT_KEY = 10**20
 
@@ -216,20 +225,38 @@ class PayloadRules:
             # bounds, so int() only ever sees a finite float or a small int.
             if tt is int:
                 if not 0 <= ts <= MAX_TIMESTAMP:  # type: ignore[operator]
-                    ts = None
-            elif tt is float and 0.0 <= ts <= MAX_TIMESTAMP:  # type: ignore[operator]
+                    return _bad_value(self.timestamp_field, _TS_RANGE, ts, device)
+            elif tt is float:
+                if not 0.0 <= ts <= MAX_TIMESTAMP:  # type: ignore[operator]
+                    return _bad_value(self.timestamp_field, _TS_RANGE, ts, device)
                 ts = int(ts)  # type: ignore[arg-type]
             else:
                 ts = None
         epoch = ""
         if self.epoch_field:
             raw = doc.get(self.epoch_field)
-            if type(raw) is int:
-                if 0 <= raw <= MAX_SEQUENCE:
+            if raw is not None:
+                if type(raw) is int and 0 <= raw <= MAX_SEQUENCE:
                     epoch = str(raw)
-            elif type(raw) is str and EPOCH_TEXT.match(raw) is not None:
-                epoch = raw
+                elif type(raw) is str and EPOCH_TEXT.match(raw) is not None:
+                    epoch = raw
+                else:
+                    return _bad_value(self.epoch_field, _EPOCH_RANGE, raw, device)
         return device, seq, ts, epoch  # type: ignore[return-value]
+
+
+def _bad_value(name: str, what: str, value: Any, device: Any) -> Rejected:
+    """A ``bad_value`` rejection whose detail names the field (the value shown bounded)."""
+    if type(value) is int:  # repr() of a 5000-digit int raises; show its size instead
+        shown = f"an integer of {value.bit_length()} bits"
+    elif type(value) is float or type(value) is bool:
+        shown = repr(value)
+    else:
+        shown = f"a {type(value).__name__}"
+        if type(value) is str:
+            shown += f" of {len(value)} characters"
+    return Rejected("bad_value", f"field {name!r}: {shown} is not {what}",
+                    device if type(device) is str else "")
 
 
 def check_device(device: str) -> str | Rejected:
