@@ -114,17 +114,23 @@ class HighWaterMarks:
     def apply(self, appended: Iterable[tuple[str, str, int]]) -> None:
         """Advance the marks by readings (device, epoch, seq) appended, in log order."""
         marks = self.marks
+        get, move = marks.get, marks.move_to_end
         limit = self.max_devices
         changed = False
-        for device, epoch, seq in appended:
-            marks[device] = advance(marks.get(device), epoch, seq)
-            marks.move_to_end(device)
+        for device, epoch, seq in appended:  # advance(), inlined: once per stored reading
+            m = get(device)
+            if m is None:
+                marks[device] = (epoch, seq, None, -1)  # inserted last: the newest
+                # Evict per record, not per batch: the result must not depend on how the
+                # records were grouped (live batches vs. replay chunks).
+                if len(marks) > limit:
+                    marks.popitem(last=False)
+                    self.evictions += 1
+            else:
+                marks[device] = ((epoch, seq, m[2], m[3]) if epoch == m[0]
+                                 else (epoch, seq, m[0], m[1]))
+                move(device)
             changed = True
-            # Evict per record, not per batch: the result must not depend on how the
-            # records were grouped (live batches vs. replay chunks).
-            if len(marks) > limit:
-                marks.popitem(last=False)
-                self.evictions += 1
         if changed:
             self.dirty = True
 

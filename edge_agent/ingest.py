@@ -214,13 +214,16 @@ class StreamIngest:
                     mark = seen.get(device)
                     if mark is None:
                         mark = marks.get(device)
-                    if mark is None or boot != mark[0] or seq <= mark[1]:  # else: in order
+                    if mark is not None and boot == mark[0] and seq > mark[1]:
+                        new_mark = (boot, seq, mark[2], mark[3])  # in order: the usual case
+                    else:
                         verdict = judge(mark, boot, seq, window)
                         if verdict == DUPLICATE:
                             dedup += 1
                             continue
                         if verdict != ACCEPT:
                             self._reset(device, mark, boot, seq, RESET_CAUSES[verdict])
+                        new_mark = advance(mark, boot, seq)
                     if boot:
                         headers = (ct, (SEQ_HEADER, b"%d" % seq), (EPOCH_HEADER, boot.encode()))
                     else:
@@ -231,7 +234,7 @@ class StreamIngest:
                     headers = (*headers, ("device-ts", b"%d" % ts))
                 rec = Record(device.encode(), payload, now_ms, headers)
                 if seq is not None:
-                    seen[device] = advance(mark, boot, seq)
+                    seen[device] = new_mark
                 records.append(rec)
                 meta.append((device, seq, qos, boot, topic))
             except Exception as exc:
