@@ -15,6 +15,7 @@ from device_simulator.manifest import DeviceRecord, Manifest
 from device_simulator.verify import Observed, analyze
 from tests.edge_agent.edge_agent_testing import (
     agent_server,
+    http_get,
     read_stream,
     stream_status,
     write_config,
@@ -116,5 +117,9 @@ def test_rebooting_devices_through_the_agent_verify_clean(tmp_path: Path,
                            if rec.last_seq is not None and start <= rec.last_seq)
         assert s["sequence_resets"] == {"epoch": seen_reboots}
         assert s["deduplicated"] >= manifest.totals["duplicates"]
+        metrics = http_get(status_port, "/metrics").text
+        assert (f'edge_sequence_resets_total{{cause="epoch",stream="telemetry"}} '
+                f'{float(seen_reboots)}') in metrics
+        assert 'edge_dedup_evictions_total{stream="telemetry"} 0.0' in metrics
     finally:
         agent.stop()

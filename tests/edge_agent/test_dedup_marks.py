@@ -179,3 +179,22 @@ def test_live_state_equals_checkpoint_plus_replay_after_a_crash(tmp_path: Path) 
         from_log, _ = load_marks(d, lg, "g", window=5, max_devices=8)
     assert list(from_checkpoint.marks.items()) == list(live.marks.items())
     assert list(from_log.marks.items()) == list(live.marks.items())
+
+
+def test_config_keys_and_their_bounds() -> None:
+    import pytest
+
+    from edge_agent.config import ConfigError, parse_config
+
+    def cfg(**ingest: object):  # type: ignore[no-untyped-def]
+        return parse_config({"edge_id": "e", "data_dir": "/tmp/x", "ingest": ingest,
+                             "streams": [{"name": "s", "topics": ["d/#"]}]}).ingest
+
+    d = cfg()
+    assert (d.epoch_field, d.dedup_window, d.dedup_max_devices) == ("boot", 1000, 100_000)
+    c = cfg(epoch_field="", dedup_window=5000, dedup_max_devices=10)
+    assert (c.epoch_field, c.dedup_window, c.dedup_max_devices) == ("", 5000, 10)
+    for key, bad in (("dedup_window", 0), ("dedup_max_devices", 0), ("dedup_window", 1.5),
+                     ("epoch_field", 3)):
+        with pytest.raises(ConfigError, match=f"ingest.{key}"):
+            cfg(**{key: bad})
