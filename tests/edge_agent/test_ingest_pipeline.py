@@ -300,3 +300,27 @@ def test_restarts_are_accepted_and_counted_redeliveries_still_dropped(tmp_path: 
         store.log.close()
 
     asyncio.run(main())
+
+
+def test_a_bug_outside_any_one_message_dead_letters_the_batch_and_the_loop_goes_on(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        ing, store = pipeline(tmp_path, config(tmp_path))
+        acked: list[int] = []
+        ing.ack = lambda acks: acked.extend(m for m, _ in acks)
+        marks = ing.marks
+        ing.marks = object()  # type: ignore[assignment]  # a bug: _prepare cannot start
+        task = asyncio.create_task(ing.run())
+        ing.submit(msg("d1", 0, 1))
+        ing.submit(msg("d1", 1, 2, qos=0))
+        await _until(lambda: acked == [1])
+        ing.marks = marks  # fixed: the same task takes the next readings
+        ing.submit(msg("d1", 2, 3))
+        await _until(lambda: acked == [1, 3])
+        assert not task.done()
+        task.cancel()
+        assert ing.deadletters.by_reason() == {"internal": 2}
+        assert seqs_of(store) == {"d1": [2]}
+        store.log.close()
+
+    asyncio.run(main())
