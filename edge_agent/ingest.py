@@ -6,11 +6,11 @@ turns it into *one* shared_log batch: each message is inspected (``payload.Paylo
 redeliveries are dropped by the per-device sequence marks (``dedup``: a device whose
 sequence restarts, by a new boot epoch or by falling back more than the redelivery window,
 is accepted and counted as a reset), bad input becomes dead-letter entries. The batch is
-appended, and a durability waiter is queued; the
-``_ack_loop`` task waits for the group commit that covers it (and for the dead-letter
-entries of the same batch) and only then sends the PUBACKs, in arrival order (G1). While
-one batch waits for its fsync the next one is already being built and appended, so the
-fsync rate adapts to the load and many readings share one fsync.
+appended, and a durability waiter is queued; the ``_ack_loop`` task waits for the group
+commit that covers it (and for the dead-letter entries of the same batch) and only then
+sends the PUBACKs, in arrival order (G1). While one batch waits for its fsync the next one
+is already being built and appended, so the fsync rate adapts to the load and many
+readings share one fsync.
 
 Back-pressure: when the log refuses the batch (``LogFull`` with reject_new, ``DiskFull`` on
 ENOSPC, or any write error) the pipeline keeps the QoS 1 messages unacknowledged and
