@@ -70,7 +70,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     f = p.add_argument_group("faults")
     f.add_argument("--faults", default="", metavar="SPEC",
                    help="e.g. disconnect=0.001,duplicate=0.01,malformed=0.001,"
-                        "oversized=0.001,skew=250,burst=10x2/30,reconnect=0.2-2")
+                        "oversized=0.001,skew=250,burst=10x2/30,reconnect=0.2-2,reboot=0.001")
     f.add_argument("--fault-disconnect-rate", type=float,
                    help="fraction of messages after which the device drops its connection")
     f.add_argument("--duplicate-ratio", type=float)
@@ -78,6 +78,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--oversized-ratio", type=float)
     f.add_argument("--oversized-bytes", type=int)
     f.add_argument("--clock-skew-ms", type=int)
+    f.add_argument("--reboot-ratio", type=float,
+                   help="fraction of messages after which the device reboots: its sequence "
+                        "restarts and its boot epoch goes up")
     f.add_argument("--burst", metavar="FACTORxSECONDS/EVERY", help="e.g. 10x2/30")
     o = p.add_argument_group("output")
     o.add_argument("--manifest", help="write the run manifest (JSON) here")
@@ -122,6 +125,7 @@ def fault_config(args: argparse.Namespace) -> FaultConfig:
         "oversized_ratio": args.oversized_ratio,
         "oversized_bytes": args.oversized_bytes,
         "clock_skew_ms": args.clock_skew_ms,
+        "reboot_ratio": args.reboot_ratio,
         "burst": Burst.parse(args.burst) if args.burst else None,
     }
     return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

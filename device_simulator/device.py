@@ -8,6 +8,12 @@ The seq is consumed by every reading that is taken (corrupt or dropped ones
 too) and is *not* consumed when the connection is congested: the device then
 skips the sample, like a sensor whose link is busy, and the runner counts it as
 deferred.
+
+``seq`` here is the device's *reading number*, which only grows: the manifest,
+the fault plan and the sensor models are in reading numbers. A ``reboot`` fault
+starts a new boot: the payload's ``seq`` restarts at ``seq_start`` and the payload
+carries ``boot`` (1, 2, ...); the manifest records where each boot started
+(``boot_starts``) so the verifier can map (boot, seq) back to the reading number.
 """
 
 from __future__ import annotations
@@ -21,14 +27,14 @@ from .mqtt_codec import topic_field
 from .mqtt_pub import MqttConnection
 
 _DUPLICATE, _MALFORMED, _OVERSIZED = faults.DUPLICATE, faults.MALFORMED, faults.OVERSIZED
-_DISCONNECT, _ALARM = faults.DISCONNECT, faults.ALARM
+_DISCONNECT, _ALARM, _REBOOT = faults.DISCONNECT, faults.ALARM, faults.REBOOT
 _time_ns = time.time_ns
 
 
 class Device:
-    __slots__ = ("_alarm_ratio", "_alarm_topic", "_decide", "_fault_cfg", "_period", "_qos",
-                 "_seed", "_telemetry_topic", "conn", "fmt", "id", "index", "profile", "record",
-                 "seq", "skew_ms")
+    __slots__ = ("_alarm_ratio", "_alarm_topic", "_boot_offset", "_decide", "_fault_cfg",
+                 "_period", "_qos", "_seed", "_seq_start", "_telemetry_topic", "boot", "conn",
+                 "fmt", "id", "index", "profile", "record", "seq", "skew_ms")
 
     def __init__(self, cfg: RunConfig, index: int, conn: MqttConnection) -> None:
         self.index = index
@@ -38,6 +44,9 @@ class Device:
         self.profile = sensors.profile_for(cfg.seed, index)
         self.skew_ms = faults.clock_skew_ms(cfg.faults, cfg.seed, index)
         self.seq = cfg.seq_start
+        self._seq_start = cfg.seq_start
+        self.boot = 0
+        self._boot_offset = 0  # reading number - payload seq in the current boot
         self.record = DeviceRecord(self.id, index, self.profile.kind, self.skew_ms)
         self._telemetry_topic = topic_field(cfg.topic(self.id, "telemetry"))
         self._alarm_topic = topic_field(cfg.topic(self.id, "alarm"))
@@ -65,13 +74,17 @@ class Device:
         profile = self.profile
         values = sensors.reading(profile, (seq - 1) * self._period, seq)
         ts = _time_ns() // 1_000_000 + self.skew_ms
+        sent_seq = seq - self._boot_offset
         if flags & _ALARM:
-            message = payloads.alarm(self.id, seq, ts, sensors.alarm_for(profile, values), values)
+            message = payloads.alarm(self.id, sent_seq, ts, sensors.alarm_for(profile, values),
+                                     values)
             topic = self._alarm_topic
             record.alarm_seqs.append(seq)
         else:
-            message = payloads.telemetry(self.id, seq, ts, profile.kind, values)
+            message = payloads.telemetry(self.id, sent_seq, ts, profile.kind, values)
             topic = self._telemetry_topic
+        if self.boot:
+            message[payloads.BOOT_FIELD] = self.boot
         if flags & _MALFORMED:
             payload = payloads.malformed(payloads.encode(message, self.fmt), seq)
             record.malformed_seqs.append(seq)
@@ -86,6 +99,10 @@ class Device:
         elif flags & _DUPLICATE:
             conn.publish(topic, payload, self._qos, None)
             record.duplicates += 1
+        if flags & _REBOOT:  # the next reading is the first of a new boot
+            self.boot += 1
+            self._boot_offset = self.seq - self._seq_start
+            record.boot_starts.append(self.seq)
         if flags & _DISCONNECT and conn.connected:
             record.disconnects += 1
             conn.drop(faults.reconnect_delay(self._fault_cfg, self._seed, self.index,

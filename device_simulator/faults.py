@@ -17,10 +17,13 @@ Faults (all ratios are per message, in [0, 1]):
 - ``oversized``: a valid payload padded to ``oversized_bytes``;
 - ``skew``: each device's clock is off by a fixed amount in +-skew ms;
 - ``burst``: every ``every_s`` seconds all devices send ``factor`` times
-  faster for ``duration_s`` seconds (at the end of each period).
+  faster for ``duration_s`` seconds (at the end of each period);
+- ``reboot``: after sending the message the device reboots without a persistent
+  counter: its payload sequence starts again at ``seq_start`` and its boot epoch
+  (the ``boot`` payload field) goes up by one.
 
 A spec string for ``--faults`` lists ``name=value`` pairs, for example
-``disconnect=0.0005,duplicate=0.01,malformed=0.001,oversized=0.001,skew=250,burst=10x2/30``.
+``disconnect=0.0005,duplicate=0.01,malformed=0.001,oversized=0.001,skew=250,burst=10x2/30,reboot=0.001``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ MALFORMED = 2
 OVERSIZED = 4
 DISCONNECT = 8
 ALARM = 16
+REBOOT = 32
 
 _CH_MESSAGE = 0xFA17
 _CH_SKEW = 0x5CE3
@@ -84,6 +88,7 @@ class FaultConfig:
     duplicate_ratio: float = 0.0
     malformed_ratio: float = 0.0
     oversized_ratio: float = 0.0
+    reboot_ratio: float = 0.0
     oversized_bytes: int = 300 * 1024
     clock_skew_ms: int = 0
     burst: Burst | None = None
@@ -91,7 +96,8 @@ class FaultConfig:
     reconnect_max_s: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("disconnect_ratio", "duplicate_ratio", "malformed_ratio", "oversized_ratio"):
+        for name in ("disconnect_ratio", "duplicate_ratio", "malformed_ratio", "oversized_ratio",
+                     "reboot_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise FaultSpecError(f"{name} must be in [0, 1]")
         if self.malformed_ratio + self.oversized_ratio > 1.0:
@@ -105,7 +111,7 @@ class FaultConfig:
     def per_message(self) -> bool:
         """True when any per-message fault can fire (else ``decide`` may be skipped)."""
         return any((self.disconnect_ratio, self.duplicate_ratio, self.malformed_ratio,
-                    self.oversized_ratio))
+                    self.oversized_ratio, self.reboot_ratio))
 
     def to_dict(self) -> dict[str, object]:
         d = dataclasses.asdict(self)
@@ -118,6 +124,7 @@ _SPEC_FIELDS = {
     "duplicate": ("duplicate_ratio", float),
     "malformed": ("malformed_ratio", float),
     "oversized": ("oversized_ratio", float),
+    "reboot": ("reboot_ratio", float),
     "oversized_bytes": ("oversized_bytes", int),
     "skew": ("clock_skew_ms", int),
     "burst": ("burst", Burst.parse),
@@ -152,7 +159,8 @@ def parse_faults(spec: str, base: FaultConfig | None = None) -> FaultConfig:
 
 
 def decide(cfg: FaultConfig, alarm_ratio: float, seed: int, device: int, seq: int) -> int:
-    """The bit set (DUPLICATE | MALFORMED | OVERSIZED | DISCONNECT | ALARM) for one message.
+    """The bit set (DUPLICATE | MALFORMED | OVERSIZED | DISCONNECT | ALARM | REBOOT) for one
+    message (``seq`` is the device's reading number, which a reboot does not reset).
 
     Malformed and oversized exclude each other; a corrupt message is never also
     duplicated, which keeps the manifest's bookkeeping one-seq-one-fate.
@@ -170,6 +178,8 @@ def decide(cfg: FaultConfig, alarm_ratio: float, seed: int, device: int, seq: in
         flags |= DISCONNECT
     if u_alarm < alarm_ratio:
         flags |= ALARM
+    if cfg.reboot_ratio and uniform(seed, _CH_MESSAGE + 2, device, seq) < cfg.reboot_ratio:
+        flags |= REBOOT
     return flags
 
 

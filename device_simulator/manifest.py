@@ -7,6 +7,12 @@ device's full offline buffer) plus the seqs whose fate the device cannot know
 (QoS 1 messages never acknowledged when the run ended).  ``expected_seqs`` and
 ``excluded_seqs`` turn those facts into the sets the verifier compares against.
 
+All seqs here are reading numbers, which only grow. A device that rebooted (the
+``reboot`` fault) restarted the ``seq`` of its payloads at ``run.seq_start`` and sent
+``boot`` = 1, 2, ...; ``boot_starts[b-1]`` is the reading number where boot ``b``
+began, and ``reading_number`` maps a payload's (boot, seq) back. Manifests without
+``boot_starts`` (no reboots, or written before the field existed) read as one boot.
+
 File layout (JSON, written atomically)::
 
     {"version": 1,
@@ -17,7 +23,7 @@ File layout (JSON, written atomically)::
                                "duplicates": 2, "disconnects": 0,
                                "alarm_seqs": [...], "malformed_seqs": [...],
                                "oversized_seqs": [...], "dropped_seqs": [...],
-                               "unconfirmed_seqs": [...]}, ...}}
+                               "unconfirmed_seqs": [...], "boot_starts": [...]}, ...}}
 
 See docs/simulator.md for the meaning of each field.
 """
@@ -33,7 +39,7 @@ from shared_log import atomic_write
 
 MANIFEST_VERSION = 1
 SEQ_LISTS = ("alarm_seqs", "malformed_seqs", "oversized_seqs", "dropped_seqs",
-             "unconfirmed_seqs")
+             "unconfirmed_seqs", "boot_starts")
 COUNTERS = ("sent", "duplicates", "disconnects")
 KINDS = ("all", "telemetry", "alarm")
 
@@ -60,6 +66,7 @@ class DeviceRecord:
     oversized_seqs: list[int] = field(default_factory=list)
     dropped_seqs: list[int] = field(default_factory=list)  # offline buffer full
     unconfirmed_seqs: list[int] = field(default_factory=list)  # never acked at the end
+    boot_starts: list[int] = field(default_factory=list)  # first reading of boot 1, 2, ...
 
     def note_seq(self, seq: int) -> None:
         if self.first_seq is None:
@@ -89,6 +96,21 @@ class DeviceRecord:
             raise ManifestError(f"device {device!r}: {exc}") from exc
         return rec
 
+    def reading_number(self, boot: int, seq: int) -> int | None:
+        """The reading number of payload (boot, seq); None when no such reading can exist."""
+        first = self.first_seq if self.first_seq is not None else 0
+        if boot == 0:
+            n = seq
+        elif 0 < boot <= len(self.boot_starts):
+            n = self.boot_starts[boot - 1] + seq - first
+        else:
+            return None
+        if boot < len(self.boot_starts) and n >= self.boot_starts[boot]:
+            return None  # past the start of the next boot: not a reading of this boot
+        if boot > 0 and n < self.boot_starts[boot - 1]:
+            return None
+        return n
+
     def excluded_seqs(self) -> set[int]:
         """Seqs that must not be expected downstream: corrupt on purpose or dropped."""
         return {*self.malformed_seqs, *self.oversized_seqs, *self.dropped_seqs}
@@ -108,6 +130,11 @@ class DeviceRecord:
         return seqs
 
 
+def _total_name(seq_list: str) -> str:
+    """``malformed_seqs`` -> ``malformed``; ``boot_starts`` -> ``reboots``."""
+    return "reboots" if seq_list == "boot_starts" else seq_list.removesuffix("_seqs")
+
+
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -122,12 +149,12 @@ class Manifest:
     def compute_totals(self) -> dict[str, int]:
         totals = {name: 0 for name in COUNTERS}
         for name in SEQ_LISTS:
-            totals[name.removesuffix("_seqs")] = 0
+            totals[_total_name(name)] = 0
         for rec in self.devices.values():
             for name in COUNTERS:
                 totals[name] += getattr(rec, name)
             for name in SEQ_LISTS:
-                totals[name.removesuffix("_seqs")] += len(getattr(rec, name))
+                totals[_total_name(name)] += len(getattr(rec, name))
         self.totals = totals
         return totals
 

@@ -26,6 +26,8 @@ FORMATS: tuple[Format, ...] = ("json", "cbor")
 SEQ_FIELD = "seq"
 TS_FIELD = "ts"
 DEVICE_FIELD = "device"
+#: the boot epoch, sent only after a device's first reboot (boot 0 sends none)
+BOOT_FIELD = "boot"
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
 if json.encoder.c_make_encoder is not None:

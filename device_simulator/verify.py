@@ -16,6 +16,12 @@ record exactly once:
   (QoS 1, unacknowledged at the end), filtered by kind (telemetry/alarm) when
   those go to different topics.
 
+Devices that rebooted (the ``reboot`` fault) restarted their payload ``seq`` and
+send a ``boot`` epoch; each record's (boot, seq) is mapped back to the device's
+reading number (``DeviceRecord.reading_number``) before it is judged, so loss,
+duplicates and order are checked per (device, boot) and across boots alike. A
+(boot, seq) that no boot of the device can have sent is *unexpected*.
+
 Corrupt-on-purpose messages are reported separately (sent and, if any reached
 the topic, received), as are records of unknown devices, records of the other
 kind, seqs outside the range and undecodable values: they are never counted as
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .manifest import Manifest
-from .payloads import DEVICE_FIELD, SEQ_FIELD, TS_FIELD, decode
+from .payloads import BOOT_FIELD, DEVICE_FIELD, SEQ_FIELD, TS_FIELD, decode
 
 MAX_LISTED = 50  # missing ranges listed per device in the report
 
@@ -168,10 +174,12 @@ class _Expect:
     """What the manifest says about one device, as sets for O(1) judging."""
 
     __slots__ = ("dropped", "expected", "first", "kind_seqs", "last", "malformed", "oversized",
-                 "skew")
+                 "rebooted", "record", "skew")
 
     def __init__(self, manifest: Manifest, name: str, kind: str) -> None:
         rec = manifest.devices[name]
+        self.record = rec
+        self.rebooted = bool(rec.boot_starts)
         self.first = rec.first_seq if rec.first_seq is not None else 0
         self.last = rec.last_seq if rec.last_seq is not None else -1
         self.expected = rec.expected_seqs(kind)
@@ -213,7 +221,7 @@ class Analyzer:
         self.latency_header = latency_header
         self._report = Report(kind=kind, latency_source=source)
         self._report.totals_sent = {k: manifest.totals.get(k, 0) for k in (
-            "malformed", "oversized", "dropped", "unconfirmed", "duplicates")}
+            "malformed", "oversized", "dropped", "unconfirmed", "duplicates", "reboots")}
         self._expects = {name: _Expect(manifest, name, kind) for name in manifest.devices}
         self._results = {name: DeviceResult(expected=len(e.expected))
                          for name, e in self._expects.items()}
@@ -253,6 +261,15 @@ class Analyzer:
             if type(seq) is not int:
                 report.undecodable += 1
                 continue
+            boot = message.get(BOOT_FIELD, 0)
+            if boot or exp.rebooted:
+                number = (exp.record.reading_number(boot, seq) if type(boot) is int
+                          else None)
+                if number is None:
+                    res.partitions.add(rec.partition)
+                    res.unexpected += 1
+                    continue
+                seq = number
             res.partitions.add(rec.partition)
             if seq in exp.oversized:
                 res.oversized_received += 1

@@ -130,13 +130,16 @@ class Agent:
         now = time.time()
         for sc in cfg.streams:
             store = open_stream(cfg, sc)
-            marks, replayed = load_marks(store.directory, store.log, store.generation)
+            marks, replayed = load_marks(store.directory, store.log, store.generation,
+                                         window=ing.dedup_window,
+                                         max_devices=ing.dedup_max_devices)
             # Everything recovered is durable: checkpoint it and keep segments from here.
             save_marks(store.directory, store.generation, store.log.end_offset, marks.marks)
             store.delete_floor = store.log.end_offset
             rules = PayloadRules(payload=sc.payload, device_key=sc.device_key,
                                  sequence_field=ing.sequence_field,
                                  timestamp_field=ing.timestamp_field,
+                                 epoch_field=ing.epoch_field,
                                  require_sequence=sc.require_sequence,
                                  max_payload_bytes=ing.max_payload_bytes)
             pipeline = StreamIngest(

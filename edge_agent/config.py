@@ -109,6 +109,13 @@ class IngestConfig:
     backpressure_retry_ms: float = 500.0
     #: how often the per-device dedup marks are checkpointed
     dedup_checkpoint_s: float = 5.0
+    #: payload field holding a device's boot epoch (int or short string); "" = none
+    epoch_field: str = "boot"
+    #: how far back (in sequence numbers) a redelivery can be; a sequence that falls back
+    #: further counts as a device restart. Keep >= mqtt.receive_maximum.
+    dedup_window: int = 1000
+    #: most devices whose dedup marks are kept per stream (least recently seen evicted)
+    dedup_max_devices: int = 100_000
     #: extra MQTT filters whose messages matching no stream are dead-lettered (no_stream)
     unmatched_topics: tuple[str, ...] = ()
 
@@ -325,7 +332,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     _known(g, {"max_payload_bytes", "sequence_field", "timestamp_field", "commit_interval_ms",
                "dead_letter_max_bytes", "dead_letter_payload_bytes", "batch_max_messages",
                "batch_window_ms", "backpressure_retry_ms", "dedup_checkpoint_s",
-               "unmatched_topics"}, "ingest.")
+               "epoch_field", "dedup_window", "dedup_max_devices", "unmatched_topics"},
+           "ingest.")
     unmatched = g.get("unmatched_topics", [])
     if (not isinstance(unmatched, list)
             or not all(isinstance(t, str) and t and _TOPIC_FILTER.match(t) for t in unmatched)):
@@ -343,6 +351,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
         backpressure_retry_ms=_num(g, "backpressure_retry_ms", "ingest.", 500.0, 1,
                                    integer=False),
         dedup_checkpoint_s=_num(g, "dedup_checkpoint_s", "ingest.", 5.0, 0.1, integer=False),
+        epoch_field=_str(g, "epoch_field", "ingest.", "boot"),
+        dedup_window=_num(g, "dedup_window", "ingest.", 1000, 1),
+        dedup_max_devices=_num(g, "dedup_max_devices", "ingest.", 100_000, 1),
         unmatched_topics=tuple(unmatched),
     )
 

@@ -3,12 +3,14 @@
 Strategy: the MQTT adapter hands every message to ``submit`` (a list append, on the event
 loop thread). The ``run`` task takes whatever has gathered (up to ``max_batch``) and
 turns it into *one* shared_log batch: each message is inspected (``payload.PayloadRules``),
-redeliveries are dropped by the per-device high-water marks (``dedup``), bad input becomes
-dead-letter entries. The batch is appended, and a durability waiter is queued; the
-``_ack_loop`` task waits for the group commit that covers it (and for the dead-letter
-entries of the same batch) and only then sends the PUBACKs, in arrival order (G1). While
-one batch waits for its fsync the next one is already being built and appended, so the
-fsync rate adapts to the load and many readings share one fsync.
+redeliveries are dropped by the per-device sequence marks (``dedup``: a device whose
+sequence restarts, by a new boot epoch or by falling back more than the redelivery window,
+is accepted and counted as a reset), bad input becomes dead-letter entries. The batch is
+appended, and a durability waiter is queued; the ``_ack_loop`` task waits for the group
+commit that covers it (and for the dead-letter entries of the same batch) and only then
+sends the PUBACKs, in arrival order (G1). While one batch waits for its fsync the next one
+is already being built and appended, so the fsync rate adapts to the load and many
+readings share one fsync.
 
 Back-pressure: when the log refuses the batch (``LogFull`` with reject_new, ``DiskFull`` on
 ENOSPC, or any write error) the pipeline keeps the QoS 1 messages unacknowledged and
@@ -16,6 +18,13 @@ retries every ``retry_s``, appending the largest prefix that fits; Mosquitto hol
 rest of the session's messages once ``receive_maximum`` are unacknowledged. QoS 0 readings
 are best effort and are dropped (counted as ``full``) while the stream is blocked. As the
 forwarder frees acknowledged segments, space returns and ingest resumes by itself.
+
+No single message can stop a stream (G7): anything unexpected raised while one message
+is handled dead-letters that message with reason ``internal`` (counted, logged at most
+every ``_LOG_EVERY_S``) and the batch goes on; a record the log cannot encode
+(``InvalidRecord``) is isolated by halving the batch and dead-lettered alone; any other
+append failure holds the batch and retries (back-pressure, below), never ends the task.
+The acknowledgement loop survives a failing PUBACK the same way.
 
 Not thread-safe: everything here runs on the agent's event loop.
 """
@@ -29,10 +38,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared_log import LogError, LogFull, Record
+from shared_log import InvalidRecord, LogFull, Record
 
 from .deadletter import DeadLetter, DeadLetterLog
-from .dedup import SEQ_HEADER, HighWaterMarks
+from .dedup import (
+    ACCEPT,
+    DUPLICATE,
+    EPOCH_HEADER,
+    RESET_CAUSES,
+    SEQ_HEADER,
+    HighWaterMarks,
+    advance,
+    judge,
+)
 from .payload import PayloadRules, Rejected
 from .streams import StreamStore
 
@@ -44,6 +62,10 @@ InMessage = tuple[str, bytes, int, int, int]
 AckFn = Callable[[list[tuple[int, int]]], None]
 #: the owning stream of a topic (first matching stream in config order), None when none
 RouteFn = Callable[[str], "str | None"]
+#: (device, seq, qos, epoch, topic) of each record of a pending batch
+Meta = tuple[str, "int | None", int, str, str]
+
+_LOG_EVERY_S = 10.0  # at most one log line per stream and kind in this many seconds
 
 
 @dataclass
@@ -57,6 +79,10 @@ class IngestStats:
     pubacks: int = 0
     deduplicated: int = 0
     dead_lettered: int = 0
+    internal_errors: int = 0  # messages dead-lettered because handling them raised
+    #: sequence restarts accepted, by cause ("epoch": a new boot epoch; "window": the
+    #: sequence fell back further than the redelivery window)
+    resets: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     held: int = 0  # QoS 1 messages waiting for room (back-pressure)
     blocked_since: float | None = None  # time.time() when appends started failing
@@ -71,7 +97,7 @@ class _Pending:
 
     def __init__(self) -> None:
         self.records: list[Record] = []
-        self.meta: list[tuple[str, int | None, int]] = []  # (device, seq, qos) per record
+        self.meta: list[Meta] = []
         self.dead: list[DeadLetter] = []
         self.acks: list[tuple[int, int]] = []
         self.dl_last: int | None = None
@@ -103,6 +129,8 @@ class StreamIngest:
         self._wake = asyncio.Event()
         self._acks: asyncio.Queue[_Pending] = asyncio.Queue()
         self._blocked = False
+        self._logged_at: dict[str, float] = {}  # kind -> time.monotonic() of its last line
+        self._suppressed: Counter[str] = Counter()
         if store is not None:
             ct = ("content-type", rules.content_type if rules else b"application/octet-stream")
             self._ct = ct
@@ -139,7 +167,10 @@ class StreamIngest:
                     else:
                         msgs = self._inbox[: self.max_batch]
                         del self._inbox[: self.max_batch]
-                    p = self._prepare(msgs)
+                    try:
+                        p = self._prepare(msgs)
+                    except Exception as exc:  # a bug outside any one message: never stop
+                        p = self._prepare_failed(msgs, exc)
                     await self._write(p)
                     self._acks.put_nowait(p)
         finally:
@@ -152,48 +183,112 @@ class StreamIngest:
         records, meta, dead, acks = p.records, p.meta, p.dead, p.acks
         name, route, rules = self.name, self.route, self.rules
         marks = self.marks.marks
-        seen: dict[str, int] = {}
+        window = self.marks.window
+        seen: dict[str, tuple[str, int, str | None, int]] = {}
         now_ms = int(time.time() * 1000)
         ct = self._ct if self.store is not None else None
         with_topic = rules is not None and rules.topic_header
         dedup = qos0 = 0
-        for topic, payload, qos, mid, epoch in msgs:
+        for msg in msgs:
+            topic, payload, qos, mid, epoch = msg
             if qos:
                 acks.append((mid, epoch))
             else:
                 qos0 += 1
-            owner = route(topic)
-            if owner != name or rules is None:
-                if owner is None:  # only the unmatched-topics pipeline sees these
-                    dead.append(DeadLetter("", topic, "no_stream", "topic matches no stream",
-                                           "", payload, qos))
-                continue  # another stream's session stores it
-            r = rules.inspect(topic, payload)
-            if type(r) is Rejected:
-                dead.append(DeadLetter(name, topic, r.reason, r.detail, r.device, payload, qos))
-                continue
-            device, seq, ts = r  # type: ignore[misc]
-            if seq is None:
-                headers: tuple[tuple[str, bytes], ...] = (ct,)
-            else:
-                hw = seen.get(device)
-                if hw is None:
-                    hw = marks.get(device, -1)
-                if seq <= hw:
-                    dedup += 1
+            try:  # free unless something raises (3.11 zero-cost exceptions)
+                owner = route(topic)
+                if owner != name or rules is None:
+                    if owner is None:  # only the unmatched-topics pipeline sees these
+                        dead.append(DeadLetter("", topic, "no_stream",
+                                               "topic matches no stream", "", payload, qos))
+                    continue  # another stream's session stores it
+                r = rules.inspect(topic, payload)
+                if type(r) is Rejected:
+                    dead.append(DeadLetter(name, topic, r.reason, r.detail, r.device,
+                                           payload, qos))
                     continue
-                seen[device] = seq
-                headers = (ct, (SEQ_HEADER, b"%d" % seq))
-            if with_topic:
-                headers = (*headers, ("mqtt-topic", topic.encode()))
-            if ts is not None:
-                headers = (*headers, ("device-ts", b"%d" % ts))
-            records.append(Record(device.encode(), payload, now_ms, headers))
-            meta.append((device, seq, qos))
+                device, seq, ts, boot = r  # type: ignore[misc]
+                if seq is None:
+                    headers: tuple[tuple[str, bytes], ...] = (ct,)
+                else:
+                    mark = seen.get(device)
+                    if mark is None:
+                        mark = marks.get(device)
+                    if mark is not None and boot == mark[0] and seq > mark[1]:
+                        new_mark = (boot, seq, mark[2], mark[3])  # in order: the usual case
+                    else:
+                        verdict = judge(mark, boot, seq, window)
+                        if verdict == DUPLICATE:
+                            dedup += 1
+                            continue
+                        if verdict != ACCEPT:
+                            self._reset(device, mark, boot, seq, RESET_CAUSES[verdict])
+                        new_mark = advance(mark, boot, seq)
+                    if boot:
+                        headers = (ct, (SEQ_HEADER, b"%d" % seq), (EPOCH_HEADER, boot.encode()))
+                    else:
+                        headers = (ct, (SEQ_HEADER, b"%d" % seq))
+                if with_topic:
+                    headers = (*headers, ("mqtt-topic", topic.encode()))
+                if ts is not None:
+                    headers = (*headers, ("device-ts", b"%d" % ts))
+                rec = Record(device.encode(), payload, now_ms, headers)
+                if seq is not None:
+                    seen[device] = new_mark
+                records.append(rec)
+                meta.append((device, seq, qos, boot, topic))
+            except Exception as exc:
+                dead.append(self._internal(msg, exc))
         st.received_qos0 += qos0
         st.deduplicated += dedup
         st.dead_lettered += len(dead)
         return p
+
+    def _internal(self, msg: InMessage, exc: BaseException) -> DeadLetter:
+        """The dead-letter entry of a message whose handling raised (a bug, logged)."""
+        topic, payload, qos = msg[0], msg[1], msg[2]
+        self.stats.internal_errors += 1
+        try:
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+        except Exception:  # an exception whose str() raises too
+            detail = type(exc).__name__
+        self.stats.last_error = f"internal: {detail}"
+        if self._may_log("internal"):
+            log.error("stream %s: handling a message on %r raised; dead-lettered as "
+                      "'internal'", self.name, str(topic)[:200], exc_info=exc)
+        return DeadLetter(self.name, topic if type(topic) is str else repr(topic)[:200],
+                          "internal", detail, "",
+                          payload if type(payload) is bytes else b"", qos if qos in (0, 1) else 1)
+
+    def _prepare_failed(self, msgs: list[InMessage], exc: BaseException) -> _Pending:
+        """A batch whose preparation raised outside any one message: dead-letter it all."""
+        p = _Pending()
+        p.acks.extend((m[3], m[4]) for m in msgs if m[2])
+        p.dead.extend(self._internal(m, exc) for m in msgs)
+        self.stats.dead_lettered += len(p.dead)
+        return p
+
+    def _reset(self, device: str, mark: tuple[str, int, str | None, int] | None, boot: str,
+               seq: int, cause: str) -> None:
+        self.stats.resets[cause] += 1
+        if self._may_log("reset"):
+            assert mark is not None
+            log.info("stream %s: device %s restarted its sequence (%s): epoch %r seq %d -> "
+                     "epoch %r seq %d", self.name, device, cause, mark[0], mark[1], boot, seq)
+
+    def _may_log(self, kind: str) -> bool:
+        """Rate limit for lines a hostile device could trigger: one per kind per period."""
+        now = time.monotonic()
+        last = self._logged_at.get(kind)
+        if last is not None and now - last < _LOG_EVERY_S:
+            self._suppressed[kind] += 1
+            return False
+        self._logged_at[kind] = now
+        n = self._suppressed.pop(kind, 0)
+        if n:
+            log.info("stream %s: %d more '%s' events in the last %.0f s", self.name, n, kind,
+                     now - last if last is not None else 0.0)
+        return True
 
     async def _write(self, p: _Pending) -> None:
         if p.dead:
@@ -211,7 +306,16 @@ class StreamIngest:
                     k //= 2
                     continue
                 self._block(p, f"{type(exc).__name__}: {exc}")
-            except (LogError, OSError) as exc:
+            except InvalidRecord as exc:
+                # The log cannot encode some record (too large a batch or header): halve
+                # until the culprit is alone, then dead-letter it and go on.
+                if k > 1:
+                    k //= 2
+                    continue
+                self._unstorable(p, exc)
+                k = len(p.records)
+                continue
+            except Exception as exc:  # LogError, OSError, or a bug: hold and retry
                 self._block(p, f"{type(exc).__name__}: {exc}")
             else:
                 self._appended(p, k, last)
@@ -222,10 +326,27 @@ class StreamIngest:
             await asyncio.sleep(self.retry_s)
             k = len(p.records)
 
+    def _unstorable(self, p: _Pending, exc: BaseException) -> None:
+        """Dead-letter the first record of ``p``, which the log refuses on its own."""
+        rec = p.records.pop(0)
+        device, _seq, qos, _boot, topic = p.meta.pop(0)
+        entry = DeadLetter(self.name, topic, "internal", f"cannot be stored: {exc}"[:200],
+                           device, rec.value, qos)
+        self.stats.internal_errors += 1
+        self.stats.dead_lettered += 1
+        last = self.deadletters.append([entry])
+        if last is not None:
+            p.dl_last = last if p.dl_last is None else max(p.dl_last, last)
+        # The marks are advanced only by appended records (_appended): this one never
+        # reached the log, so it leaves them as they were.
+        if self._may_log("internal"):
+            log.error("stream %s: a reading of %s cannot be stored (%s); dead-lettered",
+                      self.name, device, exc)
+
     def _appended(self, p: _Pending, k: int, last: int) -> None:
         st = self.stats
-        changes = {dev: seq for dev, seq, _ in p.meta[:k] if seq is not None}
-        self.marks.update(changes)
+        self.marks.apply([(dev, boot, seq) for dev, seq, _q, boot, _t in p.meta[:k]
+                          if seq is not None])
         del p.records[:k]
         del p.meta[:k]
         st.appended += k
@@ -266,21 +387,29 @@ class StreamIngest:
     # -- acknowledgements ----------------------------------------------------------------
 
     async def _ack_loop(self) -> None:
-        st = self.stats
         while True:
             p = await self._acks.get()
-            if p.durable:
-                results = await asyncio.gather(*p.durable, return_exceptions=True)
-                errors = [r for r in results if isinstance(r, BaseException)]
-                if errors:
-                    # fsync failed: the log refuses further appends; never ack what is
-                    # not durable. Mosquitto redelivers these after a restart.
-                    exc = errors[0]
-                    st.write_error = st.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("stream %s: durability failed, not acknowledging: %s",
-                              self.name, exc)
-                    continue
-            await self.deadletters.wait_durable(p.dl_last)
-            if p.acks:
-                self.ack(p.acks)
-                st.pubacks += len(p.acks)
+            try:
+                await self._ack_batch(p)
+            except Exception as exc:  # never let the acknowledgements stop for good
+                self.stats.last_error = f"ack: {type(exc).__name__}: {exc}"
+                if self._may_log("ack"):
+                    log.exception("stream %s: acknowledging a batch failed", self.name)
+
+    async def _ack_batch(self, p: _Pending) -> None:
+        st = self.stats
+        if p.durable:
+            results = await asyncio.gather(*p.durable, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                # fsync failed: the log refuses further appends; never ack what is
+                # not durable. Mosquitto redelivers these after a restart.
+                exc = errors[0]
+                st.write_error = st.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("stream %s: durability failed, not acknowledging: %s",
+                          self.name, exc)
+                return
+        await self.deadletters.wait_durable(p.dl_last)
+        if p.acks:
+            self.ack(p.acks)
+            st.pubacks += len(p.acks)

@@ -25,6 +25,10 @@ _STREAM_COUNTERS = (
     ("edge_ingest_deduplicated", "deduplicated",
      "Redelivered readings dropped by the per-device sequence high-water mark"),
     ("edge_uplink_acked_records", "acked_records", "Records acknowledged by the cloud"),
+    ("edge_dedup_evictions", "dedup_evictions",
+     "Devices whose dedup mark was evicted (ingest.dedup_max_devices reached)"),
+    ("edge_ingest_internal_errors", "internal_errors",
+     "Messages dead-lettered because handling them raised (reason internal): a bug"),
 )
 _STREAM_GAUGES = (
     ("edge_backlog_records", "backlog_records", "Records not yet acknowledged by the cloud"),
@@ -74,6 +78,14 @@ class _StatusCollector(Collector):
             for reason, n in sorted(reasons.items()):
                 dead.add_metric([stream, reason], n)
         yield dead
+        resets = CounterMetricFamily(
+            "edge_sequence_resets", "Device sequence restarts accepted, by cause (epoch: a new "
+            "boot epoch; window: the sequence fell back more than ingest.dedup_window)",
+            labels=["stream", "cause"])
+        for s in streams:
+            for cause, n in sorted(s.get("sequence_resets", {}).items()):
+                resets.add_metric([s["name"], cause], n)
+        yield resets
         writable = GaugeMetricFamily("edge_stream_writable",
                                      "1 when the stream's last append succeeded", labels=["stream"])
         retries = CounterMetricFamily("edge_uplink_retries", "Uplink send retries",

@@ -11,6 +11,20 @@ A parse failure is only an error when the stream needs a field from the payload 
 device key is a payload field, or ``require_sequence`` is on); otherwise the reading is
 kept as opaque bytes without a sequence number (and so without deduplication).
 
+Every value a device can send is checked before it is used (G8), so a NaN, an infinity,
+a 5000-digit integer or a CBOR bignum never reaches ``int()``, ``%d`` or ``str()`` further
+down:
+
+* sequence: an integer in [0, 2**63-1]; anything else counts as absent (no deduplication;
+  ``missing_sequence`` when the stream requires one);
+* timestamp: a number must be an integer or a finite float in [0, 2**63-1] ms, else the
+  reading is dead-lettered (``bad_value``); a string or other non-number is not a
+  timestamp in our format and is ignored (the reading is kept without ``device-ts``);
+* boot epoch: an integer in [0, 2**63-1] or a string of 1-64 ``[A-Za-z0-9._:-]``; any
+  other present value dead-letters the reading (``bad_value``), since deduplicating it
+  against the wrong boot could drop it;
+* device field: a safe string, or an integer below 10**20 in magnitude.
+
 Rejection reasons (the ``reason`` label of the dead-letter counters):
 
     oversized          payload larger than ingest.max_payload_bytes
@@ -19,6 +33,9 @@ Rejection reasons (the ``reason`` label of the dead-letter counters):
     no_device          the topic does not fit the device pattern / the device field is absent
     bad_device         the device key fails ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$
     no_stream          the topic matches no stream (only seen with ingest.unmatched_topics)
+    bad_value          a field the agent reads has a value out of range (detail names it)
+    internal           handling the message raised unexpectedly (a bug): the message is
+                       dead-lettered so that one reading can never stop its stream
 """
 
 from __future__ import annotations
@@ -34,15 +51,22 @@ import cbor2
 DEVICE_KEY = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 REASONS = ("oversized", "malformed", "missing_sequence", "no_device", "bad_device",
-           "no_stream")
+           "no_stream", "bad_value", "internal")
 
 CONTENT_TYPES = {"json": b"application/json", "cbor": b"application/cbor",
                  "": b"application/octet-stream"}
 
 MAX_SEQUENCE = 2**63 - 1
+MAX_TIMESTAMP = 2**63 - 1
+#: an epoch given as a string: short and printable, so it fits a header and a log line
+EPOCH_TEXT = re.compile(r"\A[A-Za-z0-9._:-]{1,64}\Z")
+_TS_RANGE = "a timestamp (a finite number of ms in [0, 2**63-1])"
+_EPOCH_RANGE = "an epoch (an integer in [0, 2**63-1] or 1-64 characters [A-Za-z0-9._:-])"
+#: device keys given as numbers: at most this many digits (str() of a huge int raises)
+_MAX_INT_KEY = 10**20
 
-#: (device key, sequence or None, device timestamp in ms or None)
-Reading = tuple[str, int | None, int | None]
+#: (device key, sequence or None, device timestamp in ms or None, boot epoch or "")
+Reading = tuple[str, int | None, int | None, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +133,15 @@ class PayloadRules:
     """What one stream reads from its payloads, compiled from its config."""
 
     def __init__(self, *, payload: str, device_key: str, sequence_field: str = "seq",
-                 timestamp_field: str = "ts", require_sequence: bool = False,
-                 max_payload_bytes: int = 256 * 1024) -> None:
+                 timestamp_field: str = "ts", epoch_field: str = "",
+                 require_sequence: bool = False, max_payload_bytes: int = 256 * 1024) -> None:
         if payload not in CONTENT_TYPES:
             raise ValueError(f"payload must be json, cbor or '', got {payload!r}")
         self.content_type = CONTENT_TYPES[payload]
         self.max_payload_bytes = max_payload_bytes
         self.sequence_field = sequence_field
         self.timestamp_field = timestamp_field
+        self.epoch_field = epoch_field
         self.require_sequence = require_sequence
         kind, _, spec = device_key.partition(":")
         self.device_field = spec if kind == "field" else ""
@@ -147,7 +172,7 @@ class PayloadRules:
         return result
 
     def inspect(self, topic: str, payload: bytes) -> Reading | Rejected:
-        """Accept (device, seq, ts) or reject one message."""
+        """Accept (device, seq, ts, epoch) or reject one message. Never raises for any input."""
         if len(payload) > self.max_payload_bytes:
             return Rejected("oversized",
                             f"{len(payload)} bytes > max_payload_bytes {self.max_payload_bytes}")
@@ -159,7 +184,7 @@ class PayloadRules:
         if not self._parse:
             if self.require_sequence:
                 return Rejected("missing_sequence", "opaque payloads carry no sequence")
-            return device, None, None  # type: ignore[return-value]
+            return device, None, None, ""  # type: ignore[return-value]
         try:
             doc = self._decode(payload)  # type: ignore[misc]
         except Exception as exc:  # any decoder failure: "not parseable"
@@ -171,14 +196,16 @@ class PayloadRules:
             if self._required:
                 return Rejected("malformed", error,
                                 device if isinstance(device, str) else "")
-            return device, None, None  # type: ignore[return-value]
+            return device, None, None, ""  # type: ignore[return-value]
         assert isinstance(doc, dict)
         if self.device_field:
             raw = doc.get(self.device_field)
-            if raw is None or isinstance(raw, bool) or not isinstance(raw, str | int):
+            if type(raw) is int and -_MAX_INT_KEY < raw < _MAX_INT_KEY:
+                raw = str(raw)
+            if type(raw) is not str:
                 return Rejected("no_device", f"field {self.device_field!r} missing or not a "
                                              "string")
-            device = check_device(str(raw))
+            device = check_device(raw)
             if type(device) is Rejected:
                 return device
         seq = None
@@ -194,11 +221,42 @@ class PayloadRules:
         if self.timestamp_field:
             ts = doc.get(self.timestamp_field)
             tt = type(ts)
-            if tt is float:
+            # Range checks before int(): NaN fails every comparison, inf and bignums the
+            # bounds, so int() only ever sees a finite float or a small int.
+            if tt is int:
+                if not 0 <= ts <= MAX_TIMESTAMP:  # type: ignore[operator]
+                    return _bad_value(self.timestamp_field, _TS_RANGE, ts, device)
+            elif tt is float:
+                if not 0.0 <= ts <= MAX_TIMESTAMP:  # type: ignore[operator]
+                    return _bad_value(self.timestamp_field, _TS_RANGE, ts, device)
                 ts = int(ts)  # type: ignore[arg-type]
-            elif tt is not int:
+            else:
                 ts = None
-        return device, seq, ts  # type: ignore[return-value]
+        epoch = ""
+        if self.epoch_field:
+            raw = doc.get(self.epoch_field)
+            if raw is not None:
+                if type(raw) is int and 0 <= raw <= MAX_SEQUENCE:
+                    epoch = str(raw)
+                elif type(raw) is str and EPOCH_TEXT.match(raw) is not None:
+                    epoch = raw
+                else:
+                    return _bad_value(self.epoch_field, _EPOCH_RANGE, raw, device)
+        return device, seq, ts, epoch  # type: ignore[return-value]
+
+
+def _bad_value(name: str, what: str, value: Any, device: Any) -> Rejected:
+    """A ``bad_value`` rejection whose detail names the field (the value shown bounded)."""
+    if type(value) is int:  # repr() of a 5000-digit int raises; show its size instead
+        shown = f"an integer of {value.bit_length()} bits"
+    elif type(value) is float or type(value) is bool:
+        shown = repr(value)
+    else:
+        shown = f"a {type(value).__name__}"
+        if type(value) is str:
+            shown += f" of {len(value)} characters"
+    return Rejected("bad_value", f"field {name!r}: {shown} is not {what}",
+                    device if type(device) is str else "")
 
 
 def check_device(device: str) -> str | Rejected:

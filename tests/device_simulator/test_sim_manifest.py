@@ -41,7 +41,8 @@ def test_a_manifest_round_trips_through_its_file(tmp_path):
     assert back.devices["dev-1"] == _record()
     assert back.run == {"devices": 1, "seed": 3}
     assert back.totals == {"sent": 20, "duplicates": 2, "disconnects": 0, "alarm": 2,
-                           "malformed": 1, "oversized": 1, "dropped": 1, "unconfirmed": 1}
+                           "malformed": 1, "oversized": 1, "dropped": 1, "unconfirmed": 1,
+                           "reboots": 0}
     assert not list(tmp_path.glob("*.tmp"))
 
 

@@ -30,6 +30,7 @@ def pipeline(tmp: Path, cfg: EdgeConfig, **kw: object) -> tuple[StreamIngest, St
     sc = cfg.streams[0]
     store = open_stream(cfg, sc)
     rules = PayloadRules(payload=sc.payload, device_key=sc.device_key,
+                         epoch_field=cfg.ingest.epoch_field,
                          require_sequence=sc.require_sequence, max_payload_bytes=1000)
     dl = DeadLetterLog(tmp, 1 << 20, 256, 5.0)
     ing = StreamIngest(sc.name, store, rules, HighWaterMarks(), dl, lambda t: sc.name,
@@ -140,6 +141,186 @@ def test_bad_input_is_dead_lettered_and_acked(tmp_path: Path) -> None:
                                                "missing_sequence": 1}
         assert store.log.end_offset == 1
         ing.deadletters.close()
+        store.log.close()
+
+    asyncio.run(main())
+
+
+# -- one message never stops a stream (G7) ------------------------------------------------
+
+async def _until(cond: object, timeout: float = 10.0) -> None:
+    """Wait for ``cond()`` with a deadline (the event loop keeps running meanwhile)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+HOSTILE = [b'{"seq": 1, "ts": Infinity}', b'{"seq": 2, "ts": NaN}', b'{"seq": 3, "ts": 1e999}',
+           b'{"seq": 4, "ts": -Infinity}', b'{"seq": 5.0, "ts": 1.5e300}',
+           b'{"seq": 6, "ts": ' + b"9" * 5000 + b"}", b'{"seq": 7, "boot": 1e999}']
+
+
+def seqs_of(store: StreamStore) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for r in store.log.read(0, max_records=10_000):
+        out.setdefault(r.key.decode(), []).append(int(dict(r.headers)["seq"]))
+    return out
+
+
+def test_non_finite_and_huge_values_never_end_the_run_loop(tmp_path: Path) -> None:
+    """Before: int(Infinity) raised in inspect, the exception ended StreamIngest.run, and
+    nothing after it was appended or acknowledged."""
+    async def main() -> None:
+        ing, store = pipeline(tmp_path, config(tmp_path))
+        acked: list[int] = []
+        ing.ack = lambda acks: acked.extend(m for m, _ in acks)
+        task = asyncio.create_task(ing.run())
+        for i, payload in enumerate(HOSTILE):
+            ing.submit(("devices/d1/telemetry", payload, 1, i + 1, 1))
+            await asyncio.sleep(0)
+        for i in range(10, 20):
+            ing.submit(msg("d2", i, 100 + i))
+        await _until(lambda: len(acked) == len(HOSTILE) + 10)
+        assert not task.done()
+        task.cancel()
+        # each bad one dead-lettered with its reason (the 5000-digit one is over
+        # max_payload_bytes here), every good one stored
+        assert ing.deadletters.by_reason() == {"bad_value": 6, "oversized": 1}
+        assert ing.stats.appended == 10 and ing.stats.internal_errors == 0
+        assert seqs_of(store) == {"d2": list(range(10, 20))}
+        store.log.close()
+
+    asyncio.run(main())
+
+
+class _BuggyRules(PayloadRules):
+    """Rules with a bug that fires on one payload: what 'unexpected' looks like."""
+
+    def inspect(self, topic: str, payload: bytes):  # type: ignore[no-untyped-def]
+        if payload == b'{"boom": 1}':
+            raise RuntimeError("a bug in inspect")
+        return super().inspect(topic, payload)
+
+
+def test_an_unexpected_exception_dead_letters_that_message_only(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+
+    async def main() -> None:
+        sc = cfg.streams[0]
+        store = open_stream(cfg, sc)
+        dl = DeadLetterLog(tmp_path, 1 << 20, 256, 5.0)
+        ing = StreamIngest(sc.name, store, _BuggyRules(payload="json", device_key=sc.device_key),
+                           HighWaterMarks(), dl, lambda t: sc.name)
+        acked: list[int] = []
+        ing.ack = lambda acks: acked.extend(m for m, _ in acks)
+        task = asyncio.create_task(ing.run())
+        ing.submit(msg("d1", 0, 1))
+        ing.submit(("devices/d1/telemetry", b'{"boom": 1}', 1, 2, 1))
+        ing.submit(msg("d1", 1, 3))
+        await _until(lambda: len(acked) == 3)
+        for i in range(2, 6):  # and the stream keeps flowing
+            ing.submit(msg("d1", i, 10 + i))
+        await _until(lambda: len(acked) == 7)
+        assert not task.done()
+        task.cancel()
+        assert dl.by_reason() == {"internal": 1} and ing.stats.internal_errors == 1
+        assert store.log.end_offset == 6
+        entry = dl.log.read(0, max_records=1)[0]
+        assert dict(entry.headers)["detail"] == b"RuntimeError: a bug in inspect"
+        dl.close()
+        store.log.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_too_large_for_one_log_batch_is_split_not_held(tmp_path: Path) -> None:
+    """Before: 70 readings of 1 MiB made one 70 MiB batch, the log refused it
+    (InvalidRecord, over its 64 MiB batch limit) and the stream held it forever."""
+    cfg = config(tmp_path, payload="")
+
+    async def main() -> None:
+        sc = cfg.streams[0]
+        store = open_stream(cfg, sc)
+        rules = PayloadRules(payload="", device_key=sc.device_key, max_payload_bytes=2 << 20)
+        dl = DeadLetterLog(tmp_path, 1 << 20, 256, 5.0)
+        ing = StreamIngest(sc.name, store, rules, HighWaterMarks(), dl, lambda t: sc.name)
+        acked: list[int] = []
+        ing.ack = lambda acks: acked.extend(m for m, _ in acks)
+        big = b"x" * (1 << 20)
+        for i in range(70):  # queued before the loop starts: one batch
+            ing.submit(("devices/d1/telemetry", big, 1, i + 1, 1))
+        task = asyncio.create_task(ing.run())
+        await _until(lambda: len(acked) == 70, 30)
+        task.cancel()
+        assert ing.stats.write_error == "" and store.log.end_offset == 70
+        dl.close()
+        store.log.close()
+
+    asyncio.run(main())
+
+
+# -- restarts and poisoning (G5 with reboots) ---------------------------------------------
+
+def test_restarts_are_accepted_and_counted_redeliveries_still_dropped(tmp_path: Path) -> None:
+    async def main() -> None:
+        ing, store = pipeline(tmp_path, config(tmp_path))
+        acked: list[int] = []
+        ing.ack = lambda acks: acked.extend(m for m, _ in acks)
+        task = asyncio.create_task(ing.run())
+        mid = 0
+
+        def send(device: str, seq: int, **extra: object) -> None:
+            nonlocal mid
+            mid += 1
+            body = json.dumps({"seq": seq, **extra}).encode()
+            ing.submit((f"devices/{device}/telemetry", body, 1, mid, 1))
+
+        for i in range(1500):  # a long-running device without an epoch...
+            send("old", i)
+        send("old", 1490)  # ...a redelivery (within the window): dropped
+        for i in range(3):  # ...reboots and starts again at 0: a restart, accepted
+            send("old", i)
+        send("poison", 10)
+        send("poison", 2**63 - 1)  # an absurd sequence...
+        for i in range(11, 16):  # ...costs one reset, not every later reading
+            send("poison", i)
+        send("boot", 5, boot=1)
+        send("boot", 0, boot=2)  # a new epoch: a restart even inside the window
+        send("boot", 5, boot=1)  # a late redelivery of the previous boot: dropped
+        send("boot", 1, boot=2)
+        await _until(lambda: len(acked) == mid)
+        task.cancel()
+        assert ing.stats.deduplicated == 2
+        assert ing.stats.resets == {"window": 2, "epoch": 1}
+        got = seqs_of(store)
+        assert got["old"] == [*range(1500), 0, 1, 2]
+        assert got["poison"] == [10, 2**63 - 1, 11, 12, 13, 14, 15]
+        assert got["boot"] == [5, 0, 1]
+        store.log.close()
+
+    asyncio.run(main())
+
+
+def test_a_bug_outside_any_one_message_dead_letters_the_batch_and_the_loop_goes_on(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        ing, store = pipeline(tmp_path, config(tmp_path))
+        acked: list[int] = []
+        ing.ack = lambda acks: acked.extend(m for m, _ in acks)
+        marks = ing.marks
+        ing.marks = object()  # type: ignore[assignment]  # a bug: _prepare cannot start
+        task = asyncio.create_task(ing.run())
+        ing.submit(msg("d1", 0, 1))
+        ing.submit(msg("d1", 1, 2, qos=0))
+        await _until(lambda: acked == [1])
+        ing.marks = marks  # fixed: the same task takes the next readings
+        ing.submit(msg("d1", 2, 3))
+        await _until(lambda: acked == [1, 3])
+        assert not task.done()
+        task.cancel()
+        assert ing.deadletters.by_reason() == {"internal": 2}
+        assert seqs_of(store) == {"d1": [2]}
         store.log.close()
 
     asyncio.run(main())
