@@ -121,7 +121,7 @@ def _tls_failure(exc: BaseException) -> str | None:
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return (f"TLS certificate verification failed: {cause.verify_message or cause} "
+            return (f"TLS certificate verification failed: {cause} "
                     "(is uplink.ca_file the CA that signed the cloud's certificate?)")
         if isinstance(cause, ssl.SSLError):
             return f"TLS handshake failed: {cause}"
