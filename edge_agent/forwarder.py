@@ -68,6 +68,51 @@ class StreamSender:
         self.stats = SenderStats()
         self.stopped: str | None = None  # set by a fatal error
         self.pending_since: float | None = None
+        #: records the full policy deleted that the cloud never got (drops.drop_oldest)
+        self.lost = 0
+        #: [lo, hi) ranges deleted while a batch carrying them was on the wire: lost only
+        #: if that batch is not acked (they are then resent as an empty range)
+        self._dropped_in_flight: list[tuple[int, int]] = []
+        store.log.on_drop = self._on_drop
+
+    @property
+    def dropped_in_flight(self) -> int:
+        return sum(hi - lo for lo, hi in self._dropped_in_flight)
+
+    def _on_drop(self, base: int, nxt: int) -> None:
+        """The full policy deleted offsets base..nxt-1 (from inside ``Log.append``).
+
+        Acked ones are no loss; those not yet sent are lost now; those in a batch on the
+        wire are decided by that batch's fate (``_settle`` on its ack, ``_given_up`` when
+        the range has to go without its data)."""
+        lo = max(base, self.state.acked_offset + 1)
+        if lo >= nxt:
+            return
+        sent = min(max(self.state.next_offset, lo), nxt)
+        self.lost += nxt - sent
+        if lo < sent:
+            self._dropped_in_flight.append((lo, sent))
+
+    def _settle(self, acked: int) -> None:
+        """The cloud acked up to ``acked``: deleted records it acked were delivered."""
+        if self._dropped_in_flight:
+            self._dropped_in_flight = [(max(lo, acked + 1), hi)
+                                       for lo, hi in self._dropped_in_flight if hi > acked + 1]
+
+    def _given_up(self, lo: int, hi: int) -> None:
+        """Offsets lo..hi-1 go as an empty range: deleted ones still pending are lost."""
+        keep = []
+        for a, b in self._dropped_in_flight:
+            x, y = max(a, lo), min(b, hi)
+            if x >= y:
+                keep.append((a, b))
+                continue
+            self.lost += y - x
+            if a < x:
+                keep.append((a, x))
+            if y < b:
+                keep.append((y, b))
+        self._dropped_in_flight = keep
 
     @property
     def name(self) -> str:
@@ -105,6 +150,8 @@ class StreamSender:
         if rng is None:
             return None
         first, last = rng
+        if start > first and self._dropped_in_flight:
+            self._given_up(first, min(start, last + 1))
         block = block_of(res.columns)
         if len(block) and block.offsets[-1] > last:  # the window cut the fetch short
             block = block[:bisect.bisect_right(block.offsets, last)]
@@ -119,6 +166,7 @@ class StreamSender:
             self.stats.acks += 1
             before = self.state.acked_offset
             self.state.on_ack(reply)
+            self._settle(self.state.acked_offset)
             acked = min(self.state.acked_offset, self.store.log.end_offset - 1)
             if acked > before:
                 self.stats.last_ack_at = time.time()

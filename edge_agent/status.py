@@ -202,8 +202,8 @@ def stream_status(s: Any, now: float) -> StatusDoc:
     first = max(store.acked_offset + 1, lg.start_offset)
     oldest = tr.oldest_unsent_ms(lg, first) if backlog else None
     drops = dict(st.dropped)
-    if lg.stats.dropped_records:
-        drops["drop_oldest"] = lg.stats.dropped_records
+    if s.sender.lost:  # deleted and never acked: what the cloud will never have
+        drops["drop_oldest"] = s.sender.lost
     ss = s.sender.stats
     sc = store.config
     return {
@@ -221,6 +221,10 @@ def stream_status(s: Any, now: float) -> StatusDoc:
         "blocked_since": st.blocked_since, "write_error": st.write_error,
         "devices": len(s.marks), "log_size_bytes": lg.size_bytes,
         "max_bytes": sc.max_bytes, "full_policy": sc.full_policy,
+        # every record the full policy deleted, and those whose batch is still on the
+        # wire (counted in drops.drop_oldest only if that batch is not acked)
+        "full_policy_deleted": lg.stats.dropped_records,
+        "drop_oldest_in_flight": s.sender.dropped_in_flight,
         "uplink": {"retries": ss.retries, "last_error": ss.last_error,
                    "tls_error": ss.tls_error,
                    "stopped": s.sender.stopped, "batches_sent": ss.batches_sent,
