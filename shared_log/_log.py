@@ -150,8 +150,9 @@ class Log:
 
         With the EVERY_BATCH policy the batch is durable on return; with GROUP, await
         ``wait_durable_async(last_offset)`` (or ``wait_durable``) before acknowledging it.
-        Raises LogFull (reject_new, or a batch larger than the cap) and DiskFull (ENOSPC),
-        in both cases with nothing written.
+        Raises LogFull (reject_new, or a batch larger than the cap) and DiskFull (ENOSPC;
+        under drop_oldest only once the log has no segment of its own left to delete), in
+        both cases with nothing written.
         """
         return self._append(len(records), lambda base: encode_batch(base, records))
 
