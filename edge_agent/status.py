@@ -136,6 +136,16 @@ def health(doc: StatusDoc, now: float, stuck_after_s: float, *,
     return problems
 
 
+def masked_url(url: str) -> str:
+    """``url`` without its user info (a password, or a token as user name): the status
+    document is readable by anyone who can reach ``status.listen``."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def uplink_state(connected: bool, senders: list[StatusDoc]) -> str:
     if any(s.get("stopped") for s in senders):
         return "stopped"
@@ -171,7 +181,7 @@ def build_status(agent: Any, now: float) -> StatusDoc:
                   "refused": m.refused, "connect_failures": m.connect_failures,
                   "disconnected_since": m.disconnected_since} for m in agent.sessions],
         "uplink": {
-            "url": agent.config.uplink.url,
+            "url": masked_url(agent.config.uplink.url),
             "state": uplink_state(fwd.connected if fwd else False, senders),
             "in_flight": fwd.in_flight if fwd else 0,
             "retries": sum(x["retries"] for x in senders),
