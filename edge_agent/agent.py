@@ -300,6 +300,7 @@ class Agent:
     # -- stop ----------------------------------------------------------------------------
 
     async def stop(self) -> None:
+        self.supervisor.stopping = True  # tasks ending from here on are no failure
         for sess in self.sessions:
             with contextlib.suppress(Exception):
                 await sess.close()

@@ -62,6 +62,7 @@ class Supervisor:
         self.states: dict[str, TaskState] = {}
         self.restarts: Counter[tuple[str, str]] = Counter()
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        #: set when the owner stops: a task that ends from then on is not restarted
         self.stopping = False
 
     def spawn(self, name: str, factory: Factory, *,
