@@ -322,9 +322,11 @@ class MqttSession:
             except (OSError, TimeoutError, mqtt.WebsocketConnectionError, ValueError) as exc:
                 ok = False
                 self.last_error = f"connect failed: {type(exc).__name__}: {exc}"
-                if isinstance(exc, ssl.SSLError):  # a certificate problem does not pass
-                    self.refused = f"TLS handshake with {self.cfg.host}:{self.cfg.port} " \
-                                   f"failed: {exc} (check mqtt.tls_ca)"
+                # a certificate problem does not pass; any other failure clears an older
+                # refusal (the disconnected-for rule takes over)
+                self.refused = "" if not isinstance(exc, ssl.SSLError) else (
+                    f"TLS handshake with {self.cfg.host}:{self.cfg.port} failed: {exc} "
+                    "(check mqtt.tls_ca)")
             if not ok:
                 self.connect_failures += 1
             if ok:

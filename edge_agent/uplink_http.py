@@ -114,6 +114,9 @@ class HttpUplink:
         await self._client.aclose()
 
 
+_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
 def _tls_failure(exc: BaseException) -> str | None:
     """The TLS error behind an httpx error (it wraps the ssl module's), or None."""
     seen: set[int] = set()
@@ -123,6 +126,8 @@ def _tls_failure(exc: BaseException) -> str | None:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (f"TLS certificate verification failed: {cause} "
                     "(is uplink.ca_file the CA that signed the cloud's certificate?)")
+        if isinstance(cause, _TRANSIENT_SSL):
+            return None  # a connection cut mid-stream, not a TLS setup problem
         if isinstance(cause, ssl.SSLError):
             return f"TLS handshake failed: {cause}"
         cause = cause.__cause__ or cause.__context__
