@@ -113,12 +113,22 @@ async def _supervised(cfg: Any, ingestor: Ingestor, mqtt_port: int) -> None:
         assert task["running"] and task["failures"] == 1
         assert tel.session is not None and tel.session.connects >= 2
 
+        # 1b. the pipeline's acknowledgement loop fails: the pipeline ends with it (it
+        # must not go on appending without ever acknowledging) and both restart
+        fail_once(tel.ingest, "ack", RuntimeError("injected ack failure"))
+        await publish(pub, range(20, 25))
+        await until(lambda: agent.supervisor.restarts[("ingest-telemetry", "RuntimeError")]
+                    == 2, 10, "the ack loop failure")
+        await until(lambda: pub.all_acked(25), 30, "the readings of the failed ack loop")
+        [task] = [t for t in agent.snapshot()["tasks"] if t["name"] == "ingest-telemetry"]
+        assert task["failures"] == 2 and "injected ack failure" in task["last_error"]
+
         # 2. the forwarder's scheduler fails: restarted, the stream drains again
         fwd = agent.forwarder
         assert fwd is not None
         fail_once(fwd, "_launch_ready", ValueError("injected forwarder failure"))
         fwd.notify()
-        await publish(pub, range(20, 30))
+        await publish(pub, range(25, 30))
         await until(lambda: pub.all_acked(30), 30, "the last readings")
         await until(lambda: tel.store.acked_offset >= 29, 30, "the cloud to ack all")
         doc = (await http.get("/status")).json()
