@@ -42,6 +42,7 @@ from .mqtt_ingest import MqttSession
 from .payload import PayloadRules
 from .ratelimit import TokenBucket
 from .streams import StreamStore, open_stream
+from .supervisor import Supervisor
 from .uplink_http import HttpUplink, Uplink
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,10 @@ class Agent:
         self.metrics = AgentMetrics(self.snapshot)
         self.started_at = time.time()
         self.status_address: tuple[str, int] | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = Supervisor(backoff_max_s=config.status.restart_max_s)
         self._lock_fd: int | None = None
         self._server: Any = None
+        self._status_sock: socket.socket | None = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -182,53 +184,56 @@ class Agent:
 
     async def start(self) -> None:
         self._lock()
-        sock = self._status_socket()
+        self._status_sock = self._status_socket()
         self._open_streams()
+        sup = self.supervisor
+        sup.spawn("status-server", self._serve_status)
+        if self.uplink is None:
+            self.uplink = self._make_uplink()
+        self.forwarder = Forwarder([s.sender for s in self.streams], self.uplink,
+                                   self.config.uplink)
+        sup.spawn("forwarder", self.forwarder.run)
+        mq = self.config.mqtt
+        for s in self.streams:
+            s.ingest.on_appended = self.forwarder.notifier(s.store.log)
+            sc = s.store.config
+            s.session = MqttSession(mq, f"{mq.client_id}-{sc.name}",
+                                    [(t, sc.qos) for t in sc.topics], s.ingest.submit)
+            s.ingest.ack = s.session.ack
+            self.sessions.append(s.session)
+            # A failed pipeline may have taken readings it never acknowledged: reconnect
+            # its session so Mosquitto redelivers them (dedup drops what was stored).
+            sup.spawn(f"ingest-{sc.name}", s.ingest.run, on_failure=_reconnector(s.session))
+        if self.unmatched is not None:
+            sess = MqttSession(mq, f"{mq.client_id}-unmatched",
+                               [(t, 1) for t in self.config.ingest.unmatched_topics],
+                               self.unmatched.submit)
+            self.unmatched.ack = sess.ack
+            self.sessions.append(sess)
+            sup.spawn("ingest-unmatched", self.unmatched.run, on_failure=_reconnector(sess))
+        sup.spawn("sampler", self._sample_loop)
+        sup.spawn("dedup-checkpoints", self._dedup_loop)
+        for sess in self.sessions:
+            sup.spawn(f"mqtt-{sess.client_id}", sess.run)
+
+    def _serve_status(self) -> Any:
+        """A fresh uvicorn server on the status socket (a new socket after a failure)."""
         import uvicorn  # imported here: the CLI's status command does not need it
 
         class _Server(uvicorn.Server):
             def capture_signals(self) -> contextlib.AbstractContextManager[None]:
                 return contextlib.nullcontext()  # the agent handles signals itself
 
-        app = status_mod.create_app(self.snapshot, self.metrics.render,
-                                    self.config.status.stuck_after_s)
+        sock = self._status_sock
+        if sock is None or self._server is not None:  # a restart: the old one may be gone
+            if sock is not None:
+                sock.close()
+            sock = self._status_sock = self._status_socket()
+        st = self.config.status
+        app = status_mod.create_app(self.snapshot, self.metrics.render, st.stuck_after_s)
         self._server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                               lifespan="off", http="h11", ws="none"))
-        self._spawn(self._server.serve(sockets=[sock]), "status-server")
-        if self.uplink is None:
-            self.uplink = self._make_uplink()
-        self.forwarder = Forwarder([s.sender for s in self.streams], self.uplink,
-                                   self.config.uplink)
-        self._spawn(self.forwarder.run(), "forwarder")
-        mq = self.config.mqtt
-        for s in self.streams:
-            s.ingest.on_appended = self.forwarder.notifier(s.store.log)
-            self._spawn(s.ingest.run(), f"ingest-{s.store.config.name}")
-            sc = s.store.config
-            s.session = MqttSession(mq, f"{mq.client_id}-{sc.name}",
-                                    [(t, sc.qos) for t in sc.topics], s.ingest.submit)
-            s.ingest.ack = s.session.ack
-            self.sessions.append(s.session)
-        if self.unmatched is not None:
-            self._spawn(self.unmatched.run(), "ingest-unmatched")
-            sess = MqttSession(mq, f"{mq.client_id}-unmatched",
-                               [(t, 1) for t in self.config.ingest.unmatched_topics],
-                               self.unmatched.submit)
-            self.unmatched.ack = sess.ack
-            self.sessions.append(sess)
-        self._spawn(self._sample_loop(), "sampler")
-        self._spawn(self._dedup_loop(), "dedup-checkpoints")
-        for sess in self.sessions:
-            self._spawn(sess.run(), f"mqtt-{sess.client_id}")
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+        return self._server.serve(sockets=[sock])
 
     # -- background loops ----------------------------------------------------------------
 
@@ -298,24 +303,25 @@ class Agent:
     # -- stop ----------------------------------------------------------------------------
 
     async def stop(self) -> None:
+        self.supervisor.stopping = True  # tasks ending from here on are no failure
         for sess in self.sessions:
             with contextlib.suppress(Exception):
                 await sess.close()
-        keep = {"forwarder", "status-server"}
-        for t in self._tasks:
-            if t.get_name() not in keep:
-                t.cancel()
+        sup = self.supervisor
+        sup.cancel({n for n in sup.tasks if n not in ("forwarder", "status-server")})
         for s in self.streams:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(s.store.log.flush)
                 save_marks(s.store.directory, s.store.generation, s.store.log.end_offset,
                            s.marks.marks)
-        for t in self._tasks:
-            if t.get_name() == "forwarder":
-                t.cancel()
-        if self._server is not None:
-            self._server.should_exit = True
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        sup.cancel({"forwarder"})
+        if self._server is not None and sup.states["status-server"].running:
+            self._server.should_exit = True  # answers /status until the very end
+        else:
+            sup.cancel({"status-server"})
+        await sup.wait()
+        if self._status_sock is not None:
+            self._status_sock.close()
         if self._lock_fd is not None:  # never overwrite the files of an agent we yielded to
             await self._write_status_file()
         if self.uplink is not None:
@@ -340,6 +346,10 @@ async def run_agent(config: EdgeConfig, stop: asyncio.Event, *,
     finally:
         await agent.stop()
     return agent
+
+
+def _reconnector(session: MqttSession) -> Any:
+    return lambda: session.reconnect("its ingest pipeline failed")
 
 
 def status_file(data_dir: Path) -> Path:

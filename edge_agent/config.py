@@ -126,6 +126,13 @@ class StatusConfig:
     #: unhealthy when the acked offset has not moved for this long while a backlog exists
     stuck_after_s: float = 300.0
     json_logs: bool = False
+    #: unhealthy when an MQTT session has been disconnected this long (a refusal by the
+    #: broker - bad login, TLS - is reported at once)
+    mqtt_down_after_s: float = 10.0
+    #: a supervised task that failed stays a health problem this long after its failure
+    task_failure_window_s: float = 60.0
+    #: the longest backoff before a failed task is restarted
+    restart_max_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +365,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     )
 
     s = _table(raw, "status")
-    _known(s, {"listen", "stuck_after_s", "json_logs"}, "status.")
+    _known(s, {"listen", "stuck_after_s", "json_logs", "mqtt_down_after_s",
+               "task_failure_window_s", "restart_max_s"}, "status.")
     listen = _str(s, "listen", "status.", "127.0.0.1:9100")
     if not re.fullmatch(r"\[?[^\]]*\]?:\d{1,5}", listen):
         raise ConfigError("status.listen", f"must be host:port, got {listen!r}")
@@ -368,7 +376,13 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     status = StatusConfig(listen=listen,
                           stuck_after_s=_num(s, "stuck_after_s", "status.", 300.0, 0.1,
                                              integer=False),
-                          json_logs=json_logs)
+                          json_logs=json_logs,
+                          mqtt_down_after_s=_num(s, "mqtt_down_after_s", "status.", 10.0, 0.1,
+                                                 integer=False),
+                          task_failure_window_s=_num(s, "task_failure_window_s", "status.",
+                                                     60.0, 0, integer=False),
+                          restart_max_s=_num(s, "restart_max_s", "status.", 30.0, 0.1,
+                                             integer=False))
 
     raw_streams = raw.get("streams")
     if not isinstance(raw_streams, list) or not raw_streams:

@@ -7,7 +7,8 @@ already in flight (one batch round). Per stream, the sans-IO ``uplink.SenderStat
 decides which offsets go next and what an ack or a refusal means; this module only reads
 the log, calls the Uplink, and records acks (freeing segments). Retryable failures are
 retried forever with tenacity (exponential backoff, full jitter); a fatal one stops that
-stream loudly while the others go on. A refusal expecting an offset the cloud had acked
+stream loudly while the others go on; a TLS failure is retried at ``retry_max_s`` and
+reported as a problem (``SenderStats.tls_error``). A refusal expecting an offset the cloud had acked
 before the batch left means the cloud restarted from a stale state checkpoint: the stream
 rewinds to it (``StreamSender._rewind_to``, docs/protocol.md "Sender rules").
 """
@@ -23,14 +24,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_random_exponential,
+)
 
 from shared_log import Log, OffsetOutOfRange, RecordColumns, fetch_columns
 from uplink import Ack, Batch, RecordBlock, Refusal, SenderState
 
 from .config import UplinkConfig
 from .streams import StreamStore
-from .uplink_http import FatalUplinkError, RetryableUplinkError, Uplink
+from .uplink_http import FatalUplinkError, RetryableUplinkError, TlsUplinkError, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,9 @@ class SenderStats:
     refusals: int = 0
     last_error: str = ""
     last_ack_at: float = 0.0  # time.time() of the last ack that moved the acked offset
+    #: the TLS failure of the last attempt ("" after a success): a configuration problem
+    #: that /healthz reports at once rather than a transient error
+    tls_error: str = ""
 
 
 class StreamSender:
@@ -58,6 +68,51 @@ class StreamSender:
         self.stats = SenderStats()
         self.stopped: str | None = None  # set by a fatal error
         self.pending_since: float | None = None
+        #: records the full policy deleted that the cloud never got (drops.drop_oldest)
+        self.lost = 0
+        #: [lo, hi) ranges deleted while a batch carrying them was on the wire: lost only
+        #: if that batch is not acked (they are then resent as an empty range)
+        self._dropped_in_flight: list[tuple[int, int]] = []
+        store.log.on_drop = self._on_drop
+
+    @property
+    def dropped_in_flight(self) -> int:
+        return sum(hi - lo for lo, hi in self._dropped_in_flight)
+
+    def _on_drop(self, base: int, nxt: int) -> None:
+        """The full policy deleted offsets base..nxt-1 (from inside ``Log.append``).
+
+        Acked ones are no loss; those not yet sent are lost now; those in a batch on the
+        wire are decided by that batch's fate (``_settle`` on its ack, ``_given_up`` when
+        the range has to go without its data)."""
+        lo = max(base, self.state.acked_offset + 1)
+        if lo >= nxt:
+            return
+        sent = min(max(self.state.next_offset, lo), nxt)
+        self.lost += nxt - sent
+        if lo < sent:
+            self._dropped_in_flight.append((lo, sent))
+
+    def _settle(self, acked: int) -> None:
+        """The cloud acked up to ``acked``: deleted records it acked were delivered."""
+        if self._dropped_in_flight:
+            self._dropped_in_flight = [(max(lo, acked + 1), hi)
+                                       for lo, hi in self._dropped_in_flight if hi > acked + 1]
+
+    def _given_up(self, lo: int, hi: int) -> None:
+        """Offsets lo..hi-1 go as an empty range: deleted ones still pending are lost."""
+        keep = []
+        for a, b in self._dropped_in_flight:
+            x, y = max(a, lo), min(b, hi)
+            if x >= y:
+                keep.append((a, b))
+                continue
+            self.lost += y - x
+            if a < x:
+                keep.append((a, x))
+            if y < b:
+                keep.append((y, b))
+        self._dropped_in_flight = keep
 
     @property
     def name(self) -> str:
@@ -95,6 +150,8 @@ class StreamSender:
         if rng is None:
             return None
         first, last = rng
+        if start > first and self._dropped_in_flight:
+            self._given_up(first, min(start, last + 1))
         block = block_of(res.columns)
         if len(block) and block.offsets[-1] > last:  # the window cut the fetch short
             block = block[:bisect.bisect_right(block.offsets, last)]
@@ -109,6 +166,7 @@ class StreamSender:
             self.stats.acks += 1
             before = self.state.acked_offset
             self.state.on_ack(reply)
+            self._settle(self.state.acked_offset)
             acked = min(self.state.acked_offset, self.store.log.end_offset - 1)
             if acked > before:
                 self.stats.last_ack_at = time.time()
@@ -235,10 +293,17 @@ class Forwarder:
         return deadline
 
     async def _send(self, s: StreamSender, batch: Batch, acked_when_sent: int) -> None:
+        backoff = wait_random_exponential(multiplier=0.05, max=self.cfg.retry_max_s)
+
+        def wait(rs: RetryCallState) -> float:
+            if rs.outcome is not None and isinstance(rs.outcome.exception(), TlsUplinkError):
+                return self.cfg.retry_max_s  # no point hammering a handshake that fails
+            return backoff(rs)
+
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(RetryableUplinkError),
-                wait=wait_random_exponential(multiplier=0.05, max=self.cfg.retry_max_s),
+                wait=wait,
                 stop=stop_never,
                 before_sleep=lambda rs: self._note_retry(s, rs.outcome.exception()),
                 reraise=True,
@@ -246,6 +311,7 @@ class Forwarder:
                 with attempt:
                     reply = await self.uplink.send(s.store.config.topic, batch)
             self.connected = True
+            s.stats.tls_error = ""
             s.stats.batches_sent += 1
             s.stats.records_sent += len(batch.records)
             s.on_reply(reply, acked_when_sent)
@@ -265,6 +331,12 @@ class Forwarder:
         self.connected = False
         s.stats.retries += 1
         s.stats.last_error = str(exc)
+        if isinstance(exc, TlsUplinkError):
+            if not s.stats.tls_error:
+                log.error("stream %s: %s; retrying every %gs", s.name, exc,
+                          self.cfg.retry_max_s)
+            s.stats.tls_error = str(exc)
+            return
         log.warning("stream %s: uplink error, retrying: %s", s.name, exc)
 
     async def run(self, persist_interval_s: float = 0.5) -> None:

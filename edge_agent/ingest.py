@@ -155,10 +155,16 @@ class StreamIngest:
 
     async def run(self) -> None:
         acker = asyncio.create_task(self._ack_loop(), name=f"ack-{self.name}")
+        acker.add_done_callback(lambda _t: self._wake.set())
+        if self._inbox:  # restarted after a failure: the inbox may hold readings already
+            self._wake.set()
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if acker.done():  # the ack loop died: end with it, to be restarted (G9)
+                    acker.result()
+                    raise RuntimeError("the acknowledgement loop ended")
                 if self.window_s > 0 and len(self._inbox) < self.max_batch:
                     await asyncio.sleep(self.window_s)
                 while self._inbox:

@@ -115,6 +115,18 @@ class _StatusCollector(Collector):
             connects.add_metric([m["client_id"]], m.get("connects", 0))
         yield conn
         yield connects
+        restarts = CounterMetricFamily(
+            "edge_task_restarts", "Supervised tasks that ended unexpectedly and were "
+            "restarted, by reason (the exception type, or 'returned')",
+            labels=["task", "reason"])
+        up_ = GaugeMetricFamily("edge_task_up", "1 while a supervised task is running",
+                                labels=["task"])
+        for t in doc.get("tasks", []):
+            up_.add_metric([t["name"]], 1 if t.get("running") else 0)
+            for reason, n in sorted(t.get("restarts", {}).items()):
+                restarts.add_metric([t["name"], reason], n)
+        yield restarts
+        yield up_
         healthy = GaugeMetricFamily("edge_healthy", "1 when /healthz reports no problem")
         healthy.add_metric([], 0 if doc.get("problems") else 1)
         yield healthy

@@ -85,6 +85,10 @@ class MqttSession:
         self.epoch = 0
         self.connects = 0
         self.last_error = ""
+        #: why the broker (or its TLS) refused the last connect; "" once connected. Not
+        #: transient like a lost connection: /healthz reports it at once.
+        self.refused = ""
+        self.connect_failures = 0  # consecutive failed connects
         self.disconnected_since: float | None = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -201,13 +205,15 @@ class MqttSession:
             self.connects += 1
             self.connected = True
             self.disconnected_since = None
+            self.refused = ""
+            self.connect_failures = 0
             self.session_present = bool(flags.session_present)
             if self.cfg.protocol == "3.1.1":
                 client.subscribe([(f, q) for f, q in self.subscriptions])
             else:
                 client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in self.subscriptions])
         else:
-            self.last_error = f"connection refused: {reason}"
+            self.last_error = self.refused = f"connection refused by the broker: {reason}"
         if self._connack is not None and not self._connack.done():
             self._in_loop(_set_result, self._connack, ok)
 
@@ -281,8 +287,27 @@ class MqttSession:
         client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                        clean_start=False, properties=props)
 
+    def reconnect(self, reason: str) -> None:
+        """Drop the current connection; ``run`` reconnects and the broker redelivers every
+        unacknowledged message of the session."""
+        if self.connected:
+            log.warning("mqtt %s: reconnecting: %s", self.client_id, reason)
+            self._lost(f"reconnect: {reason}")
+
     async def run(self) -> None:
-        """Connect, stay connected, reconnect with backoff; until cancelled or ``close``."""
+        """Connect, stay connected, reconnect with backoff; until cancelled or ``close``.
+
+        Whatever ends it (a cancel, or a failure its supervisor restarts it after), the
+        connection it holds is dropped: a restarted run starts from a clean slate."""
+        try:
+            await self._run()
+        finally:
+            client = self._client
+            if client is not None and not self._stopping:
+                self._drop(client)
+                self._set_disconnected()
+
+    async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.current_thread()
         attempt = 0
@@ -297,6 +322,13 @@ class MqttSession:
             except (OSError, TimeoutError, mqtt.WebsocketConnectionError, ValueError) as exc:
                 ok = False
                 self.last_error = f"connect failed: {type(exc).__name__}: {exc}"
+                # a certificate problem does not pass; any other failure clears an older
+                # refusal (the disconnected-for rule takes over)
+                self.refused = "" if not isinstance(exc, ssl.SSLError) else (
+                    f"TLS handshake with {self.cfg.host}:{self.cfg.port} failed: {exc} "
+                    "(check mqtt.tls_ca)")
+            if not ok:
+                self.connect_failures += 1
             if ok:
                 attempt = 0
                 log.info("mqtt %s: connected to %s:%d (session present: %s)",

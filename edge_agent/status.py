@@ -14,7 +14,11 @@ Health rules (each failing rule adds a human-readable problem; 503 when any fail
 * not writable: a stream's appends fail (log full with reject_new, disk full, fsync
   error) - readings are held unacknowledged in Mosquitto meanwhile;
 * stopped: the cloud refused a stream's batch for good (FatalUplinkError);
-* MQTT: a session has been disconnected for longer than ``stuck_after_s``.
+* TLS: the last send of a stream failed its TLS handshake (untrusted certificate...);
+* MQTT: the broker refused a session (login, TLS) - at once -, or a session has been
+  disconnected for ``status.mqtt_down_after_s`` (at most ``stuck_after_s``);
+* tasks: a supervised task is down, or failed less than ``status.task_failure_window_s``
+  ago (supervisor.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_log import Log, OffsetOutOfRange
+
+from .supervisor import task_problems
 
 StatusDoc = dict[str, Any]
 
@@ -95,29 +101,49 @@ def stream_problems(s: StatusDoc, now: float, stuck_after_s: float) -> list[str]
                    f"has not moved for {now - moved:.0f}s (stuck_after_s={stuck_after_s:g})")
     if s.get("write_error"):
         out.append(f"stream {name}: log cannot be written: {s['write_error']}")
-    stopped = (s.get("uplink") or {}).get("stopped")
-    if stopped:
-        out.append(f"stream {name}: uplink stopped: {stopped}")
+    up = s.get("uplink") or {}
+    if up.get("stopped"):
+        out.append(f"stream {name}: uplink stopped: {up['stopped']}")
+    elif up.get("tls_error"):
+        out.append(f"stream {name}: uplink: {up['tls_error']}")
     return out
 
 
-def mqtt_problems(sessions: list[StatusDoc], now: float, stuck_after_s: float) -> list[str]:
+def mqtt_problems(sessions: list[StatusDoc], now: float, stuck_after_s: float,
+                  down_after_s: float | None = None) -> list[str]:
+    limit = stuck_after_s if down_after_s is None else min(stuck_after_s, down_after_s)
     out = []
     for m in sessions:
+        if m.get("connected"):
+            continue
         since = m.get("disconnected_since")
-        if not m.get("connected") and since is not None and now - since >= stuck_after_s:
+        if m.get("refused"):
+            out.append(f"mqtt {m['client_id']}: {m['refused']}")
+        elif since is not None and now - since >= limit:
             out.append(f"mqtt {m['client_id']}: disconnected for {now - since:.0f}s: "
                        f"{m.get('last_error') or 'no error recorded'}")
     return out
 
 
-def health(doc: StatusDoc, now: float, stuck_after_s: float) -> list[str]:
+def health(doc: StatusDoc, now: float, stuck_after_s: float, *,
+           mqtt_down_after_s: float | None = None, task_window_s: float = 60.0) -> list[str]:
     """Every problem of a status document; empty when healthy."""
     problems = []
     for s in doc.get("streams", []):
         problems.extend(stream_problems(s, now, stuck_after_s))
-    problems.extend(mqtt_problems(doc.get("mqtt", []), now, stuck_after_s))
+    problems.extend(mqtt_problems(doc.get("mqtt", []), now, stuck_after_s, mqtt_down_after_s))
+    problems.extend(task_problems(doc.get("tasks", []), now, task_window_s))
     return problems
+
+
+def masked_url(url: str) -> str:
+    """``url`` without its user info (a password, or a token as user name): the status
+    document is readable by anyone who can reach ``status.listen``."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def uplink_state(connected: bool, senders: list[StatusDoc]) -> str:
@@ -152,13 +178,15 @@ def build_status(agent: Any, now: float) -> StatusDoc:
         "mqtt": [{"client_id": m.client_id, "connected": m.connected,
                   "subscribed": m.subscribed, "session_present": m.session_present,
                   "connects": m.connects, "last_error": m.last_error,
+                  "refused": m.refused, "connect_failures": m.connect_failures,
                   "disconnected_since": m.disconnected_since} for m in agent.sessions],
         "uplink": {
-            "url": agent.config.uplink.url,
+            "url": masked_url(agent.config.uplink.url),
             "state": uplink_state(fwd.connected if fwd else False, senders),
             "in_flight": fwd.in_flight if fwd else 0,
             "retries": sum(x["retries"] for x in senders),
             "last_error": next((x["last_error"] for x in senders if x["last_error"]), ""),
+            "tls_error": next((x["tls_error"] for x in senders if x["tls_error"]), ""),
         },
         "streams": streams,
         "dead_letter": {
@@ -168,9 +196,14 @@ def build_status(agent: Any, now: float) -> StatusDoc:
             "by_stream": by_stream,
         },
     }
-    doc["problems"] = health(doc, now, agent.config.status.stuck_after_s)
+    sup = getattr(agent, "supervisor", None)
+    doc["tasks"] = sup.status() if sup is not None else []
+    st = agent.config.status
+    doc["problems"] = health(doc, now, st.stuck_after_s, mqtt_down_after_s=st.mqtt_down_after_s,
+                             task_window_s=st.task_failure_window_s)
     doc["healthy"] = not doc["problems"]
     return doc
+
 
 def stream_status(s: Any, now: float) -> StatusDoc:
     store, st, tr = s.store, s.ingest.stats, s.tracker
@@ -179,8 +212,8 @@ def stream_status(s: Any, now: float) -> StatusDoc:
     first = max(store.acked_offset + 1, lg.start_offset)
     oldest = tr.oldest_unsent_ms(lg, first) if backlog else None
     drops = dict(st.dropped)
-    if lg.stats.dropped_records:
-        drops["drop_oldest"] = lg.stats.dropped_records
+    if s.sender.lost:  # deleted and never acked: what the cloud will never have
+        drops["drop_oldest"] = s.sender.lost
     ss = s.sender.stats
     sc = store.config
     return {
@@ -200,7 +233,12 @@ def stream_status(s: Any, now: float) -> StatusDoc:
         "sequence_resets": dict(st.resets), "internal_errors": st.internal_errors,
         "log_size_bytes": lg.size_bytes,
         "max_bytes": sc.max_bytes, "full_policy": sc.full_policy,
+        # every record the full policy deleted, and those whose batch is still on the
+        # wire (counted in drops.drop_oldest only if that batch is not acked)
+        "full_policy_deleted": lg.stats.dropped_records,
+        "drop_oldest_in_flight": s.sender.dropped_in_flight,
         "uplink": {"retries": ss.retries, "last_error": ss.last_error,
+                   "tls_error": ss.tls_error,
                    "stopped": s.sender.stopped, "batches_sent": ss.batches_sent,
                    "records_sent": ss.records_sent, "last_ack_at": ss.last_ack_at or None},
     }

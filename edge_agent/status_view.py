@@ -147,10 +147,17 @@ def render(doc: dict[str, Any]) -> None:
     up = doc.get("uplink", {})
     console.print(f"uplink: {up.get('state', '?')} ({up.get('url', '')}), retries "
                   f"{up.get('retries', 0)}, last error: {up.get('last_error') or '-'}")
+    if up.get("tls_error"):
+        console.print(f"[red]uplink TLS:[/] {up['tls_error']}")
     for m in doc.get("mqtt", []):
         conn = "connected" if m.get("connected") else "disconnected"
         console.print(f"mqtt {m['client_id']}: {conn}, connects {m.get('connects', 0)}"
                       + (f", last error: {m['last_error']}" if m.get("last_error") else ""))
+    for t in doc.get("tasks", []):
+        if t.get("failures"):
+            state = "running" if t.get("running") else "down"
+            console.print(f"task {t['name']}: {state}, {t['failures']} failure(s), last: "
+                          f"{t.get('last_error') or '-'}")
     dl = doc.get("dead_letter", {})
     if dl:
         console.print(f"dead-letter log: {dl.get('records', 0)} records, "

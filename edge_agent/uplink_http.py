@@ -5,8 +5,12 @@ transport: the forwarder never sees HTTP. Failures are sorted into two kinds at 
 boundary: ``RetryableUplinkError`` (connect errors, timeouts, 5xx, 429: retried forever
 with backoff, nothing is dropped) and ``FatalUplinkError`` (other 4xx: a configuration or
 protocol problem that retrying cannot fix; the stream stops loudly). 409 is the protocol's
-gap refusal and comes back as a ``Refusal``. ``MemoryUplink`` is the in-process
-implementation for tests.
+gap refusal and comes back as a ``Refusal``. A TLS failure (the cloud's certificate is not
+trusted, or the handshake fails) is a ``TlsUplinkError``: still retried, since the fix
+(``uplink.ca_file``, a renewed certificate) may come from either side, but never as a
+transient error: the forwarder backs off to ``retry_max_s`` at once and ``/healthz``
+reports it until a send succeeds. ``MemoryUplink`` is the in-process implementation for
+tests.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ class UplinkError(Exception):
 
 class RetryableUplinkError(UplinkError):
     """The cloud could not be reached or was not ready; try again later."""
+
+
+class TlsUplinkError(RetryableUplinkError):
+    """TLS with the cloud failed (untrusted certificate, wrong name, no TLS there): a
+    configuration problem, reported as such, retried slowly until someone fixes it."""
 
 
 class FatalUplinkError(UplinkError):
@@ -83,6 +92,9 @@ class HttpUplink:
             resp = await self._client.post(f"{self.url}/v1/ingest/{topic}", content=data,
                                            headers={"content-encoding": encoding})
         except (httpx.TransportError, httpx.TimeoutException) as exc:
+            tls = _tls_failure(exc)
+            if tls is not None:
+                raise TlsUplinkError(tls) from exc
             raise RetryableUplinkError(f"{type(exc).__name__}: {exc}") from exc
         self.bytes_sent += len(data)
         status = resp.status_code
@@ -100,6 +112,29 @@ class HttpUplink:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The TLS error behind an httpx error (it wraps the ssl module's), or None."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (f"TLS certificate verification failed: {cause} "
+                    "(is uplink.ca_file the CA that signed the cloud's certificate?)")
+        if isinstance(cause, _TRANSIENT_SSL):
+            return None  # a connection cut mid-stream, not a TLS setup problem
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed: {cause}"
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"TLS certificate verification failed: {text}"
+    return None
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -40,7 +40,8 @@ class CommitMode(enum.Enum):
 
 
 class FullPolicy(enum.Enum):
-    #: delete the oldest segments, acknowledged or not, counting what was dropped.
+    #: delete the oldest segments, acknowledged or not, counting what was dropped: to
+    #: stay under max_bytes, and when the file system is full (ENOSPC).
     DROP_OLDEST = "drop_oldest"
     #: refuse the append with LogFull; nothing existing is touched.
     REJECT_NEW = "reject_new"

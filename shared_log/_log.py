@@ -58,6 +58,10 @@ class Log:
         self._flush_lock = threading.Lock()
         self._closed = False
         self._failed: BaseException | None = None
+        #: called as ``on_drop(base, next)`` for every segment the full policy deletes
+        #: (offsets base..next-1), under the log's lock, from the appending thread: an
+        #: owner that knows which offsets were delivered elsewhere counts the real losses.
+        self.on_drop: Callable[[int, int], None] | None = None
         self._seen_corrupt: set[tuple[int, int]] = set()
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -146,8 +150,9 @@ class Log:
 
         With the EVERY_BATCH policy the batch is durable on return; with GROUP, await
         ``wait_durable_async(last_offset)`` (or ``wait_durable``) before acknowledging it.
-        Raises LogFull (reject_new, or a batch larger than the cap) and DiskFull (ENOSPC),
-        in both cases with nothing written.
+        Raises LogFull (reject_new, or a batch larger than the cap) and DiskFull (ENOSPC;
+        under drop_oldest only once the log has no segment of its own left to delete), in
+        both cases with nothing written.
         """
         return self._append(len(records), lambda base: encode_batch(base, records))
 
@@ -162,23 +167,17 @@ class Log:
             base = self.end_offset
             data = encode(base)
             try:
-                self._make_room(len(data), n)
-                active = self._segments[-1]
-                if active.size and active.size + len(data) > self.config.segment_bytes:
-                    self._roll()
-                    active = self._segments[-1]
-                active.append(data, base, n)
-            except LogFull:
+                while True:
+                    try:
+                        self._put(data, base, n)
+                        break
+                    except DiskFull:
+                        if not self._drop_for_disk():
+                            raise
+            except LogFull:  # and DiskFull: nothing was appended
                 self.stats.rejected_batches += 1
                 self.stats.rejected_records += n
                 raise
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                # Rolling needs space too (index, recovery point): nothing was appended.
-                self.stats.rejected_batches += 1
-                self.stats.rejected_records += n
-                raise DiskFull(f"no space left in {self.directory}: {exc}") from exc
             self._size += len(data)
             self.stats.appended_records += n
             self.stats.appended_batches += 1
@@ -188,6 +187,34 @@ class Log:
         elif self._committer is not None:
             self._committer.appended(n)
         return base, base + n - 1
+
+    def _put(self, data: bytes, base: int, n: int) -> None:
+        try:
+            self._make_room(len(data), n)
+            active = self._segments[-1]
+            if active.size and active.size + len(data) > self.config.segment_bytes:
+                self._roll()
+                active = self._segments[-1]
+            active.append(data, base, n)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # Rolling needs space too (index, recovery point): nothing was appended.
+            raise DiskFull(f"no space left in {self.directory}: {exc}") from exc
+
+    def _drop_for_disk(self) -> bool:
+        """The file system is full (ENOSPC): under drop_oldest, this log gives up its own
+        oldest segment, as it would for its size cap, and the append is tried again. A
+        log that fills a shared disk must not block the drop_oldest logs beside it.
+        False when there is nothing left to give (reject_new, or an empty log)."""
+        if self.config.full_policy is not FullPolicy.DROP_OLDEST:
+            return False
+        if len(self._segments) == 1:
+            if not self._segments[0].size:
+                return False
+            self._roll()
+        self._drop_first()
+        return True
 
     def _check_writable(self) -> None:
         if self._closed:
@@ -213,10 +240,7 @@ class Log:
                 if not self._segments[0].size:
                     break
                 self._roll()
-            seg = self._segments[0]
-            self.stats.dropped_records += seg.next_offset - seg.base_offset
-            self.stats.dropped_bytes += seg.size
-            self._delete_first()
+            self._drop_first()
 
     def _roll(self) -> None:
         """Seal the active segment (fsync) and start a new one at the end offset."""
@@ -239,6 +263,16 @@ class Log:
             # The recovery point is a hint (a stale one only makes the next open look at
             # more segments), but the new segment's directory entry must be durable.
             fsync_dir(self.directory)
+
+    def _drop_first(self) -> None:
+        """Delete the oldest segment for the full policy, counting it and telling
+        ``on_drop`` which offsets went."""
+        seg = self._segments[0]
+        self.stats.dropped_records += seg.next_offset - seg.base_offset
+        self.stats.dropped_bytes += seg.size
+        self._delete_first()
+        if self.on_drop is not None:
+            self.on_drop(seg.base_offset, seg.next_offset)
 
     def _delete_first(self) -> None:
         seg = self._segments.pop(0)

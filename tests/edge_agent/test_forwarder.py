@@ -8,6 +8,7 @@ made slow by awaiting in that wrapper, never by sleeping in the test to hope for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -379,6 +380,85 @@ def test_drop_oldest_range_is_skipped_and_acked_past(tmp_path: Path) -> None:
     source_ = source(cfg, store)
     assert cloud.ingestor.acked_offset(source_) == 5499
     verify_cloud(cloud.view(), {source_: delivered + list(range(start, 5500))})
+    cloud.close()
+    store.log.close()
+
+
+def _drop_setup(tmp_path: Path) -> tuple[EdgeConfig, StreamStore, Cloud]:
+    cfg = edge_config(tmp_path / "edge", [stream_config(
+        "telemetry", segment_bytes=4096, max_bytes=64 * 1024, full_policy="drop_oldest")],
+        max_batch_records=100, max_in_flight=1)
+    return cfg, open_edge(cfg), Cloud(tmp_path / "cloud")
+
+
+async def _until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.005)
+
+
+def test_drop_counter_excludes_records_of_a_batch_that_is_then_acked(tmp_path: Path) -> None:
+    """Records deleted while their batch is on the wire are not lost when it is acked:
+    drops.drop_oldest counts exactly the records the cloud never got."""
+    cfg, store, cloud = _drop_setup(tmp_path)
+    fill(store, 300, 10, size=100, chunk=20)
+    release = asyncio.Event()
+    [sender] = senders(cfg, [store])
+
+    async def main() -> None:
+        up = Recording(memory_uplink(cloud.ingestor), gate=release.wait)
+        fwd = Forwarder([sender], up, cfg.uplink)
+        task = asyncio.create_task(fwd.run(persist_interval_s=0.1))
+        try:
+            await _until(lambda: len(up.sends) == 1, "the first batch on the wire")
+            fill(store, 3000, 10, start=300, size=100, chunk=20)  # deletes 0..99 too
+            start = store.log.start_offset
+            assert start > 100
+            assert sender.dropped_in_flight == 100  # decided by that batch's fate
+            assert sender.lost == start - 100  # never sent: lost at once
+            release.set()
+            await _until(fwd.drained, "the drain")
+            assert sender.dropped_in_flight == 0 and sender.lost == start - 100
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    verify_cloud(cloud.view(), {source(cfg, store): list(range(100))
+                                + list(range(sender.lost + 100, 3300))})
+    assert len(cloud.view().records) + sender.lost == 3300
+    cloud.close()
+    store.log.close()
+
+
+def test_drop_counter_counts_in_flight_records_given_up(tmp_path: Path) -> None:
+    """The batch carrying deleted records never gets its ack (the forwarder restarts):
+    the range goes again without its data, and those records count as lost then."""
+    cfg, store, cloud = _drop_setup(tmp_path)
+    fill(store, 300, 10, size=100, chunk=20)
+    [sender] = senders(cfg, [store])
+    never = asyncio.Event()
+
+    async def main() -> None:
+        up = Recording(memory_uplink(cloud.ingestor), gate=never.wait)
+        fwd = Forwarder([sender], up, cfg.uplink)
+        task = asyncio.create_task(fwd.run(persist_interval_s=0.1))
+        await _until(lambda: len(up.sends) == 1, "the first batch on the wire")
+        fill(store, 3000, 10, start=300, size=100, chunk=20)
+        start = store.log.start_offset
+        assert sender.dropped_in_flight == 100 and sender.lost == start - 100
+        task.cancel()  # as a crash of the forwarder task: its batch never comes back
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        fwd = Forwarder([sender], memory_uplink(cloud.ingestor), cfg.uplink)
+        await run_until(fwd, fwd.drained)
+        assert sender.dropped_in_flight == 0 and sender.lost == start
+
+    asyncio.run(main())
+    verify_cloud(cloud.view(), {source(cfg, store): range(sender.lost, 3300)})
+    assert len(cloud.view().records) + sender.lost == 3300
     cloud.close()
     store.log.close()
 

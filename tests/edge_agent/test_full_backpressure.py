@@ -1,12 +1,15 @@
 """Full policies: ``reject_new`` turns a full log into MQTT back-pressure (readings stay
 unacknowledged in Mosquitto, /healthz says why) and ingest resumes by itself once the
 cloud's acks free segments; ``drop_oldest`` keeps acknowledging and counts the drops; a
-real ENOSPC (a tiny tmpfs) behaves like reject_new. No crash, nothing acknowledged lost.
+real ENOSPC (a tiny tmpfs) is back-pressure for reject_new streams, while drop_oldest
+streams on the same full disk drop their own oldest data and count exactly what the
+cloud never got. No crash, nothing acknowledged lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,7 @@ from edge_agent_testing import (
     write_config,
 )
 
-from tests.helpers import Server, broker_server, free_port, wait_for
+from tests.helpers import Server, broker_server, find_binary, free_port, wait_for
 
 CAPPED = """
 [[streams]]
@@ -114,7 +117,10 @@ def test_drop_oldest_keeps_acknowledging_and_counts(tmp_path: Path, mosquitto: S
         stored = seqs_by_device(read_stream(tmp_path / "data"))["d0"]
         assert stored == list(range(n - len(stored), n))  # the newest survive, in order
         assert st["appended"] == n
-        assert st["drops"]["drop_oldest"] == n - len(stored)
+        # The cloud is down: one batch is on the wire, retried. Its deleted records are
+        # lost only if it is never acked, so they are counted apart until then.
+        assert st["full_policy_deleted"] == n - len(stored)
+        assert st["drops"]["drop_oldest"] + st["drop_oldest_in_flight"] == n - len(stored)
     finally:
         pubs[0].close()
         agent.stop()
@@ -164,3 +170,73 @@ def test_real_disk_full_is_backpressure_too(tmp_path: Path, mosquitto: Server) -
         local = seqs_by_device(read_stream(small / "data")).get("d0", [])
     cloud = cloud_seqs(tmp_path / "broker" / "data").get("d0", [])
     assert sorted(set(cloud) | set(local)) == list(range(n))
+
+
+TWO_STREAMS = """
+[[streams]]
+name = "bulk"
+topics = ["devices/+/bulk"]
+device_key = "topic:devices/{device}/bulk"
+segment_bytes = 65536
+full_policy = "reject_new"
+[[streams]]
+name = "telemetry"
+topics = ["devices/+/telemetry"]
+device_key = "topic:devices/{device}/telemetry"
+segment_bytes = 4096
+full_policy = "drop_oldest"
+"""
+
+
+def test_disk_filled_by_another_stream_drop_oldest_keeps_accepting(
+        tmp_path: Path, mosquitto: Server) -> None:
+    """An uncapped reject_new stream fills the disk; the drop_oldest stream beside it keeps
+    acknowledging by deleting its own oldest segments, and its drop counter equals exactly
+    the readings that neither the cloud nor the local log has."""
+    cloud_port = free_port()
+    n = 500
+    with tiny_fs(tmp_path / "small", "512k") as small:
+        cfg, status_port = write_config(
+            small, mosquitto.port, cloud_port=cloud_port,
+            extra=FAST + "dead_letter_max_bytes = 4096\n", streams=TWO_STREAMS)
+        cfg.write_text(cfg.read_text().replace(
+            "retry_max_s = 0.5\n", "retry_max_s = 0.5\nmax_in_flight = 1\n"
+            "max_batch_records = 50\n"))
+        agent = agent_server(cfg, status_port, tmp_path / "agent.out").start()
+        pub = Publisher(mosquitto.port, "d0")
+        broker = None
+        try:
+            for seq in range(200):
+                pub.publish(seq)
+            wait_for(lambda: pub.all_acked(200), 30, message="the first readings")
+            # the hog: QoS 0 bulk readings until the disk is full (none held for retry)
+            flood = "\n".join(json.dumps({"seq": i, "pad": "x" * 2000}) for i in range(600))
+            subprocess.run([find_binary("mosquitto_pub"), "-p", str(mosquitto.port), "-q", "0",
+                            "-t", "devices/b0/bulk", "-l"], input=flood, text=True,
+                           check=True, timeout=60)
+            wait_for(lambda: "DiskFull" in stream_status(status_port, "bulk")["write_error"],
+                     30, message="the bulk stream to fill the disk")
+            for seq in range(200, n):
+                pub.publish(seq)
+            wait_for(lambda: pub.all_acked(n), 60, interval=0.1,
+                     message="every telemetry reading acknowledged on the full disk")
+            st = stream_status(status_port)
+            assert st["write_error"] == "" and st["full_policy_deleted"] > 0
+            assert st["start_offset"] > 0
+            # the cloud comes up: the batch on the wire is acked, the rest drains
+            broker = broker_server(tmp_path / "broker", port=cloud_port,
+                                   topics={"telemetry": 1, "bulk": 1}).start()
+            wait_for(lambda: (lambda s: s["backlog_records"] == 0
+                              and s["drop_oldest_in_flight"] == 0)(stream_status(status_port)),
+                     60, interval=0.2, message="the telemetry stream to drain")
+            lost = stream_status(status_port)["drops"].get("drop_oldest", 0)
+            assert agent.running
+        finally:
+            pub.close()
+            agent.stop()
+            if broker is not None:
+                broker.stop()
+        local = seqs_by_device(read_stream(small / "data")).get("d0", [])
+    cloud = cloud_seqs(tmp_path / "broker" / "data").get("d0", [])
+    missing = set(range(n)) - set(cloud) - set(local)
+    assert lost > 0 and len(missing) == lost

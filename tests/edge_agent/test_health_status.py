@@ -18,7 +18,7 @@ from edge_agent_testing import (
     write_config,
 )
 
-from edge_agent.status import StreamTracker, drain_eta, health, uplink_state
+from edge_agent.status import StreamTracker, drain_eta, health, masked_url, uplink_state
 from tests.helpers import Server, broker_server, free_port, wait_for
 
 
@@ -42,6 +42,32 @@ def test_health_rules() -> None:
     m = {"client_id": "c", "connected": False, "disconnected_since": 10.0, "last_error": "x"}
     assert health({"mqtt": [m]}, 69, 60) == []
     assert "disconnected" in health({"mqtt": [m]}, 70, 60)[0]
+
+
+def test_health_rules_for_tls_mqtt_refusals_and_tasks() -> None:
+    [p] = health({"streams": [stream(uplink={"stopped": None,
+                                             "tls_error": "TLS certificate verification "
+                                                          "failed: x"})]}, 0, 60)
+    assert "TLS certificate verification failed" in p
+    refused = {"client_id": "c", "connected": False, "disconnected_since": 10.0,
+               "refused": "connection refused by the broker: Not authorized"}
+    [p] = health({"mqtt": [refused]}, 10.0, 300)  # at once, not after stuck_after_s
+    assert "Not authorized" in p
+    down = {"client_id": "c", "connected": False, "disconnected_since": 10.0,
+            "last_error": "connect failed: ConnectionRefusedError"}
+    assert health({"mqtt": [down]}, 19.0, 300, mqtt_down_after_s=10) == []
+    assert "disconnected for 10s" in health({"mqtt": [down]}, 20.0, 300,
+                                            mqtt_down_after_s=10)[0]
+    task = {"name": "forwarder", "running": True, "failures": 1, "last_failure_at": 5.0,
+            "down_since": None, "last_error": "ValueError: x"}
+    assert "task forwarder" in health({"tasks": [task]}, 10.0, 300, task_window_s=60)[0]
+    assert health({"tasks": [task]}, 65.0, 300, task_window_s=60) == []
+
+
+def test_status_masks_passwords_in_urls() -> None:
+    assert masked_url("https://gw:s3cret@cloud.example:8443/x") == \
+        "https://***@cloud.example:8443/x"
+    assert masked_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
 
 
 def test_tracker_rates_and_stuck_clock() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -131,3 +132,38 @@ def test_enospc_raises_disk_full_and_the_log_carries_on(
         assert log.stats.truncated_bytes_on_open == 0
         assert read_all(log)[0] == [stored_for(o) for o in range(end + 5)]
         append_batch(log, 1)
+
+
+@pytest.mark.parametrize("segment_bytes", [1024, 256 * 1024], ids=["many-segments",
+                                                                  "one-segment"])
+def test_enospc_makes_drop_oldest_drop_its_own_oldest(tiny_fs: Path, segment_bytes: int) -> None:
+    """Another log fills the disk: a drop_oldest log beside it keeps accepting appends by
+    deleting its own oldest segments (reporting each range to ``on_drop``), where a
+    reject_new log would refuse them with DiskFull."""
+    hog = Log(tiny_fs / "hog", LogConfig(segment_bytes=64 * 1024))
+    victim = Log(tiny_fs / "victim", LogConfig(segment_bytes=segment_bytes,
+                                                full_policy=FullPolicy.DROP_OLDEST))
+    drops: list[tuple[int, int]] = []
+    victim.on_drop = lambda base, nxt: drops.append((base, nxt))
+    try:
+        for _ in range(60):
+            append_batch(victim, 5)
+        victim.flush()
+        with pytest.raises(DiskFull):
+            while True:
+                hog.append(batch_for(hog.end_offset, 50))
+        for _ in range(200):  # many times what the disk has left
+            append_batch(victim, 5)
+        end = victim.end_offset
+        assert end == 1300 and victim.start_offset > 0
+        assert victim.stats.rejected_records == 0
+        assert drops and drops[0][0] == 0 and drops[-1][1] == victim.start_offset
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(drops))
+        assert victim.stats.dropped_records == victim.start_offset
+        assert read_all(victim)[0] == [stored_for(o) for o in range(victim.start_offset, end)]
+    finally:
+        hog.close()
+        victim.close()
+    with Log(tiny_fs / "victim", LogConfig(segment_bytes=segment_bytes)) as reopened:
+        assert reopened.stats.truncated_bytes_on_open == 0
+        assert reopened.end_offset == 1300
