@@ -393,14 +393,13 @@ class StreamIngest:
     # -- acknowledgements ----------------------------------------------------------------
 
     async def _ack_loop(self) -> None:
+        # A failure here is not swallowed: the messages of that batch would stay
+        # unacknowledged in the MQTT session and Mosquitto would not redeliver them until
+        # a reconnect. Ending ends ``run`` too, and the supervisor restarts the pipeline
+        # and reconnects its session, so they come back (G9).
         while True:
             p = await self._acks.get()
-            try:
-                await self._ack_batch(p)
-            except Exception as exc:  # never let the acknowledgements stop for good
-                self.stats.last_error = f"ack: {type(exc).__name__}: {exc}"
-                if self._may_log("ack"):
-                    log.exception("stream %s: acknowledging a batch failed", self.name)
+            await self._ack_batch(p)
 
     async def _ack_batch(self, p: _Pending) -> None:
         st = self.stats

@@ -93,8 +93,9 @@ async def _supervised(cfg: Any, ingestor: Ingestor, mqtt_port: int) -> None:
         await until(lambda: pub.all_acked(10), 30, "the first readings")
 
         # 1. the ingest pipeline fails on its next batch: that batch's readings were
-        # taken from the inbox and never acknowledged
-        calls = fail_once(tel.ingest, "_prepare", RuntimeError("injected ingest failure"))
+        # taken from the inbox and never acknowledged. (A failure while judging one
+        # message only dead-letters that message; writing is outside that protection.)
+        calls = fail_once(tel.ingest, "_write", RuntimeError("injected ingest failure"))
         await publish(pub, range(10, 20))
         resp = await until(lambda: calls, 10, "the injected failure")
         resp = await http.get("/healthz")
