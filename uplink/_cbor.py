@@ -19,7 +19,6 @@ loop that does nothing else. The walk then costs about as much as cbor2's decode
 from __future__ import annotations
 
 
-
 class CensusError(ValueError):
     """Why ``census`` refused a body; ``too_many`` when only the item budget was exceeded."""
 

@@ -212,6 +212,17 @@ def _loads(body: bytes, error: type[MalformedBatch | MalformedReply],
     raise error("body", "trailing bytes after the CBOR message")
 
 
+def load_cbor(body: bytes, max_items: int) -> Any:
+    """One CBOR message from a peer, decoded with the bounds of ``decode_batch``.
+
+    At most ``max_items`` items (counted before anything is built), nesting bounded, no
+    tags but bignums, no duplicate map keys, no trailing bytes. Raises ``BodyTooLarge``
+    past ``max_items`` and ``MalformedBatch`` (field ``body``) for anything else wrong.
+    For the broker's other CBOR endpoints (replication).
+    """
+    return _loads(body, MalformedBatch, max_items)
+
+
 # --- batches --------------------------------------------------------------
 
 
