@@ -86,9 +86,9 @@ def census(data: bytes, max_items: int) -> int:
         elif major == 7 and info == 24 and arg < 32:
             raise CensusError("invalid CBOR: reserved simple value")
         if todo > n - pos or items + todo > max_items:
-            if items + todo > max_items:
-                raise CensusError(f"more than {max_items} CBOR items", too_many=True)
-            raise CensusError("invalid CBOR: truncated")
+            if todo > n - pos:  # each item takes a byte at least
+                raise CensusError("invalid CBOR: truncated")
+            raise CensusError(f"more than {max_items} CBOR items", too_many=True)
     if pos > n:
         raise CensusError("invalid CBOR: truncated")
     return items
