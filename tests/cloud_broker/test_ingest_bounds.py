@@ -16,7 +16,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from cloud_broker.app import create_app
-from cloud_broker.config import BrokerConfig, TokenConfig, TopicConfig
+from cloud_broker.config import (
+    BrokerConfig,
+    ConfigError,
+    TokenConfig,
+    TopicConfig,
+    parse_config,
+)
+from cloud_broker.http_ingest import decode_limits
 from cloud_broker.http_params import canonical_int, parse_index
 from uplink import Batch, UplinkRecord, encode_batch
 
@@ -178,3 +185,20 @@ def test_replication_bounds_and_media_type(client: TestClient) -> None:
     assert replicate(client, rows[:3], "Application/CBOR").json() == {"end_offset": 3}
     assert client.get("/v1/replicate/mirrored/0", headers={
         "authorization": f"Bearer {ADMIN}"}).json() == {"start_offset": 0, "end_offset": 3}
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+def test_body_limits_in_cloud_toml(tmp_path: Path) -> None:
+    cfg = parse_config({"data_dir": "d"}, tmp_path)
+    assert cfg.max_records_per_request == 10_000 and cfg.max_decompressed_bytes is None
+    assert decode_limits(cfg) == (2 * cfg.max_body_bytes, 10_000)
+    cfg = parse_config({"data_dir": "d", "max_decompressed_bytes": 1 << 20,
+                        "max_records_per_request": 5}, tmp_path)
+    assert decode_limits(cfg) == (1 << 20, 5)
+    for key, bad in (("max_records_per_request", 0), ("max_records_per_request", "10"),
+                     ("max_decompressed_bytes", 10), ("max_decompressed_bytes", True)):
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"data_dir": "d", key: bad}, tmp_path)
+        assert caught.value.key == key
