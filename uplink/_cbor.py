@@ -30,6 +30,9 @@ class CensusError(ValueError):
 # Bytes of argument after the initial byte, by its low five bits (24..27); 28..31 reserved
 # or indefinite, which the protocol never writes.
 _EXTRA = {24: 1, 25: 2, 26: 4, 27: 8}
+# Size of a byte or text string whose length (< 24) is in its initial byte; 0 otherwise.
+_SHORT_STRING = [1 + (ib & 31) if 0x40 <= ib < 0x58 or 0x60 <= ib < 0x78 else 0
+                 for ib in range(256)]
 
 
 def census(data: bytes, max_items: int) -> int:
@@ -130,13 +133,15 @@ def _skip_strings(data: bytes, pos: int, count: int) -> tuple[int, int]:
     """Walk the leading byte/text strings of ``count`` array elements in a loop with
     nothing else in it (values vary in length, so no strided check proves them);
     returns where it stopped and how many elements are left for the general walk."""
-    n = len(data)
-    while count and pos < n - 2:
+    stop = len(data) - 2
+    step = _SHORT_STRING
+    while count and pos < stop:
         ib = data[pos]
-        if ib == 0x58 or ib == 0x78:
+        size = step[ib]
+        if size:
+            pos += size
+        elif ib == 0x58 or ib == 0x78:
             pos += 2 + data[pos + 1]
-        elif 0x40 <= ib < 0x58 or 0x60 <= ib < 0x78:
-            pos += 1 + (ib & 31)
         elif ib == 0x59 or ib == 0x79:
             pos += 3 + ((data[pos + 1] << 8) | data[pos + 2])
         else:
