@@ -32,7 +32,7 @@ from uplink import (
 )
 
 from .auth import AuthError
-from .body_decode import INLINE_BYTES, decode_off_loop
+from .body_decode import decode_off_loop, small_enough_inline
 from .errors import error
 from .ingest import IngestUnavailable, RejectedBatch
 from .storage import UnknownTopic
@@ -108,7 +108,7 @@ async def _ingest(request: Request, broker) -> Response:  # type: ignore[no-unty
     broker.metrics.ingest_bytes.inc(len(body))
     encoding = request.headers.get("content-encoding")
     max_decompressed, max_records = decode_limits(broker.config)
-    inline = len(body) <= INLINE_BYTES and (encoding or "identity").strip().lower() == "identity"
+    inline = small_enough_inline(body, encoding)
     try:
         batch = await decode_off_loop(
             lambda: decode_batch(body, encoding, max_decompressed_size=max_decompressed,

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import cbor2
 import pytest
+import zstandard
 from starlette.testclient import TestClient
 
 from cloud_broker.app import create_app
+from cloud_broker.body_decode import INLINE_BYTES, small_enough_inline
 from cloud_broker.config import (
     BrokerConfig,
     ConfigError,
@@ -202,3 +204,17 @@ def test_body_limits_in_cloud_toml(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config({"data_dir": "d", key: bad}, tmp_path)
         assert caught.value.key == key
+
+
+def test_only_bodies_known_to_be_small_are_decoded_on_the_event_loop() -> None:
+    small, _ = encode_batch(batch(0, 3))
+    assert small_enough_inline(small, None) and small_enough_inline(small, " Identity ")
+    assert not small_enough_inline(small + bytes(INLINE_BYTES), None)
+    assert small_enough_inline(zstandard.ZstdCompressor().compress(small), "zstd")
+    bomb = zstandard.ZstdCompressor().compress(bytes(INLINE_BYTES + 1))
+    assert len(bomb) < 100 and not small_enough_inline(bomb, "zstd")
+    undeclared = zstandard.ZstdCompressor(write_content_size=False).compress(small)
+    assert not small_enough_inline(undeclared, "zstd")
+    assert not small_enough_inline(b"\x28\xb5\x2f\xfd junk", "zstd")
+    assert not small_enough_inline(gzip.compress(small), "gzip")
+    assert not small_enough_inline(small, "br")
