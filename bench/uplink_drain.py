@@ -296,7 +296,8 @@ def stage_costs(work: Path, n: int, devices: int, size: int,
         body = timed("edge", "encode_batch none (uplink)", lambda: encode_batch(batch)[0])
         timed("edge", "encode_batch zstd (uplink)", lambda: encode_batch(batch, "zstd"))
         decoded = timed("cloud", "decode_batch none (uplink, column checks)",
-                        lambda: decode_batch(body, None, max_decompressed_size=1 << 30))
+                        lambda: decode_batch(body, None, max_decompressed_size=1 << 30,
+                                             max_records=n))
         framed = timed("cloud", "partition + frame + origin (ingest, 8 partitions)",
                        lambda: frame_block(decoded.records, 8, [-1] * 8, {}, b"e/s/g/")[0])
         timed("cloud", "shared_log batch CRC + header (8 partitions)",

@@ -10,6 +10,8 @@ Example::
     data_dir = "/var/lib/cloud-broker"
     listen = "0.0.0.0:8080"
     max_body_bytes = 8388608
+    max_decompressed_bytes = 16777216   # optional: ingest bodies after decompression
+    max_records_per_request = 10000     # optional: records per ingest/replicate request
     retention_check_ms = 30000      # optional: how often topic retention is applied
 
     [tls]                      # optional
@@ -86,6 +88,10 @@ class BrokerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    #: decompressed size of an ingest body; None: twice max_body_bytes
+    max_decompressed_bytes: int | None = None
+    #: records one ingest request may hold (the edge's max_batch_records must not exceed it)
+    max_records_per_request: int = 10_000
     #: group commit window for partitions (ms); requests arriving together share fsyncs
     commit_interval_ms: float = 1.0
     #: how often the ingest dedup state is checkpointed (ms); it is a hint, rebuilt from data
@@ -118,7 +124,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
     base_dir = base_dir or Path.cwd()
     _known(raw, {"data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
                  "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions",
-                 "mirrors", "retention_check_ms"}, "")
+                 "mirrors", "retention_check_ms", "max_decompressed_bytes",
+                 "max_records_per_request"}, "")
 
     def path_of(key: str, v: Any) -> Path:
         if not isinstance(v, str) or not v:
@@ -209,6 +216,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         tls_cert=cert,
         tls_key=key,
         max_body_bytes=_int(raw, "max_body_bytes", "", 8 * 1024 * 1024, 1024) or 0,
+        max_decompressed_bytes=_int(raw, "max_decompressed_bytes", "", None, 1024),
+        max_records_per_request=_int(raw, "max_records_per_request", "", 10_000, 1) or 1,
         commit_interval_ms=float(interval),
         state_checkpoint_ms=_int(raw, "state_checkpoint_ms", "", 1000, 10) or 1000,
         auto_create_partitions=_int(raw, "auto_create_partitions", "", 0, 0) or 0,

@@ -24,6 +24,22 @@ from .storage import Partition, UnknownTopic
 MAX_JSON_BODY = 1 << 20
 
 
+def canonical_int(raw: str, digits: int = 19) -> int | None:
+    """``raw`` as an integer if it is ASCII canonical decimal (``0``, ``17``, ``-3``, not
+    ``+1``, ``01``, `` 1`` or ``٣``, which ``int`` accepts) of at most ``digits`` digits."""
+    body = raw[1:] if raw.startswith("-") else raw
+    if (not body or len(body) > digits or not body.isascii() or not body.isdigit()
+            or (body[0] == "0" and (len(body) > 1 or raw != body))):
+        return None
+    return int(raw)
+
+
+def parse_index(raw: str) -> int | None:
+    """A partition number from a path: canonical non-negative decimal, at most 9 digits."""
+    value = canonical_int(raw, 9)
+    return value if value is not None and value >= 0 else None
+
+
 class Problem(Exception):
     """A refusal: HTTP status, message, the field at fault and extra JSON members."""
 
@@ -67,10 +83,7 @@ def int_param(request: Request, name: str, default: int | None, lo: int, hi: int
         if default is None:
             raise Problem(400, f"query parameter {name!r} is required", name)
         return default
-    try:
-        value = int(raw) if raw.strip().lstrip("+-").isdigit() else None
-    except ValueError:
-        value = None
+    value = canonical_int(raw)
     if value is None:
         raise Problem(400, f"{name} must be an integer, got {raw[:40]!r}", name)
     if not lo <= value <= hi:
@@ -89,11 +102,12 @@ def partition_of(request: Request) -> Partition:
     """The partition named by the path, 404 when unknown, 400 when not a number."""
     store = request.app.state.broker.store
     topic, raw = request.path_params["topic"], request.path_params["partition"]
-    if not raw.isdigit() or not raw.isascii() or len(raw) > 9:
+    index = parse_index(raw)
+    if index is None:
         raise Problem(400, f"partition must be a non-negative integer, got {raw[:40]!r}",
                       "partition")
     try:
-        return store.partition(topic, int(raw))
+        return store.partition(topic, index)
     except UnknownTopic as exc:
         raise Problem(404, str(exc), "partition" if topic in store.topics() else "topic") from exc
 

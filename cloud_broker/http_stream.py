@@ -21,7 +21,15 @@ from starlette.responses import Response, StreamingResponse
 
 from . import record_codec as codec
 from .http_consume import MAX_OFFSET, MAX_RECORDS, count_fetch, out_of_range, read_partition
-from .http_params import Problem, authorize, choice_param, handler, int_param, partition_of
+from .http_params import (
+    Problem,
+    authorize,
+    canonical_int,
+    choice_param,
+    handler,
+    int_param,
+    partition_of,
+)
 from .storage import Partition
 
 
@@ -34,9 +42,9 @@ def _event(kind: str, data: dict, event_id: int | None = None) -> bytes:
 def _start_offset(request: Request, part: Partition) -> int:
     last_id = request.headers.get("last-event-id")
     if last_id is not None:
-        if not last_id.isdigit() or len(last_id) > 19:
+        offset = canonical_int(last_id)  # "²".isdigit() is true, int("²") raises
+        if offset is None or offset < 0:
             raise Problem(400, "Last-Event-ID must be an offset", "last-event-id")
-        offset = int(last_id)
     elif "offset" in request.query_params:
         offset = int_param(request, "offset", None, 0, MAX_OFFSET)
     else:

@@ -18,6 +18,7 @@ from ._codec import (
     encode_ack,
     encode_batch,
     encode_refusal,
+    load_cbor,
 )
 from ._errors import (
     BodyTooLarge,
@@ -39,6 +40,8 @@ from ._positions import (
 from ._types import (
     MAX_HEADER_NAME_BYTES,
     MAX_HEADERS,
+    MAX_OFFSET,
+    MAX_TIMESTAMP,
     SAFE_NAME_PATTERN,
     Ack,
     AckStatus,
@@ -55,6 +58,8 @@ __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
     "MAX_HEADERS",
     "MAX_HEADER_NAME_BYTES",
+    "MAX_OFFSET",
+    "MAX_TIMESTAMP",
     "RULES",
     "SAFE_NAME_PATTERN",
     "WIRE_VERSION",
@@ -85,5 +90,6 @@ __all__ = [
     "encode_batch",
     "encode_refusal",
     "is_safe_name",
+    "load_cbor",
     "reply_for",
 ]

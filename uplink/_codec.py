@@ -32,6 +32,7 @@ import cbor2
 import zstandard
 
 from ._block import RecordBlock
+from ._cbor import CensusError, census
 from ._columns import decode_columns
 from ._errors import (
     BodyTooLarge,
@@ -39,6 +40,7 @@ from ._errors import (
     MalformedBatch,
     MalformedReply,
     UnsupportedEncoding,
+    show,
 )
 from ._types import (
     MAX_OFFSET,
@@ -54,6 +56,15 @@ from ._types import (
 WIRE_VERSION = 2
 _READ_VERSIONS = (1, 2)
 DEFAULT_MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
+#: Records one batch may hold unless the caller says otherwise (the edge sends 5000).
+DEFAULT_MAX_RECORDS = 100_000
+#: CBOR items allowed per allowed record: a record with its headers takes 3 + 2 per header
+#: in version 2 (6 + 3 per header in version 1), so this leaves room for several headers.
+ITEMS_PER_RECORD = 16
+#: gzip members one body may hold: edges send one; thousands of empty ones were a
+#: way to make decompression slow.
+MAX_GZIP_MEMBERS = 64
+_GZIP_CHUNK = 64 * 1024
 
 # compression argument -> Content-Encoding token (RFC 9110 / RFC 8878 names)
 _TOKENS: dict[str, str] = {"none": "identity", "gzip": "gzip", "zstd": "zstd"}
@@ -62,6 +73,9 @@ _DEFAULT_LEVELS: dict[str, int] = {"gzip": 6, "zstd": 3}
 # map -> records -> record -> headers -> header pair; a little slack so a
 # slightly wrong shape still reaches the checks that name the field.
 _MAX_DEPTH = 8
+
+# An ack or refusal is one small map.
+_REPLY_ITEMS = 64
 
 _NAME_KEYS = (("e", "edge_id"), ("s", "stream"), ("g", "generation"))
 
@@ -81,25 +95,44 @@ def _compress(body: bytes, compression: str, level: int | None) -> bytes:
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
-    # Several gzip members back to back are one valid gzip stream.
+    # Several gzip members back to back are one valid gzip stream. The input goes in by
+    # chunks so what zlib copies as ``unused_data`` after each member is at most a chunk:
+    # linear in the body, where feeding all of it copied the rest once per member.
     parts: list[bytes] = []
     total = 0
-    rest = body
+    members = 0
+    view = memoryview(body)
+    pos = 0
+    inflater = zlib.decompressobj(31)
+    fed = False  # the current member has input
+    data: bytes | memoryview = b""
     while True:
-        inflater = zlib.decompressobj(31)
+        if not data:
+            if pos >= len(body):
+                break
+            data = view[pos:pos + _GZIP_CHUNK]
+            pos += len(data)
+        fed = True
         try:
-            part = inflater.decompress(rest, limit - total + 1)
+            part = inflater.decompress(data, limit - total + 1)
         except zlib.error as exc:
             raise MalformedBatch("body", f"not valid gzip: {exc}") from exc
         total += len(part)
         if total > limit:
             raise BodyTooLarge("body", f"decompresses to more than {limit} bytes")
         parts.append(part)
-        if not inflater.eof:
-            raise MalformedBatch("body", "gzip stream is truncated")
-        rest = inflater.unused_data
-        if not rest:
-            return b"".join(parts)
+        if inflater.eof:
+            members += 1
+            if members > MAX_GZIP_MEMBERS and (inflater.unused_data or pos < len(body)):
+                raise MalformedBatch("body", f"more than {MAX_GZIP_MEMBERS} gzip members")
+            data = inflater.unused_data
+            inflater = zlib.decompressobj(31)
+            fed = False
+        else:
+            data = inflater.unconsumed_tail
+    if fed or not members:
+        raise MalformedBatch("body", "gzip stream is truncated")
+    return b"".join(parts)
 
 
 def _unzstd(body: bytes, limit: int) -> bytes:
@@ -151,9 +184,17 @@ def _decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     )
 
 
-def _loads(body: bytes, error: type[MalformedBatch | MalformedReply]) -> Any:
+def _loads(body: bytes, error: type[MalformedBatch | MalformedReply],
+           max_items: int | None = None) -> Any:
     if not body:
         raise error("body", "empty body")
+    if max_items is not None:
+        try:  # before cbor2 builds anything: bounds time and memory
+            census(body, max_items)
+        except CensusError as exc:
+            if exc.too_many and error is MalformedBatch:
+                raise BodyTooLarge("body", str(exc)) from None
+            raise error("body", str(exc)) from None
     decoder = cbor2.CBORDecoder(
         io.BytesIO(body),
         max_depth=_MAX_DEPTH,
@@ -162,13 +203,24 @@ def _loads(body: bytes, error: type[MalformedBatch | MalformedReply]) -> Any:
     )
     try:
         message = decoder.decode()
-    except (cbor2.CBORDecodeError, RecursionError) as exc:
-        raise error("body", f"invalid CBOR: {exc}") from exc
+    except (cbor2.CBORDecodeError, RecursionError, ValueError, OverflowError) as exc:
+        raise error("body", f"invalid CBOR: {show(str(exc))}") from exc
     try:
         decoder.read(1)
     except cbor2.CBORDecodeEOF:
         return message
     raise error("body", "trailing bytes after the CBOR message")
+
+
+def load_cbor(body: bytes, max_items: int) -> Any:
+    """One CBOR message from a peer, decoded with the bounds of ``decode_batch``.
+
+    At most ``max_items`` items (counted before anything is built), nesting bounded, no
+    tags but bignums, no duplicate map keys, no trailing bytes. Raises ``BodyTooLarge``
+    past ``max_items`` and ``MalformedBatch`` (field ``body``) for anything else wrong.
+    For the broker's other CBOR endpoints (replication).
+    """
+    return _loads(body, MalformedBatch, max_items)
 
 
 # --- batches --------------------------------------------------------------
@@ -217,25 +269,34 @@ def decode_batch(
     content_encoding: str | None,
     *,
     max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE,
+    max_records: int = DEFAULT_MAX_RECORDS,
 ) -> Batch:
     """Decode a batch body sent with ``content_encoding`` (None means identity).
 
     Raises ``MalformedBatch`` naming the field, ``BodyTooLarge`` past
-    ``max_decompressed_size`` bytes, ``UnsupportedEncoding`` for an unknown token.
+    ``max_decompressed_size`` bytes or ``max_records`` records (field ``records``),
+    ``UnsupportedEncoding`` for an unknown token. Time and memory are linear in the
+    body and bounded by the two limits, whatever the bytes: the CBOR items are counted
+    (at most ``ITEMS_PER_RECORD`` per allowed record) before any object is built.
     """
-    message = _loads(_decompress(body, content_encoding, max_decompressed_size), MalformedBatch)
+    data = _decompress(body, content_encoding, max_decompressed_size)
+    try:
+        message = _loads(data, MalformedBatch, ITEMS_PER_RECORD * max_records + 64)
+    except BodyTooLarge as exc:
+        raise BodyTooLarge("records", f"{exc.message}: at most {max_records} records "
+                           "per batch") from None
     if type(message) is not dict:
         raise MalformedBatch("body", "a batch must be a CBOR map")
     if "v" not in message:
         raise MalformedBatch("version", "missing (key 'v')")
     version = message["v"]
     if type(version) is not int or version not in _READ_VERSIONS:
-        raise MalformedBatch("version", f"unknown version {version!r}; we speak 1 and 2")
+        raise MalformedBatch("version", f"unknown version {show(version)}; we speak 1 and 2")
     names = []
     for key, field in _NAME_KEYS:
         value = _required(message, key, field)
         if not is_safe_name(value):
-            raise MalformedBatch(field, f"{value!r} is not a safe name")
+            raise MalformedBatch(field, f"{show(value)} is not a safe name")
         names.append(value)
     base = _offset(message, "b", "base_offset")
     last = _offset(message, "l", "last_offset")
@@ -251,6 +312,9 @@ def decode_batch(
         if type(rows) is not dict:
             raise MalformedBatch("records", "must be a map of columns")
         records = decode_columns(rows, base, last)
+    if len(records) > max_records:
+        raise BodyTooLarge("records", f"{len(records)} records, over the limit of "
+                           f"{max_records} per batch")
     return Batch._trusted(names[0], names[1], names[2], base, last, records)
 
 
@@ -266,7 +330,7 @@ def _offset(message: dict[Any, Any], key: str, field: str) -> int:
     if type(value) is not int:
         raise MalformedBatch(field, f"must be an integer, got {type(value).__name__}")
     if not 0 <= value <= MAX_OFFSET:
-        raise MalformedBatch(field, f"{value} is outside [0, 2**63)")
+        raise MalformedBatch(field, f"{show(value)} is outside [0, 2**63)")
     return value
 
 
@@ -320,14 +384,13 @@ def _bad_record(index: int, row: Any, previous: int, span: int) -> None:
     if type(delta) is not int:
         raise MalformedBatch(f"{where}.offset", "offset delta must be an integer")
     if delta < 0:
-        raise MalformedBatch(f"{where}.offset", f"offset delta {delta} is negative")
+        raise MalformedBatch(f"{where}.offset", f"offset delta {show(delta)} is negative")
     if delta <= previous:
-        raise MalformedBatch(
-            f"{where}.offset", f"offset delta {delta} does not increase (previous {previous})"
-        )
+        raise MalformedBatch(f"{where}.offset", f"offset delta {show(delta)} does not "
+                             f"increase (previous {previous})")
     if delta > span:
         raise MalformedBatch(
-            f"{where}.offset", f"offset base+{delta} is after last_offset (base+{span})"
+            f"{where}.offset", f"offset base+{show(delta)} is after last_offset (base+{span})"
         )
     if type(key) is not bytes:
         raise MalformedBatch(f"{where}.key", "must be a byte string")
@@ -348,7 +411,7 @@ def encode_ack(ack: Ack) -> bytes:
 
 def decode_ack(body: bytes) -> Ack:
     """Parse a 200 reply body; raises ``MalformedReply``."""
-    return Ack.from_dict(_loads(body, MalformedReply))
+    return Ack.from_dict(_loads(body, MalformedReply, _REPLY_ITEMS))
 
 
 def encode_refusal(refusal: Refusal) -> bytes:
@@ -358,4 +421,4 @@ def encode_refusal(refusal: Refusal) -> bytes:
 
 def decode_refusal(body: bytes) -> Refusal:
     """Parse a 409 reply body; raises ``MalformedReply``."""
-    return Refusal.from_dict(_loads(body, MalformedReply))
+    return Refusal.from_dict(_loads(body, MalformedReply, _REPLY_ITEMS))

@@ -22,7 +22,7 @@ from itertools import islice
 from typing import Any
 
 from ._block import RecordBlock
-from ._errors import MalformedBatch
+from ._errors import MalformedBatch, show
 from ._types import MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_TIMESTAMP
 
 _HEADER_COLUMNS = ("hc", "hn", "hi", "hv")
@@ -113,13 +113,13 @@ def _offsets(deltas: list[Any], base: int, span: int) -> list[int]:
             if type(d) is not int:
                 raise MalformedBatch(f"records[{i}].offset", "offset delta must be an integer")
             if d < 0:
-                raise MalformedBatch(f"records[{i}].offset", f"offset delta {d} is negative")
+                raise MalformedBatch(f"records[{i}].offset", f"offset delta {show(d)} is negative")
             if d <= previous:
-                raise MalformedBatch(f"records[{i}].offset", f"offset delta {d} does not "
+                raise MalformedBatch(f"records[{i}].offset", f"offset delta {show(d)} does not "
                                      f"increase (previous {previous})")
             if d > span:
                 raise MalformedBatch(f"records[{i}].offset",
-                                     f"offset base+{d} is after last_offset (base+{span})")
+                                     f"offset base+{show(d)} is after last_offset (base+{span})")
             previous = d
     return [base + d for d in deltas]
 

@@ -20,6 +20,22 @@ the tree is shaped by what the adapters need to tell apart::
 from __future__ import annotations
 
 
+def show(value: object, limit: int = 60) -> str:
+    """A peer's value for an error message: never longer than ``limit``, never failing.
+
+    ``repr`` of an int past 4300 digits raises (Python's int-to-str limit) and a peer's
+    8 MB string would fill the reply, so integers are shown by size when large and
+    everything else is cut.
+    """
+    if type(value) is int and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class UplinkError(Exception):
     """Base class of every error this package raises."""
 

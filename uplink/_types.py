@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from ._errors import LocalProtocolError, MalformedReply
+from ._errors import LocalProtocolError, MalformedReply, show
 
 Headers: TypeAlias = tuple[tuple[str, bytes], ...]
 Compression: TypeAlias = Literal["none", "gzip", "zstd"]
@@ -209,7 +209,7 @@ class Batch:
 
 def _reply_field(data: Mapping[str, Any], name: str, ok: bool, what: str) -> None:
     if not ok:
-        raise MalformedReply(name, f"{what}, got {data.get(name)!r}")
+        raise MalformedReply(name, f"{what}, got {show(data.get(name))}")
 
 
 def _check_position(obj: Any) -> None:

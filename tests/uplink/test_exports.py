@@ -8,6 +8,8 @@ EXPORTED = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
     "MAX_HEADERS",
     "MAX_HEADER_NAME_BYTES",
+    "MAX_OFFSET",
+    "MAX_TIMESTAMP",
     "RULES",
     "SAFE_NAME_PATTERN",
     "WIRE_VERSION",
@@ -38,6 +40,7 @@ EXPORTED = [
     "encode_batch",
     "encode_refusal",
     "is_safe_name",
+    "load_cbor",
     "reply_for",
 ]
 
