@@ -30,6 +30,7 @@ from .auth import AuthError
 from .errors import error
 from .ingest import IngestUnavailable, RejectedBatch
 from .storage import UnknownTopic
+from .trust import ingest_denied
 
 CBOR = "application/cbor"
 
@@ -73,6 +74,8 @@ async def _ingest(request: Request, broker) -> Response:  # type: ignore[no-unty
         return error(401, str(exc))
     if not is_safe_name(topic):
         return error(400, f"topic {topic!r} is not a safe name", "topic")
+    if (denied := ingest_denied(broker, principal, topic)) is not None:
+        return denied  # topic scope, mirror target, topic cap: before the body is read
     ctype = request.headers.get("content-type", CBOR).split(";")[0].strip()
     if ctype != CBOR:
         return error(415, f"Content-Type must be {CBOR}, got {ctype!r}", "content-type")

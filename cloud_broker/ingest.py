@@ -13,10 +13,14 @@ multi-partition store needs on top of them.
    replay harmless, so the per-source acked offset only has to be *conservative*.
 
 2. **State derived from the data.** Every stored record carries an ``origin`` header
-   ``edge/stream/generation/offset``. On start the per-partition marks are rebuilt by
-   replaying each partition from the last state checkpoint (or from its start when the
-   checkpoint does not fit the data), so after kill -9 the dedup state matches the
-   partitions exactly. The checkpoint holds only durable facts and is written lazily;
+   ``edge/stream/generation/offset``, appended by the broker as the record's *last*
+   header. On start the per-partition marks are rebuilt by replaying each partition from
+   the last state checkpoint (or from its start when the checkpoint does not fit the
+   data), so after kill -9 the dedup state matches the partitions exactly. Replay reads
+   only that last header: an ``origin`` an edge sent itself (refused since, see
+   ``reserved``, but possibly stored by an older broker) would otherwise let one edge
+   claim another edge's positions and have its next records skipped as stored. The
+   checkpoint holds only durable facts and is written lazily;
    a stale one costs a replay or a rewind of the edge, never a duplicate or a loss.
 
 3. **Known positions stay known.** The acked offset of a position the broker has never
@@ -65,6 +69,7 @@ from uplink import (
 )
 
 from .framing import ORIGIN_HEADER, frame_block
+from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, is_reserved
 from .storage import Partition, PartitionStore, UnknownTopic
 
 log = logging.getLogger(__name__)
@@ -148,8 +153,11 @@ class Ingestor:
 
     # -- recovery ------------------------------------------------------------------------
 
-    def recover(self) -> None:
-        """Rebuild dedup state from the checkpoint and the partitions' tails."""
+    def recover(self, exclude_topics: frozenset[str] = frozenset()) -> None:
+        """Rebuild dedup state from the checkpoint and the partitions' tails.
+
+        ``exclude_topics`` (mirror targets) are not replayed: their ``origin`` headers were
+        written by another broker and say nothing about positions ingested here."""
         state = read_checkpoint(self.state_path, {})
         if not isinstance(state, dict):
             state = {}
@@ -160,6 +168,8 @@ class Ingestor:
         parts_state = state.get("partitions") or {}
         replayed = 0
         for part in self.store:
+            if part.topic in exclude_topics:
+                continue
             key = f"{part.topic}/{part.index}"
             saved = parts_state.get(key) if isinstance(parts_state, dict) else None
             marks: dict[Source, int] = {}
@@ -188,11 +198,13 @@ class Ingestor:
         while offset < part.log.end_offset:
             res = part.log.fetch(offset, max_records=10_000, max_bytes=8 << 20)
             for rec in res.records:
-                for name, value in rec.headers:
-                    if name == ORIGIN_HEADER and (o := parse_origin(value)) is not None:
-                        src, eoff = o
-                        if eoff > marks.get(src, -1):
-                            marks[src] = eoff
+                if not rec.headers:
+                    continue
+                name, value = rec.headers[-1]  # the broker's own: see the module docstring
+                if name == ORIGIN_HEADER and (o := parse_origin(value)) is not None:
+                    src, eoff = o
+                    if eoff > marks.get(src, -1):
+                        marks[src] = eoff
             n += len(res.records)
             if res.next_offset <= offset:
                 break
@@ -215,6 +227,7 @@ class Ingestor:
         parts = self.store.partitions(topic)
         source: Source = (batch.edge_id, batch.stream, batch.generation)
         self.stats.batches += 1
+        _check_reserved(batch.records)
         waits: list[tuple[Partition, int]] = []
         if decide(self._acked.get(source), batch).kind is DecisionKind.GAP:
             refusal = await self._wait_for_predecessor(source, batch)
@@ -340,6 +353,10 @@ class Ingestor:
 
     # -- state ---------------------------------------------------------------------------
 
+    def has_ingested(self, topic: str) -> bool:
+        """True if ``topic`` holds records ingested here (a mirror may not claim it)."""
+        return any(marks for (t, _p), marks in self._marks.items() if t == topic)
+
     def acked_offset(self, source: Source) -> int | None:
         return self._durable.get(source)
 
@@ -395,6 +412,34 @@ def _check_storable(records: Sequence[UplinkRecord]) -> None:
             raise RejectedBatch(f"records[{i}].headers",
                                 f"at most {MAX_HEADERS} headers with names of at most "
                                 f"{MAX_HEADER_NAME_BYTES} UTF-8 bytes")
+
+
+def _check_reserved(records: Sequence[UplinkRecord]) -> None:
+    """Refuse a batch that sends a header name the broker keeps for itself (reserved)."""
+    if type(records) is RecordBlock:
+        names = records.header_names
+        bad = {j for j, name in enumerate(names) if is_reserved(name)}
+        if not bad or records.header_counts is None:
+            return
+        first = next(h for h, j in enumerate(records.header_index) if j in bad)
+        i, seen = 0, 0
+        for i, n in enumerate(records.header_counts):  # noqa: B007 - i is the answer
+            seen += n
+            if seen > first:
+                break
+        _refuse_reserved(i, names[records.header_index[first]])
+    for i, r in enumerate(records):
+        for name, _value in r.headers:
+            if is_reserved(name):
+                _refuse_reserved(i, name)
+
+
+def _refuse_reserved(index: int, name: str) -> None:
+    shown = name if len(name) <= 60 else name[:60] + "..."
+    raise RejectedBatch(f"records[{index}].headers",
+                        f"header name {shown!r} is reserved for the broker (reserved: "
+                        f"{sorted(RESERVED_HEADERS)} and names starting with "
+                        f"{RESERVED_PREFIX!r}, in any letter case)")
 
 
 async def _durable_after(prev: asyncio.Future[None] | None,
