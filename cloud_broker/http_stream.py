@@ -21,7 +21,15 @@ from starlette.responses import Response, StreamingResponse
 
 from . import record_codec as codec
 from .http_consume import MAX_OFFSET, MAX_RECORDS, count_fetch, out_of_range, read_partition
-from .http_params import Problem, authorize, choice_param, handler, int_param, partition_of
+from .http_params import (
+    Problem,
+    authorize,
+    check_topic,
+    choice_param,
+    handler,
+    int_param,
+    partition_of,
+)
 from .storage import Partition
 
 
@@ -49,7 +57,7 @@ def _start_offset(request: Request, part: Partition) -> int:
 
 @handler
 async def stream(request: Request) -> Response:
-    authorize(request, "read")
+    check_topic(authorize(request, "read"), request.path_params["topic"])
     part = partition_of(request)
     offset = _start_offset(request, part)
     max_records = int_param(request, "max_records", 1000, 1, MAX_RECORDS)
