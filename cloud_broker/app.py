@@ -46,6 +46,7 @@ class Broker:
         self.ingestor = Ingestor(self.store, config.data_dir,
                                  config.state_checkpoint_ms / 1000)
         self.ingestor.recover(exclude_topics=frozenset(self.mirror_targets))
+        self.ingestor.write_protected = self.mirror_targets
         self.tokens = TokenStore(config)
         self.metrics = BrokerMetrics(self.store)
         self.ingestor.on_written = (

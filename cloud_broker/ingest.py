@@ -50,7 +50,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +137,8 @@ class Ingestor:
         self.gap_wait_s = gap_wait_s
         #: called with (topic, records) after each append to a partition (metrics)
         self.on_written: Callable[[str, int], None] | None = None
+        #: topics ingest may not write (mirror targets: the mirror alone writes them)
+        self.write_protected: Container[str] = ()
         self.stats = IngestStats()
         # Optimistic: highest offset appended with the whole batch appended (used by decide).
         self._acked: dict[Source, int] = {}
@@ -225,6 +227,10 @@ class Ingestor:
         Raises UnknownTopic, and IngestUnavailable when the partitions cannot take it now.
         """
         parts = self.store.partitions(topic)
+        if topic in self.write_protected:  # the HTTP layer refuses first (403); a claim
+            # made while the request's body was being read still ends here
+            raise RejectedBatch("topic", f"topic {topic!r} is the target of a mirror: only "
+                                "the mirror writes it")
         source: Source = (batch.edge_id, batch.stream, batch.generation)
         self.stats.batches += 1
         _check_reserved(batch.records)

@@ -236,3 +236,32 @@ def test_tokens_table_scopes_and_tables_from_before_scopes(client: TestClient,
         assert len(listed) == 3
     cols = {r[1] for r in sqlite3.connect(old).execute("pragma table_info(tokens)")}
     assert {"topics", "groups"} <= cols  # added on start, empty = all
+
+
+def test_out_of_scope_ingest_is_refused_before_the_body_is_read(client: TestClient) -> None:
+    """A 403 for the topic, not a 413 or 400: the (oversized, garbage) body is never read."""
+    r = client.post("/v1/ingest/billing", content=b"\xff" * (9 << 20), headers={
+        **auth(EDGE), "Content-Type": "application/cbor"})
+    refused(r, 403, "topic", "billing")
+
+
+def test_a_claim_made_while_a_body_was_read_still_protects_the_topic(tmp_path: Path) -> None:
+    import asyncio
+
+    from cloud_broker.config import TopicConfig
+    from cloud_broker.ingest import Ingestor, RejectedBatch
+    from cloud_broker.storage import PartitionStore
+    from cloud_broker.trust import MirrorTargets
+
+    store = PartitionStore(tmp_path)
+    store.ensure_topic(TopicConfig("dr", 1))
+    targets = MirrorTargets(store.root)
+    targets.claim("dr")
+    ingestor = Ingestor(store, tmp_path)
+    ingestor.write_protected = targets
+    batch = Batch("gw-1", "s", "g1", 0, 0, (UplinkRecord(0, b"k", 1, b"v"),))
+    with pytest.raises(RejectedBatch) as info:
+        asyncio.run(ingestor.ingest("dr", batch))
+    assert info.value.field == "topic"
+    assert "dr" in MirrorTargets(store.root)  # remembered on disk
+    store.close()
