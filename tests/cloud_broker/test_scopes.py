@@ -265,3 +265,22 @@ def test_a_claim_made_while_a_body_was_read_still_protects_the_topic(tmp_path: P
     assert info.value.field == "topic"
     assert "dr" in MirrorTargets(store.root)  # remembered on disk
     store.close()
+
+
+def test_mirror_api_shows_and_manages_only_mirrors_of_scoped_topics(
+        client: TestClient, tmp_path: Path) -> None:
+    add_token(tmp_path / "tokens.db", "admin-all-2", "*", ["admin"])
+    for topic in ("telemetry", "billing"):
+        r = client.post("/v1/mirrors", headers=auth("admin-all-2"), json={
+            "name": f"arch-{topic}", "topic": topic, "target": "sql",
+            "path": str(tmp_path / f"{topic}.db")})
+        assert r.status_code == 201, r.text
+    listed = client.get("/v1/mirrors", headers=auth(DASH)).json()["mirrors"]
+    assert [m["name"] for m in listed] == ["arch-telemetry"]
+    refused(client.post("/v1/mirrors", headers=auth(MIRROR), json={
+        "name": "x", "topic": "billing", "target": "sql", "path": str(tmp_path / "x.db")}),
+        403, "topic", "billing")
+    refused(client.delete("/v1/mirrors/arch-billing", headers=auth(MIRROR)), 403, "topic",
+            "billing")
+    assert client.delete("/v1/mirrors/arch-billing",
+                         headers=auth("admin-all-2")).status_code == 204
