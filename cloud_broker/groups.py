@@ -231,13 +231,14 @@ class Group:
             self.assignor = assignor
         wanted = tuple(sorted(set(topics)))
         known = self.members.get(member_id)
-        if known is not None and known.secret_sha256 is not None and not known.proves(secret):
-            raise MemberInUse(f"member id {member_id!r} of group {self.name!r} belongs to a "
-                              "live member (member_secret missing or wrong): wait for its "
-                              "session to expire, or use another member id")
-        keep = known is not None and known.secret_sha256 is not None  # proved just above
-        digest = (known.secret_sha256 if keep and known is not None
-                  else secret_digest(new_secret) if new_secret is not None else None)
+        if known is not None and known.secret_sha256 is not None:
+            if not known.proves(secret):
+                raise MemberInUse(f"member id {member_id!r} of group {self.name!r} belongs "
+                                  "to a live member (member_secret missing or wrong): wait "
+                                  "for its session to expire, or use another member id")
+            digest: str | None = known.secret_sha256  # a rejoin keeps its secret
+        else:
+            digest = secret_digest(new_secret) if new_secret is not None else None
         self.members[member_id] = Member(member_id, wanted, session_timeout_ms, now, digest)
         if (self.state is GroupState.STABLE and known is not None and known.topics == wanted
                 and not self._counts_changed(counts)):
