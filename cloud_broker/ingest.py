@@ -152,6 +152,8 @@ class Ingestor:
         # partition count -> device key -> partition (partition_for is pure Python murmur2)
         self._pcache: dict[int, dict[bytes, int]] = {}
         self._checkpoint_lock = asyncio.Lock()
+        # Topics ingest has written (checkpointed; a hint): a mirror may not claim them.
+        self._ingested_topics: set[str] = set()
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -163,6 +165,12 @@ class Ingestor:
         state = read_checkpoint(self.state_path, {})
         if not isinstance(state, dict):
             state = {}
+        topics = state.get("ingest_topics")
+        if isinstance(topics, list):  # those that still hold (or held) records
+            known = set(self.store.topics())
+            self._ingested_topics.update(
+                t for t in topics if isinstance(t, str) and t in known
+                and any(p.log.end_offset > 0 for p in self.store.partitions(t)))
         for text, off in (state.get("acked") or {}).items():
             src = _parse_skey(text)
             if src is not None and isinstance(off, int):
@@ -334,6 +342,7 @@ class Ingestor:
                                                       fp.max_timestamp)
                 marks[p][source] = fp.last_offset
                 waits.append((part, last))
+                self._ingested_topics.add(topic)
                 written += fp.count
                 if self.on_written is not None:
                     self.on_written(topic, fp.count)
@@ -360,8 +369,11 @@ class Ingestor:
     # -- state ---------------------------------------------------------------------------
 
     def has_ingested(self, topic: str) -> bool:
-        """True if ``topic`` holds records ingested here (a mirror may not claim it)."""
-        return any(marks for (t, _p), marks in self._marks.items() if t == topic)
+        """True if ingest wrote ``topic`` (a mirror may not claim it). Known from this
+        process and the checkpoint, not from the data: records a mirror copied carry
+        ``origin`` headers too, and must not make a mirror's own topic look like one
+        edges write."""
+        return topic in self._ingested_topics
 
     def acked_offset(self, source: Source) -> int | None:
         return self._durable.get(source)
@@ -392,6 +404,7 @@ class Ingestor:
             acked = {_skey(s): o for s, o in durable.items()}
             await asyncio.gather(*waits)
             state = {"version": 1, "written_at": time.time(), "acked": acked,
+                     "ingest_topics": sorted(self._ingested_topics),
                      "partitions": snap_parts}
             await asyncio.to_thread(write_checkpoint, self.state_path, state)
             for src, off in (known or {}).items():

@@ -174,6 +174,12 @@ def test_a_mirror_target_refuses_edges_and_stays_one_after_a_restart(tmp_path: P
     with TestClient(create_app(config(tmp_path))) as client:  # the claim is on disk
         refused(ingest(client, WIDE_EDGE, "dr-telemetry"), 403, "topic", "dr-telemetry")
         assert replicate(client, MIRROR, "dr-telemetry", range(2, 4)).status_code == 200
+    # A topic an older broker mirrored into (no marker): its records carry the source's
+    # origin headers, which must not make it look like a topic edges write.
+    (tmp_path / "data" / "topics" / "dr-telemetry" / "mirror-target").unlink()
+    with TestClient(create_app(config(tmp_path))) as client:
+        assert replicate(client, MIRROR, "dr-telemetry", range(4, 5)).status_code == 200
+        refused(ingest(client, WIDE_EDGE, "dr-telemetry"), 403, "topic", "dr-telemetry")
 
 
 # -- topic cap -----------------------------------------------------------------------
