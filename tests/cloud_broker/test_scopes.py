@@ -194,7 +194,10 @@ def test_auto_creation_stops_at_max_topics(tmp_path: Path) -> None:
         refused(r, 404, "topic", "auto-2")
         assert "limit of 5 topics (max_topics)" in r.json()["error"]
         assert ingest(client, WIDE_EDGE, "auto-1", base=3).status_code == 200  # existing
-        assert not (tmp_path / "data" / "topics" / "auto-2").exists()
+        for i in range(2, 40):  # the flood of new topic names
+            assert ingest(client, WIDE_EDGE, f"auto-{i}").status_code == 404
+        topic_dirs = sorted(p.name for p in (tmp_path / "data" / "topics").iterdir())
+        assert topic_dirs == ["auto-0", "auto-1", "billing", "dr-telemetry", "telemetry"]
         # the replication path creates topics through the same door
         admin_all = "admin-all-1"
         add_token(tmp_path / "tokens.db", admin_all, "*", ["admin"])
