@@ -69,7 +69,7 @@ from uplink import (
 )
 
 from .framing import ORIGIN_HEADER, frame_block
-from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, is_reserved
+from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, first_reserved
 from .storage import Partition, PartitionStore, UnknownTopic
 
 log = logging.getLogger(__name__)
@@ -435,30 +435,14 @@ def _check_storable(records: Sequence[UplinkRecord]) -> None:
 
 def _check_reserved(records: Sequence[UplinkRecord]) -> None:
     """Refuse a batch that sends a header name the broker keeps for itself (reserved)."""
-    if type(records) is RecordBlock:
-        names = records.header_names
-        bad = {j for j, name in enumerate(names) if is_reserved(name)}
-        if not bad or records.header_counts is None:
-            return
-        first = next(h for h, j in enumerate(records.header_index) if j in bad)
-        i, seen = 0, 0
-        for i, n in enumerate(records.header_counts):  # noqa: B007 - i is the answer
-            seen += n
-            if seen > first:
-                break
-        _refuse_reserved(i, names[records.header_index[first]])
-    for i, r in enumerate(records):
-        for name, _value in r.headers:
-            if is_reserved(name):
-                _refuse_reserved(i, name)
-
-
-def _refuse_reserved(index: int, name: str) -> None:
-    shown = name if len(name) <= 60 else name[:60] + "..."
-    raise RejectedBatch(f"records[{index}].headers",
-                        f"header name {shown!r} is reserved for the broker (reserved: "
-                        f"{sorted(RESERVED_HEADERS)} and names starting with "
-                        f"{RESERVED_PREFIX!r}, in any letter case)")
+    found = first_reserved(records)
+    if found is not None:
+        index, name = found
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise RejectedBatch(f"records[{index}].headers",
+                            f"header name {shown!r} is reserved for the broker (reserved: "
+                            f"{sorted(RESERVED_HEADERS)} and names starting with "
+                            f"{RESERVED_PREFIX!r}, in any letter case)")
 
 
 async def _durable_after(prev: asyncio.Future[None] | None,

@@ -14,6 +14,10 @@ before this check existed cannot mislead it either.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from uplink import RecordBlock, UplinkRecord
+
 from .framing import ORIGIN_HEADER
 
 #: exact header names the broker writes itself (compared case-insensitively)
@@ -30,4 +34,29 @@ def is_reserved(name: str) -> bool:
     return folded in RESERVED_HEADERS or folded.startswith(RESERVED_PREFIX)
 
 
-__all__ = ["ORIGIN_HEADER", "RESERVED_HEADERS", "RESERVED_PREFIX", "is_reserved"]
+def first_reserved(records: Sequence[UplinkRecord]) -> tuple[int, str] | None:
+    """(record index, header name) of the first reserved header name, or None.
+
+    A decoded RecordBlock is checked by its table of distinct names, so the common case
+    (no reserved name) costs one look per distinct name, not one per header."""
+    if type(records) is RecordBlock:
+        names = records.header_names
+        bad = {j for j, name in enumerate(names) if is_reserved(name)}
+        if not bad or records.header_counts is None:
+            return None
+        first = next(h for h, j in enumerate(records.header_index) if j in bad)
+        seen = 0
+        for i, n in enumerate(records.header_counts):
+            seen += n
+            if seen > first:
+                return i, names[records.header_index[first]]
+        return None  # unreachable for a consistent block
+    for i, r in enumerate(records):
+        for name, _value in r.headers:
+            if is_reserved(name):
+                return i, name
+    return None
+
+
+__all__ = ["ORIGIN_HEADER", "RESERVED_HEADERS", "RESERVED_PREFIX", "first_reserved",
+           "is_reserved"]
