@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import http_ingest, http_mirrors, http_replicate
+from . import http_ingest, http_mirrors, replicate_routes
 from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
 from .consume_routes import CONSUME_ROUTES
@@ -28,6 +28,7 @@ from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
 from .openapi import OPENAPI
 from .storage import PartitionStore, UnknownTopic
+from .trust import MirrorTargets, TopicLimitReached
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,11 @@ class Broker:
         for topic in config.topics.values():
             self.store.ensure_topic(topic)
         self._reopen_auto_created()
+        self.mirror_targets = MirrorTargets(self.store.root)
         self.ingestor = Ingestor(self.store, config.data_dir,
                                  config.state_checkpoint_ms / 1000)
-        self.ingestor.recover()
+        self.ingestor.recover(exclude_topics=frozenset(self.mirror_targets))
+        self.ingestor.write_protected = self.mirror_targets
         self.tokens = TokenStore(config)
         self.metrics = BrokerMetrics(self.store)
         self.ingestor.on_written = (
@@ -62,14 +65,20 @@ class Broker:
             return
         for tdir in sorted(self.store.root.iterdir()) if self.store.root.exists() else []:
             if tdir.is_dir() and tdir.name not in self.config.topics:
-                self.ensure_topic_for_ingest(tdir.name)
+                # Data on disk is reopened even past max_topics (a lowered limit).
+                self.store.ensure_topic(
+                    TopicConfig(tdir.name, self.config.auto_create_partitions))
 
     def ensure_topic_for_ingest(self, topic: str) -> None:
+        """Open ``topic``, creating it when auto-creation is on and below ``max_topics``;
+        UnknownTopic (TopicLimitReached at the cap) otherwise."""
         try:
             self.store.partitions(topic)
         except UnknownTopic:
             if not self.config.auto_create_partitions:
                 raise
+            if len(self.store.topics()) >= self.config.max_topics:
+                raise TopicLimitReached(topic, self.config.max_topics) from None
             self.store.ensure_topic(TopicConfig(topic, self.config.auto_create_partitions))
 
     async def start(self) -> None:
@@ -138,9 +147,9 @@ def create_app(config: BrokerConfig, extra_routes: list[Route] | None = None) ->
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/replicate/{topic}/{partition}", http_replicate.replicate_position,
+        Route("/v1/replicate/{topic}/{partition}", replicate_routes.replicate_position,
               methods=["GET"]),
-        Route("/v1/replicate/{topic}/{partition}", http_replicate.replicate_append,
+        Route("/v1/replicate/{topic}/{partition}", replicate_routes.replicate_append,
               methods=["POST"]),
         Route("/v1/mirrors", http_mirrors.list_mirrors, methods=["GET"]),
         Route("/v1/mirrors", http_mirrors.add_mirror, methods=["POST"]),

@@ -6,7 +6,10 @@ Strategy: ``Membership`` speaks the group protocol (docs/consumers.md) and nothi
 ``fence`` is a self-imposed deadline (90% of the session after the last answer the
 broker gave us as a member): past it the broker may already have handed our partitions to
 someone else, so the consumer stops handing out records and joins again, even when its
-event loop was too busy for the heartbeat task to find out.
+event loop was too busy for the heartbeat task to find out. The ``member_secret`` of the
+first join answer proves the member in every later call (and in a rejoin); a member id
+still held by a live member (``member_in_use``: another process, or our own from before
+a restart) is retried until that session expires.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Membership:
         self.topics, self.session_timeout_ms, self.assignor = topics, session_timeout_ms, assignor
         self.on_rebalance = on_rebalance
         self.generation: int | None = None
+        self.secret: str | None = None  # from the join answer
         self.assignment: list[TopicPartition] = []
         self.fence = 0.0  # time.monotonic() after which we may no longer be a member
         self._joining = False
@@ -50,11 +54,18 @@ class Membership:
                 sent = time.monotonic()
                 try:
                     view = await self.client.join(self.group, self.member_id, self.topics,
-                                                  self.session_timeout_ms, self.assignor)
+                                                  self.session_timeout_ms, self.assignor,
+                                                  self.secret)
                     break
                 except RebalanceError as exc:  # the barrier timed out: still waiting
                     log.info("join %s: %s", self.group, exc)
+                    code = exc.body.get("code")
+                    if code == "unknown_member":
+                        self.secret = None  # it expired: join as a new member
+                    elif code == "member_in_use":  # wait for that session to expire
+                        await asyncio.sleep(min(1.0, self.session_timeout_ms / 4000))
             self._renew(sent)
+            self.secret = view.get("member_secret") or self.secret
             self.generation = view["generation"]
             self.assignment = [(a["topic"], a["partition"]) for a in view["assignment"]]
             committed = await self.client.committed(self.group)
@@ -71,7 +82,8 @@ class Membership:
         """False when refused because the group moved on (the caller rejoins)."""
         sent = time.monotonic()
         try:
-            await self.client.commit(self.group, self.member_id, self.generation, offsets)
+            await self.client.commit(self.group, self.member_id, self.generation, offsets,
+                                     self.secret)
         except ConsumerError as exc:
             if exc.status != 409:
                 raise
@@ -88,7 +100,8 @@ class Membership:
                 continue
             sent = time.monotonic()
             try:
-                await self.client.heartbeat(self.group, self.member_id, self.generation)
+                await self.client.heartbeat(self.group, self.member_id, self.generation,
+                                            self.secret or "")
                 self._renew(sent)
             except (RebalanceError, BrokerUnavailable) as exc:
                 log.info("heartbeat %s: %s", self.group, exc)
@@ -96,9 +109,9 @@ class Membership:
 
     async def leave(self) -> None:
         await self.stop()
-        if self.generation is not None:
+        if self.generation is not None and self.secret is not None:
             with contextlib.suppress(ConsumerError):
-                await self.client.leave(self.group, self.member_id)
+                await self.client.leave(self.group, self.member_id, self.secret)
 
     async def stop(self) -> None:
         if self._heartbeat is not None:

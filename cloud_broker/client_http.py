@@ -7,8 +7,8 @@ never see httpx types. The exception tree::
 
     ConsumerError                 status and the broker's JSON error body
      ├── OffsetOutOfRangeError    416: start_offset / end_offset say what is valid
-     ├── RebalanceError           409 stale_generation, unknown_member or
-     │                            rebalance_in_progress: join again
+     ├── RebalanceError           409 stale_generation, unknown_member,
+     │                            rebalance_in_progress or member_in_use: join again
      └── BrokerUnavailable        no answer (or 503) for retry_for_s
 """
 
@@ -26,7 +26,8 @@ from tenacity import (
 
 from .record_codec import FetchResponse, MalformedResponse, decode_cbor
 
-REJOIN_CODES = ("stale_generation", "unknown_member", "rebalance_in_progress")
+REJOIN_CODES = ("stale_generation", "unknown_member", "rebalance_in_progress",
+                "member_in_use")
 
 
 class ConsumerError(Exception):
@@ -125,32 +126,41 @@ class BrokerClient:
         return await self._json("GET", f"/v1/topics/{topic}")
 
     async def join(self, group: str, member_id: str, topics: list[str],
-                   session_timeout_ms: int, assignor: str | None) -> dict[str, Any]:
+                   session_timeout_ms: int, assignor: str | None,
+                   member_secret: str | None = None) -> dict[str, Any]:
+        """The answer carries ``member_secret``: send it with every later call."""
         body: dict[str, Any] = {"member_id": member_id, "topics": topics,
                                 "session_timeout_ms": session_timeout_ms}
         if assignor:
             body["assignor"] = assignor
+        if member_secret:
+            body["member_secret"] = member_secret
         return await self._json("POST", f"/v1/groups/{group}/join", json=body,
                                 timeout=httpx.Timeout(60.0, connect=5.0))  # a long-poll
 
-    async def heartbeat(self, group: str, member_id: str, generation: int) -> dict[str, Any]:
+    async def heartbeat(self, group: str, member_id: str, generation: int,
+                        member_secret: str) -> dict[str, Any]:
         return await self._json("POST", f"/v1/groups/{group}/heartbeat",
-                                json={"member_id": member_id, "generation": generation})
+                                json={"member_id": member_id, "generation": generation,
+                                      "member_secret": member_secret})
 
     async def commit(self, group: str, member_id: str | None, generation: int | None,
-                     offsets: list[tuple[str, int, int]]) -> dict[str, Any]:
+                     offsets: list[tuple[str, int, int]],
+                     member_secret: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"offsets": [{"topic": t, "partition": p, "offset": o}
                                             for t, p, o in offsets]}
         if member_id is not None:
-            body.update(member_id=member_id, generation=generation)
+            body.update(member_id=member_id, generation=generation,
+                        member_secret=member_secret)
         return await self._json("POST", f"/v1/groups/{group}/commit", json=body)
 
     async def committed(self, group: str) -> dict[tuple[str, int], int]:
         doc = await self._json("GET", f"/v1/groups/{group}/offsets")
         return {(o["topic"], o["partition"]): o["offset"] for o in doc["offsets"]}
 
-    async def leave(self, group: str, member_id: str) -> None:
-        await self._json("POST", f"/v1/groups/{group}/leave", json={"member_id": member_id})
+    async def leave(self, group: str, member_id: str, member_secret: str) -> None:
+        await self._json("POST", f"/v1/groups/{group}/leave",
+                         json={"member_id": member_id, "member_secret": member_secret})
 
 
 class PendingFetch:

@@ -23,10 +23,14 @@ Example::
     retention_bytes = 10737418240   # optional, per partition
     retention_ms = 604800000        # optional
 
+    max_topics = 100                # topics the broker may hold (auto-creation stops there)
+
     [[tokens]]
     token = "s3cret-edge-1"
     edge_id = "gw-001"              # the edge this token may ingest as ("*": any edge)
     permissions = ["ingest"]        # ingest, read, admin
+    topics = ["telemetry"]          # optional fnmatch patterns (default ["*"]: every topic)
+    groups = ["dash-*"]             # optional fnmatch patterns (default ["*"]: every group)
 
     [auth]
     tokens_db = "/var/lib/cloud-broker/tokens.db"   # optional SQLite table of tokens
@@ -50,6 +54,8 @@ from typing import Any
 from uplink import is_safe_name
 
 PERMISSIONS = frozenset({"ingest", "read", "admin"})
+DEFAULT_MAX_TOPICS = 100
+MAX_SCOPE_PATTERNS = 256
 
 
 class ConfigError(ValueError):
@@ -74,6 +80,8 @@ class TokenConfig:
     token: str
     edge_id: str  # "*" = any edge
     permissions: frozenset[str]
+    topics: tuple[str, ...] = ("*",)  # fnmatch patterns: the topics it may use
+    groups: tuple[str, ...] = ("*",)  # fnmatch patterns: the consumer groups it may use
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,8 @@ class BrokerConfig:
     state_checkpoint_ms: int = 1000
     #: create a topic on first ingest with this many partitions (0: unknown topics are refused)
     auto_create_partitions: int = 0
+    #: topics the broker may hold: creating one more (auto-creation) is refused
+    max_topics: int = DEFAULT_MAX_TOPICS
     #: how often retention (retention_bytes / retention_ms of each topic) is applied (ms)
     retention_check_ms: int = 30_000
     #: [mirrors.<name>] tables: cloud_broker.mirrors.settings.MirrorConfig by name
@@ -125,7 +135,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
     _known(raw, {"data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
                  "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions",
                  "mirrors", "retention_check_ms", "max_decompressed_bytes",
-                 "max_records_per_request"}, "")
+                 "max_records_per_request", "max_topics"}, "")
 
     def path_of(key: str, v: Any) -> Path:
         if not isinstance(v, str) or not v:
@@ -169,7 +179,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         path = f"tokens[{i}]."
         if not isinstance(t, dict):
             raise ConfigError(f"tokens[{i}]", "must be a table")
-        _known(t, {"token", "edge_id", "permissions"}, path)
+        _known(t, {"token", "edge_id", "permissions", "topics", "groups"}, path)
         tok = t.get("token")
         if not isinstance(tok, str) or len(tok) < 8:
             raise ConfigError(path + "token", "must be a string of at least 8 characters")
@@ -180,7 +190,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         if not isinstance(perms, list) or not set(perms) <= PERMISSIONS:
             allowed = sorted(PERMISSIONS)
             raise ConfigError(path + "permissions", f"must be a list drawn from {allowed}")
-        tokens.append(TokenConfig(tok, edge, frozenset(perms)))
+        tokens.append(TokenConfig(tok, edge, frozenset(perms), _scope(t, "topics", path),
+                                  _scope(t, "groups", path)))
 
     auth = raw.get("auth", {})
     if not isinstance(auth, dict):
@@ -202,6 +213,11 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
                 raise ConfigError(f"tls.{k}", "is required when [tls] is present")
         cert, key = path_of("tls.cert", tls["cert"]), path_of("tls.key", tls["key"])
 
+    max_topics = _int(raw, "max_topics", "", DEFAULT_MAX_TOPICS, 1) or DEFAULT_MAX_TOPICS
+    if len(topics) > max_topics:
+        raise ConfigError("max_topics", f"is {max_topics} but {len(topics)} topics are "
+                          "configured")
+
     interval = raw.get("commit_interval_ms", 1.0)
     if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0:
         raise ConfigError("commit_interval_ms", "must be a number >= 0")
@@ -221,9 +237,20 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         commit_interval_ms=float(interval),
         state_checkpoint_ms=_int(raw, "state_checkpoint_ms", "", 1000, 10) or 1000,
         auto_create_partitions=_int(raw, "auto_create_partitions", "", 0, 0) or 0,
+        max_topics=max_topics,
         retention_check_ms=_int(raw, "retention_check_ms", "", 30_000, 10) or 30_000,
         mirrors=_mirrors(raw.get("mirrors", {}), base_dir),
     )
+
+
+def _scope(t: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
+    """A token's ``topics`` / ``groups``: fnmatch patterns; absent means all (``["*"]``)."""
+    v = t.get(key, ["*"])
+    if (not isinstance(v, list) or not 0 < len(v) <= MAX_SCOPE_PATTERNS
+            or not all(isinstance(p, str) and 0 < len(p) <= 256 and "," not in p for p in v)):
+        raise ConfigError(path + key, f"must be a list of 1..{MAX_SCOPE_PATTERNS} fnmatch "
+                          "patterns (strings without commas), e.g. [\"telemetry\", \"dash-*\"]")
+    return tuple(v)
 
 
 def _mirrors(raw: Any, base_dir: Path) -> dict[str, Any]:

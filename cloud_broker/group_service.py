@@ -9,6 +9,8 @@ set when the group's rebalance completes, for at most ``MAX_JOIN_WAIT_S``; then 
 answers 409 ``rebalance_in_progress`` and the client joins again. A sweep task ticks
 every group, so sessions expire and rebalance deadlines pass even in a quiet group.
 Memory is the source of truth while running; the database is read once at start.
+Each new member gets a random ``member_secret`` with its join answer (only its digest is
+stored); heartbeat, commit and leave must send it back (``groups``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -104,16 +107,19 @@ class GroupCoordinator:
     # -- operations (GroupError and ValueError propagate to the HTTP layer) --------------
 
     async def join(self, name: str, member_id: str, topics: list[str],
-                   session_timeout_ms: int, assignor: str | None) -> dict[str, Any]:
+                   session_timeout_ms: int, assignor: str | None,
+                   secret: str | None = None) -> dict[str, Any]:
         counts = self.counts()
         for t in topics:
             if t not in counts:
                 raise UnknownTopic(f"unknown topic {t!r}")
         g = self._group(name)
         before = self._snapshot(g)
+        new_secret = secrets.token_urlsafe(24)
         try:
             ready = g.join(member_id, topics, session_timeout_ms, assignor, counts,
-                           self.clock())
+                           self.clock(), secret, new_secret)
+            held = g.secret_of(member_id, secret, new_secret)
         finally:
             await self._after(g, before)
         if not ready:
@@ -129,35 +135,39 @@ class GroupCoordinator:
                 waiting = sorted(set(g.members) - g.pending)
                 raise RebalanceInProgress(f"group {name!r} still waits for {waiting} to "
                                           "join again: join again")
-        return self.member_view(g, member_id)
+        return {**self.member_view(g, member_id), "member_secret": held}
 
-    async def heartbeat(self, name: str, member_id: str, generation: int) -> dict[str, Any]:
+    async def heartbeat(self, name: str, member_id: str, generation: int,
+                        secret: str | None = None) -> dict[str, Any]:
         g = self._existing(name, member_id)
         before = self._snapshot(g)
         try:
-            g.heartbeat(member_id, generation, self.counts(), self.clock())
+            g.heartbeat(member_id, generation, self.counts(), self.clock(), secret)
         finally:
             await self._after(g, before)
         return {"group": name, "member_id": member_id, "generation": g.generation}
 
-    async def leave(self, name: str, member_id: str) -> dict[str, Any]:
+    async def leave(self, name: str, member_id: str,
+                    secret: str | None = None) -> dict[str, Any]:
         g = self._existing(name, member_id)
         before = self._snapshot(g)
         try:
-            g.leave(member_id, self.counts(), self.clock())
+            g.leave(member_id, self.counts(), self.clock(), secret)
         finally:
             await self._after(g, before)
         return {"group": name, "generation": g.generation}
 
     async def commit(self, name: str, member_id: str | None, generation: int | None,
-                     offsets: list[tuple[str, int, int]]) -> dict[str, Any]:
+                     offsets: list[tuple[str, int, int]],
+                     secret: str | None = None) -> dict[str, Any]:
         for t, p, o in offsets:
             part = self.store.partition(t, p)  # UnknownTopic for a bad topic/partition
             if o > part.log.end_offset:
                 raise ValueError(f"offset {o} for {t}/{p} is beyond its end "
                                  f"{part.log.end_offset}")
         g = self._group(name) if member_id is None else self._existing(name, member_id)
-        g.check_commit(member_id, generation, [(t, p) for t, p, _ in offsets], self.clock())
+        g.check_commit(member_id, generation, [(t, p) for t, p, _ in offsets], self.clock(),
+                       secret)
         await self._db(self.db.commit, name, g.generation, member_id, offsets)
         for t, p, o in offsets:
             g.offsets[(t, p)] = o

@@ -25,12 +25,20 @@ States and events (anything else raises one of the errors below)::
     commit, member + gen       UnknownMember     checked, stored        checked, stored
     commit, no member          stored            GroupActive            GroupActive
 
+Members prove who they are with the ``secret`` the coordinator handed them at their
+first join (only its SHA-256 is kept): heartbeat, commit and leave need it, and so does a
+join that names a member id already in the group (a fresh instance waits, with
+``member_in_use``, until the old one's session expired or it left). Without it any
+reader could make another member leave or take its partitions by joining under its id.
+
 ``complete``: generation+1, assignment computed for the pending members,
 -> STABLE (-> EMPTY if none are left). Errors, each with the ``code`` the HTTP layer
 sends with its 409::
 
     GroupError
-     ├── UnknownMember        "unknown_member"         not in the group (expired?): join
+     ├── UnknownMember        "unknown_member"         not in the group (expired?), or
+     │                                                 not with this secret: join
+     ├── MemberInUse          "member_in_use"          the id belongs to a live member
      ├── StaleGeneration      "stale_generation"       the group moved on: join again
      ├── RebalanceInProgress  "rebalance_in_progress"  commit if you like, then join
      ├── NotAssigned          "not_assigned"           a partition another member owns
@@ -41,6 +49,8 @@ sends with its 409::
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +66,10 @@ class GroupError(Exception):
 
 class UnknownMember(GroupError):
     code = "unknown_member"
+
+
+class MemberInUse(GroupError):
+    code = "member_in_use"
 
 
 class StaleGeneration(GroupError):
@@ -127,12 +141,25 @@ def assign_round_robin(subs: Subscriptions, counts: Mapping[str, int]) -> Assign
 ASSIGNORS = {"range": assign_range, "roundrobin": assign_round_robin}
 
 
+def secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 @dataclass(slots=True)
 class Member:
     member_id: str
     topics: tuple[str, ...]
     session_timeout_ms: int
     last_seen: float
+    #: None: joined without a secret (a state saved before secrets existed): unprotected
+    #: until it joins again
+    secret_sha256: str | None = None
+
+    def proves(self, secret: str | None) -> bool:
+        if self.secret_sha256 is None:
+            return True
+        return secret is not None and hmac.compare_digest(secret_digest(secret),
+                                                          self.secret_sha256)
 
 
 @dataclass
@@ -185,9 +212,13 @@ class Group:
             self._complete(counts)
 
     def join(self, member_id: str, topics: Iterable[str], session_timeout_ms: int,
-             assignor: str | None, counts: Mapping[str, int], now: float) -> bool:
+             assignor: str | None, counts: Mapping[str, int], now: float,
+             secret: str | None = None, new_secret: str | None = None) -> bool:
         """Add or refresh a member. True: its assignment is ready; False: the rebalance
-        waits for other members (ask ``ready`` again after ``tick`` or their joins)."""
+        waits for other members (ask ``ready`` again after ``tick`` or their joins).
+
+        A known member must present its ``secret`` (MemberInUse otherwise); a new one is
+        given ``new_secret`` (``secret_of`` tells the caller which one holds)."""
         if not MIN_SESSION_MS <= session_timeout_ms <= MAX_SESSION_MS:
             raise ValueError(f"session_timeout_ms must be in {MIN_SESSION_MS}..{MAX_SESSION_MS}")
         if assignor is not None and assignor not in ASSIGNORS:
@@ -200,7 +231,15 @@ class Group:
             self.assignor = assignor
         wanted = tuple(sorted(set(topics)))
         known = self.members.get(member_id)
-        self.members[member_id] = Member(member_id, wanted, session_timeout_ms, now)
+        if known is not None and known.secret_sha256 is not None:
+            if not known.proves(secret):
+                raise MemberInUse(f"member id {member_id!r} of group {self.name!r} belongs "
+                                  "to a live member (member_secret missing or wrong): wait "
+                                  "for its session to expire, or use another member id")
+            digest: str | None = known.secret_sha256  # a rejoin keeps its secret
+        else:
+            digest = secret_digest(new_secret) if new_secret is not None else None
+        self.members[member_id] = Member(member_id, wanted, session_timeout_ms, now, digest)
         if (self.state is GroupState.STABLE and known is not None and known.topics == wanted
                 and not self._counts_changed(counts)):
             return True
@@ -212,9 +251,9 @@ class Group:
         return self.ready(member_id)
 
     def heartbeat(self, member_id: str, generation: int, counts: Mapping[str, int],
-                  now: float) -> None:
+                  now: float, secret: str | None = None) -> None:
         self.tick(now, counts)
-        member = self._member(member_id)
+        member = self._member(member_id, secret)
         member.last_seen = now
         if self.state is GroupState.STABLE and self._counts_changed(counts):
             self._begin(now)
@@ -223,8 +262,9 @@ class Group:
                                       "processed, stop reading and join again")
         self._check_generation(generation)
 
-    def leave(self, member_id: str, counts: Mapping[str, int], now: float) -> None:
-        self._member(member_id)
+    def leave(self, member_id: str, counts: Mapping[str, int], now: float,
+              secret: str | None = None) -> None:
+        self._member(member_id, secret)
         del self.members[member_id]
         self.pending.discard(member_id)
         self._membership_changed(now, counts)
@@ -244,14 +284,15 @@ class Group:
         return before != (self.generation, self.state, len(self.members))
 
     def check_commit(self, member_id: str | None, generation: int | None,
-                     partitions: Iterable[TopicPartition], now: float) -> None:
+                     partitions: Iterable[TopicPartition], now: float,
+                     secret: str | None = None) -> None:
         """Raise unless this commit may be stored (see the table above)."""
         if member_id is None:
             if self.members:
                 raise GroupActive(f"group {self.name!r} has members: commit as a member, "
                                   "with its member_id and generation")
             return
-        member = self._member(member_id)
+        member = self._member(member_id, secret)
         if member_id not in self.pending and (
                 (now - member.last_seen) * 1000 > member.session_timeout_ms):
             raise UnknownMember(f"the session of {member_id!r} expired: join again")
@@ -263,11 +304,20 @@ class Group:
                               f"assigned to {member_id!r} in generation {self.generation}")
         member.last_seen = now  # a commit is as good as a heartbeat
 
-    def _member(self, member_id: str) -> Member:
+    def secret_of(self, member_id: str, secret: str | None, new_secret: str) -> str:
+        """After ``join``: the secret the member now holds (its own or the new one)."""
+        m = self.members[member_id]
+        return secret if secret and m.secret_sha256 == secret_digest(secret) else new_secret
+
+    def _member(self, member_id: str, secret: str | None) -> Member:
         member = self.members.get(member_id)
         if member is None:
             raise UnknownMember(f"{member_id!r} is not a member of group {self.name!r} (its "
                                 "session may have expired): join again")
+        if not member.proves(secret):
+            raise UnknownMember(f"member_secret does not match member {member_id!r} of group "
+                                f"{self.name!r} (another instance holds that id, or it "
+                                "expired): join again")
         return member
 
     def _check_generation(self, generation: int | None) -> None:
@@ -281,7 +331,8 @@ class Group:
         """Membership and assignment as plain data (offsets are stored separately)."""
         return {"name": self.name, "assignor": self.assignor, "generation": self.generation,
                 "members": [{"member_id": m.member_id, "topics": list(m.topics),
-                             "session_timeout_ms": m.session_timeout_ms}
+                             "session_timeout_ms": m.session_timeout_ms,
+                             "secret_sha256": m.secret_sha256}
                             for m in self.members.values()],
                 "assignment": {m: [list(tp) for tp in tps] for m, tps in self.assignment.items()},
                 "counts": self.counts, "state": self.state.value}
@@ -291,7 +342,8 @@ class Group:
         """Restore a group; sessions restart at ``now`` (the members get a full timeout)
         and a rebalance that was under way starts over."""
         members = {m["member_id"]: Member(m["member_id"], tuple(m["topics"]),
-                                          int(m["session_timeout_ms"]), now)
+                                          int(m["session_timeout_ms"]), now,
+                                          m.get("secret_sha256"))
                    for m in d.get("members", [])}
         assignment = {m: [(t, int(p)) for t, p in tps]
                       for m, tps in d.get("assignment", {}).items()}

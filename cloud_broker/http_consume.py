@@ -24,7 +24,15 @@ from starlette.responses import JSONResponse, Response
 from shared_log import ColumnFetch, LogError, OffsetOutOfRange, RecordColumns, fetch_columns
 
 from . import record_codec as codec
-from .http_params import Problem, authorize, choice_param, handler, int_param, partition_of
+from .http_params import (
+    Problem,
+    authorize,
+    check_topic,
+    choice_param,
+    handler,
+    int_param,
+    partition_of,
+)
 from .storage import Partition, UnknownTopic
 
 CBOR = "application/cbor"
@@ -108,7 +116,7 @@ async def fetch(request: Request) -> Response:
 
 
 async def _fetch(request: Request) -> Response:
-    authorize(request, "read")
+    check_topic(authorize(request, "read"), request.path_params["topic"])
     part = partition_of(request)
     offset = int_param(request, "offset", None, 0, MAX_OFFSET)
     max_records = int_param(request, "max_records", 1000, 1, MAX_RECORDS)
@@ -155,16 +163,18 @@ def _topic_summary(store: Any, name: str) -> dict[str, Any]:
 
 @handler
 async def list_topics(request: Request) -> Response:
-    authorize(request, "read")
+    principal = authorize(request, "read")
     store = request.app.state.broker.store
-    return JSONResponse({"topics": [_topic_summary(store, t) for t in store.topics()]})
+    return JSONResponse({"topics": [_topic_summary(store, t) for t in store.topics()
+                                    if principal.may_topic(t)]})
 
 
 @handler
 async def describe_topic(request: Request) -> Response:
-    authorize(request, "read")
+    principal = authorize(request, "read")
     store = request.app.state.broker.store
     topic = request.path_params["topic"]
+    check_topic(principal, topic)
     try:
         body = _topic_summary(store, topic)
         parts = store.partitions(topic)

@@ -1,10 +1,12 @@
 """Consumer group endpoints: a thin JSON adapter around ``GroupCoordinator``.
 
-Strategy: check the token (``read``) and the body's fields here, let the coordinator and
-the pure ``groups`` module decide, and map their refusals to statuses: 400 a malformed
-request (naming the field), 404 an unknown topic/partition/group, 409 a group rule
-(``code`` says which: ``stale_generation`` and ``unknown_member`` mean "join again"), 503
-the group database failed.
+Strategy: check the token (``read``, and its ``groups`` and ``topics`` scopes: 403 naming
+the group or topic) and the body's fields here, let the coordinator and the pure
+``groups`` module decide, and map their refusals to statuses: 400 a malformed request
+(naming the field), 404 an unknown topic/partition/group, 409 a group rule (``code`` says
+which: ``stale_generation`` and ``unknown_member`` mean "join again", ``member_in_use``
+"wait and join again"), 503 the group database failed. The join answer carries the
+member's ``member_secret``; heartbeat, leave and a member's commit must send it back.
 """
 
 from __future__ import annotations
@@ -16,22 +18,31 @@ from starlette.responses import JSONResponse, Response
 
 from uplink import is_safe_name
 
+from .auth import Principal
 from .group_service import UnknownGroup
 from .group_store import GroupStoreError
 from .groups import ASSIGNORS, MAX_SESSION_MS, MIN_SESSION_MS, GroupError
-from .http_params import Problem, authorize, field, handler, json_body
+from .http_params import Problem, authorize, check_group, check_topic, field, handler, json_body
 from .storage import UnknownTopic
 
 MAX_TOPICS = 100
 MAX_COMMIT_ENTRIES = 10_000
 MAX_OFFSET = 2**63 - 1
+MAX_SECRET_CHARS = 256
 
 
-def _name(request: Request) -> str:
+def _name(request: Request, principal: Principal) -> str:
     name = request.path_params["group"]
     if not is_safe_name(name):
         raise Problem(400, "group names must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", "group")
+    check_group(principal, name)
     return name
+
+
+def _secret(doc: dict[str, Any], default: Any = ...) -> str | None:
+    return field(doc, "member_secret", str, default,
+                 lambda s: 0 < len(s) <= MAX_SECRET_CHARS,
+                 f"the member_secret the join answered (1..{MAX_SECRET_CHARS} characters)")
 
 
 def _member_id(doc: dict[str, Any]) -> str:
@@ -63,35 +74,37 @@ async def _call(request: Request, op: str, *args: Any) -> Response:
 
 @handler
 async def join(request: Request) -> Response:
-    authorize(request, "read")
-    name = _name(request)
+    principal = authorize(request, "read")
+    name = _name(request, principal)
     doc = await json_body(request)
     member_id = _member_id(doc)
     topics = field(doc, "topics", list, check=lambda ts: 0 < len(ts) <= MAX_TOPICS and all(
-        is_safe_name(t) for t in ts), what=f"a list of 1..{MAX_TOPICS} topic names")
+        isinstance(t, str) and is_safe_name(t) for t in ts),
+        what=f"a list of 1..{MAX_TOPICS} topic names")
+    for t in topics:
+        check_topic(principal, t, "topics")
     session = field(doc, "session_timeout_ms", int, 10_000,
                     lambda s: MIN_SESSION_MS <= s <= MAX_SESSION_MS,
                     f"an integer in {MIN_SESSION_MS}..{MAX_SESSION_MS}")
     assignor = field(doc, "assignor", str, None, lambda a: a in ASSIGNORS,
                      f"one of {sorted(ASSIGNORS)}")
-    return await _call(request, "join", name, member_id, topics, session, assignor)
+    secret = _secret(doc, None)  # a rejoin sends the secret it holds
+    return await _call(request, "join", name, member_id, topics, session, assignor, secret)
 
 
 @handler
 async def heartbeat(request: Request) -> Response:
-    authorize(request, "read")
-    name = _name(request)
+    name = _name(request, authorize(request, "read"))
     doc = await json_body(request)
     member_id, generation = _member_id(doc), _generation(doc)
-    return await _call(request, "heartbeat", name, member_id, generation)
+    return await _call(request, "heartbeat", name, member_id, generation, _secret(doc))
 
 
 @handler
 async def leave(request: Request) -> Response:
-    authorize(request, "read")
-    name = _name(request)
+    name = _name(request, authorize(request, "read"))
     doc = await json_body(request)
-    return await _call(request, "leave", name, _member_id(doc))
+    return await _call(request, "leave", name, _member_id(doc), _secret(doc))
 
 
 def _offsets(doc: dict[str, Any]) -> list[tuple[str, int, int]]:
@@ -114,30 +127,32 @@ def _offsets(doc: dict[str, Any]) -> list[tuple[str, int, int]]:
 
 @handler
 async def commit(request: Request) -> Response:
-    authorize(request, "read")
-    name = _name(request)
+    principal = authorize(request, "read")
+    name = _name(request, principal)
     doc = await json_body(request)
     offsets = _offsets(doc)
+    for i, (t, _p, _o) in enumerate(offsets):
+        check_topic(principal, t, f"offsets[{i}].topic")
     if "member_id" in doc or "generation" in doc:
-        member_id, generation = _member_id(doc), _generation(doc)
+        member_id, generation, secret = _member_id(doc), _generation(doc), _secret(doc)
     else:
-        member_id = generation = None
-    return await _call(request, "commit", name, member_id, generation, offsets)
+        member_id = generation = secret = None
+    return await _call(request, "commit", name, member_id, generation, offsets, secret)
 
 
 @handler
 async def committed(request: Request) -> Response:
-    authorize(request, "read")
-    name = _name(request)
+    principal = authorize(request, "read")
+    name = _name(request, principal)
     topic = request.query_params.get("topic")
     coordinator = request.app.state.broker.groups
-    return JSONResponse({"group": name, "offsets": coordinator.committed(name, topic)})
+    offsets = [o for o in coordinator.committed(name, topic) if principal.may_topic(o["topic"])]
+    return JSONResponse({"group": name, "offsets": offsets})
 
 
 @handler
 async def describe(request: Request) -> Response:
-    authorize(request, "read")
-    name = _name(request)
+    name = _name(request, authorize(request, "read"))
     try:
         return JSONResponse(request.app.state.broker.groups.describe(name))
     except UnknownGroup as exc:
@@ -146,5 +161,6 @@ async def describe(request: Request) -> Response:
 
 @handler
 async def list_groups(request: Request) -> Response:
-    authorize(request, "read")
-    return JSONResponse({"groups": request.app.state.broker.groups.list()})
+    principal = authorize(request, "read")
+    return JSONResponse({"groups": [g for g in request.app.state.broker.groups.list()
+                                    if principal.may_group(g["group"])]})

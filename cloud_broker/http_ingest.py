@@ -36,6 +36,7 @@ from .body_decode import decode_off_loop, small_enough_inline
 from .errors import error
 from .ingest import IngestUnavailable, RejectedBatch
 from .storage import UnknownTopic
+from .trust import ingest_denied
 
 CBOR = "application/cbor"
 #: Records per request when the config does not say (twice the edge's default batch).
@@ -99,6 +100,8 @@ async def _ingest(request: Request, broker) -> Response:  # type: ignore[no-unty
         return error(403, "this token lacks the 'ingest' permission", "authorization")
     if not is_safe_name(topic):
         return error(400, f"topic {topic[:60]!r} is not a safe name", "topic")
+    if (denied := ingest_denied(broker, principal, topic)) is not None:
+        return denied  # topic scope, mirror target, topic cap: before the body is read
     ctype = media_type(request)
     if ctype != CBOR:
         return error(415, f"Content-Type must be {CBOR}, got {ctype[:60]!r}", "content-type")

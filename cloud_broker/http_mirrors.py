@@ -5,6 +5,9 @@
                                          [mirrors.<name>] table -> 201 status
                                          400 bad definition (field named), 409 name taken
     DELETE /v1/mirrors/{name}   (admin)  204; 404 unknown, 409 defined in cloud.toml
+
+A token sees and manages only the mirrors of topics in its ``topics`` scope (403 naming
+the topic otherwise; the list leaves the others out).
 """
 
 from __future__ import annotations
@@ -13,20 +16,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .config import ConfigError
-from .http_params import Problem, authorize, handler, json_body
+from .http_params import Problem, authorize, check_topic, handler, json_body
 from .mirrors import MirrorExists
 
 
 @handler
 async def list_mirrors(request: Request) -> Response:
-    authorize(request, "read")
-    return JSONResponse({"mirrors": request.app.state.broker.mirrors.status()})
+    principal = authorize(request, "read")
+    return JSONResponse({"mirrors": [m for m in request.app.state.broker.mirrors.status()
+                                     if principal.may_topic(str(m.get("topic")))]})
 
 
 @handler
 async def add_mirror(request: Request) -> Response:
-    authorize(request, "admin")
+    principal = authorize(request, "admin")
     doc = await json_body(request)
+    if isinstance(doc.get("topic"), str):
+        check_topic(principal, doc["topic"])
     manager = request.app.state.broker.mirrors
     try:
         cfg = await manager.add(doc)
@@ -39,9 +45,11 @@ async def add_mirror(request: Request) -> Response:
 
 @handler
 async def delete_mirror(request: Request) -> Response:
-    authorize(request, "admin")
+    principal = authorize(request, "admin")
     name = request.path_params["name"]
     manager = request.app.state.broker.mirrors
+    if name in manager.configs:
+        check_topic(principal, manager.configs[name].topic)
     if name in manager.configs and name not in manager.dynamic:
         raise Problem(409, f"mirror {name!r} is defined in cloud.toml; remove it there", "name")
     if not await manager.remove(name):

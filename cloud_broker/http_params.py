@@ -3,7 +3,9 @@
 Strategy: handlers raise ``Problem`` for anything a caller got wrong and the ``handler``
 decorator turns it into the broker's one JSON error shape (errors.py), so every check is
 one line in the handler and every refusal names its field. 401 means no or unknown token,
-403 a token without the permission the endpoint needs (``read`` for consuming).
+403 a token without the permission the endpoint needs (``read`` for consuming) or a
+topic / group outside the token's scopes (``check_topic``, ``check_group``; checked
+before the name is looked up, so a token learns nothing of names outside its scope).
 """
 
 from __future__ import annotations
@@ -74,6 +76,18 @@ def authorize(request: Request, permission: str) -> Principal:
     if not principal.may(permission):
         raise Problem(403, f"this token lacks the {permission!r} permission", "authorization")
     return principal
+
+
+def check_topic(principal: Principal, topic: str, field_name: str = "topic") -> None:
+    if not principal.may_topic(topic):
+        raise Problem(403, f"this token may not use topic {topic[:130]!r} (not in its topics "
+                      "scope)", field_name)
+
+
+def check_group(principal: Principal, group: str) -> None:
+    if not principal.may_group(group):
+        raise Problem(403, f"this token may not use group {group[:130]!r} (not in its groups "
+                      "scope)", "group")
 
 
 def int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int:

@@ -25,6 +25,7 @@ from .http_params import (
     Problem,
     authorize,
     canonical_int,
+    check_topic,
     choice_param,
     handler,
     int_param,
@@ -57,7 +58,7 @@ def _start_offset(request: Request, part: Partition) -> int:
 
 @handler
 async def stream(request: Request) -> Response:
-    authorize(request, "read")
+    check_topic(authorize(request, "read"), request.path_params["topic"])
     part = partition_of(request)
     offset = _start_offset(request, part)
     max_records = int_param(request, "max_records", 1000, 1, MAX_RECORDS)

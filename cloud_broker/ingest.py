@@ -13,10 +13,14 @@ multi-partition store needs on top of them.
    replay harmless, so the per-source acked offset only has to be *conservative*.
 
 2. **State derived from the data.** Every stored record carries an ``origin`` header
-   ``edge/stream/generation/offset``. On start the per-partition marks are rebuilt by
-   replaying each partition from the last state checkpoint (or from its start when the
-   checkpoint does not fit the data), so after kill -9 the dedup state matches the
-   partitions exactly. The checkpoint holds only durable facts and is written lazily;
+   ``edge/stream/generation/offset``, appended by the broker as the record's *last*
+   header. On start the per-partition marks are rebuilt by replaying each partition from
+   the last state checkpoint (or from its start when the checkpoint does not fit the
+   data), so after kill -9 the dedup state matches the partitions exactly. Replay reads
+   only that last header: an ``origin`` an edge sent itself (refused since, see
+   ``reserved``, but possibly stored by an older broker) would otherwise let one edge
+   claim another edge's positions and have its next records skipped as stored. The
+   checkpoint holds only durable facts and is written lazily;
    a stale one costs a replay or a rewind of the edge, never a duplicate or a loss.
 
 3. **Known positions stay known.** The acked offset of a position the broker has never
@@ -46,7 +50,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +69,7 @@ from uplink import (
 )
 
 from .framing import ORIGIN_HEADER, frame_block
+from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, first_reserved
 from .storage import Partition, PartitionStore, UnknownTopic
 
 log = logging.getLogger(__name__)
@@ -132,6 +137,8 @@ class Ingestor:
         self.gap_wait_s = gap_wait_s
         #: called with (topic, records) after each append to a partition (metrics)
         self.on_written: Callable[[str, int], None] | None = None
+        #: topics ingest may not write (mirror targets: the mirror alone writes them)
+        self.write_protected: Container[str] = ()
         self.stats = IngestStats()
         # Optimistic: highest offset appended with the whole batch appended (used by decide).
         self._acked: dict[Source, int] = {}
@@ -145,14 +152,25 @@ class Ingestor:
         # partition count -> device key -> partition (partition_for is pure Python murmur2)
         self._pcache: dict[int, dict[bytes, int]] = {}
         self._checkpoint_lock = asyncio.Lock()
+        # Topics ingest has written (checkpointed; a hint): a mirror may not claim them.
+        self._ingested_topics: set[str] = set()
 
     # -- recovery ------------------------------------------------------------------------
 
-    def recover(self) -> None:
-        """Rebuild dedup state from the checkpoint and the partitions' tails."""
+    def recover(self, exclude_topics: frozenset[str] = frozenset()) -> None:
+        """Rebuild dedup state from the checkpoint and the partitions' tails.
+
+        ``exclude_topics`` (mirror targets) are not replayed: their ``origin`` headers were
+        written by another broker and say nothing about positions ingested here."""
         state = read_checkpoint(self.state_path, {})
         if not isinstance(state, dict):
             state = {}
+        topics = state.get("ingest_topics")
+        if isinstance(topics, list):  # those that still hold (or held) records
+            known = set(self.store.topics())
+            self._ingested_topics.update(
+                t for t in topics if isinstance(t, str) and t in known
+                and any(p.log.end_offset > 0 for p in self.store.partitions(t)))
         for text, off in (state.get("acked") or {}).items():
             src = _parse_skey(text)
             if src is not None and isinstance(off, int):
@@ -160,6 +178,8 @@ class Ingestor:
         parts_state = state.get("partitions") or {}
         replayed = 0
         for part in self.store:
+            if part.topic in exclude_topics:
+                continue
             key = f"{part.topic}/{part.index}"
             saved = parts_state.get(key) if isinstance(parts_state, dict) else None
             marks: dict[Source, int] = {}
@@ -188,11 +208,13 @@ class Ingestor:
         while offset < part.log.end_offset:
             res = part.log.fetch(offset, max_records=10_000, max_bytes=8 << 20)
             for rec in res.records:
-                for name, value in rec.headers:
-                    if name == ORIGIN_HEADER and (o := parse_origin(value)) is not None:
-                        src, eoff = o
-                        if eoff > marks.get(src, -1):
-                            marks[src] = eoff
+                if not rec.headers:
+                    continue
+                name, value = rec.headers[-1]  # the broker's own: see the module docstring
+                if name == ORIGIN_HEADER and (o := parse_origin(value)) is not None:
+                    src, eoff = o
+                    if eoff > marks.get(src, -1):
+                        marks[src] = eoff
             n += len(res.records)
             if res.next_offset <= offset:
                 break
@@ -213,8 +235,13 @@ class Ingestor:
         Raises UnknownTopic, and IngestUnavailable when the partitions cannot take it now.
         """
         parts = self.store.partitions(topic)
+        if topic in self.write_protected:  # the HTTP layer refuses first (403); a claim
+            # made while the request's body was being read still ends here
+            raise RejectedBatch("topic", f"topic {topic!r} is the target of a mirror: only "
+                                "the mirror writes it")
         source: Source = (batch.edge_id, batch.stream, batch.generation)
         self.stats.batches += 1
+        _check_reserved(batch.records)
         waits: list[tuple[Partition, int]] = []
         if decide(self._acked.get(source), batch).kind is DecisionKind.GAP:
             refusal = await self._wait_for_predecessor(source, batch)
@@ -315,6 +342,7 @@ class Ingestor:
                                                       fp.max_timestamp)
                 marks[p][source] = fp.last_offset
                 waits.append((part, last))
+                self._ingested_topics.add(topic)
                 written += fp.count
                 if self.on_written is not None:
                     self.on_written(topic, fp.count)
@@ -339,6 +367,13 @@ class Ingestor:
         self._tails.pop(source, None)
 
     # -- state ---------------------------------------------------------------------------
+
+    def has_ingested(self, topic: str) -> bool:
+        """True if ingest wrote ``topic`` (a mirror may not claim it). Known from this
+        process and the checkpoint, not from the data: records a mirror copied carry
+        ``origin`` headers too, and must not make a mirror's own topic look like one
+        edges write."""
+        return topic in self._ingested_topics
 
     def acked_offset(self, source: Source) -> int | None:
         return self._durable.get(source)
@@ -369,6 +404,7 @@ class Ingestor:
             acked = {_skey(s): o for s, o in durable.items()}
             await asyncio.gather(*waits)
             state = {"version": 1, "written_at": time.time(), "acked": acked,
+                     "ingest_topics": sorted(self._ingested_topics),
                      "partitions": snap_parts}
             await asyncio.to_thread(write_checkpoint, self.state_path, state)
             for src, off in (known or {}).items():
@@ -395,6 +431,18 @@ def _check_storable(records: Sequence[UplinkRecord]) -> None:
             raise RejectedBatch(f"records[{i}].headers",
                                 f"at most {MAX_HEADERS} headers with names of at most "
                                 f"{MAX_HEADER_NAME_BYTES} UTF-8 bytes")
+
+
+def _check_reserved(records: Sequence[UplinkRecord]) -> None:
+    """Refuse a batch that sends a header name the broker keeps for itself (reserved)."""
+    found = first_reserved(records)
+    if found is not None:
+        index, name = found
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise RejectedBatch(f"records[{index}].headers",
+                            f"header name {shown!r} is reserved for the broker (reserved: "
+                            f"{sorted(RESERVED_HEADERS)} and names starting with "
+                            f"{RESERVED_PREFIX!r}, in any letter case)")
 
 
 async def _durable_after(prev: asyncio.Future[None] | None,

@@ -40,7 +40,8 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 
 
 _AUTH = {"401": _err("No or unknown bearer token"),
-         "403": _err("The token lacks the read permission")}
+         "403": _err("The token lacks the read permission, or the topic/group is outside "
+                     "its scopes")}
 _PARTITION_PARAMS = [_path("topic", NAME), _path("partition", {"type": "integer", "minimum": 0})]
 _GROUP = [_path("group", NAME)]
 _RANGE = {"first": OFFSET, "last": OFFSET}
@@ -52,7 +53,8 @@ CONSUME_SCHEMAS: dict[str, Any] = {
     "GroupError": _obj(["error", "code"], error={"type": "string"},
                        code={"type": "string", "enum": ["unknown_member", "stale_generation",
                                                         "not_assigned", "assignor_mismatch",
-                                                        "group_active"]},
+                                                        "group_active", "member_in_use",
+                                                        "rebalance_in_progress"]},
                        generation={"type": ["integer", "null"]}),
     "Record": _obj(["offset", "timestamp", "key", "value", "headers", "encoding"],
                    offset=OFFSET, timestamp={"type": "integer"}, key={"type": "string"},
@@ -77,17 +79,21 @@ CONSUME_SCHEMAS: dict[str, Any] = {
                        ["topic", "partition"], topic={"type": "string"},
                        partition={"type": "integer"})},
                    members={"type": "integer"}, session_timeout_ms={"type": "integer"},
-                   heartbeat_interval_ms={"type": "integer"}),
+                   heartbeat_interval_ms={"type": "integer"},
+                   member_secret={"type": "string", "description": "send it with every "
+                                  "later heartbeat, commit, leave and rejoin"}),
     "Offsets": _obj(["offsets"], group={"type": "string"}, offsets={"type": "array", "items": _obj(
         ["topic", "partition", "offset"], topic={"type": "string"},
         partition={"type": "integer"}, offset=OFFSET)}),
 }
 
-_JOIN = _obj(["member_id", "topics"], member_id=NAME,
+SECRET = {"type": "string", "minLength": 1, "maxLength": 256}
+_JOIN = _obj(["member_id", "topics"], member_id=NAME, member_secret=SECRET,
              topics={"type": "array", "items": NAME, "minItems": 1, "maxItems": 100},
              session_timeout_ms={"type": "integer", "minimum": 100, "maximum": 300000},
              assignor={"type": "string", "enum": ["range", "roundrobin"]})
-_COMMIT = _obj(["offsets"], member_id=NAME, generation={"type": "integer", "minimum": 0},
+_COMMIT = _obj(["offsets"], member_id=NAME, member_secret=SECRET,
+               generation={"type": "integer", "minimum": 0},
                offsets={"type": "array", "minItems": 1, "maxItems": 10000, "items": _obj(
                    ["topic", "partition", "offset"], topic=NAME,
                    partition={"type": "integer", "minimum": 0}, offset=OFFSET)})
@@ -169,10 +175,11 @@ CONSUME_PATHS: dict[str, Any] = {
         {"404": _err("Unknown topic")}),
     "/v1/groups/{group}/heartbeat": _post(
         "Keep the session; 409 stale_generation/unknown_member means join again",
-        _obj(["member_id", "generation"], member_id=NAME,
-             generation={"type": "integer", "minimum": 0}), _ANY_OK),
-    "/v1/groups/{group}/leave": _post("Leave the group (rebalances the rest)",
-                                      _obj(["member_id"], member_id=NAME), _ANY_OK),
+        _obj(["member_id", "generation", "member_secret"], member_id=NAME,
+             generation={"type": "integer", "minimum": 0}, member_secret=SECRET), _ANY_OK),
+    "/v1/groups/{group}/leave": _post(
+        "Leave the group (rebalances the rest)",
+        _obj(["member_id", "member_secret"], member_id=NAME, member_secret=SECRET), _ANY_OK),
     "/v1/groups/{group}/commit": _post(
         "Commit next-to-consume offsets (as a member of the current generation, or without "
         "member_id/generation for an empty group)", _COMMIT, _ANY_OK,

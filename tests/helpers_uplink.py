@@ -97,11 +97,11 @@ class CloudView:
 
 
 def _origin(rec: StoredRecord) -> tuple[Source, int]:
-    for name, value in rec.headers:
-        if name == ORIGIN_HEADER:
-            parsed = parse_origin(value)
-            assert parsed is not None, f"unreadable origin header {value!r}"
-            return parsed
+    # The broker's own origin is the record's last header (cloud_broker.ingest).
+    if rec.headers and rec.headers[-1][0] == ORIGIN_HEADER:
+        parsed = parse_origin(rec.headers[-1][1])
+        assert parsed is not None, f"unreadable origin header {rec.headers[-1][1]!r}"
+        return parsed
     raise AssertionError(f"record at {rec.offset} has no origin header")
 
 

@@ -149,6 +149,11 @@ def _join(client: TestClient, member: str, **extra: Any) -> Any:
     ("join", {"member_id": "m", "topics": ["t"], "assignor": "sticky"}, "assignor"),
     ("heartbeat", {"member_id": "m"}, "generation"),
     ("heartbeat", {"member_id": "m", "generation": True}, "generation"),
+    ("heartbeat", {"member_id": "m", "generation": 1}, "member_secret"),
+    ("heartbeat", {"member_id": "m", "generation": 1, "member_secret": ""}, "member_secret"),
+    ("commit", {"member_id": "m", "generation": 1,
+                "offsets": [{"topic": "t", "partition": 0, "offset": 1}]}, "member_secret"),
+    ("leave", {"member_id": "m"}, "member_secret"),
     ("commit", {"offsets": []}, "offsets"),
     ("commit", {"offsets": [{"topic": "t", "partition": 0}]}, "offset"),
     ("commit", {"offsets": [{"topic": "t", "partition": 0, "offset": -1}]}, "offset"),
@@ -166,32 +171,34 @@ def test_group_rules_are_409_with_a_code(client: TestClient) -> None:
                         json={"member_id": "m", "topics": ["nope"]}), 404, "topic")
     a = _join(client, "a").json()
     assert a["generation"] >= 1 and len(a["assignment"]) == 2
-    gen = a["generation"]
+    gen, secret = a["generation"], a["member_secret"]
     body = refused(client.post("/v1/groups/v/heartbeat", headers=auth(READ),
-                               json={"member_id": "a", "generation": gen - 1}), 409)
+                               json={"member_id": "a", "generation": gen - 1,
+                                     "member_secret": secret}), 409)
     assert body["code"] == "stale_generation" and body["generation"] == gen
     body = refused(client.post("/v1/groups/v/heartbeat", headers=auth(READ),
-                               json={"member_id": "ghost", "generation": gen}), 409)
+                               json={"member_id": "ghost", "generation": gen,
+                                     "member_secret": secret}), 409)
     assert body["code"] == "unknown_member"
     ok = client.post("/v1/groups/v/commit", headers=auth(READ), json={
-        "member_id": "a", "generation": gen,
+        "member_id": "a", "generation": gen, "member_secret": secret,
         "offsets": [{"topic": "t", "partition": 0, "offset": 0}]})
     assert ok.status_code == 200, ok.text
     refused(client.post("/v1/groups/v/commit", headers=auth(READ), json={
-        "member_id": "a", "generation": gen,
+        "member_id": "a", "generation": gen, "member_secret": secret,
         "offsets": [{"topic": "t", "partition": 1, "offset": 999}]}), 400, "offsets")
     refused(client.post("/v1/groups/v/commit", headers=auth(READ), json={
-        "member_id": "a", "generation": gen,
+        "member_id": "a", "generation": gen, "member_secret": secret,
         "offsets": [{"topic": "t", "partition": 7, "offset": 1}]}), 404)
     body = refused(client.post("/v1/groups/v/commit", headers=auth(READ), json={
         "offsets": [{"topic": "t", "partition": 1, "offset": 0}]}), 409)
     assert body["code"] == "group_active"
     body = refused(client.post("/v1/groups/v/commit", headers=auth(READ), json={
-        "member_id": "a", "generation": gen + 5,
+        "member_id": "a", "generation": gen + 5, "member_secret": secret,
         "offsets": [{"topic": "t", "partition": 1, "offset": 0}]}), 409)
     assert body["code"] == "stale_generation"
     assert client.post("/v1/groups/v/leave", headers=auth(READ),
-                       json={"member_id": "a"}).status_code == 200
+                       json={"member_id": "a", "member_secret": secret}).status_code == 200
     metrics = client.get("/metrics").text
     assert 'broker_consumer_lag{group="v",partition="0",topic="t"}' in metrics
     assert "broker_fetch_records_total" in metrics

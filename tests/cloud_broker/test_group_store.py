@@ -10,7 +10,13 @@ import pytest
 from cloud_broker.config import TopicConfig
 from cloud_broker.group_service import GroupCoordinator, UnknownGroup
 from cloud_broker.group_store import GroupStore
-from cloud_broker.groups import GroupState, RebalanceInProgress, StaleGeneration
+from cloud_broker.groups import (
+    GroupState,
+    MemberInUse,
+    RebalanceInProgress,
+    StaleGeneration,
+    UnknownMember,
+)
 from cloud_broker.storage import PartitionStore, UnknownTopic
 from shared_log import Record
 
@@ -37,11 +43,14 @@ def test_commits_and_membership_survive_a_restart(store: PartitionStore, tmp_pat
     db = tmp_path / "groups.db"
     clock = Clock()
 
+    secret: list[str] = []
+
     async def first() -> None:
         c = GroupCoordinator(store, db, clock)
         view = await c.join("g", "a", ["t"], 1000, None)
         assert view["generation"] == 1 and len(view["assignment"]) == 4
-        await c.commit("g", "a", 1, [("t", 0, 7), ("t", 3, 10)])
+        secret.append(view["member_secret"])
+        await c.commit("g", "a", 1, [("t", 0, 7), ("t", 3, 10)], secret[0])
         await c.commit("solo", None, None, [("t", 1, 2)])
         c.close()
 
@@ -56,13 +65,18 @@ def test_commits_and_membership_survive_a_restart(store: PartitionStore, tmp_pat
         d = c.describe("g")
         assert d["generation"] == 1 and d["state"] == "stable"
         assert d["offsets"][0]["lag"] == 3 and d["offsets"][1]["lag"] == 0
-        await c.heartbeat("g", "a", 1)  # still a member after the restart
+        # still a member after the restart, with the same secret (only its digest is kept)
+        await c.heartbeat("g", "a", 1, secret[0])
+        with pytest.raises(UnknownMember):
+            await c.heartbeat("g", "a", 1, "not-the-secret")
+        with pytest.raises(MemberInUse):
+            await c.join("g", "a", ["t"], 1000, None)  # another instance, same id
         with pytest.raises(StaleGeneration):
-            await c.commit("g", "a", 0, [("t", 0, 8)])
+            await c.commit("g", "a", 0, [("t", 0, 8)], secret[0])
         with pytest.raises(ValueError):
-            await c.commit("g", "a", 1, [("t", 0, 11)])  # beyond the end
+            await c.commit("g", "a", 1, [("t", 0, 11)], secret[0])  # beyond the end
         with pytest.raises(UnknownTopic):
-            await c.commit("g", "a", 1, [("t", 9, 1)])
+            await c.commit("g", "a", 1, [("t", 9, 1)], secret[0])
         with pytest.raises(UnknownGroup):
             c.describe("nope")
         assert [(g, tp, o) for g, tp, o, _ in c.lag()] == [
@@ -79,28 +93,31 @@ def test_join_waits_for_the_barrier(store: PartitionStore, tmp_path: Path) -> No
 
     async def run() -> None:
         c = GroupCoordinator(store, tmp_path / "groups.db", clock)
-        await c.join("g", "a", ["t"], 1000, "roundrobin")
+        a = (await c.join("g", "a", ["t"], 1000, "roundrobin"))["member_secret"]
         b_join = asyncio.create_task(c.join("g", "b", ["t"], 1000, None))
         await asyncio.sleep(0.05)
         assert not b_join.done() and c.groups["g"].state is GroupState.REBALANCING
         assert c.describe("g")["waiting_for"] == ["a"]
         with pytest.raises(RebalanceInProgress):
-            await c.heartbeat("g", "a", 1)
-        await c.commit("g", "a", 1, [("t", 2, 5)])  # old generation, still accepted
-        a_view = await c.join("g", "a", ["t"], 1000, None)
+            await c.heartbeat("g", "a", 1, a)
+        await c.commit("g", "a", 1, [("t", 2, 5)], a)  # old generation, still accepted
+        a_view = await c.join("g", "a", ["t"], 1000, None, a)
+        assert a_view["member_secret"] == a  # a rejoin keeps its secret
         b_view = await asyncio.wait_for(b_join, 5)
         assert a_view["generation"] == b_view["generation"] == 2
         assert [x["partition"] for x in a_view["assignment"]] == [0, 2]
         assert [x["partition"] for x in b_view["assignment"]] == [1, 3]
         # b dies: the sweep expires it and a alone gets everything after rejoining
         clock.now += 0.5
-        await c.heartbeat("g", "a", 2)
+        await c.heartbeat("g", "a", 2, a)
         clock.now += 0.7
         await c.tick_all()
         assert c.groups["g"].state is GroupState.REBALANCING
-        a_view = await c.join("g", "a", ["t"], 1000, None)
+        a_view = await c.join("g", "a", ["t"], 1000, None, a)
         assert a_view["generation"] == 3 and len(a_view["assignment"]) == 4
-        await c.leave("g", "a")
+        with pytest.raises(UnknownMember):
+            await c.leave("g", "a", b_view["member_secret"])  # b cannot make a leave
+        await c.leave("g", "a", a)
         assert c.describe("g")["state"] == "empty"
         c.close()
 

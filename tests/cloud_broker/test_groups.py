@@ -12,6 +12,7 @@ from cloud_broker.groups import (
     Group,
     GroupActive,
     GroupState,
+    MemberInUse,
     NotAssigned,
     RebalanceInProgress,
     StaleGeneration,
@@ -182,3 +183,43 @@ def test_round_trip_restarts_sessions_and_rebalances() -> None:
     again = Group.from_dict(back.to_dict(), now=60.0)
     assert again.state is GroupState.REBALANCING and again.pending == set()
     assert again.deadline == 61.0
+
+
+# -- member secrets: only the member itself can act for it ----------------------------
+
+
+def test_a_member_secret_guards_heartbeat_commit_leave_and_rejoin() -> None:
+    g = Group("dash")
+    assert g.join("dash-1", ["t"], S, None, COUNTS, 0.0, None, "s1")
+    assert g.secret_of("dash-1", None, "s1") == "s1"
+    for act in (lambda s: g.heartbeat("dash-1", 1, COUNTS, 0.1, s),
+                lambda s: g.check_commit("dash-1", 1, [("t", 0)], 0.1, s),
+                lambda s: g.leave("dash-1", COUNTS, 0.1, s)):
+        for wrong in (None, "", "s2"):
+            with pytest.raises(UnknownMember, match="member_secret"):
+                act(wrong)
+    for wrong in (None, "s2"):  # nobody else can take the id over while it lives
+        with pytest.raises(MemberInUse):
+            g.join("dash-1", ["t"], S, None, COUNTS, 0.2, wrong, "s3")
+    assert g.members["dash-1"].proves("s1") and g.generation == 1
+    assert g.join("dash-1", ["t"], S, None, COUNTS, 0.3, "s1", "s4")  # its own rejoin
+    assert g.secret_of("dash-1", "s1", "s4") == "s1"
+    g.heartbeat("dash-1", 1, COUNTS, 0.4, "s1")
+    g.check_commit("dash-1", 1, [("t", 0)], 0.4, "s1")
+    g.leave("dash-1", COUNTS, 0.5, "s1")
+    assert g.state is GroupState.EMPTY
+
+
+def test_an_expired_members_id_is_free_again_and_secrets_survive_a_round_trip() -> None:
+    g = Group("dash")
+    g.join("dash-1", ["t"], S, None, COUNTS, 0.0, None, "s1")
+    restored = Group.from_dict(g.to_dict(), 10.0)
+    assert "s1" not in str(restored.to_dict())  # only the digest is kept
+    restored.heartbeat("dash-1", 1, COUNTS, 10.1, "s1")
+    with pytest.raises(UnknownMember):
+        restored.heartbeat("dash-1", 1, COUNTS, 10.1, "s2")
+    # after its session expired, a new process may use the id, with a new secret
+    assert restored.join("dash-1", ["t"], S, None, COUNTS, 12.0, None, "s2")
+    assert restored.secret_of("dash-1", None, "s2") == "s2"
+    with pytest.raises(UnknownMember):
+        restored.heartbeat("dash-1", restored.generation, COUNTS, 12.1, "s1")

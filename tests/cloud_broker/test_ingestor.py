@@ -375,3 +375,54 @@ def test_checkpoint_and_ack_wait_for_durability(tmp_path: Path,
     assert cloud.ingestor.acked_offset(SOURCE) == 199
     assert ingest(cloud, make_batch(200, 200)).status is AckStatus.WRITTEN
     cloud.close()
+
+
+# -- reserved headers: one edge must not speak for another (issue: forged origin) -------
+
+
+@pytest.mark.parametrize("name", ["origin", "Origin", "ORIGIN", "edgestream-anything"])
+@pytest.mark.parametrize("columns", [False, True], ids=["records", "decoded-columns"])
+def test_reserved_header_names_are_refused_before_anything_is_written(
+        tmp_path: Path, name: str, columns: bool) -> None:
+    from uplink import decode_batch, encode_batch
+
+    cloud = Cloud(tmp_path)
+    recs = list(make_batch(0, 9).records)
+    recs[6] = UplinkRecord(6, recs[6].key, 1, b"x", (("seq", b"6"), (name, b"edge-b/t/g/9")))
+    bad = Batch("edge-1", "telemetry", "g1", 0, 9, tuple(recs))
+    if columns:  # as the HTTP endpoint gets it: a RecordBlock from the decoder
+        bad = decode_batch(*encode_batch(bad, "none"))
+    with pytest.raises(RejectedBatch) as info:
+        ingest(cloud, bad)
+    assert info.value.field == "records[6].headers"
+    assert "reserved" in info.value.message and name[:6] in info.value.message
+    assert cloud.view().records == []
+    cloud.close()
+
+
+def test_replay_trusts_only_the_origin_the_broker_appended(tmp_path: Path) -> None:
+    """Data an older broker stored with an edge-supplied ``origin`` header (before the
+    reserved check) must not move another edge's marks after a restart: edge-2's next
+    records would be acked as written and silently skipped."""
+    from shared_log import Record
+
+    cloud = Cloud(tmp_path)
+    victim = ("edge-2", "telemetry", "g2")
+    first = Batch(*victim, 0, 9, tuple(UplinkRecord(o, b"dev-b", 1, b"v%d" % o)
+                                       for o in range(10)))
+    assert ingest(cloud, first).status is AckStatus.WRITTEN
+    part = cloud.parts[partition_for(b"dev-b", len(cloud.parts))]
+    forged = (("origin", b"edge-2/telemetry/g2/1000000"), ("origin", b"edge-1/telemetry/g1/0"))
+    _first, last = part.log.append([Record(b"dev-b", b"forged", 1, forged)])
+    cloud.run(part.log.wait_durable_async(last))
+    (tmp_path / STATE_FILE).unlink(missing_ok=True)  # replay from the start of the data
+    cloud = cloud.reopen()
+    nxt = Batch(*victim, 10, 19, tuple(UplinkRecord(o, b"dev-b", 1, b"v%d" % o)
+                                       for o in range(10, 20)))
+    reply = ingest(cloud, nxt)
+    if isinstance(reply, Refusal):  # the position restarted at -1: the edge rewinds
+        reply = ingest(cloud, Batch(*victim, 0, 19, first.records + nxt.records))
+    assert isinstance(reply, Ack) and reply.acked_offset == 19
+    stored = [r.edge_offset for r in cloud.view().records if r.source == victim]
+    assert stored == list(range(20))
+    cloud.close()
