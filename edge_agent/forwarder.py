@@ -67,6 +67,9 @@ class StreamSender:
                                  max_in_flight=cfg.max_batch_records * cfg.max_in_flight)
         self.stats = SenderStats()
         self.stopped: str | None = None  # set by a fatal error
+        #: records per batch; halved when the cloud says a batch is too large (413), so an
+        #: edge configured above the broker's max_records_per_request keeps flowing
+        self.batch_records = cfg.max_batch_records
         self.pending_since: float | None = None
         #: records the full policy deleted that the cloud never got (drops.drop_oldest)
         self.lost = 0
@@ -141,12 +144,12 @@ class StreamSender:
         if start >= durable:
             return None
         try:
-            res = fetch_columns(log_, start, max_records=self.cfg.max_batch_records,
+            res = fetch_columns(log_, start, max_records=self.batch_records,
                                 max_bytes=self.cfg.max_batch_bytes, end=durable)
         except OffsetOutOfRange:
             return None
         rng = self.state.next_range(min(res.next_offset, durable),
-                                    self.cfg.max_batch_records + start - base)
+                                    self.batch_records + start - base)
         if rng is None:
             return None
         first, last = rng
@@ -316,6 +319,16 @@ class Forwarder:
             s.stats.records_sent += len(batch.records)
             s.on_reply(reply, acked_when_sent)
         except FatalUplinkError as exc:
+            if exc.status == 413 and len(batch.records) > 1:
+                # Too large for this cloud (max_records_per_request, max_body_bytes):
+                # nothing of it was written; resend from the acked offset in halves.
+                s.batch_records = max(1, min(s.batch_records, len(batch.records)) // 2)
+                s.state.rewind()
+                s.stats.last_error = str(exc)
+                log.warning("stream %s: the cloud refused a batch of %d records as too "
+                            "large; sending at most %d per batch", s.name,
+                            len(batch.records), s.batch_records)
+                return
             s.stopped = str(exc)
             s.stats.last_error = str(exc)
             log.error("stream %s stopped: the cloud refused a batch: %s", s.name, exc)

@@ -24,7 +24,7 @@ from edge_agent.ratelimit import TokenBucket
 from edge_agent.streams import StreamStore
 from edge_agent.uplink_http import HttpUplink, Uplink
 from shared_log import Log, Record, fetch_columns
-from tests.helpers import Server
+from tests.helpers import Server, broker_server
 from tests.helpers_uplink import (
     edge_config,
     fill,
@@ -294,6 +294,36 @@ def test_fatal_4xx_stops_only_that_stream(broker: Server, tmp_path: Path) -> Non
     assert stopped.stats.retries == 0 and bad.acked_offset == -1
     good.log.close()
     bad.log.close()
+
+
+def test_batches_too_large_for_the_cloud_are_split_not_stopped(tmp_path: Path) -> None:
+    """An edge whose max_batch_records is above the broker's max_records_per_request gets
+    413s; it halves its batches and drains everything exactly once instead of stopping."""
+    server = broker_server(tmp_path / "broker", extra="max_records_per_request = 300").start()
+    cfg = edge_config(tmp_path / "edge", url=f"http://127.0.0.1:{server.port}",
+                      max_batch_records=2000)
+    store = open_edge(cfg)
+    fill(store, 5000, 50)
+
+    async def main() -> StreamSender:
+        up = HttpUplink(cfg.uplink.url)
+        [s] = senders(cfg, [store])
+        fwd = Forwarder([s], up, cfg.uplink)
+        try:
+            await run_until(fwd, fwd.drained, timeout=60)
+        finally:
+            await up.aclose()
+        return s
+
+    try:
+        sender = asyncio.run(main())
+    finally:
+        server.stop()
+    assert sender.stopped is None
+    assert sender.batch_records <= 300 and "HTTP 413" in sender.stats.last_error
+    verify_cloud(read_cloud(server.log_path.parent / "data"),
+                 {source(cfg, store): range(5000)})
+    store.log.close()
 
 
 # -- bandwidth cap -----------------------------------------------------------------------
