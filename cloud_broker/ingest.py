@@ -73,6 +73,8 @@ from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, first_reserved
 from .storage import Partition, PartitionStore, UnknownTopic
 
 log = logging.getLogger(__name__)
+#: records framed between two yields to the event loop (about 1.4 ms of framing)
+FRAME_SLICE = 2000
 
 STATE_FILE = "ingest-state.json"
 Source = tuple[str, str, str]  # (edge_id, stream, generation)
@@ -262,7 +264,8 @@ class Ingestor:
                 elif kind is DecisionKind.NEW_GENERATION:
                     self.stats.new_generations += 1
                 try:
-                    self._append(topic, parts, source, decision.records_to_write, waits)
+                    await self._append(topic, parts, source, decision.records_to_write,
+                                       waits)
                 finally:
                     # Parts appended before a failure are deduplicated on retry, so the
                     # retry's ack must wait for them too: chain them into the tail.
@@ -320,18 +323,37 @@ class Ingestor:
         await durable
         await self.checkpoint(known={source: acked})
 
-    def _append(self, topic: str, parts: list[Partition], source: Source,
-                records: Sequence[UplinkRecord], waits: list[tuple[Partition, int]]) -> None:
+    async def _append(self, topic: str, parts: list[Partition], source: Source,
+                      records: Sequence[UplinkRecord], waits: list[tuple[Partition, int]]
+                      ) -> None:
         """Append the records not yet in their partitions; ``waits`` gets (partition, last
-        offset) for each append made, also when a later one fails."""
+        offset) for each append made, also when a later one fails.
+
+        Framing costs about 0.7 us per record on the event loop, so a large batch is
+        framed in slices of ``FRAME_SLICE`` records with a yield between them: other
+        requests (and /healthz) wait at most one slice. The caller holds the source's
+        lock, so this source's marks cannot move meanwhile; every slice is framed against
+        the same floors and the parts are appended once per partition at the end."""
         n = len(parts)
         marks = [self._marks[(topic, p)] for p in range(n)]
         if type(records) is not RecordBlock:  # the decoder's columns are checked already
             _check_storable(records)
             records = RecordBlock.from_records(records)
         prefix = f"{source[0]}/{source[1]}/{source[2]}/".encode()  # safe names: ASCII
-        framed, dedup = frame_block(records, n, [m.get(source, -1) for m in marks],
-                                    self._partition_cache(n), prefix)
+        floors = [m.get(source, -1) for m in marks]
+        framed, dedup = frame_block(records[:FRAME_SLICE] if len(records) > FRAME_SLICE
+                                    else records, n, floors, self._partition_cache(n), prefix)
+        for lo in range(FRAME_SLICE, len(records), FRAME_SLICE):
+            await asyncio.sleep(0)
+            more, d = frame_block(records[lo:lo + FRAME_SLICE], n, floors,
+                                  self._partition_cache(n), prefix)
+            dedup += d
+            for into, part in zip(framed, more, strict=True):
+                if part.count:
+                    into.pieces += part.pieces
+                    into.count += part.count
+                    into.max_timestamp = max(into.max_timestamp, part.max_timestamp)
+                    into.last_offset = part.last_offset
         written = 0
         try:
             for p, fp in enumerate(framed):
