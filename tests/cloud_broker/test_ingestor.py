@@ -438,7 +438,7 @@ def test_batches_framed_in_slices_store_what_one_slice_stores(
     monkeypatch.setattr(ingest_mod, "FRAME_SLICE", frame_slice)
     cloud = Cloud(tmp_path)
     assert ingest(cloud, make_batch(0, 29)).status is AckStatus.WRITTEN
-    assert ingest(cloud, make_batch(0, 99)).status is AckStatus.WRITTEN  # partial: 30..99
+    assert ingest(cloud, make_batch(0, 99)).status is AckStatus.PARTIAL  # writes 30..99
     assert ingest(cloud, make_batch(0, 99)).status is AckStatus.DUPLICATE
     assert ingest(cloud, make_batch(100, 160)).status is AckStatus.WRITTEN
     view = cloud.view()
