@@ -443,12 +443,12 @@ def test_batches_framed_in_slices_store_what_one_slice_stores(
     assert ingest(cloud, make_batch(100, 160)).status is AckStatus.WRITTEN
     view = cloud.view()
     verify_cloud(view, {SOURCE: range(161)})
-    layout = sorted((r.partition, r.offset, r.edge_offset) for r in view.records)
+    layout = sorted((r.partition, r.position, r.edge_offset) for r in view.records)
     cloud.close()
     # the same batches framed without slicing give the same partitions
     monkeypatch.setattr(ingest_mod, "FRAME_SLICE", 10**9)
     other = Cloud(tmp_path / "unsliced")
     for b in (make_batch(0, 29), make_batch(0, 99), make_batch(100, 160)):
         ingest(other, b)
-    assert sorted((r.partition, r.offset, r.edge_offset) for r in other.view().records) == layout
+    assert sorted((r.partition, r.position, r.edge_offset) for r in other.view().records) == layout
     other.close()
