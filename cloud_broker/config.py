@@ -52,6 +52,8 @@ from typing import Any
 
 from uplink import is_safe_name
 
+from .redact import mask_secrets
+
 PERMISSIONS = frozenset({"ingest", "read", "admin"})
 
 
@@ -59,7 +61,8 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
 
     def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
+        # Masked: the message may echo a URL with credentials (cloud_broker/redact.py).
+        super().__init__(f"{key}: {mask_secrets(message)}")
         self.key = key
 
 
