@@ -19,7 +19,9 @@ protocol (any asyncio protocol: it sees only bytes and the transport) and adds:
   ``Retry-After`` and is closed. Long-poll and SSE consumers are busy (their request
   headers are complete) and are never closed by the guard.
 
-Between requests uvicorn's own keep-alive timeout applies (``keep_alive_s``). TLS
+Between requests uvicorn's own keep-alive timeout applies (``keep_alive_s``); such a
+connection counts as busy for the cap until then (the guard does not see where a response
+ends). TLS
 handshakes are bounded by asyncio's ``ssl_handshake_timeout`` before the guard sees them.
 """
 

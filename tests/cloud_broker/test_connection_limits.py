@@ -157,3 +157,68 @@ def test_oversized_request_headers_get_431(tmp_path: Path) -> None:
         assert ok.status_code == 200
     finally:
         server.stop()
+
+
+def test_header_deadline_covers_dribbling_and_later_requests(tmp_path: Path) -> None:
+    """The deadline is for the whole header, not per read: a byte every 0.3 s does not keep
+    a connection open; and it applies again to the next request on a kept-alive
+    connection (uvicorn's keep-alive timer stops at the first byte of that request)."""
+    server = start(tmp_path / "b", "header_timeout_s = 1.5\nkeep_alive_s = 30")
+    try:
+        dribbler = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        kept = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # the next request stalls
+        t0 = time.monotonic()
+        dribbler.setblocking(False)
+        header = b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 100
+        closed_at = None
+        for byte in header:
+            try:
+                dribbler.send(bytes([byte]))
+                if dribbler.recv(1) == b"":
+                    closed_at = time.monotonic() - t0
+                    break
+            except BlockingIOError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                closed_at = time.monotonic() - t0
+                break
+            time.sleep(0.3)
+        assert closed_at is not None and closed_at < 10, "dribbling kept the connection open"
+        assert closed_by_peer([kept], timeout=10) == 1
+        assert metric(server.port, "header_timeout") == 2
+    finally:
+        server.stop()
+
+
+def test_busy_connections_are_never_evicted_a_new_one_gets_503(tmp_path: Path) -> None:
+    """Three long polls and a kept-alive client fill a cap of 4: a fifth connection gets
+    503 + Retry-After, and no long poll is cut."""
+    server = start(tmp_path / "b", "max_connections = 4\nheader_timeout_s = 1")
+    base = f"http://127.0.0.1:{server.port}"
+    request = (b"GET /v1/topics/telemetry/partitions/0/records?offset=0&wait_ms=3000 "
+               b"HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    polls = [socket.create_connection(("127.0.0.1", server.port), timeout=15)
+             for _ in range(3)]
+    try:
+        for s in polls:
+            s.sendall(request)
+        with httpx.Client(base_url=base, timeout=5) as watcher:  # keeps its connection
+            wait_for(lambda: "broker_http_connections 4.0" in watcher.get("/metrics").text,
+                     timeout=5, message="three polls and the watcher connected")
+            r = httpx.get(f"{base}/healthz", timeout=5)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            for s in polls:  # each poll waits its 3 s and answers 200
+                reply = b""
+                while chunk := s.recv(65536):
+                    reply += chunk
+                assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+            assert "refused_full" in watcher.get("/metrics").text
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        assert metric(server.port, "refused_full") >= 1
+    finally:
+        for s in polls:
+            s.close()
+        server.stop()
