@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import ssl
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
@@ -445,4 +446,20 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), f"invalid TOML: {exc}") from exc
     raw = apply_env(raw, os.environ if environ is None else environ)
-    return parse_config(raw, p.parent)
+    cfg = parse_config(raw, p.parent)
+    _check_ca(cfg.uplink.ca_file, "uplink.ca_file")
+    _check_ca(cfg.mqtt.tls_ca, "mqtt.tls_ca")
+    return cfg
+
+
+def _check_ca(path: Path | None, key: str) -> None:
+    """A CA file named in the config loads now, not with a traceback at the first
+    connection (``parse_config`` stays free of file access for tests and tools)."""
+    if path is None:
+        return
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except OSError as exc:  # ssl.SSLError is an OSError too: check it first
+        if isinstance(exc, ssl.SSLError):
+            raise ConfigError(key, f"{path} holds no PEM certificate") from exc
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from exc

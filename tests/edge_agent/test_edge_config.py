@@ -183,3 +183,19 @@ def test_good_addresses_still_pass() -> None:
         assert parse_config(with_("status.listen", listen)).status.listen == listen
     for host in ("mosquitto", "10.1.2.3", "::1", "mqtt.example.org"):
         assert parse_config(with_("mqtt.host", host)).mqtt.host == host
+
+
+@pytest.mark.parametrize("key", ["uplink.ca_file", "mqtt.tls_ca"])
+def test_cli_refuses_a_missing_or_bad_ca_file_in_one_line(tmp_path: Path, key: str) -> None:
+    section, name = key.split(".")
+    for value, expect in ((tmp_path / "nowhere.pem", "No such file"),
+                          (tmp_path / "edge.toml", "holds no PEM certificate")):
+        p = tmp_path / "edge.toml"
+        p.write_text(f'edge_id = "gw1"\ndata_dir = "d"\n[{section}]\n{name} = "{value}"\n'
+                     '[[streams]]\nname = "t"\ntopics = ["a"]\n')
+        for command in ("check-config", "run"):
+            res = run_cli(command, "--config", str(p))
+            assert res.returncode == 2, res.stderr
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"configuration error: {key}: " in lines[0], res.stderr
+            assert expect in lines[0]
