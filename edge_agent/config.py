@@ -385,16 +385,17 @@ def _http_url(url: str, key: str) -> str:
     """An http(s) URL with a host and a port in 1..65535 (``http://host:99999`` is refused
     here, not by the first connection attempt)."""
     form = "must be an http:// or https:// URL such as 'https://cloud.example:8443'"
+    shown = re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)  # never echo a password
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port  # ValueError when out of range or not a number
     except ValueError as exc:
-        raise ConfigError(key, f"{form} with a port in 1..65535, got {url!r}") from exc
+        raise ConfigError(key, f"{form} with a port in 1..65535, got {shown!r}") from exc
     if (parts.scheme.lower() not in ("http", "https") or not parts.hostname
             or any(c.isspace() for c in url)):
-        raise ConfigError(key, f"{form}, got {url!r}")
+        raise ConfigError(key, f"{form}, got {shown!r}")
     if port == 0:
-        raise ConfigError(key, f"{form} with a port in 1..65535, got {url!r}")
+        raise ConfigError(key, f"{form} with a port in 1..65535, got {shown!r}")
     return url
 
 
