@@ -28,7 +28,6 @@ handshakes are bounded by asyncio's ``ssl_handshake_timeout`` before the guard s
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -36,9 +35,6 @@ import httptools
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .config import ConnectionLimits
-
-log = logging.getLogger(__name__)
-
 
 
 def _response(status: str, body: bytes, extra: bytes = b"") -> bytes:
