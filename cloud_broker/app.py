@@ -12,21 +12,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import http_ingest, http_mirrors, replicate_routes
 from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
 from .consume_routes import CONSUME_ROUTES
+from .datadir import DataDirLock
 from .group_service import GroupCoordinator
+from .http_ops import healthz, metrics, openapi
 from .ingest import Ingestor
 from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
-from .openapi import OPENAPI
 from .storage import PartitionStore, UnknownTopic
 from .trust import MirrorTargets, TopicLimitReached
 
@@ -34,10 +32,26 @@ log = logging.getLogger(__name__)
 
 
 class Broker:
-    """Everything one broker process holds. Created and closed by the app's lifespan."""
+    """Everything one broker process holds. Created and closed by the app's lifespan.
 
-    def __init__(self, config: BrokerConfig) -> None:
+    The data directory is locked first (``data_lock``, else taken here): nothing in it is
+    opened by two brokers at once."""
+
+    def __init__(self, config: BrokerConfig, data_lock: DataDirLock | None = None) -> None:
         self.config = config
+        self._own_lock = data_lock is None
+        self.data_lock = data_lock if data_lock is not None else DataDirLock(config.data_dir)
+        try:
+            self._open(config)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._own_lock:
+            self.data_lock.release()
+
+    def _open(self, config: BrokerConfig) -> None:
         self.store = PartitionStore(config.data_dir, config.commit_interval_ms)
         for topic in config.topics.values():
             self.store.ensure_topic(topic)
@@ -110,6 +124,7 @@ class Broker:
             log.warning("final ingest checkpoint failed: %s", exc)
         self.groups.close()
         self.store.close()
+        self._release_lock()
 
     def health(self) -> tuple[bool, dict[str, object]]:
         failed = [f"{p.topic}/{p.index}" for p in self.store if p.log.failed is not None]
@@ -117,24 +132,11 @@ class Broker:
                               "failed_partitions": failed, "topics": self.store.topics()}
 
 
-async def healthz(request: Request) -> Response:
-    ok, body = request.app.state.broker.health()
-    return JSONResponse(body, status_code=200 if ok else 503)
-
-
-async def metrics(request: Request) -> Response:
-    registry = request.app.state.broker.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-async def openapi(request: Request) -> Response:
-    return JSONResponse(OPENAPI)
-
-
-def create_app(config: BrokerConfig, extra_routes: list[Route] | None = None) -> Starlette:
+def create_app(config: BrokerConfig, extra_routes: list[Route] | None = None,
+               data_lock: DataDirLock | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        broker = Broker(config)
+        broker = Broker(config, data_lock)
         app.state.broker = broker
         await broker.start()
         try:

@@ -1,7 +1,9 @@
 """``cloud-broker``: run the broker.
 
 Strategy: argparse subcommands, each a small function; configuration errors print the
-key that is wrong and exit 2 instead of a traceback.
+key that is wrong and exit 2 instead of a traceback. ``serve`` takes everything the
+configuration names before the app starts (startup.py): the data directory lock, the TLS
+files, the listen socket.
 """
 
 from __future__ import annotations
@@ -13,20 +15,36 @@ import logging
 import sys
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from . import consume_cli
 from .app import create_app
 from .config import BrokerConfig, ConfigError, load_config
+from .connguard import ConnectionGuard
+from .datadir import DataDirLock
 from .mirrors import standalone as mirror_cli
+from .netaddr import parse_listen
+from .redact import install_log_masking, mask_secrets
+from .startup import bind, check_tls, raise_fd_limit
 
 
-def uvicorn_config(cfg: BrokerConfig, app: object, log_level: str = "info") -> uvicorn.Config:
-    """The uvicorn settings for a broker: TLS when configured, no access log on the hot path."""
+def uvicorn_config(cfg: BrokerConfig, app: object, log_level: str = "info",
+                   guard: ConnectionGuard | None = None) -> uvicorn.Config:
+    """The uvicorn settings for a broker: TLS when configured, no access log on the hot path,
+    the connection limits of ``[limits]``.
+
+    uvicorn's ``limit_concurrency`` is left off on purpose: it answers 503 to new requests
+    once idle sockets fill its table, which is the lock-out the guard prevents (it closes
+    the idle ones instead, see connguard.py)."""
     kwargs: dict[str, object] = {}
     if cfg.tls_cert and cfg.tls_key:
         kwargs.update(ssl_certfile=str(cfg.tls_cert), ssl_keyfile=str(cfg.tls_key))
+    if guard is not None:
+        kwargs.update(http=guard.protocol(AutoHTTPProtocol))
     return uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=log_level,
                           access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                          timeout_keep_alive=cfg.limits.keep_alive_s,  # type: ignore[arg-type]
+                          h11_max_incomplete_event_size=cfg.limits.max_header_bytes,
                           **kwargs)  # type: ignore[arg-type]
 
 
@@ -42,14 +60,24 @@ def tune_gc() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    if args.listen:
-        host, _, port = args.listen.rpartition(":")
-        cfg = dataclasses.replace(cfg, host=host or cfg.host, port=int(port))
+    listen_key = "listen"
+    if args.listen is not None:
+        listen_key = "--listen"
+        host, port = parse_listen(args.listen, listen_key)
+        cfg = dataclasses.replace(cfg, host=host, port=port)
+    check_tls(cfg)
+    lock = DataDirLock(cfg.data_dir)  # before anything opens the directory
+    sock = bind(cfg.host, cfg.port, listen_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    server = uvicorn.Server(uvicorn_config(cfg, create_app(cfg)))
+    raise_fd_limit(cfg.limits.max_connections)
+    guard = ConnectionGuard(cfg.limits)
+    app = create_app(cfg, data_lock=lock)
+    app.state.connection_guard = guard
+    server = uvicorn.Server(uvicorn_config(cfg, app, guard=guard))
+    install_log_masking("uvicorn", "uvicorn.error", "uvicorn.access")
     tune_gc()
-    server.run()
-    return 0
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"cloud-broker: configuration error: {exc}", file=sys.stderr)
+        print(f"cloud-broker: configuration error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
 
 

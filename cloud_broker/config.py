@@ -18,6 +18,12 @@ Example::
     cert = "/etc/cloud-broker/cert.pem"
     key = "/etc/cloud-broker/key.pem"
 
+    [limits]                   # optional: connection limits (docs/deploy.md)
+    max_connections = 1000     # open connections; an idle one is closed to admit a new one
+    header_timeout_s = 10      # a request's headers must arrive within this time
+    keep_alive_s = 5           # idle time between requests before the connection is closed
+    max_header_bytes = 65536   # request line and headers
+
     [topics.telemetry]
     partitions = 8
     retention_bytes = 10737418240   # optional, per partition
@@ -45,13 +51,14 @@ Example::
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from uplink import is_safe_name
+
+from .redact import mask_secrets
 
 PERMISSIONS = frozenset({"ingest", "read", "admin"})
 DEFAULT_MAX_TOPICS = 100
@@ -62,7 +69,8 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
 
     def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
+        # Masked: the message may echo a URL with credentials (cloud_broker/redact.py).
+        super().__init__(f"{key}: {mask_secrets(message)}")
         self.key = key
 
 
@@ -82,6 +90,16 @@ class TokenConfig:
     permissions: frozenset[str]
     topics: tuple[str, ...] = ("*",)  # fnmatch patterns: the topics it may use
     groups: tuple[str, ...] = ("*",)  # fnmatch patterns: the consumer groups it may use
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """``[limits]``: what one HTTP connection may hold (cloud_broker/connguard.py)."""
+
+    max_connections: int = 1000
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_header_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +130,10 @@ class BrokerConfig:
     retention_check_ms: int = 30_000
     #: [mirrors.<name>] tables: cloud_broker.mirrors.settings.MirrorConfig by name
     mirrors: dict[str, Any] = field(default_factory=dict)
+    #: [limits]: connection cap and timeouts
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: [auth] protect_metrics: /metrics, /openapi.json and /healthz detail need a read token
+    protect_metrics: bool = False
 
 
 def _int(d: dict[str, Any], key: str, path: str, default: int | None, minimum: int) -> int | None:
@@ -135,7 +157,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
     _known(raw, {"data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
                  "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions",
                  "mirrors", "retention_check_ms", "max_decompressed_bytes",
-                 "max_records_per_request", "max_topics"}, "")
+                 "max_records_per_request", "max_topics", "limits"}, "")
 
     def path_of(key: str, v: Any) -> Path:
         if not isinstance(v, str) or not v:
@@ -146,11 +168,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
     if "data_dir" not in raw:
         raise ConfigError("data_dir", "is required")
     data_dir = path_of("data_dir", raw["data_dir"])
-    listen = raw.get("listen", "127.0.0.1:8080")
-    m = re.fullmatch(r"\[?([^\]]*)\]?:(\d{1,5})", listen) if isinstance(listen, str) else None
-    if not m or not (0 <= int(m.group(2)) <= 65535):
-        raise ConfigError("listen", f"must be 'host:port', got {listen!r}")
-    host, port = m.group(1), int(m.group(2))
+    from .netaddr import parse_listen  # late: it imports ConfigError from here
+
+    host, port = parse_listen(raw.get("listen", "127.0.0.1:8080"), "listen")
 
     topics: dict[str, TopicConfig] = {}
     raw_topics = raw.get("topics", {})
@@ -196,10 +216,13 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
     auth = raw.get("auth", {})
     if not isinstance(auth, dict):
         raise ConfigError("auth", "must be a table")
-    _known(auth, {"tokens_db", "required"}, "auth.")
+    _known(auth, {"tokens_db", "required", "protect_metrics"}, "auth.")
     required = auth.get("required", True)
     if not isinstance(required, bool):
         raise ConfigError("auth.required", "must be true or false")
+    protect_metrics = auth.get("protect_metrics", False)
+    if not isinstance(protect_metrics, bool):
+        raise ConfigError("auth.protect_metrics", "must be true or false")
     tokens_db = path_of("auth.tokens_db", auth["tokens_db"]) if "tokens_db" in auth else None
 
     tls = raw.get("tls")
@@ -240,6 +263,33 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         max_topics=max_topics,
         retention_check_ms=_int(raw, "retention_check_ms", "", 30_000, 10) or 30_000,
         mirrors=_mirrors(raw.get("mirrors", {}), base_dir),
+        limits=_limits(raw.get("limits", {})),
+        protect_metrics=protect_metrics,
+    )
+
+
+def _number(d: dict[str, Any], key: str, path: str, default: float, minimum: float,
+            maximum: float) -> float:
+    v = d.get(key, default)
+    if not isinstance(v, int | float) or isinstance(v, bool) or not minimum <= v <= maximum:
+        raise ConfigError(path + key, f"must be a number in {minimum}..{maximum}, got {v!r}")
+    return float(v)
+
+
+def _limits(raw: Any) -> ConnectionLimits:
+    if not isinstance(raw, dict):
+        raise ConfigError("limits", "must be a table")
+    _known(raw, {"max_connections", "header_timeout_s", "keep_alive_s", "max_header_bytes"},
+           "limits.")
+    d = ConnectionLimits()
+    return ConnectionLimits(
+        max_connections=_int(raw, "max_connections", "limits.", d.max_connections, 1)
+        or d.max_connections,
+        header_timeout_s=_number(raw, "header_timeout_s", "limits.", d.header_timeout_s,
+                                 0.1, 3600),
+        keep_alive_s=_number(raw, "keep_alive_s", "limits.", d.keep_alive_s, 0.1, 3600),
+        max_header_bytes=_int(raw, "max_header_bytes", "limits.", d.max_header_bytes, 1024)
+        or d.max_header_bytes,
     )
 
 

@@ -17,6 +17,7 @@ import sys
 
 from .client import Consumer, ConsumerError
 from .record_codec import record_json
+from .redact import mask_secrets
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -73,7 +74,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(consume(args))
     except ConsumerError as exc:
-        print(f"cloud-broker consume: {exc}", file=sys.stderr)
+        print(f"cloud-broker consume: {mask_secrets(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -37,7 +37,9 @@ from __future__ import annotations
 import copy
 import os
 import re
+import ssl
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +309,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
         receive_maximum=_num(m, "receive_maximum", "mqtt.", 1000, 1),
         protocol=_str(m, "protocol", "mqtt.", "5", choices=("5", "3.1.1")),
     )
+    if not _HOST.fullmatch(mqtt.host):
+        raise ConfigError("mqtt.host", "must be a host name or IP address (no scheme or port), "
+                                       f"got {mqtt.host!r}")
     for key, top in (("port", 65535), ("keepalive_s", 65535), ("receive_maximum", 65535),
                      ("session_expiry_s", 2**32 - 1)):
         if getattr(mqtt, key) > top:
@@ -318,9 +323,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     _known(u, {"url", "token", "compression", "max_batch_records", "max_batch_bytes",
                "linger_ms", "max_in_flight", "timeout_s", "bandwidth_bytes_per_s", "ca_file",
                "retry_max_s"}, "uplink.")
-    url = _str(u, "url", "uplink.", "http://127.0.0.1:8080")
-    if not re.match(r"^https?://[^/\s]+", url):
-        raise ConfigError("uplink.url", f"must be an http:// or https:// URL, got {url!r}")
+    url = _http_url(_str(u, "url", "uplink.", "http://127.0.0.1:8080"), "uplink.url")
     uplink = UplinkConfig(
         url=url.rstrip("/"),
         token=_str(u, "token", "uplink.", None, optional=True),
@@ -368,8 +371,10 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     _known(s, {"listen", "stuck_after_s", "json_logs", "mqtt_down_after_s",
                "task_failure_window_s", "restart_max_s"}, "status.")
     listen = _str(s, "listen", "status.", "127.0.0.1:9100")
-    if not re.fullmatch(r"\[?[^\]]*\]?:\d{1,5}", listen):
-        raise ConfigError("status.listen", f"must be host:port, got {listen!r}")
+    m = _LISTEN.fullmatch(listen)
+    if not m or int(m.group("port")) > 65535:
+        raise ConfigError("status.listen", "must be 'host:port' such as '127.0.0.1:9100' (no "
+                                            f"scheme or path; port 0..65535), got {listen!r}")
     json_logs = s.get("json_logs", False)
     if not isinstance(json_logs, bool):
         raise ConfigError("status.json_logs", "must be true or false")
@@ -394,6 +399,29 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
             raise ConfigError("streams", f"stream name {n!r} is used twice")
     return EdgeConfig(edge_id=edge_id, data_dir=data_dir, streams=streams, mqtt=mqtt,
                       uplink=uplink, ingest=ingest, status=status)
+
+
+# A DNS name, an IPv4 address or an IPv6 literal (bare, as MQTT clients take it).
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*")
+_LISTEN = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9_.-]*):(?P<port>\d{1,5})")
+
+
+def _http_url(url: str, key: str) -> str:
+    """An http(s) URL with a host and a port in 1..65535 (``http://host:99999`` is refused
+    here, not by the first connection attempt)."""
+    form = "must be an http:// or https:// URL such as 'https://cloud.example:8443'"
+    shown = re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)  # never echo a password
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError as exc:
+        raise ConfigError(key, f"{form} with a port in 1..65535, got {shown!r}") from exc
+    if (parts.scheme.lower() not in ("http", "https") or not parts.hostname
+            or any(c.isspace() for c in url)):
+        raise ConfigError(key, f"{form}, got {shown!r}")
+    if port == 0:
+        raise ConfigError(key, f"{form} with a port in 1..65535, got {shown!r}")
+    return url
 
 
 def _env_value(text: str) -> Any:
@@ -444,4 +472,20 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), f"invalid TOML: {exc}") from exc
     raw = apply_env(raw, os.environ if environ is None else environ)
-    return parse_config(raw, p.parent)
+    cfg = parse_config(raw, p.parent)
+    _check_ca(cfg.uplink.ca_file, "uplink.ca_file")
+    _check_ca(cfg.mqtt.tls_ca, "mqtt.tls_ca")
+    return cfg
+
+
+def _check_ca(path: Path | None, key: str) -> None:
+    """A CA file named in the config loads now, not with a traceback at the first
+    connection (``parse_config`` stays free of file access for tests and tools)."""
+    if path is None:
+        return
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except OSError as exc:  # ssl.SSLError is an OSError too: check it first
+        if isinstance(exc, ssl.SSLError):
+            raise ConfigError(key, f"{path} holds no PEM certificate") from exc
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from exc

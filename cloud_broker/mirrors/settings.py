@@ -52,6 +52,8 @@ from typing import Any
 from uplink import is_safe_name
 
 from ..config import ConfigError
+from ..netaddr import check_url
+from ..redact import mask_url
 
 TARGETS = ("broker", "nats", "sql")
 COMMON = {"topic", "target", "run", "batch_records", "batch_bytes", "wait_ms",
@@ -64,6 +66,9 @@ PER_TARGET = {
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: keys whose values are secrets: never echoed in errors
+SECRET_KEYS = frozenset({"token"})
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +103,17 @@ class MirrorConfig:
         return self.stream or "EDGESTREAM_" + self.topic.replace(".", "_")
 
     def public(self) -> dict[str, Any]:
-        """The definition without secrets, for GET /v1/mirrors."""
+        """The definition without secrets, for GET /v1/mirrors: tokens as ``***``, URLs
+        with their credentials masked (``nats://user:***@host:4222``)."""
         out = {"name": self.name, "topic": self.topic, "target": self.target, "run": self.run}
         for k in sorted(PER_TARGET[self.target]):
             v = getattr(self, k if k != "stream" else "stream_name")
-            if k == "token":
+            if k in SECRET_KEYS:
                 v = "***" if v else None
+            elif k == "url" and v:
+                v = mask_url(v)
+            elif k == "servers":
+                v = [mask_url(u) for u in v]
             out[k] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
         return out
 
@@ -124,7 +134,8 @@ def _str(d: dict[str, Any], key: str, path: str,
     if v is None:
         return None
     if not isinstance(v, str) or not v or (valid is not None and not valid(v)):
-        raise ConfigError(path + key, f"invalid value {v!r}")
+        shown = "" if key in SECRET_KEYS else f" {v!r}"
+        raise ConfigError(path + key, f"invalid value{shown}")
     return v
 
 
@@ -156,18 +167,19 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
         "timeout_s": float(_num(raw, "timeout_s", path, 10.0, 0.1)),
     }
     if target == "broker":
-        url = _str(raw, "url", path)
-        if url is None or not re.match(r"^https?://", url):
+        if raw.get("url") is None:
             raise ConfigError(path + "url", "is required: http(s)://host:port of the target")
+        url = check_url(raw["url"], path + "url", ("http", "https"))
         kw.update(url=url.rstrip("/"), token=_str(raw, "token", path),
                   target_topic=_str(raw, "target_topic", path, is_safe_name))
     elif target == "nats":
         servers = raw.get("servers", ["nats://127.0.0.1:4222"])
         if isinstance(servers, str):
             servers = [servers]
-        if not isinstance(servers, list) or not servers or not all(
-                isinstance(s, str) and s for s in servers):
+        if not isinstance(servers, list) or not servers:
             raise ConfigError(path + "servers", "must be a URL or a list of URLs")
+        for i, server in enumerate(servers):
+            check_url(server, f"{path}servers[{i}]", NATS_SCHEMES)
         kw.update(servers=tuple(servers), stream=_str(raw, "stream", path, _STREAM_NAME.match),
                   subject_prefix=_str(raw, "subject_prefix", path, _SUBJECT.match) or "edgestream",
                   replicas=_num(raw, "replicas", path, 1, 1, integer=True),

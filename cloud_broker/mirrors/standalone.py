@@ -19,14 +19,14 @@ import os
 import signal
 from types import SimpleNamespace
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from ..auth import TokenStore
 from ..config import BrokerConfig, ConfigError, load_config
+from ..netaddr import check_url, parse_listen
+from ..redact import install_log_masking
 from .manager import MirrorCollector, MirrorManager
 from .settings import MirrorConfig
 from .source import HttpSource
@@ -67,8 +67,13 @@ def source_url(cfg: BrokerConfig) -> str:
 def cmd_mirror(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     mirrors = select(cfg, args.name)
+    if args.source is not None:
+        check_url(args.source, "--source", ("http", "https"))
+    if args.listen is not None:
+        parse_listen(args.listen, "--listen")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    install_log_masking()
     token = args.token or os.environ.get(TOKEN_ENV)
     asyncio.run(run(cfg, mirrors, args.source or source_url(cfg), token, args.listen))
     return 0
@@ -100,17 +105,16 @@ async def _serve(cfg: BrokerConfig, manager: MirrorManager, listen: str) -> None
     import uvicorn
 
     from ..http_mirrors import list_mirrors
+    from ..http_ops import metrics
 
     registry = CollectorRegistry()
     registry.register(MirrorCollector(manager))
-
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
     app = Starlette(routes=[Route("/metrics", metrics), Route("/v1/mirrors", list_mirrors)])
-    app.state.broker = SimpleNamespace(mirrors=manager, tokens=TokenStore(cfg))
-    host, _, port = listen.rpartition(":")
-    server = uvicorn.Server(uvicorn.Config(app, host=host or "127.0.0.1", port=int(port),
+    # What the shared handlers read: tokens, [auth] protect_metrics, the registry.
+    app.state.broker = SimpleNamespace(mirrors=manager, tokens=TokenStore(cfg), config=cfg,
+                                       metrics=SimpleNamespace(registry=registry))
+    host, port = parse_listen(listen, "--listen")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
                                            log_level="warning", access_log=False,
                                            lifespan="off"))
     # The process's own SIGTERM handler stops everything; uvicorn must not take it over.

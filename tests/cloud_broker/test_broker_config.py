@@ -56,6 +56,18 @@ def config_error(raw: dict) -> ConfigError:
     ({"tls": {"cert": "c.pem"}}, "tls.key"),
     ({"tls": {"cert": "c.pem", "key": 5}}, "tls.key"),
     ({"tls": "on"}, "tls"),
+    ({"listen": "http://0.0.0.0:8080"}, "listen"),
+    ({"listen": "0.0.0.0:8080/x"}, "listen"),
+    ({"listen": ":8080"}, "listen"),
+    ({"listen": "[::1:8080"}, "listen"),
+    ({"auth": {"protect_metrics": "yes"}}, "auth.protect_metrics"),
+    ({"limits": 5}, "limits"),
+    ({"limits": {"max_connections": 0}}, "limits.max_connections"),
+    ({"limits": {"header_timeout_s": 0}}, "limits.header_timeout_s"),
+    ({"limits": {"header_timeout_s": float("nan")}}, "limits.header_timeout_s"),
+    ({"limits": {"keep_alive_s": True}}, "limits.keep_alive_s"),
+    ({"limits": {"max_header_bytes": 100}}, "limits.max_header_bytes"),
+    ({"limits": {"idle_s": 5}}, "limits.idle_s"),
 ])
 def test_error_names_the_key(raw: dict, key: str) -> None:
     err = config_error(raw)
@@ -126,3 +138,23 @@ def test_cli_prints_the_key_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["serve", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "configuration error: topics.t.partitions: must be an integer >= 1" in err
+
+
+def test_limits_and_listen_forms() -> None:
+    cfg = parse_config({**BASE, "listen": "[::]:8443",
+                        "limits": {"max_connections": 50, "header_timeout_s": 2.5}})
+    assert (cfg.host, cfg.port) == ("::", 8443)
+    assert cfg.limits.max_connections == 50 and cfg.limits.header_timeout_s == 2.5
+    assert cfg.limits.keep_alive_s == 5.0 and cfg.limits.max_header_bytes == 65536
+    assert not cfg.protect_metrics
+    for listen, host in (("0.0.0.0:8080", "0.0.0.0"), ("broker.example:80", "broker.example"),
+                         ("localhost:0", "localhost")):
+        assert parse_config({**BASE, "listen": listen}).host == host
+
+
+def test_config_errors_never_echo_a_password() -> None:
+    raw = {**BASE, "mirrors": {"dr": {"topic": "t", "target": "broker",
+                                      "url": "http://admin:hunter2@dr:99999"}}}
+    err = config_error(raw)
+    assert err.key == "mirrors.dr.url" and "hunter2" not in str(err)
+    assert "admin:***@" in str(err)

@@ -39,6 +39,15 @@ def with_(path: str, value: Any) -> dict[str, Any]:
     ("mqtt.session_expiry_s", -1, "mqtt.session_expiry_s"),
     ("mqtt.bogus", 1, "mqtt.bogus"),
     ("uplink.url", "ftp://x", "uplink.url"),
+    ("uplink.url", "http://127.0.0.1:99999", "uplink.url"),
+    ("uplink.url", "http://127.0.0.1:0", "uplink.url"),
+    ("uplink.url", "http://127.0.0.1:80x", "uplink.url"),
+    ("uplink.url", "http://:8080", "uplink.url"),
+    ("uplink.url", "127.0.0.1:8080", "uplink.url"),
+    ("mqtt.host", "mqtt://127.0.0.1", "mqtt.host"),
+    ("mqtt.host", "127.0.0.1:1883", "mqtt.host"),
+    ("status.listen", "127.0.0.1:99999", "status.listen"),
+    ("status.listen", "http://127.0.0.1:9100", "status.listen"),
     ("uplink.compression", "lz4", "uplink.compression"),
     ("ingest.max_payload_bytes", 0, "ingest.max_payload_bytes"),
     ("ingest.unmatched_topics", ["a/#/b"], "ingest.unmatched_topics"),
@@ -148,3 +157,45 @@ def test_mqtt_protocol_defaults_to_5_and_accepts_only_known_versions() -> None:
     assert parse_config({**base, "mqtt": {"protocol": "3.1.1"}}).mqtt.protocol == "3.1.1"
     with pytest.raises(ConfigError, match=r"mqtt\.protocol"):
         parse_config({**base, "mqtt": {"protocol": "4"}})
+
+
+@pytest.mark.parametrize(("section", "line", "key"), [
+    ("uplink", 'url = "http://127.0.0.1:99999"', "uplink.url"),
+    ("uplink", 'url = "tcp://cloud:8080"', "uplink.url"),
+    ("status", 'listen = "http://0.0.0.0:9100"', "status.listen"),
+    ("mqtt", 'host = "mqtt://broker"', "mqtt.host"),
+])
+def test_cli_refuses_bad_addresses_in_one_line(tmp_path: Path, section: str, line: str,
+                                               key: str) -> None:
+    p = tmp_path / "edge.toml"
+    p.write_text(f'edge_id = "gw1"\ndata_dir = "d"\n[{section}]\n{line}\n'
+                 '[[streams]]\nname = "t"\ntopics = ["a"]\n')
+    res = run_cli("check-config", "--config", str(p))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"configuration error: {key}: " in lines[0], res.stderr
+
+
+def test_good_addresses_still_pass() -> None:
+    for url in ("https://cloud.example:8443", "http://[::1]:8080/prefix", "http://10.0.0.1"):
+        assert parse_config(with_("uplink.url", url)).uplink.url == url.rstrip("/")
+    for listen in ("127.0.0.1:0", "[::1]:9100", "localhost:9100"):
+        assert parse_config(with_("status.listen", listen)).status.listen == listen
+    for host in ("mosquitto", "10.1.2.3", "::1", "mqtt.example.org"):
+        assert parse_config(with_("mqtt.host", host)).mqtt.host == host
+
+
+@pytest.mark.parametrize("key", ["uplink.ca_file", "mqtt.tls_ca"])
+def test_cli_refuses_a_missing_or_bad_ca_file_in_one_line(tmp_path: Path, key: str) -> None:
+    section, name = key.split(".")
+    for value, expect in ((tmp_path / "nowhere.pem", "No such file"),
+                          (tmp_path / "edge.toml", "holds no PEM certificate")):
+        p = tmp_path / "edge.toml"
+        p.write_text(f'edge_id = "gw1"\ndata_dir = "d"\n[{section}]\n{name} = "{value}"\n'
+                     '[[streams]]\nname = "t"\ntopics = ["a"]\n')
+        for command in ("check-config", "run"):
+            res = run_cli(command, "--config", str(p))
+            assert res.returncode == 2, res.stderr
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"configuration error: {key}: " in lines[0], res.stderr
+            assert expect in lines[0]

@@ -1,0 +1,83 @@
+"""Credentials never leave the process: masking of URLs, DSNs and secrets in text.
+
+Strategy: one function, ``mask_secrets``, rewrites every ``scheme://user:password@host``
+in a string to ``scheme://user:***@host`` (and ``scheme://token@host`` to
+``scheme://***@host``), plus ``token=...``/``password=...`` query parameters. Everything
+that shows a URL goes through it: API responses (``redact`` walks a JSON document), log
+records (``MaskingFormatter`` masks the formatted line, tracebacks included), exception
+messages and CLI output. Masking the final text rather than each call site means a new
+log line or error message cannot forget it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+MASK = "***"
+
+# scheme://[user[:password]@]host : the userinfo part is what carries credentials.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]*)@")
+# ?token=... &password=... &access_token=... in URLs and DSNs.
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&;](?:[A-Za-z_]*token|password|passwd|pwd|secret|auth)=)(?P<value>[^&;#\s'\"]*)",
+    re.IGNORECASE)
+
+
+def _mask_userinfo(m: re.Match[str]) -> str:
+    user, sep, _password = m.group("userinfo").partition(":")
+    if sep:  # user:password -> keep the user, who is useful to know and not a secret
+        return f"{m.group('scheme')}{user}:{MASK}@"
+    return f"{m.group('scheme')}{MASK}@"  # a bare token as the user (nats://TOKEN@host)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every credential in a URL or DSN replaced by ``***``."""
+    if "://" not in text and "=" not in text:
+        return text
+    text = _USERINFO.sub(_mask_userinfo, text)
+    return _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+
+
+def mask_url(url: str) -> str:
+    """One URL with its credentials masked (``http://u:***@host:8080``)."""
+    return mask_secrets(url)
+
+
+def redact(doc: Any) -> Any:
+    """A JSON-like document with every string masked (for API responses)."""
+    if isinstance(doc, str):
+        return mask_secrets(doc)
+    if isinstance(doc, dict):
+        return {k: redact(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [redact(v) for v in doc]
+    return doc
+
+
+class MaskingFormatter(logging.Formatter):
+    """Wraps a formatter and masks credentials in the finished line (traceback included)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(self.inner.format(record))
+
+
+def install_log_masking(*logger_names: str) -> None:
+    """Mask credentials in everything the handlers of these loggers (and root) write.
+
+    Call after logging is configured (uvicorn configures its own handlers when its
+    Config is created). Idempotent.
+    """
+    for name in ("", *logger_names):
+        for h in logging.getLogger(name or None).handlers:
+            if not isinstance(h.formatter, MaskingFormatter):
+                h.setFormatter(MaskingFormatter(h.formatter))
+
+
+__all__ = ["MASK", "MaskingFormatter", "install_log_masking", "mask_secrets", "mask_url",
+           "redact"]
