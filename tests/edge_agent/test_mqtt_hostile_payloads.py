@@ -24,7 +24,7 @@ from edge_agent_testing import (
 )
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from test_ingest_fuzz import payloads
+from test_payload_fuzz import payloads
 
 from tests.helpers import Server, find_binary, mosquitto_server, wait_for
 
