@@ -1,0 +1,48 @@
+"""Every HTTP handler is given a typed service and answers refusals through one path.
+
+A handler is ``async def h(request, service)`` wrapped by ``http.errors.endpoint``: the
+wrapper is the one place that reads the service from the app and turns a ``Problem``
+into the JSON error body, for ingest and replication as for every other resource.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+from starlette.routing import Route
+
+from cloud_broker.errors import Problem, unavailable
+from cloud_broker.http import problem_response
+from cloud_broker.http.routes import BROKER_ROUTES, MIRROR_OPS_ROUTES
+
+SERVICE_TYPES = {"Broker", "MirrorService", "MetricsService", "HealthService",
+                 "Authenticating"}
+
+
+def _routes() -> list[Route]:
+    return [r for r in [*BROKER_ROUTES, *MIRROR_OPS_ROUTES] if isinstance(r, Route)]
+
+
+@pytest.mark.parametrize("route", _routes(), ids=lambda r: f"{sorted(r.methods or [])}"
+                         f"{r.path}")
+def test_every_route_is_an_endpoint_with_a_typed_service(route: Route) -> None:
+    handler = getattr(route.endpoint, "__wrapped__", None)
+    assert handler is not None, f"{route.path} is not wrapped by http.errors.endpoint"
+    params = list(inspect.signature(handler).parameters.values())
+    assert [p.name for p in params][:1] == ["request"] and len(params) == 2
+    assert params[1].annotation in SERVICE_TYPES, (route.path, params[1].annotation)
+
+
+def test_a_problem_is_the_json_error_body_with_its_headers() -> None:
+    resp = problem_response(Problem(409, "partition continues at 5", "offset",
+                                    end_offset=5, start_offset=0))
+    assert resp.status_code == 409
+    assert json.loads(resp.body) == {"error": "partition continues at 5", "field": "offset",
+                                     "end_offset": 5, "start_offset": 0}
+    retry = problem_response(unavailable("not durable now, retry: disk full"))
+    assert (retry.status_code, retry.headers["retry-after"]) == (503, "1")
+    assert json.loads(retry.body) == {"error": "not durable now, retry: disk full",
+                                      "field": None}
+    assert problem_response(Problem(401, "no token")).headers["www-authenticate"] == "Bearer"
