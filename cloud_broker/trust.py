@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from shared_log import write_checkpoint
 from uplink import is_safe_name
 
 from .auth import Principal
+from .config import BrokerConfig
 from .errors import Problem
-from .storage import UnknownTopic
+from .ingest import Ingestor
+from .storage import PartitionStoreAPI, UnknownTopic
 
 MIRROR_MARKER = "mirror-target"
 
@@ -67,7 +69,18 @@ class MirrorTargets:
         self._topics.add(topic)
 
 
-def check_ingest(broker: Any, principal: Principal, topic: str) -> None:
+class Gate(Protocol):
+    """What the checks need of the broker (cloud_broker.broker.Broker)."""
+
+    config: BrokerConfig
+    store: PartitionStoreAPI
+    mirror_targets: MirrorTargets
+    ingestor: Ingestor
+
+    def ensure_topic_for_ingest(self, topic: str) -> None: ...
+
+
+def check_ingest(broker: Gate, principal: Principal, topic: str) -> None:
     """Raise the Problem (403 or 404) why ``principal`` may not ingest into ``topic``.
 
     Checked before the body is read; ``topic`` is a safe name already."""
@@ -82,7 +95,7 @@ def check_ingest(broker: Any, principal: Principal, topic: str) -> None:
         raise Problem(404, str(TopicLimitReached(topic, broker.config.max_topics)), "topic")
 
 
-def check_replication(broker: Any, principal: Principal, topic: str) -> None:
+def check_replication(broker: Gate, principal: Principal, topic: str) -> None:
     """The scope and mirror-target checks of a replication request by an admin token
     (Problem 400/403), claiming ``topic`` for the mirror when it is free; an unknown topic
     passes (the endpoint answers 404)."""
@@ -103,5 +116,5 @@ def check_replication(broker: Any, principal: Principal, topic: str) -> None:
     broker.mirror_targets.claim(topic)
 
 
-__all__ = ["MIRROR_MARKER", "MirrorTargets", "TopicLimitReached", "check_ingest",
+__all__ = ["MIRROR_MARKER", "Gate", "MirrorTargets", "TopicLimitReached", "check_ingest",
            "check_replication"]

@@ -4,7 +4,7 @@ Strategy: a handler is ``async def handler(request, service) -> Response`` and r
 ``Problem`` (cloud_broker.errors) for anything a caller got wrong; ``endpoint`` wraps it
 into a Starlette endpoint that hands it its service object (the ``Broker``, or whatever
 ``app.state.service`` holds, e.g. the standalone mirror process: the one place that
-reads ``app.state``) and turns a ``Problem`` into the JSON error body, so every refusal
+reads the service from the app) and turns a ``Problem`` into the JSON error body, so every refusal
 has the same shape ``{"error": <message>, "field": <name or null>, ...}``. ``measured``
 also counts the final status and the request time (ingest and fetch metrics), Problems
 included.

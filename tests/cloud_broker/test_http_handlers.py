@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 from starlette.routing import Route
+from starlette.testclient import TestClient
 
+from cloud_broker.config import parse_config
 from cloud_broker.errors import Problem, unavailable
-from cloud_broker.http import problem_response
+from cloud_broker.http import MirrorOps, mirror_app, problem_response
+from cloud_broker.mirrors import HttpSource, MirrorManager
 from cloud_broker.http.routes import BROKER_ROUTES, MIRROR_OPS_ROUTES
 
 SERVICE_TYPES = {"Broker", "MirrorService", "MetricsService", "HealthService",
@@ -46,3 +50,20 @@ def test_a_problem_is_the_json_error_body_with_its_headers() -> None:
     assert json.loads(retry.body) == {"error": "not durable now, retry: disk full",
                                       "field": None}
     assert problem_response(Problem(401, "no token")).headers["www-authenticate"] == "Bearer"
+
+
+def test_the_standalone_mirror_endpoints_serve_a_mirror_ops_service(tmp_path: Path) -> None:
+    # cloud-broker mirror --listen: the broker's own handlers over MirrorOps, protected
+    # like the broker's (no token 401, read token 200), with no broker behind them.
+    cfg = parse_config({"data_dir": str(tmp_path), "auth": {"protect_metrics": True},
+                        "tokens": [{"token": "reader-1", "permissions": ["read"]}]})
+    manager = MirrorManager(cfg.data_dir, HttpSource("http://127.0.0.1:9"), [],
+                            load_defined=False)
+    with TestClient(mirror_app(MirrorOps.build(cfg, manager))) as client:
+        assert client.get("/metrics").status_code == 401
+        auth = {"Authorization": "Bearer reader-1"}
+        metrics = client.get("/metrics", headers=auth)
+        assert metrics.status_code == 200 and "text/plain" in metrics.headers["content-type"]
+        assert client.get("/v1/mirrors", headers=auth).json() == {"mirrors": []}
+        assert client.get("/healthz").status_code == 404  # not served by a mirror process
+    manager.checkpoints.close()
