@@ -1,6 +1,7 @@
 """Ingest: apply uplink batches to partitions exactly once (G3), durably (G1), in order (G4).
 
-Strategy: the position rules live in ``uplink.decide``; this module adds the two things a
+Strategy: the position rules live in ``uplink.decide``; this module (with ``state.py``,
+which keeps, checkpoints and recovers the positions and marks) adds what a
 multi-partition store needs on top of them.
 
 1. **A per-partition filter.** A batch's records spread over several partitions, and a

@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 from cloud_broker.config import parse_config
 from cloud_broker.errors import Problem, unavailable
 from cloud_broker.http import MirrorOps, mirror_app, problem_response
-from cloud_broker.mirrors import HttpSource, MirrorManager
 from cloud_broker.http.routes import BROKER_ROUTES, MIRROR_OPS_ROUTES
+from cloud_broker.mirrors import HttpSource, MirrorManager
 
 SERVICE_TYPES = {"Broker", "MirrorService", "MetricsService", "HealthService",
                  "Authenticating"}
