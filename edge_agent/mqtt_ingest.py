@@ -4,7 +4,8 @@ Strategy: paho's client does the protocol; this module only drives its socket fr
 event loop (paho's ``on_socket_*`` hooks, as in paho's asyncio example and aiomqtt), hands
 every PUBLISH to a callback, and sends PUBACKs when told to. Nothing else lives here.
 
-Why paho directly and not aiomqtt (installed: aiomqtt 2.5.1 on paho-mqtt 2.2.0):
+Why paho directly and not aiomqtt (as of aiomqtt 2.5.1 on paho-mqtt 2.2.0; aiomqtt is not a
+dependency):
 
 * aiomqtt has no manual acknowledgement: paho's ``manual_ack=True`` / ``Client.ack(mid,
   qos)`` are not exposed (empicano/aiomqtt issue #345, PR #346 still open); the workaround
