@@ -128,12 +128,11 @@ def test_only_durable_records_leave_the_edge(tmp_path: Path) -> None:
 
     async def main() -> None:
         fwd = Forwarder(senders(cfg, [store]), memory_uplink(cloud.ingestor), cfg.uplink)
-        notify = fwd.notifier(store.log)
         await run_until(fwd, lambda: store.acked_offset == 1000)
         assert fwd.senders[0].state.next_offset == 1001  # nothing claimed past durable
         assert not fwd.drained()
         await asyncio.to_thread(store.log.flush)
-        notify()
+        fwd.notify()  # what the ingest's durability waiter does (test_ingest_pipeline)
         await run_until(fwd, fwd.drained)
 
     asyncio.run(main())
