@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from edge_agent.ingest import StreamIngest
 from edge_agent.payload import PayloadRules
 from edge_agent.streams import StreamStore, open_stream
 from shared_log import Log
-from tests.helpers import Server
+from tests.helpers import Server, until
 
 
 def config(tmp: Path, **stream: object) -> EdgeConfig:
@@ -62,8 +63,7 @@ def test_pubacks_wait_for_the_group_commit(tmp_path: Path) -> None:
             ing.submit(msg("d1", i, i + 1))
             if i % 50 == 0:
                 await asyncio.sleep(0.005)
-        while len(seen) < 500:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(seen) >= 500, 30, "500 acks")
         task.cancel()
         # mid i+1 is the reading at offset i: it was durable (offset < durable end) when acked
         assert [m for m, _ in seen] == list(range(1, 501))
@@ -84,8 +84,7 @@ def test_redeliveries_are_deduplicated_but_still_acked(tmp_path: Path) -> None:
             ing.submit(msg("d1", i, i + 1))
         for i in range(5, 12):  # a redelivery of 5..9 (DUP or not), then new 10, 11
             ing.submit(msg("d1", i, 100 + i))
-        while len(acked) < 17:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(acked) >= 17, 30, "17 acks")
         task.cancel()
         assert ing.stats.deduplicated == 5
         assert store.log.end_offset == 12
@@ -103,7 +102,9 @@ def test_reject_new_holds_qos1_and_drops_qos0_until_room(tmp_path: Path) -> None
         ing.ack = lambda acks: acked.extend(m for m, _ in acks)
         task = asyncio.create_task(ing.run())
         n = 0
+        deadline = time.monotonic() + 30
         while not ing.stats.write_error:
+            assert time.monotonic() < deadline, "the log never filled"
             ing.submit(msg("d1", n, n + 1))
             n += 1
             await asyncio.sleep(0)
@@ -114,8 +115,7 @@ def test_reject_new_holds_qos1_and_drops_qos0_until_room(tmp_path: Path) -> None
         assert ing.stats.dropped["full"] >= 1
         # the cloud acknowledges everything: segments are freed, the held readings go in
         store.note_acked(store.log.end_offset - 1)
-        while len(acked) < n:
-            await asyncio.sleep(0.02)
+        await until(lambda: len(acked) >= n, 30, "every held reading acked")
         task.cancel()
         assert ing.stats.write_error == ""
         assert sorted(acked) == list(range(1, n + 1))
@@ -139,8 +139,7 @@ def test_bad_input_is_dead_lettered_and_acked(tmp_path: Path) -> None:
         ing.submit(("devices/d1/telemetry", b"x" * 2000, 1, 3, 1))
         ing.submit(("devices/d1/telemetry", b"{}", 0, 0, 1))
         ing.submit(msg("d1", 1, 4))
-        while len(acked) < 4:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(acked) >= 4, 30, "4 acks")
         task.cancel()
         assert acked == [1, 2, 3, 4]
         assert ing.deadletters.by_reason() == {"malformed": 1, "bad_device": 1, "oversized": 1,
