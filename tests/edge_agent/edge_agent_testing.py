@@ -152,7 +152,9 @@ class Publisher:
 
     def publish(self, seq: int, payload: dict[str, Any] | None = None) -> None:
         body = json.dumps(payload if payload is not None else {"seq": seq, "v": seq * 0.5})
+        deadline = time.monotonic() + 30
         while not self.client.is_connected():
+            assert time.monotonic() < deadline, "the publisher did not (re)connect in 30 s"
             time.sleep(0.005)
         info = self.client.publish(self.topic, body, qos=1)
         with self._lock:
