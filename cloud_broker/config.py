@@ -1,9 +1,11 @@
 """cloud.toml: load and validate the broker's configuration.
 
-Strategy: parse with tomllib into frozen dataclasses and validate everything up front, so
-a mistake fails at start with the key that is wrong (``topics.telemetry.partitions: must
-be an integer >= 1``) instead of on the first request. Names that become directory names
-(topics) are checked against the same safe pattern the protocol uses for edge ids.
+Strategy: parse with tomllib into frozen dataclasses and validate everything up front with
+the shared toolkit (``tomlconf``: the one ``ConfigError``, credentials masked in its
+message), so a mistake fails at start with the key that is wrong
+(``topics.telemetry.partitions: must be an integer >= 1, got 0``) instead of on the first
+request. Names that become directory names (topics) are checked against the same safe
+pattern the protocol uses for edge ids.
 
 Example::
 
@@ -51,27 +53,19 @@ Example::
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tomlconf import ConfigError, Section, load_toml, parse_listen
 from uplink import is_safe_name
 
-from .redact import mask_secrets
+if TYPE_CHECKING:
+    from .mirrors.settings import MirrorConfig
 
 PERMISSIONS = frozenset({"ingest", "read", "admin"})
 DEFAULT_MAX_TOPICS = 100
 MAX_SCOPE_PATTERNS = 256
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        # Masked: the message may echo a URL with credentials (cloud_broker/redact.py).
-        super().__init__(f"{key}: {mask_secrets(message)}")
-        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,183 +122,122 @@ class BrokerConfig:
     max_topics: int = DEFAULT_MAX_TOPICS
     #: how often retention (retention_bytes / retention_ms of each topic) is applied (ms)
     retention_check_ms: int = 30_000
-    #: [mirrors.<name>] tables: cloud_broker.mirrors.settings.MirrorConfig by name
-    mirrors: dict[str, Any] = field(default_factory=dict)
+    #: [mirrors.<name>] tables by name
+    mirrors: dict[str, MirrorConfig] = field(default_factory=dict)
     #: [limits]: connection cap and timeouts
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     #: [auth] protect_metrics: /metrics, /openapi.json and /healthz detail need a read token
     protect_metrics: bool = False
 
 
-def _int(d: dict[str, Any], key: str, path: str, default: int | None, minimum: int) -> int | None:
-    v = d.get(key, default)
-    if v is None:
-        return None
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ConfigError(f"{path}{key}", f"must be an integer >= {minimum}, got {v!r}")
-    return v
-
-
-def _known(d: dict[str, Any], keys: set[str], path: str) -> None:
-    for k in d:
-        if k not in keys:
-            raise ConfigError(f"{path}{k}", "unknown key")
-
-
 def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerConfig:
     """Validate a parsed TOML document; relative paths are taken from ``base_dir``."""
     base_dir = base_dir or Path.cwd()
-    _known(raw, {"data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
-                 "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions",
-                 "mirrors", "retention_check_ms", "max_decompressed_bytes",
-                 "max_records_per_request", "max_topics", "limits"}, "")
+    doc = Section(raw, known={
+        "data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
+        "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions", "mirrors",
+        "retention_check_ms", "max_decompressed_bytes", "max_records_per_request",
+        "max_topics", "limits"})
+    doc.required("data_dir")
+    data_dir = doc.path("data_dir", base_dir)
+    host, port = parse_listen(doc.get("listen", "127.0.0.1:8080"), "listen")
+    topics = _topics(doc)
+    tokens = tuple(_token(t) for t in doc.tables("tokens"))
 
-    def path_of(key: str, v: Any) -> Path:
-        if not isinstance(v, str) or not v:
-            raise ConfigError(key, f"must be a non-empty path string, got {v!r}")
-        p = Path(os.path.expanduser(v))
-        return p if p.is_absolute() else base_dir / p
-
-    if "data_dir" not in raw:
-        raise ConfigError("data_dir", "is required")
-    data_dir = path_of("data_dir", raw["data_dir"])
-    from .netaddr import parse_listen  # late: it imports ConfigError from here
-
-    host, port = parse_listen(raw.get("listen", "127.0.0.1:8080"), "listen")
-
-    topics: dict[str, TopicConfig] = {}
-    raw_topics = raw.get("topics", {})
-    if not isinstance(raw_topics, dict):
-        raise ConfigError("topics", "must be a table of topics")
-    for name, t in raw_topics.items():
-        path = f"topics.{name}."
-        if not is_safe_name(name):
-            raise ConfigError(f"topics.{name}", "topic names must match [A-Za-z0-9][A-Za-z0-9._-]*")
-        if not isinstance(t, dict):
-            raise ConfigError(f"topics.{name}", "must be a table")
-        _known(t, {"partitions", "retention_bytes", "retention_ms", "segment_bytes"}, path)
-        topics[name] = TopicConfig(
-            name=name,
-            partitions=_int(t, "partitions", path, 1, 1) or 1,
-            retention_bytes=_int(t, "retention_bytes", path, None, 1),
-            retention_ms=_int(t, "retention_ms", path, None, 1),
-            segment_bytes=_int(t, "segment_bytes", path, 64 * 1024 * 1024, 4096) or 0,
-        )
-
-    tokens: list[TokenConfig] = []
-    raw_tokens = raw.get("tokens", [])
-    if not isinstance(raw_tokens, list):
-        raise ConfigError("tokens", "must be an array of tables ([[tokens]])")
-    for i, t in enumerate(raw_tokens):
-        path = f"tokens[{i}]."
-        if not isinstance(t, dict):
-            raise ConfigError(f"tokens[{i}]", "must be a table")
-        _known(t, {"token", "edge_id", "permissions", "topics", "groups"}, path)
-        tok = t.get("token")
-        if not isinstance(tok, str) or len(tok) < 8:
-            raise ConfigError(path + "token", "must be a string of at least 8 characters")
-        edge = t.get("edge_id", "*")
-        if edge != "*" and (not isinstance(edge, str) or not is_safe_name(edge)):
-            raise ConfigError(path + "edge_id", f"must be '*' or a safe name, got {edge!r}")
-        perms = t.get("permissions", ["ingest"])
-        if not isinstance(perms, list) or not set(perms) <= PERMISSIONS:
-            allowed = sorted(PERMISSIONS)
-            raise ConfigError(path + "permissions", f"must be a list drawn from {allowed}")
-        tokens.append(TokenConfig(tok, edge, frozenset(perms), _scope(t, "topics", path),
-                                  _scope(t, "groups", path)))
-
-    auth = raw.get("auth", {})
-    if not isinstance(auth, dict):
-        raise ConfigError("auth", "must be a table")
-    _known(auth, {"tokens_db", "required", "protect_metrics"}, "auth.")
-    required = auth.get("required", True)
-    if not isinstance(required, bool):
-        raise ConfigError("auth.required", "must be true or false")
-    protect_metrics = auth.get("protect_metrics", False)
-    if not isinstance(protect_metrics, bool):
-        raise ConfigError("auth.protect_metrics", "must be true or false")
-    tokens_db = path_of("auth.tokens_db", auth["tokens_db"]) if "tokens_db" in auth else None
-
-    tls = raw.get("tls")
-    cert = key = None
+    auth = doc.section("auth", known={"tokens_db", "required", "protect_metrics"})
+    tls = doc.section("tls", known={"cert", "key"}) if doc.has("tls") else None
     if tls is not None:
-        if not isinstance(tls, dict):
-            raise ConfigError("tls", "must be a table with cert and key")
-        _known(tls, {"cert", "key"}, "tls.")
         for k in ("cert", "key"):
-            if k not in tls:
-                raise ConfigError(f"tls.{k}", "is required when [tls] is present")
-        cert, key = path_of("tls.cert", tls["cert"]), path_of("tls.key", tls["key"])
+            tls.required(k, "[tls] needs cert and key")
 
-    max_topics = _int(raw, "max_topics", "", DEFAULT_MAX_TOPICS, 1) or DEFAULT_MAX_TOPICS
+    d = BrokerConfig(data_dir=data_dir)
+    max_topics = doc.integer("max_topics", DEFAULT_MAX_TOPICS, minimum=1)
     if len(topics) > max_topics:
-        raise ConfigError("max_topics", f"is {max_topics} but {len(topics)} topics are "
-                          "configured")
-
-    interval = raw.get("commit_interval_ms", 1.0)
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0:
-        raise ConfigError("commit_interval_ms", "must be a number >= 0")
+        raise doc.error("max_topics", f"is {max_topics} but {len(topics)} topics are "
+                                      "configured")
     return BrokerConfig(
         data_dir=data_dir,
         host=host,
         port=port,
         topics=topics,
-        tokens=tuple(tokens),
-        tokens_db=tokens_db,
-        auth_required=required,
-        tls_cert=cert,
-        tls_key=key,
-        max_body_bytes=_int(raw, "max_body_bytes", "", 8 * 1024 * 1024, 1024) or 0,
-        max_decompressed_bytes=_int(raw, "max_decompressed_bytes", "", None, 1024),
-        max_records_per_request=_int(raw, "max_records_per_request", "", 10_000, 1) or 1,
-        commit_interval_ms=float(interval),
-        state_checkpoint_ms=_int(raw, "state_checkpoint_ms", "", 1000, 10) or 1000,
-        auto_create_partitions=_int(raw, "auto_create_partitions", "", 0, 0) or 0,
+        tokens=tokens,
+        tokens_db=auth.path("tokens_db", base_dir),
+        auth_required=auth.boolean("required", True),
+        tls_cert=tls.path("cert", base_dir) if tls else None,
+        tls_key=tls.path("key", base_dir) if tls else None,
+        max_body_bytes=doc.integer("max_body_bytes", d.max_body_bytes, minimum=1024),
+        max_decompressed_bytes=doc.integer("max_decompressed_bytes", None, minimum=1024),
+        max_records_per_request=doc.integer("max_records_per_request",
+                                            d.max_records_per_request, minimum=1),
+        commit_interval_ms=doc.number("commit_interval_ms", d.commit_interval_ms, minimum=0),
+        state_checkpoint_ms=doc.integer("state_checkpoint_ms", d.state_checkpoint_ms,
+                                        minimum=10),
+        auto_create_partitions=doc.integer("auto_create_partitions", 0, minimum=0),
         max_topics=max_topics,
-        retention_check_ms=_int(raw, "retention_check_ms", "", 30_000, 10) or 30_000,
-        mirrors=_mirrors(raw.get("mirrors", {}), base_dir),
-        limits=_limits(raw.get("limits", {})),
-        protect_metrics=protect_metrics,
+        retention_check_ms=doc.integer("retention_check_ms", d.retention_check_ms, minimum=10),
+        mirrors=_mirrors(doc.get("mirrors", {}), base_dir),
+        limits=_limits(doc.section("limits", known=ConnectionLimits.__slots__)),
+        protect_metrics=auth.boolean("protect_metrics", False),
     )
 
 
-def _number(d: dict[str, Any], key: str, path: str, default: float, minimum: float,
-            maximum: float) -> float:
-    v = d.get(key, default)
-    if not isinstance(v, int | float) or isinstance(v, bool) or not minimum <= v <= maximum:
-        raise ConfigError(path + key, f"must be a number in {minimum}..{maximum}, got {v!r}")
-    return float(v)
+def _topics(doc: Section) -> dict[str, TopicConfig]:
+    topics: dict[str, TopicConfig] = {}
+    for name, raw in doc.named_tables("topics", "topics"):
+        if not is_safe_name(name):
+            raise ConfigError(f"topics.{name}", "topic names must match "
+                                                "[A-Za-z0-9][A-Za-z0-9._-]*")
+        t = Section(raw, f"topics.{name}",
+                    known={"partitions", "retention_bytes", "retention_ms", "segment_bytes"})
+        topics[name] = TopicConfig(
+            name=name,
+            partitions=t.integer("partitions", 1, minimum=1),
+            retention_bytes=t.integer("retention_bytes", None, minimum=1),
+            retention_ms=t.integer("retention_ms", None, minimum=1),
+            segment_bytes=t.integer("segment_bytes", 64 * 1024 * 1024, minimum=4096),
+        )
+    return topics
 
 
-def _limits(raw: Any) -> ConnectionLimits:
-    if not isinstance(raw, dict):
-        raise ConfigError("limits", "must be a table")
-    _known(raw, {"max_connections", "header_timeout_s", "keep_alive_s", "max_header_bytes"},
-           "limits.")
+def _token(t: Section) -> TokenConfig:
+    t.only({"token", "edge_id", "permissions", "topics", "groups"})
+    tok = t.string("token", None, check=lambda v: len(v) >= 8, secret=True,
+                   form="must be a string of at least 8 characters")
+    if tok is None:
+        raise t.error("token", "must be a string of at least 8 characters")
+    edge = t.string("edge_id", "*", check=lambda v: v == "*" or is_safe_name(v),
+                    form="must be '*' or a safe name")
+    perms = t.strings("permissions", ("ingest",), check=PERMISSIONS.__contains__,
+                      form=f"a list drawn from {sorted(PERMISSIONS)}")
+    return TokenConfig(tok, edge, frozenset(perms), _scope(t, "topics"), _scope(t, "groups"))
+
+
+def _limits(s: Section) -> ConnectionLimits:
     d = ConnectionLimits()
     return ConnectionLimits(
-        max_connections=_int(raw, "max_connections", "limits.", d.max_connections, 1)
-        or d.max_connections,
-        header_timeout_s=_number(raw, "header_timeout_s", "limits.", d.header_timeout_s,
-                                 0.1, 3600),
-        keep_alive_s=_number(raw, "keep_alive_s", "limits.", d.keep_alive_s, 0.1, 3600),
-        max_header_bytes=_int(raw, "max_header_bytes", "limits.", d.max_header_bytes, 1024)
-        or d.max_header_bytes,
+        max_connections=s.integer("max_connections", d.max_connections, minimum=1),
+        header_timeout_s=s.number("header_timeout_s", d.header_timeout_s, minimum=0.1,
+                                  maximum=3600),
+        keep_alive_s=s.number("keep_alive_s", d.keep_alive_s, minimum=0.1, maximum=3600),
+        max_header_bytes=s.integer("max_header_bytes", d.max_header_bytes, minimum=1024),
     )
 
 
-def _scope(t: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
+def _scope(t: Section, key: str) -> tuple[str, ...]:
     """A token's ``topics`` / ``groups``: fnmatch patterns; absent means all (``["*"]``)."""
-    v = t.get(key, ["*"])
-    if (not isinstance(v, list) or not 0 < len(v) <= MAX_SCOPE_PATTERNS
-            or not all(isinstance(p, str) and 0 < len(p) <= 256 and "," not in p for p in v)):
-        raise ConfigError(path + key, f"must be a list of 1..{MAX_SCOPE_PATTERNS} fnmatch "
-                          "patterns (strings without commas), e.g. [\"telemetry\", \"dash-*\"]")
-    return tuple(v)
+    v = t.strings(key, ("*",), max_items=MAX_SCOPE_PATTERNS,
+                  check=lambda p: 0 < len(p) <= 256 and "," not in p,
+                  form=f"a list of 1..{MAX_SCOPE_PATTERNS} fnmatch patterns (strings "
+                       "without commas), e.g. [\"telemetry\", \"dash-*\"]")
+    if not v:
+        raise t.error(key, f"must be a list of 1..{MAX_SCOPE_PATTERNS} fnmatch patterns")
+    return v
 
 
-def _mirrors(raw: Any, base_dir: Path) -> dict[str, Any]:
-    from .mirrors.settings import parse_mirrors  # late: the mirrors package imports us
+def _mirrors(raw: Any, base_dir: Path) -> dict[str, MirrorConfig]:
+    # Late: importing cloud_broker.mirrors runs its __init__, whose runner imports the
+    # partition store, which imports this module (settings.py itself imports only tomlconf).
+    from .mirrors.settings import parse_mirrors
 
     return parse_mirrors(raw, base_dir)
 
@@ -312,11 +245,8 @@ def _mirrors(raw: Any, base_dir: Path) -> dict[str, Any]:
 def load_config(path: str | os.PathLike[str]) -> BrokerConfig:
     """Read and validate a cloud.toml file."""
     p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(p), "config file not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), f"invalid TOML: {exc}") from exc
-    return parse_config(raw, p.parent)
+    return parse_config(load_toml(p), p.parent)
+
+
+__all__ = ["DEFAULT_MAX_TOPICS", "PERMISSIONS", "BrokerConfig", "ConfigError", "ConnectionLimits",
+           "TokenConfig", "TopicConfig", "load_config", "parse_config"]

@@ -6,38 +6,17 @@ in a string to ``scheme://user:***@host`` (and ``scheme://token@host`` to
 that shows a URL goes through it: API responses (``redact`` walks a JSON document), log
 records (``MaskingFormatter`` masks the formatted line, tracebacks included), exception
 messages and CLI output. Masking the final text rather than each call site means a new
-log line or error message cannot forget it.
+log line or error message cannot forget it. The function itself is the configuration
+toolkit's (``tomlconf``), whose ``ConfigError`` masks its messages with it: one rule for
+what counts as a credential.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
-MASK = "***"
-
-# scheme://[user[:password]@]host : the userinfo part is what carries credentials.
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]*)@")
-# ?token=... &password=... &access_token=... in URLs and DSNs.
-_QUERY_SECRET = re.compile(
-    r"(?P<key>[?&;](?:[A-Za-z_]*token|password|passwd|pwd|secret|auth)=)(?P<value>[^&;#\s'\"]*)",
-    re.IGNORECASE)
-
-
-def _mask_userinfo(m: re.Match[str]) -> str:
-    user, sep, _password = m.group("userinfo").partition(":")
-    if sep:  # user:password -> keep the user, who is useful to know and not a secret
-        return f"{m.group('scheme')}{user}:{MASK}@"
-    return f"{m.group('scheme')}{MASK}@"  # a bare token as the user (nats://TOKEN@host)
-
-
-def mask_secrets(text: str) -> str:
-    """``text`` with every credential in a URL or DSN replaced by ``***``."""
-    if "://" not in text and "=" not in text:
-        return text
-    text = _USERINFO.sub(_mask_userinfo, text)
-    return _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+from tomlconf import MASK, mask_secrets
 
 
 def mask_url(url: str) -> str:

@@ -1,9 +1,16 @@
-"""The settings of one simulator run (picklable: it is sent to every worker process)."""
+"""The settings of one simulator run (picklable: it is sent to every worker process).
+
+Options come from the command line, already typed by argparse; ``RunConfig`` checks the
+combinations and raises the shared ``tomlconf.ConfigError`` keyed by the option
+(``--devices: must be at least 1, got 0``), like the agent's and the broker's files.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+
+from tomlconf import ConfigError
 
 from .faults import FaultConfig
 from .mqtt_codec import V5, V311
@@ -11,10 +18,6 @@ from .mqtt_pub import BrokerAddress
 from .payloads import FORMATS
 
 _TOPIC_FORBIDDEN = set("/+#\x00")
-
-
-class ConfigError(ValueError):
-    """An option value the simulator cannot run with."""
 
 
 @dataclass(frozen=True)
@@ -53,35 +56,40 @@ class RunConfig:
         try:
             BrokerAddress.parse(self.broker)
         except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-        if self.devices < 1:
-            raise ConfigError("--devices must be at least 1")
-        if self.rate <= 0 or self.duration <= 0:
-            raise ConfigError("--rate and --duration must be positive")
-        if self.qos not in (0, 1):
-            raise ConfigError("--qos must be 0 or 1")
-        if self.fmt not in FORMATS:
-            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
-        if not 0.0 <= self.alarm_ratio <= 1.0:
-            raise ConfigError("--alarm-ratio must be in [0, 1]")
-        if self.mqtt_version not in (V311, V5):
-            raise ConfigError("--mqtt-version must be 3.1.1 or 5")
-        if self.loop not in ("auto", "uvloop", "asyncio"):
-            raise ConfigError("--loop must be auto, uvloop or asyncio")
-        if self.workers < 0 or self.gateway < 0:
-            raise ConfigError("--workers and --gateway must not be negative")
-        if self.max_inflight < 1 or self.offline_buffer < 1:
-            raise ConfigError("--max-inflight and --offline-buffer must be at least 1")
-        if _TOPIC_FORBIDDEN & set(self.client_id_prefix):
-            raise ConfigError("--client-id-prefix must not contain / + # or NUL")
+            raise ConfigError("--broker", str(exc)) from exc
+        for option, value, ok, want in (
+                ("--devices", self.devices, self.devices >= 1, "must be at least 1"),
+                ("--rate", self.rate, self.rate > 0, "must be positive"),
+                ("--duration", self.duration, self.duration > 0, "must be positive"),
+                ("--qos", self.qos, self.qos in (0, 1), "must be 0 or 1"),
+                ("--format", self.fmt, self.fmt in FORMATS,
+                 f"must be one of {', '.join(FORMATS)}"),
+                ("--alarm-ratio", self.alarm_ratio, 0.0 <= self.alarm_ratio <= 1.0,
+                 "must be in [0, 1]"),
+                ("--mqtt-version", self.mqtt_version, self.mqtt_version in (V311, V5),
+                 "must be 3.1.1 or 5"),
+                ("--loop", self.loop, self.loop in ("auto", "uvloop", "asyncio"),
+                 "must be auto, uvloop or asyncio"),
+                ("--workers", self.workers, self.workers >= 0, "must not be negative"),
+                ("--gateway", self.gateway, self.gateway >= 0, "must not be negative"),
+                ("--max-inflight", self.max_inflight, self.max_inflight >= 1,
+                 "must be at least 1"),
+                ("--offline-buffer", self.offline_buffer, self.offline_buffer >= 1,
+                 "must be at least 1"),
+                ("--client-id-prefix", self.client_id_prefix,
+                 not _TOPIC_FORBIDDEN & set(self.client_id_prefix),
+                 "must not contain / + # or NUL")):
+            if not ok:
+                raise ConfigError(option, f"{want}, got {value!r}")
         try:
             first, second = self.device_id(self.id_start), self.device_id(self.id_start + 1)
         except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(f"--id-pattern {self.id_pattern!r}: {exc}") from exc
+            raise ConfigError("--id-pattern", f"{self.id_pattern!r}: {exc}") from exc
         if first == second:
-            raise ConfigError(f"--id-pattern {self.id_pattern!r} must use {{n}}")
+            raise ConfigError("--id-pattern", f"{self.id_pattern!r} must use {{n}}")
         if _TOPIC_FORBIDDEN & set(first) or not first:
-            raise ConfigError(f"device id {first!r} must be non-empty, without / + # or NUL")
+            raise ConfigError("--id-pattern", f"device id {first!r} must be non-empty, "
+                                              "without / + # or NUL")
 
     def device_id(self, n: int) -> str:
         return self.id_pattern.format(n=n)

@@ -7,6 +7,12 @@ session per stream keeps streams independent: a stream held back by a full log s
 acknowledging only its own session, so Mosquitto keeps delivering the others (a single
 session would stall every stream once ``receive_maximum`` messages were held).
 
+The pipeline is wired in one place, ``Agent._wire_stream``, at construction: per stream,
+MQTT session -> ``inbox.Inbox`` -> ``ingest.StreamIngest`` -> the stream's log (bad
+input to the dead-letter log). One durability waiter per append then serves both ways
+out: it releases the PUBACKs to the same session (``ack=session.ack``) and wakes the
+forwarder (``on_durable=forwarder.notify``), whose ``StreamSender`` reads the same log.
+
 Start order: lock the data directory, open the dead-letter log and every stream (log
 recovery, generation, dedup marks from checkpoint + log tail), start the status server,
 the forwarder, the pipelines and finally the MQTT sessions. Stop is the reverse:
@@ -36,6 +42,7 @@ from .config import EdgeConfig
 from .deadletter import DeadLetterLog
 from .dedup import HighWaterMarks, load_marks, save_marks
 from .forwarder import Forwarder, StreamSender
+from .inbox import Inbox
 from .ingest import StreamIngest
 from .metrics import AgentMetrics
 from .mqtt_ingest import MqttSession
@@ -63,7 +70,7 @@ class _Stream:
     ingest: StreamIngest
     sender: StreamSender
     tracker: status_mod.StreamTracker
-    session: MqttSession | None = None
+    session: MqttSession
 
 
 class Router:
@@ -123,13 +130,13 @@ class Agent:
             raise StartupError(f"data_dir: {data} is in use by another edge-agent") from exc
         self._lock_fd = fd
 
-    def _open_streams(self) -> None:
+    def _open_streams(self) -> list[tuple[StreamStore, HighWaterMarks]]:
+        """Open the dead-letter log and every stream's storage (recovery, no I/O tasks)."""
         cfg = self.config
         ing = cfg.ingest
         self.deadletters = DeadLetterLog(cfg.data_dir, ing.dead_letter_max_bytes,
                                          ing.dead_letter_payload_bytes, ing.commit_interval_ms)
-        route = Router([(s.name, s.topics) for s in cfg.streams])
-        now = time.time()
+        opened = []
         for sc in cfg.streams:
             store = open_stream(cfg, sc)
             marks, replayed = load_marks(store.directory, store.log, store.generation,
@@ -138,27 +145,49 @@ class Agent:
             # Everything recovered is durable: checkpoint it and keep segments from here.
             save_marks(store.directory, store.generation, store.log.end_offset, marks.marks)
             store.delete_floor = store.log.end_offset
-            rules = PayloadRules(payload=sc.payload, device_key=sc.device_key,
-                                 sequence_field=ing.sequence_field,
-                                 timestamp_field=ing.timestamp_field,
-                                 epoch_field=ing.epoch_field,
-                                 require_sequence=sc.require_sequence,
-                                 max_payload_bytes=ing.max_payload_bytes)
-            pipeline = StreamIngest(
-                sc.name, store, rules, marks, self.deadletters, route,
-                max_batch=ing.batch_max_messages, window_s=ing.batch_window_ms / 1000,
-                retry_s=ing.backpressure_retry_ms / 1000,
-                on_durable=self.metrics.observer(sc.name))
-            sender = StreamSender(store, cfg.edge_id, cfg.uplink)
-            tracker = status_mod.StreamTracker(store.acked_offset, store.log.end_offset, 0, now)
-            self.streams.append(_Stream(store, marks, pipeline, sender, tracker))
+            opened.append((store, marks))
             log.info("stream %s: generation %s, offsets %d..%d, acked %d, %d devices "
                      "(%d records replayed for dedup)", sc.name, store.generation,
                      store.log.start_offset, store.log.end_offset, store.acked_offset,
                      len(marks), replayed)
-        if ing.unmatched_topics:
-            self.unmatched = StreamIngest("", None, None, None, self.deadletters, route,
-                                          max_batch=ing.batch_max_messages)
+        return opened
+
+    def _wire_stream(self, store: StreamStore, marks: HighWaterMarks, sender: StreamSender,
+                     forwarder: Forwarder, route: Router) -> _Stream:
+        """Connect one stream's pipeline, every part at construction (see the module doc)."""
+        cfg = self.config
+        ing, mq, sc = cfg.ingest, cfg.mqtt, store.config
+        assert self.deadletters is not None
+        rules = PayloadRules(payload=sc.payload, device_key=sc.device_key,
+                             sequence_field=ing.sequence_field,
+                             timestamp_field=ing.timestamp_field,
+                             epoch_field=ing.epoch_field,
+                             require_sequence=sc.require_sequence,
+                             max_payload_bytes=ing.max_payload_bytes)
+        inbox = Inbox()
+        session = MqttSession(mq, f"{mq.client_id}-{sc.name}",
+                              [(t, sc.qos) for t in sc.topics], inbox.submit)
+        pipeline = StreamIngest(
+            sc.name, store, rules, marks, self.deadletters, route,
+            inbox=inbox, ack=session.ack, on_durable=forwarder.notify,
+            observe_fsync=self.metrics.observer(sc.name),
+            max_batch=ing.batch_max_messages, window_s=ing.batch_window_ms / 1000,
+            retry_s=ing.backpressure_retry_ms / 1000)
+        tracker = status_mod.StreamTracker(store.acked_offset, store.log.end_offset, 0,
+                                           time.time())
+        return _Stream(store, marks, pipeline, sender, tracker, session)
+
+    def _wire_unmatched(self, route: Router) -> tuple[StreamIngest, MqttSession]:
+        """The pipeline of topics no stream matches: dead letters only."""
+        cfg = self.config
+        mq = cfg.mqtt
+        assert self.deadletters is not None
+        inbox = Inbox()
+        session = MqttSession(mq, f"{mq.client_id}-unmatched",
+                              [(t, 1) for t in cfg.ingest.unmatched_topics], inbox.submit)
+        pipeline = StreamIngest("", None, None, None, self.deadletters, route, inbox=inbox,
+                                ack=session.ack, max_batch=cfg.ingest.batch_max_messages)
+        return pipeline, session
 
     def _make_uplink(self) -> Uplink:
         u = self.config.uplink
@@ -185,30 +214,32 @@ class Agent:
     async def start(self) -> None:
         self._lock()
         self._status_sock = self._status_socket()
-        self._open_streams()
+        cfg = self.config
+        opened = self._open_streams()
         sup = self.supervisor
-        sup.spawn("status-server", self._serve_status)
-        if self.uplink is None:
-            self.uplink = self._make_uplink()
-        self.forwarder = Forwarder([s.sender for s in self.streams], self.uplink,
-                                   self.config.uplink)
-        sup.spawn("forwarder", self.forwarder.run)
-        mq = self.config.mqtt
-        for s in self.streams:
-            s.ingest.on_appended = self.forwarder.notifier(s.store.log)
-            sc = s.store.config
-            s.session = MqttSession(mq, f"{mq.client_id}-{sc.name}",
-                                    [(t, sc.qos) for t in sc.topics], s.ingest.submit)
-            s.ingest.ack = s.session.ack
-            self.sessions.append(s.session)
-            # A failed pipeline may have taken readings it never acknowledged: reconnect
-            # its session so Mosquitto redelivers them (dedup drops what was stored).
-            sup.spawn(f"ingest-{sc.name}", s.ingest.run, on_failure=_reconnector(s.session))
-        if self.unmatched is not None:
-            sess = MqttSession(mq, f"{mq.client_id}-unmatched",
-                               [(t, 1) for t in self.config.ingest.unmatched_topics],
-                               self.unmatched.submit)
-            self.unmatched.ack = sess.ack
+        try:
+            sup.spawn("status-server", self._serve_status)
+            if self.uplink is None:
+                self.uplink = self._make_uplink()
+            senders = [StreamSender(store, cfg.edge_id, cfg.uplink) for store, _ in opened]
+            self.forwarder = Forwarder(senders, self.uplink, cfg.uplink)
+            sup.spawn("forwarder", self.forwarder.run)
+            route = Router([(s.name, s.topics) for s in cfg.streams])
+            for (store, marks), sender in zip(opened, senders, strict=True):
+                s = self._wire_stream(store, marks, sender, self.forwarder, route)
+                self.streams.append(s)
+                self.sessions.append(s.session)
+                # A failed pipeline may have taken readings it never acknowledged:
+                # reconnect its session so Mosquitto redelivers them (dedup drops what
+                # was stored).
+                sup.spawn(f"ingest-{store.config.name}", s.ingest.run,
+                          on_failure=_reconnector(s.session))
+        except BaseException:
+            for store, _ in opened[len(self.streams):]:  # stop() closes the wired ones
+                store.log.close()
+            raise
+        if cfg.ingest.unmatched_topics:
+            self.unmatched, sess = self._wire_unmatched(route)
             self.sessions.append(sess)
             sup.spawn("ingest-unmatched", self.unmatched.run, on_failure=_reconnector(sess))
         sup.spawn("sampler", self._sample_loop)

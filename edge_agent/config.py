@@ -1,10 +1,12 @@
 """edge.toml: load, apply environment overrides, validate.
 
-Strategy: one frozen dataclass per section, validated at start so that a mistake names
-its key (``streams[1].full_policy: must be one of drop_oldest, reject_new``). Environment
-variables override file values: ``EDGE_AGENT__UPLINK__TOKEN=...`` sets ``uplink.token``
-(sections and keys joined by double underscores, values parsed as TOML scalars when they
-parse, else taken as strings), so secrets need not live in the file.
+Strategy: one frozen dataclass per section, validated at start with the shared toolkit
+(``tomlconf``) so that a mistake names its key (``streams[1].full_policy: must be one of
+drop_oldest, reject_new, got 'drop'``). The known keys of a section are its dataclass's
+fields. Environment variables override file values: ``EDGE_AGENT__UPLINK__TOKEN=...`` sets
+``uplink.token`` (``tomlconf.apply_env``: sections and keys joined by double underscores,
+values parsed as TOML scalars when they parse, else taken as strings), so secrets need not
+live in the file.
 
 Example (see docs/edge-agent.md for every key)::
 
@@ -34,28 +36,19 @@ Example (see docs/edge-agent.md for every key)::
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import ssl
-import tomllib
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomlconf
+from tomlconf import ConfigError, Section, is_host, load_toml, parse_listen, parse_url, shown
 from uplink import is_safe_name
 
 ENV_PREFIX = "EDGE_AGENT__"
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,303 +168,174 @@ class EdgeConfig:
         raise KeyError(name)
 
 
-# -- validation helpers ------------------------------------------------------------------
-
-def _known(d: Mapping[str, Any], keys: set[str], path: str) -> None:
-    for k in d:
-        if k not in keys:
-            raise ConfigError(path + k, f"unknown key (known: {', '.join(sorted(keys))})")
-
-
-def _num(d: Mapping[str, Any], key: str, path: str, default: Any, minimum: float,
-         *, integer: bool = True, optional: bool = False) -> Any:
-    v = d.get(key, default)
-    if v is None and optional:
-        return None
-    ok_type = (isinstance(v, int) if integer else isinstance(v, int | float)) and not isinstance(
-        v, bool)
-    if not ok_type or v < minimum:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(path + key, f"must be {kind} >= {minimum}, got {v!r}")
-    return v
-
-
-def _str(d: Mapping[str, Any], key: str, path: str, default: Any, *,
-         choices: tuple[str, ...] | None = None, optional: bool = False) -> Any:
-    v = d.get(key, default)
-    if v is None and optional:
-        return None
-    if not isinstance(v, str):
-        raise ConfigError(path + key, f"must be a string, got {v!r}")
-    if choices is not None and v not in choices:
-        raise ConfigError(path + key, f"must be one of {', '.join(choices)}, got {v!r}")
-    return v
-
-
-def _table(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    v = d.get(key, {})
-    if not isinstance(v, Mapping):
-        raise ConfigError(key, "must be a table")
-    return v
-
-
-def _path(v: Any, key: str, base: Path) -> Path | None:
-    if v is None:
-        return None
-    if not isinstance(v, str) or not v:
-        raise ConfigError(key, f"must be a path string, got {v!r}")
-    p = Path(os.path.expanduser(v))
-    return p if p.is_absolute() else base / p
-
+# -- validation ---------------------------------------------------------------------------
 
 _TOPIC_FILTER = re.compile(r"^(?:[^#+/]*|\+)(?:/(?:[^#+/]*|\+))*(?:/#)?$|^#$")
+_SAFE_NAME = "must match [A-Za-z0-9][A-Za-z0-9._-]*"
+_LISTEN_EXAMPLE = "127.0.0.1:9100"
 
 
-def _qos(d: Mapping[str, Any], path: str) -> int:
-    v = d.get("qos", 1)
-    if type(v) is not int or v not in (0, 1):
-        raise ConfigError(path + "qos", f"must be 0 or 1 (QoS 2 is not supported), got {v!r}")
-    return v
+def _is_filter(t: str) -> bool:
+    return bool(t) and _TOPIC_FILTER.match(t) is not None
 
 
-def _stream(d: Any, i: int) -> StreamConfig:
-    path = f"streams[{i}]."
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"streams[{i}]", "must be a table")
-    _known(d, {"name", "topics", "priority", "cloud_topic", "device_key", "qos", "payload",
-               "require_sequence", "segment_bytes", "max_bytes", "full_policy"}, path)
-    name = _str(d, "name", path, None)
-    if not is_safe_name(name):
-        raise ConfigError(path + "name", "must match [A-Za-z0-9][A-Za-z0-9._-]*")
-    topics = d.get("topics")
-    if (not isinstance(topics, list) or not topics
-            or not all(isinstance(t, str) and t and _TOPIC_FILTER.match(t) for t in topics)):
-        raise ConfigError(path + "topics", "must be a non-empty list of MQTT topic filters")
-    cloud_topic = _str(d, "cloud_topic", path, "")
-    if cloud_topic and not is_safe_name(cloud_topic):
-        raise ConfigError(path + "cloud_topic", "must match [A-Za-z0-9][A-Za-z0-9._-]*")
-    key = _str(d, "device_key", path, "topic:devices/{device}/+")
+def _stream(d: Section) -> StreamConfig:
+    d.only({"name", "topics", "priority", "cloud_topic", "device_key", "qos", "payload",
+            "require_sequence", "segment_bytes", "max_bytes", "full_policy"})
+    name = d.string("name", None, check=is_safe_name, form=_SAFE_NAME)
+    if name is None:
+        raise d.error("name", "is required")
+    topics = d.strings("topics", (), check=_is_filter,
+                       form="a non-empty list of MQTT topic filters")
+    if not topics:
+        raise d.error("topics", "must be a non-empty list of MQTT topic filters")
+    key = d.string("device_key", "topic:devices/{device}/+")
     kind, _, spec = key.partition(":")
     if kind == "topic":
         if spec.count("{device}") != 1:
-            raise ConfigError(path + "device_key", "a topic pattern needs exactly one {device}")
+            raise d.error("device_key", "a topic pattern needs exactly one {device}")
     elif kind != "field" or not spec:
-        raise ConfigError(path + "device_key",
-                          "must be 'topic:<pattern with {device}>' or 'field:<name>'")
-    payload = _str(d, "payload", path, "json", choices=("json", "cbor", ""))
+        raise d.error("device_key", "must be 'topic:<pattern with {device}>' or 'field:<name>'")
+    payload = d.string("payload", "json", choices=("json", "cbor", ""))
     if kind == "field" and not payload:
-        raise ConfigError(path + "device_key", "a payload field needs payload = json or cbor")
-    require_seq = d.get("require_sequence", False)
-    if not isinstance(require_seq, bool):
-        raise ConfigError(path + "require_sequence", "must be true or false")
+        raise d.error("device_key", "a payload field needs payload = json or cbor")
+    qos = d.get("qos", 1)
+    if type(qos) is not int or qos not in (0, 1):
+        raise d.error("qos", f"must be 0 or 1 (QoS 2 is not supported), got {shown(qos)}")
     return StreamConfig(
         name=name,
-        topics=tuple(topics),
-        priority=_num(d, "priority", path, 5, 0),
-        cloud_topic=cloud_topic,
+        topics=topics,
+        priority=d.integer("priority", 5, minimum=0),
+        cloud_topic=d.string("cloud_topic", "", check=lambda v: not v or is_safe_name(v),
+                             form=_SAFE_NAME),
         device_key=key,
-        qos=_qos(d, path),
+        qos=qos,
         payload=payload,
-        require_sequence=require_seq,
-        segment_bytes=_num(d, "segment_bytes", path, 16 * 1024 * 1024, 4096),
-        max_bytes=_num(d, "max_bytes", path, None, 4096, optional=True),
-        full_policy=_str(d, "full_policy", path, "reject_new",
-                         choices=("drop_oldest", "reject_new")),
+        require_sequence=d.boolean("require_sequence", False),
+        segment_bytes=d.integer("segment_bytes", 16 * 1024 * 1024, minimum=4096),
+        max_bytes=d.integer("max_bytes", None, minimum=4096),
+        full_policy=d.string("full_policy", "reject_new", choices=("drop_oldest", "reject_new")),
     )
+
+
+def _mqtt(m: Section, edge_id: str, base: Path) -> MqttConfig:
+    d = MqttConfig()
+    default_id = f"edge-agent-{edge_id}"
+    cfg = MqttConfig(
+        host=m.string("host", d.host, check=is_host,
+                      form="must be a host name or IP address (no scheme or port)"),
+        port=m.integer("port", d.port, minimum=1, maximum=65535),
+        client_id=m.string("client_id", default_id) or default_id,
+        username=m.string("username", None),
+        password=m.string("password", None, secret=True),
+        keepalive_s=m.integer("keepalive_s", d.keepalive_s, minimum=1, maximum=65535),
+        session_expiry_s=m.integer("session_expiry_s", d.session_expiry_s, minimum=0,
+                                   maximum=2**32 - 1),
+        tls_ca=m.path("tls_ca", base),
+        reconnect_max_s=m.number("reconnect_max_s", d.reconnect_max_s, minimum=0.1),
+        receive_maximum=m.integer("receive_maximum", d.receive_maximum, minimum=1,
+                                  maximum=65535),
+        protocol=m.string("protocol", d.protocol, choices=("5", "3.1.1")),
+    )
+    if len(cfg.client_id) > 200:
+        raise m.error("client_id", "must be at most 200 characters")
+    return cfg
+
+
+def _uplink(u: Section, base: Path) -> UplinkConfig:
+    d = UplinkConfig()
+    url = parse_url(u.get("url", d.url), u.key("url"), ("http", "https"))
+    return UplinkConfig(
+        url=url.rstrip("/"),
+        token=u.string("token", None, secret=True),
+        compression=u.string("compression", d.compression, choices=("none", "gzip", "zstd")),
+        max_batch_records=u.integer("max_batch_records", d.max_batch_records, minimum=1),
+        max_batch_bytes=u.integer("max_batch_bytes", d.max_batch_bytes, minimum=1024),
+        linger_ms=u.number("linger_ms", d.linger_ms, minimum=0),
+        max_in_flight=u.integer("max_in_flight", d.max_in_flight, minimum=1),
+        timeout_s=u.number("timeout_s", d.timeout_s, minimum=0.1),
+        bandwidth_bytes_per_s=u.integer("bandwidth_bytes_per_s", 0, minimum=0),
+        ca_file=u.path("ca_file", base),
+        retry_max_s=u.number("retry_max_s", d.retry_max_s, minimum=0.01),
+    )
+
+
+def _ingest(g: Section) -> IngestConfig:
+    d = IngestConfig()
+    return IngestConfig(
+        max_payload_bytes=g.integer("max_payload_bytes", d.max_payload_bytes, minimum=1),
+        sequence_field=g.string("sequence_field", d.sequence_field),
+        timestamp_field=g.string("timestamp_field", d.timestamp_field),
+        commit_interval_ms=g.number("commit_interval_ms", d.commit_interval_ms, minimum=0),
+        dead_letter_max_bytes=g.integer("dead_letter_max_bytes", d.dead_letter_max_bytes,
+                                        minimum=1024),
+        dead_letter_payload_bytes=g.integer("dead_letter_payload_bytes",
+                                            d.dead_letter_payload_bytes, minimum=0),
+        batch_max_messages=g.integer("batch_max_messages", d.batch_max_messages, minimum=1),
+        batch_window_ms=g.number("batch_window_ms", d.batch_window_ms, minimum=0),
+        backpressure_retry_ms=g.number("backpressure_retry_ms", d.backpressure_retry_ms,
+                                       minimum=1),
+        dedup_checkpoint_s=g.number("dedup_checkpoint_s", d.dedup_checkpoint_s, minimum=0.1),
+        epoch_field=g.string("epoch_field", d.epoch_field),
+        dedup_window=g.integer("dedup_window", d.dedup_window, minimum=1),
+        dedup_max_devices=g.integer("dedup_max_devices", d.dedup_max_devices, minimum=1),
+        unmatched_topics=g.strings("unmatched_topics", (), check=_is_filter,
+                                   form="a list of MQTT topic filters"),
+    )
+
+
+def _status(s: Section) -> StatusConfig:
+    d = StatusConfig()
+    listen = s.get("listen", d.listen)
+    parse_listen(listen, s.key("listen"), _LISTEN_EXAMPLE)
+    return StatusConfig(
+        listen=listen,
+        stuck_after_s=s.number("stuck_after_s", d.stuck_after_s, minimum=0.1),
+        json_logs=s.boolean("json_logs", d.json_logs),
+        mqtt_down_after_s=s.number("mqtt_down_after_s", d.mqtt_down_after_s, minimum=0.1),
+        task_failure_window_s=s.number("task_failure_window_s", d.task_failure_window_s,
+                                       minimum=0),
+        restart_max_s=s.number("restart_max_s", d.restart_max_s, minimum=0.1))
 
 
 def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeConfig:
     """Validate a parsed edge.toml document (environment overrides already applied)."""
     base = base_dir or Path.cwd()
-    _known(raw, {"edge_id", "data_dir", "mqtt", "uplink", "ingest", "status", "streams"}, "")
-    edge_id = _str(raw, "edge_id", "", None)
-    if not is_safe_name(edge_id):
-        raise ConfigError("edge_id", "must match [A-Za-z0-9][A-Za-z0-9._-]*")
-    if "data_dir" not in raw:
-        raise ConfigError("data_dir", "is required")
-    data_dir = _path(raw["data_dir"], "data_dir", base)
-    assert data_dir is not None
-
-    m = _table(raw, "mqtt")
-    _known(m, {"host", "port", "client_id", "username", "password", "keepalive_s",
-               "session_expiry_s", "tls_ca", "reconnect_max_s", "receive_maximum",
-               "protocol"}, "mqtt.")
-    mqtt = MqttConfig(
-        host=_str(m, "host", "mqtt.", "127.0.0.1"),
-        port=_num(m, "port", "mqtt.", 1883, 1),
-        client_id=_str(m, "client_id", "mqtt.", f"edge-agent-{edge_id}") or f"edge-agent-{edge_id}",
-        username=_str(m, "username", "mqtt.", None, optional=True),
-        password=_str(m, "password", "mqtt.", None, optional=True),
-        keepalive_s=_num(m, "keepalive_s", "mqtt.", 30, 1),
-        session_expiry_s=_num(m, "session_expiry_s", "mqtt.", 7 * 24 * 3600, 0),
-        tls_ca=_path(m.get("tls_ca"), "mqtt.tls_ca", base),
-        reconnect_max_s=_num(m, "reconnect_max_s", "mqtt.", 30.0, 0.1, integer=False),
-        receive_maximum=_num(m, "receive_maximum", "mqtt.", 1000, 1),
-        protocol=_str(m, "protocol", "mqtt.", "5", choices=("5", "3.1.1")),
-    )
-    if not _HOST.fullmatch(mqtt.host):
-        raise ConfigError("mqtt.host", "must be a host name or IP address (no scheme or port), "
-                                       f"got {mqtt.host!r}")
-    for key, top in (("port", 65535), ("keepalive_s", 65535), ("receive_maximum", 65535),
-                     ("session_expiry_s", 2**32 - 1)):
-        if getattr(mqtt, key) > top:
-            raise ConfigError(f"mqtt.{key}", f"must be <= {top}")
-    if len(mqtt.client_id) > 200:
-        raise ConfigError("mqtt.client_id", "must be at most 200 characters")
-
-    u = _table(raw, "uplink")
-    _known(u, {"url", "token", "compression", "max_batch_records", "max_batch_bytes",
-               "linger_ms", "max_in_flight", "timeout_s", "bandwidth_bytes_per_s", "ca_file",
-               "retry_max_s"}, "uplink.")
-    url = _http_url(_str(u, "url", "uplink.", "http://127.0.0.1:8080"), "uplink.url")
-    uplink = UplinkConfig(
-        url=url.rstrip("/"),
-        token=_str(u, "token", "uplink.", None, optional=True),
-        compression=_str(u, "compression", "uplink.", "zstd", choices=("none", "gzip", "zstd")),
-        max_batch_records=_num(u, "max_batch_records", "uplink.", 5000, 1),
-        max_batch_bytes=_num(u, "max_batch_bytes", "uplink.", 1024 * 1024, 1024),
-        linger_ms=_num(u, "linger_ms", "uplink.", 20.0, 0, integer=False),
-        max_in_flight=_num(u, "max_in_flight", "uplink.", 4, 1),
-        timeout_s=_num(u, "timeout_s", "uplink.", 10.0, 0.1, integer=False),
-        bandwidth_bytes_per_s=_num(u, "bandwidth_bytes_per_s", "uplink.", 0, 0),
-        ca_file=_path(u.get("ca_file"), "uplink.ca_file", base),
-        retry_max_s=_num(u, "retry_max_s", "uplink.", 30.0, 0.01, integer=False),
-    )
-
-    g = _table(raw, "ingest")
-    _known(g, {"max_payload_bytes", "sequence_field", "timestamp_field", "commit_interval_ms",
-               "dead_letter_max_bytes", "dead_letter_payload_bytes", "batch_max_messages",
-               "batch_window_ms", "backpressure_retry_ms", "dedup_checkpoint_s",
-               "epoch_field", "dedup_window", "dedup_max_devices", "unmatched_topics"},
-           "ingest.")
-    unmatched = g.get("unmatched_topics", [])
-    if (not isinstance(unmatched, list)
-            or not all(isinstance(t, str) and t and _TOPIC_FILTER.match(t) for t in unmatched)):
-        raise ConfigError("ingest.unmatched_topics", "must be a list of MQTT topic filters")
-    ingest = IngestConfig(
-        max_payload_bytes=_num(g, "max_payload_bytes", "ingest.", 256 * 1024, 1),
-        sequence_field=_str(g, "sequence_field", "ingest.", "seq"),
-        timestamp_field=_str(g, "timestamp_field", "ingest.", "ts"),
-        commit_interval_ms=_num(g, "commit_interval_ms", "ingest.", 10.0, 0, integer=False),
-        dead_letter_max_bytes=_num(g, "dead_letter_max_bytes", "ingest.", 16 * 1024 * 1024,
-                                   1024),
-        dead_letter_payload_bytes=_num(g, "dead_letter_payload_bytes", "ingest.", 4096, 0),
-        batch_max_messages=_num(g, "batch_max_messages", "ingest.", 2000, 1),
-        batch_window_ms=_num(g, "batch_window_ms", "ingest.", 0.0, 0, integer=False),
-        backpressure_retry_ms=_num(g, "backpressure_retry_ms", "ingest.", 500.0, 1,
-                                   integer=False),
-        dedup_checkpoint_s=_num(g, "dedup_checkpoint_s", "ingest.", 5.0, 0.1, integer=False),
-        epoch_field=_str(g, "epoch_field", "ingest.", "boot"),
-        dedup_window=_num(g, "dedup_window", "ingest.", 1000, 1),
-        dedup_max_devices=_num(g, "dedup_max_devices", "ingest.", 100_000, 1),
-        unmatched_topics=tuple(unmatched),
-    )
-
-    s = _table(raw, "status")
-    _known(s, {"listen", "stuck_after_s", "json_logs", "mqtt_down_after_s",
-               "task_failure_window_s", "restart_max_s"}, "status.")
-    listen = _str(s, "listen", "status.", "127.0.0.1:9100")
-    m = _LISTEN.fullmatch(listen)
-    if not m or int(m.group("port")) > 65535:
-        raise ConfigError("status.listen", "must be 'host:port' such as '127.0.0.1:9100' (no "
-                                            f"scheme or path; port 0..65535), got {listen!r}")
-    json_logs = s.get("json_logs", False)
-    if not isinstance(json_logs, bool):
-        raise ConfigError("status.json_logs", "must be true or false")
-    status = StatusConfig(listen=listen,
-                          stuck_after_s=_num(s, "stuck_after_s", "status.", 300.0, 0.1,
-                                             integer=False),
-                          json_logs=json_logs,
-                          mqtt_down_after_s=_num(s, "mqtt_down_after_s", "status.", 10.0, 0.1,
-                                                 integer=False),
-                          task_failure_window_s=_num(s, "task_failure_window_s", "status.",
-                                                     60.0, 0, integer=False),
-                          restart_max_s=_num(s, "restart_max_s", "status.", 30.0, 0.1,
-                                             integer=False))
-
-    raw_streams = raw.get("streams")
-    if not isinstance(raw_streams, list) or not raw_streams:
-        raise ConfigError("streams", "at least one [[streams]] table is required")
-    streams = tuple(_stream(d, i) for i, d in enumerate(raw_streams))
+    doc = Section(raw, known={"edge_id", "data_dir", "mqtt", "uplink", "ingest", "status",
+                              "streams"})
+    edge_id = doc.string("edge_id", None, check=is_safe_name, form=_SAFE_NAME)
+    if edge_id is None:
+        raise doc.error("edge_id", "is required")
+    doc.required("data_dir")
+    data_dir = doc.path("data_dir", base)
+    mqtt = _mqtt(doc.section("mqtt", known=MqttConfig.__slots__), edge_id, base)
+    uplink = _uplink(doc.section("uplink", known=UplinkConfig.__slots__), base)
+    ingest = _ingest(doc.section("ingest", known=IngestConfig.__slots__))
+    status = _status(doc.section("status", known=StatusConfig.__slots__))
+    if not isinstance(raw.get("streams"), list) or not raw["streams"]:
+        raise doc.error("streams", "at least one [[streams]] table is required")
+    streams = tuple(_stream(t) for t in doc.tables("streams"))
     names = [st.name for st in streams]
     for n in names:
         if names.count(n) > 1:
-            raise ConfigError("streams", f"stream name {n!r} is used twice")
+            raise doc.error("streams", f"stream name {n!r} is used twice")
     return EdgeConfig(edge_id=edge_id, data_dir=data_dir, streams=streams, mqtt=mqtt,
                       uplink=uplink, ingest=ingest, status=status)
 
 
-# A DNS name, an IPv4 address or an IPv6 literal (bare, as MQTT clients take it).
-_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*")
-_LISTEN = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9_.-]*):(?P<port>\d{1,5})")
-
-
-def _http_url(url: str, key: str) -> str:
-    """An http(s) URL with a host and a port in 1..65535 (``http://host:99999`` is refused
-    here, not by the first connection attempt)."""
-    form = "must be an http:// or https:// URL such as 'https://cloud.example:8443'"
-    shown = re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)  # never echo a password
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port  # ValueError when out of range or not a number
-    except ValueError as exc:
-        raise ConfigError(key, f"{form} with a port in 1..65535, got {shown!r}") from exc
-    if (parts.scheme.lower() not in ("http", "https") or not parts.hostname
-            or any(c.isspace() for c in url)):
-        raise ConfigError(key, f"{form}, got {shown!r}")
-    if port == 0:
-        raise ConfigError(key, f"{form} with a port in 1..65535, got {shown!r}")
-    return url
-
-
-def _env_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def apply_env(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """Return ``raw`` with ``EDGE_AGENT__SECTION__KEY`` variables applied.
 
     A number selects an element of an array of tables: ``EDGE_AGENT__STREAMS__0__MAX_BYTES``
     sets ``streams[0].max_bytes`` (the element must exist in the file).
     """
-    out: dict[str, Any] = copy.deepcopy(raw)
-    for name, text in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
-        if not parts:
-            continue
-        target: Any = out
-        for p in parts[:-1]:
-            if isinstance(target, list):
-                if not p.isdigit() or int(p) >= len(target):
-                    raise ConfigError(name, f"no element {p} in this array of tables")
-                target = target[int(p)]
-                continue
-            nxt = target.get(p)
-            if not isinstance(nxt, dict | list):
-                nxt = target[p] = {}
-            target = nxt
-        if not isinstance(target, dict):
-            raise ConfigError(name, "must name a key of a table")
-        target[parts[-1]] = _env_value(text)
-    return out
+    return tomlconf.apply_env(raw, environ, ENV_PREFIX)
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
                 ) -> EdgeConfig:
     p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(p), "config file not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), f"invalid TOML: {exc}") from exc
-    raw = apply_env(raw, os.environ if environ is None else environ)
+    raw = apply_env(load_toml(p), os.environ if environ is None else environ)
     cfg = parse_config(raw, p.parent)
     _check_ca(cfg.uplink.ca_file, "uplink.ca_file")
     _check_ca(cfg.mqtt.tls_ca, "mqtt.tls_ca")
@@ -489,3 +353,7 @@ def _check_ca(path: Path | None, key: str) -> None:
         if isinstance(exc, ssl.SSLError):
             raise ConfigError(key, f"{path} holds no PEM certificate") from exc
         raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+__all__ = ["ConfigError", "EdgeConfig", "IngestConfig", "MqttConfig", "StatusConfig",
+           "StreamConfig", "UplinkConfig", "apply_env", "load_config", "parse_config"]

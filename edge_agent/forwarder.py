@@ -8,9 +8,13 @@ decides which offsets go next and what an ack or a refusal means; this module on
 the log, calls the Uplink, and records acks (freeing segments). Retryable failures are
 retried forever with tenacity (exponential backoff, full jitter); a fatal one stops that
 stream loudly while the others go on; a TLS failure is retried at ``retry_max_s`` and
-reported as a problem (``SenderStats.tls_error``). A refusal expecting an offset the cloud had acked
-before the batch left means the cloud restarted from a stale state checkpoint: the stream
-rewinds to it (``StreamSender._rewind_to``, docs/protocol.md "Sender rules").
+reported as a problem (``SenderStats.tls_error``). Every position rule (refusals, the
+rewind to a cloud that restarted from a stale state checkpoint, halving the batch size on
+a 413, giving up what is in flight) is ``SenderState``'s (docs/protocol.md "Sender
+rules"); this module only tells it what happened.
+
+Wake-ups: the ingest pipeline calls ``notify`` once an append is durable (from the same
+durability waiter that releases its PUBACKs), since only durable records may leave.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenacity import (
@@ -32,8 +35,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from shared_log import Log, OffsetOutOfRange, RecordColumns, fetch_columns
-from uplink import Ack, Batch, RecordBlock, Refusal, SenderState
+from shared_log import OffsetOutOfRange, RecordColumns, fetch_columns
+from uplink import Ack, Batch, RecordBlock, Refusal, RefusalMove, SenderState
 
 from .config import UplinkConfig
 from .streams import StreamStore
@@ -64,12 +67,10 @@ class StreamSender:
         self.cfg = cfg
         self.state = SenderState(edge_id, store.config.name, store.generation,
                                  store.acked_offset,
-                                 max_in_flight=cfg.max_batch_records * cfg.max_in_flight)
+                                 max_in_flight=cfg.max_batch_records * cfg.max_in_flight,
+                                 batch_records=cfg.max_batch_records)
         self.stats = SenderStats()
         self.stopped: str | None = None  # set by a fatal error
-        #: records per batch; halved when the cloud says a batch is too large (413), so an
-        #: edge configured above the broker's max_records_per_request keeps flowing
-        self.batch_records = cfg.max_batch_records
         self.pending_since: float | None = None
         #: records the full policy deleted that the cloud never got (drops.drop_oldest)
         self.lost = 0
@@ -118,6 +119,12 @@ class StreamSender:
         self._dropped_in_flight = keep
 
     @property
+    def batch_records(self) -> int:
+        """Records per batch; halved when the cloud says a batch is too large (413), so an
+        edge configured above the broker's max_records_per_request keeps flowing."""
+        return self.state.batch_records
+
+    @property
     def name(self) -> str:
         return self.store.config.name
 
@@ -132,10 +139,10 @@ class StreamSender:
     def build_batch(self) -> Batch | None:
         """Claim the next range and read its records, or None when nothing may go now."""
         log_ = self.store.log
-        base = self.state.next_offset
         st = self.state
-        if (not st.confirmed and st.in_flight) or base > st.acked_offset + st.max_in_flight:
+        if not st.may_claim():
             return None  # next_range would refuse: do not read (and decode) records for nothing
+        base = st.next_offset
         start = max(base, log_.start_offset)  # below start: dropped by the full policy
         # Only what is durable here may leave: after a power loss the log comes back
         # without its unsynced tail and would give those offsets to new readings, which
@@ -144,12 +151,11 @@ class StreamSender:
         if start >= durable:
             return None
         try:
-            res = fetch_columns(log_, start, max_records=self.batch_records,
+            res = fetch_columns(log_, start, max_records=st.batch_records,
                                 max_bytes=self.cfg.max_batch_bytes, end=durable)
         except OffsetOutOfRange:
             return None
-        rng = self.state.next_range(min(res.next_offset, durable),
-                                    self.batch_records + start - base)
+        rng = st.next_range(min(res.next_offset, durable), st.batch_records + start - base)
         if rng is None:
             return None
         first, last = rng
@@ -162,9 +168,9 @@ class StreamSender:
         return Batch.trusted(self.state.edge_id, self.name, self.store.generation, first, last,
                              block)
 
-    def on_reply(self, reply: Ack | Refusal, acked_when_sent: int = -2) -> None:
+    def on_reply(self, reply: Ack | Refusal, acked_when_sent: int | None = None) -> None:
         """Apply the cloud's reply to a batch built while our acked offset was
-        ``acked_when_sent``."""
+        ``acked_when_sent`` (None: unknown)."""
         if isinstance(reply, Ack):
             self.stats.acks += 1
             before = self.state.acked_offset
@@ -176,31 +182,20 @@ class StreamSender:
             self.store.note_acked(acked)
         else:
             self.stats.refusals += 1
-            expected = reply.expected_offset
-            if expected <= min(acked_when_sent, self.state.acked_offset):
-                self._rewind_to(expected)
-            else:  # a gap, or a refusal overtaken by acks on the way back: resend
-                self.state.on_refusal(reply)
+            before = self.state.acked_offset
+            move = self.state.on_refusal(reply, acked_when_sent, self.store.log.start_offset)
+            if move is RefusalMove.REWIND:
+                log.warning("stream %s: the cloud expects offset %d, below our acked offset "
+                            "%d; rewinding", self.name, reply.expected_offset, before)
 
-    def _rewind_to(self, expected: int) -> None:
-        """The cloud expects an offset it had acked to us before this batch was sent.
-
-        Its acked offset never goes back within one process, so it restarted from a
-        stale state checkpoint (cloud_broker.ingest). (A refusal that merely arrives after
-        the acks of later batches fails the test above: it was sent before those acks.)
-        Everything up to our acked offset is durable there, so start a sender state at
-        its expected offset: the records we still hold of that range are deduplicated by
-        the cloud, the offsets we freed go as an empty range. One batch in flight until
-        the cloud replies, as for a new state; the window is widened by the freed range
-        so one batch can cover it.
-        """
-        log_start = self.store.log.start_offset
-        window = self.cfg.max_batch_records * self.cfg.max_in_flight
-        log.warning("stream %s: the cloud expects offset %d, below our acked offset %d; "
-                    "rewinding", self.name, expected, self.state.acked_offset)
-        self.state = SenderState(self.state.edge_id, self.name, self.store.generation,
-                                 expected - 1,
-                                 max_in_flight=window + max(0, log_start - expected))
+    def on_too_large(self, records: int, error: str) -> bool:
+        """The cloud refused a batch of ``records`` as too large (413); False: stop."""
+        if not self.state.on_too_large(records):
+            return False
+        self.stats.last_error = error
+        log.warning("stream %s: the cloud refused a batch of %d records as too large; "
+                    "sending at most %d per batch", self.name, records, self.batch_records)
+        return True
 
 
 def block_of(cols: RecordColumns) -> RecordBlock:
@@ -230,33 +225,9 @@ class Forwarder:
         self.connected = True
 
     def notify(self) -> None:
-        """Data became durable somewhere: look for batches to send."""
-        self._wakeup.set()
+        """Data became durable in some stream's log: look for batches to send.
 
-    def notifier(self, log_: Log) -> Callable[[], None]:
-        """A callback for appends to ``log_`` that calls ``notify`` once they are durable.
-
-        Only durable records leave (``StreamSender.build_batch``), so waking on the append
-        itself would find nothing to send. One waiter per append batch, none per record.
-        """
-        waiting = -1  # the highest offset a waiter is already pending for
-
-        def appended() -> None:
-            nonlocal waiting
-            last = log_.end_offset - 1
-            if last <= waiting:
-                return
-            waiting = last
-            fut = asyncio.ensure_future(log_.wait_durable_async(last))
-            fut.add_done_callback(self._durable_done)
-
-        return appended
-
-    def _durable_done(self, fut: asyncio.Future[None]) -> None:
-        # A failed fsync is the ingest's to report (it stops acknowledging); retrieve the
-        # error here so asyncio does not log it as never retrieved.
-        if not fut.cancelled():
-            fut.exception()
+        Called by the ingest pipelines from their durability waiter (one per append)."""
         self._wakeup.set()
 
     def _launch_ready(self, now: float) -> float | None:
@@ -319,15 +290,9 @@ class Forwarder:
             s.stats.records_sent += len(batch.records)
             s.on_reply(reply, acked_when_sent)
         except FatalUplinkError as exc:
-            if exc.status == 413 and len(batch.records) > 1:
-                # Too large for this cloud (max_records_per_request, max_body_bytes):
-                # nothing of it was written; resend from the acked offset in halves.
-                s.batch_records = max(1, min(s.batch_records, len(batch.records)) // 2)
-                s.state.rewind()
-                s.stats.last_error = str(exc)
-                log.warning("stream %s: the cloud refused a batch of %d records as too "
-                            "large; sending at most %d per batch", s.name,
-                            len(batch.records), s.batch_records)
+            # Too large for this cloud (max_records_per_request, max_body_bytes):
+            # nothing of it was written; resend from the acked offset in halves.
+            if exc.status == 413 and s.on_too_large(len(batch.records), str(exc)):
                 return
             s.stopped = str(exc)
             s.stats.last_error = str(exc)

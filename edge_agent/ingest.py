@@ -1,16 +1,19 @@
 """One stream's ingest pipeline: batch, inspect, deduplicate, append, then acknowledge.
 
-Strategy: the MQTT adapter hands every message to ``submit`` (a list append, on the event
-loop thread). The ``run`` task takes whatever has gathered (up to ``max_batch``) and
-turns it into *one* shared_log batch: each message is inspected (``payload.PayloadRules``),
-redeliveries are dropped by the per-device sequence marks (``dedup``: a device whose
-sequence restarts, by a new boot epoch or by falling back more than the redelivery window,
-is accepted and counted as a reset), bad input becomes dead-letter entries. The batch is
-appended, and a durability waiter is queued; the ``_ack_loop`` task waits for the group
-commit that covers it (and for the dead-letter entries of the same batch) and only then
-sends the PUBACKs, in arrival order (G1). While one batch waits for its fsync the next one
-is already being built and appended, so the fsync rate adapts to the load and many
-readings share one fsync.
+Strategy: the MQTT adapter hands every message to the stream's ``inbox.Inbox`` (a list
+append, on the event loop thread). The ``run`` task takes whatever has gathered (up to
+``max_batch``) and turns it into *one* shared_log batch: each message is inspected
+(``payload.PayloadRules``), redeliveries are dropped by the per-device sequence marks
+(``dedup``: a device whose sequence restarts, by a new boot epoch or by falling back more
+than the redelivery window, is accepted and counted as a reset), bad input becomes
+dead-letter entries. The batch is appended, and *one* durability waiter is made per
+append (``_appended``). It serves both sides of G1: when the group commit covers the
+append, its callback (``_durable_done``) calls ``on_durable`` (the forwarder's
+``notify``: only durable records may leave), and the ``_ack_loop`` task, which awaits the
+same waiter (and the dead-letter entries of the same batch), sends the PUBACKs through
+``ack``, in arrival order. While one batch waits for its fsync the next one is already
+being built and appended, so the fsync rate adapts to the load and many readings share
+one fsync.
 
 Back-pressure: when the log refuses the batch (``LogFull`` with reject_new, ``DiskFull`` on
 ENOSPC, or any write error) the pipeline keeps the QoS 1 messages unacknowledged and
@@ -36,7 +39,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
 
 from shared_log import InvalidRecord, LogFull, Record
 
@@ -51,13 +54,14 @@ from .dedup import (
     advance,
     judge,
 )
+from .inbox import Inbox, IngestStats, InMessage
 from .payload import PayloadRules, Rejected
 from .streams import StreamStore
 
+__all__ = ["AckFn", "InMessage", "IngestStats", "RouteFn", "StreamIngest"]
+
 log = logging.getLogger(__name__)
 
-#: (topic, payload, qos, mid, connection epoch) as the MQTT adapter delivers it
-InMessage = tuple[str, bytes, int, int, int]
 #: sends PUBACKs for (mid, epoch) pairs; the adapter skips other connections' mids
 AckFn = Callable[[list[tuple[int, int]]], None]
 #: the owning stream of a topic (first matching stream in config order), None when none
@@ -68,26 +72,8 @@ Meta = tuple[str, "int | None", int, str, str]
 _LOG_EVERY_S = 10.0  # at most one log line per stream and kind in this many seconds
 
 
-@dataclass
-class IngestStats:
-    """Counters of one pipeline; exported by metrics.py and status.py at read time."""
-
-    received: int = 0
-    received_qos0: int = 0
-    appended: int = 0
-    batches: int = 0
-    pubacks: int = 0
-    deduplicated: int = 0
-    dead_lettered: int = 0
-    internal_errors: int = 0  # messages dead-lettered because handling them raised
-    #: sequence restarts accepted, by cause ("epoch": a new boot epoch; "window": the
-    #: sequence fell back further than the redelivery window)
-    resets: Counter[str] = field(default_factory=Counter)
-    dropped: Counter[str] = field(default_factory=Counter)
-    held: int = 0  # QoS 1 messages waiting for room (back-pressure)
-    blocked_since: float | None = None  # time.time() when appends started failing
-    write_error: str = ""  # the current append failure; "" when appends succeed
-    last_error: str = ""
+def _no_acks(acks: list[tuple[int, int]]) -> None:
+    """The ``ack`` of a pipeline with no MQTT session (tests, tools)."""
 
 
 class _Pending:
@@ -109,9 +95,16 @@ class StreamIngest:
 
     def __init__(self, name: str, store: StreamStore | None, rules: PayloadRules | None,
                  marks: HighWaterMarks | None, deadletters: DeadLetterLog, route: RouteFn,
-                 *, max_batch: int = 2000, window_s: float = 0.0, retry_s: float = 0.5,
+                 *, inbox: Inbox | None = None, ack: AckFn = _no_acks,
+                 on_durable: Callable[[], None] = lambda: None,
+                 observe_fsync: Callable[[float], None] = lambda s: None,
                  on_appended: Callable[[], None] = lambda: None,
-                 on_durable: Callable[[float], None] = lambda s: None) -> None:
+                 max_batch: int = 2000, window_s: float = 0.0, retry_s: float = 0.5) -> None:
+        """``inbox`` is where the MQTT session delivers (a new one if None); ``ack`` sends
+        the PUBACKs of that session; ``on_durable`` is called once per append when its
+        records are durable (the forwarder's ``notify``); ``observe_fsync`` gets the
+        seconds from append to durable (PUBACK batches and one in 16 others);
+        ``on_appended`` is called once per append before it is durable (an observer)."""
         self.name = name
         self.store = store
         self.rules = rules
@@ -121,58 +114,45 @@ class StreamIngest:
         self.max_batch = max_batch
         self.window_s = window_s
         self.retry_s = retry_s
-        self.on_appended = on_appended
+        self.inbox = inbox if inbox is not None else Inbox()
+        #: where the MQTT adapter delivers: the inbox's own method, no extra call per message
+        self.submit = self.inbox.submit
+        self.ack = ack
         self.on_durable = on_durable
-        self.ack: AckFn = lambda acks: None
-        self.stats = IngestStats()
-        self._inbox: list[InMessage] = []
-        self._wake = asyncio.Event()
+        self.observe_fsync = observe_fsync
+        self.on_appended = on_appended
+        self.stats: IngestStats = self.inbox.stats
         self._acks: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._blocked = False
         self._logged_at: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._suppressed: Counter[str] = Counter()
         if store is not None:
             ct = ("content-type", rules.content_type if rules else b"application/octet-stream")
             self._ct = ct
 
-    # -- input ---------------------------------------------------------------------------
-
-    def submit(self, msg: InMessage) -> None:
-        """Take one message from the MQTT adapter (called for every message: keep it cheap)."""
-        if self._blocked and msg[2] == 0:
-            self.stats.received += 1
-            self.stats.received_qos0 += 1
-            self.stats.dropped["full"] += 1
-            return
-        self._inbox.append(msg)
-        self._wake.set()
-
     @property
     def queued(self) -> int:
-        return len(self._inbox)
+        return len(self.inbox)
 
     # -- the batch loop ------------------------------------------------------------------
 
     async def run(self) -> None:
+        inbox = self.inbox
+        wake = inbox.wake
         acker = asyncio.create_task(self._ack_loop(), name=f"ack-{self.name}")
-        acker.add_done_callback(lambda _t: self._wake.set())
-        if self._inbox:  # restarted after a failure: the inbox may hold readings already
-            self._wake.set()
+        acker.add_done_callback(lambda _t: wake.set())
+        if inbox.messages:  # restarted after a failure: the inbox may hold readings already
+            wake.set()
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                await wake.wait()
+                wake.clear()
                 if acker.done():  # the ack loop died: end with it, to be restarted (G9)
                     acker.result()
                     raise RuntimeError("the acknowledgement loop ended")
-                if self.window_s > 0 and len(self._inbox) < self.max_batch:
+                if self.window_s > 0 and len(inbox.messages) < self.max_batch:
                     await asyncio.sleep(self.window_s)
-                while self._inbox:
-                    if len(self._inbox) <= self.max_batch:
-                        msgs, self._inbox = self._inbox, []
-                    else:
-                        msgs = self._inbox[: self.max_batch]
-                        del self._inbox[: self.max_batch]
+                while inbox.messages:
+                    msgs = inbox.take(self.max_batch)
                     try:
                         p = self._prepare(msgs)
                     except Exception as exc:  # a bug outside any one message: never stop
@@ -357,27 +337,38 @@ class StreamIngest:
         del p.meta[:k]
         st.appended += k
         st.batches += 1
-        # A waiter per batch that has PUBACKs to send; QoS 0 batches only feed the fsync
-        # histogram, one in 16 is enough for that.
+        # One waiter per append serves the forwarder (woken in _durable_done) and the
+        # PUBACKs (the ack loop awaits it). QoS 0 batches have no PUBACKs and feed the
+        # fsync histogram only one in 16, which is enough for it.
+        fut = asyncio.ensure_future(self.store.log.wait_durable_async(last))  # type: ignore[union-attr]
         if p.acks or st.batches % 16 == 1:
-            t_append = time.perf_counter()
-            fut = asyncio.ensure_future(self.store.log.wait_durable_async(last))  # type: ignore[union-attr]
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception() is not None
-                                  or self.on_durable(time.perf_counter() - t_append))
+            fut.add_done_callback(partial(self._durable_done, time.perf_counter()))
             p.durable.append(fut)
-        if self._blocked:
-            self._blocked = False
+        else:
+            fut.add_done_callback(partial(self._durable_done, None))
+        if self.inbox.blocked:
+            self.inbox.blocked = False
             st.held = 0
             st.blocked_since = None
             st.write_error = ""
             log.info("stream %s: appends succeed again, ingest resumed", self.name)
         self.on_appended()
 
+    def _durable_done(self, t_append: float | None, fut: asyncio.Future[None]) -> None:
+        """An append is durable (or its fsync failed): its records may leave.
+
+        A failed fsync is the ack loop's to report (it stops acknowledging); the error is
+        retrieved here so asyncio does not log it as never retrieved. The forwarder is
+        woken either way: it finds nothing new to send and carries on with the rest."""
+        if not fut.cancelled() and fut.exception() is None and t_append is not None:
+            self.observe_fsync(time.perf_counter() - t_append)
+        self.on_durable()
+
     def _block(self, p: _Pending, error: str) -> None:
         """An append failed: drop QoS 0 readings, keep QoS 1 ones for the retry."""
         st = self.stats
-        if not self._blocked:
-            self._blocked = True
+        if not self.inbox.blocked:
+            self.inbox.blocked = True
             st.blocked_since = time.time()
             log.warning("stream %s: cannot append (%s); holding QoS 1 readings unacknowledged",
                         self.name, error)

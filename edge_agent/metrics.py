@@ -115,6 +115,12 @@ class _StatusCollector(Collector):
             connects.add_metric([m["client_id"]], m.get("connects", 0))
         yield conn
         yield connects
+        fast = GaugeMetricFamily("edge_mqtt_fast_path", "1 while an MQTT client fast path is "
+                                 "on; 0: off (unchecked paho-mqtt, or it failed), paho's own "
+                                 "code is used", labels=["path"])
+        for f in doc.get("mqtt_fast_paths", []):
+            fast.add_metric([f["path"]], 1 if f.get("on") else 0)
+        yield fast
         restarts = CounterMetricFamily(
             "edge_task_restarts", "Supervised tasks that ended unexpectedly and were "
             "restarted, by reason (the exception type, or 'returned')",

@@ -18,6 +18,13 @@ for each PUBLISH with ``self._in_packet["command"]`` (the fixed header's first b
 ``MQTTErrorCode``; ``self._protocol`` and ``self._manual_ack`` hold the constructor's
 arguments. tests/edge_agent/test_mqtt_client.py checks the decoder against paho's
 ``decode_publish`` and the client against a real Mosquitto.
+
+The guard (``mqtt_guard``): when the paho version is not one we checked or these
+attributes are missing, the path ``publish_decode`` is off and every PUBLISH goes through
+paho's ``_handle_publish`` (and ``on_message``). An exception while reading paho's state
+or decoding turns the path off for the process and that PUBLISH, too, goes to paho's
+method: a shape mismatch costs CPU, never a reconnect loop. ``deliver`` itself runs
+outside that fallback (it is ours: a second delivery through paho would duplicate it).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from .mqtt_guard import FAST_PATHS, PUBLISH_DECODE
 from .mqtt_socket import BufferingClient
 
 #: (topic bytes, payload, qos, packet id)
@@ -62,14 +70,25 @@ class IngestClient(BufferingClient):
 
     def _handle_publish(self) -> Any:
         deliver = self.deliver
-        command = self._in_packet["command"]
-        qos = (command & 0x06) >> 1
-        if deliver is None or qos == 2 or not self._manual_ack:
+        if deliver is None or not FAST_PATHS.publish_decode:
             return super()._handle_publish()
-        parsed = parse_publish(bytes(self._in_packet["packet"]), qos,  # paho's is a bytearray
-                               self._protocol == mqtt.MQTTv5)
-        if parsed is None or (not parsed[0] and self._protocol != mqtt.MQTTv5):
-            return super()._handle_publish()  # properties, or malformed: paho decides
+        try:
+            command = self._in_packet["command"]
+            qos = (command & 0x06) >> 1
+            if qos == 2 or not self._manual_ack:
+                parsed = None
+            else:
+                v5 = self._protocol == mqtt.MQTTv5
+                parsed = parse_publish(bytes(self._in_packet["packet"]),  # paho's: bytearray
+                                       qos, v5)
+                if parsed is not None and not parsed[0] and not v5:
+                    parsed = None  # an empty topic is legal only in v5: paho refuses it
+        except Exception as exc:  # paho's state is not what we read: use paho from now on
+            FAST_PATHS.disable(PUBLISH_DECODE, f"decoding a PUBLISH raised "
+                                               f"{type(exc).__name__}: {exc}")
+            parsed = None
+        if parsed is None:  # properties, QoS 2, malformed: paho decides
+            return super()._handle_publish()
         topic, mid, payload = parsed
         deliver(topic, payload, qos, mid)
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS

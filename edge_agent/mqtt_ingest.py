@@ -4,7 +4,8 @@ Strategy: paho's client does the protocol; this module only drives its socket fr
 event loop (paho's ``on_socket_*`` hooks, as in paho's asyncio example and aiomqtt), hands
 every PUBLISH to a callback, and sends PUBACKs when told to. Nothing else lives here.
 
-Why paho directly and not aiomqtt (installed: aiomqtt 2.5.1 on paho-mqtt 2.2.0):
+Why paho directly and not aiomqtt (as of aiomqtt 2.5.1 on paho-mqtt 2.2.0; aiomqtt is not a
+dependency):
 
 * aiomqtt has no manual acknowledgement: paho's ``manual_ack=True`` / ``Client.ack(mid,
   qos)`` are not exposed (empicano/aiomqtt issue #345, PR #346 still open); the workaround
@@ -23,7 +24,9 @@ acknowledgements themselves use paho's public ``Client.ack``): reads go through
 ``mqtt_socket.BufferedSocket`` (one ``recv`` syscall per burst instead of three per
 PUBLISH), and plain PUBLISH packets (QoS 0/1, no v5 properties) reach ``_on_publish``
 without paho's per-message ``Properties``/``MQTTMessage`` objects; others still come
-through paho's ``on_message``. Bytes the socket has buffered raise no readable event, so
+through paho's ``on_message``. Both are guarded (``mqtt_guard``): off, with a log line and
+``edge_mqtt_fast_path{path} 0``, when paho is not a checked version or has changed, and
+paho's own code runs instead. Bytes the socket has buffered raise no readable event, so
 a drain that stops with bytes still buffered (after ``_DRAIN_PACKETS``, or after a
 non-PUBLISH packet) schedules the next one itself.
 
@@ -59,6 +62,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .config import MqttConfig
 from .mqtt_client import IngestClient
+from .mqtt_guard import FAST_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +314,7 @@ class MqttSession:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.current_thread()
+        FAST_PATHS.log_state()  # a fast path found off at import: said once, now that logs go out
         attempt = 0
         while not self._stopping:
             client = self._client = self._new_client()

@@ -32,6 +32,11 @@ paho internals relied on (paho-mqtt 2.x; checked against 2.2.0):
 * paho reads the socket only through ``sock.recv(n)`` (``Client._sock_recv``) and never
   type-checks the socket object: any object with the socket methods it calls works
   (paho itself documents ``SocketLike`` and ships ``_WebsocketWrapper`` this way).
+
+The guard (``mqtt_guard``): with an unchecked paho version or a missing method the path
+``buffered_reads`` is off and ``_create_socket`` returns paho's socket as it is; an
+exception while wrapping turns the path off and also returns paho's socket. Exceptions of
+paho's own ``_create_socket`` (connection refused, TLS) propagate unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from __future__ import annotations
 from typing import Any
 
 import paho.mqtt.client as mqtt
+
+from .mqtt_guard import BUFFERED_READS, FAST_PATHS
 
 #: one read from the real socket; larger than a TLS record (16 KiB), so a TLS read takes
 #: a whole record (``pending()`` also counts what the SSL object may still hold)
@@ -105,7 +112,15 @@ class BufferingClient(mqtt.Client):
     """``paho.mqtt.client.Client`` whose connections read through a ``BufferedSocket``."""
 
     def _create_socket(self) -> Any:
-        return BufferedSocket(super()._create_socket())
+        sock = super()._create_socket()
+        if not FAST_PATHS.buffered_reads:
+            return sock
+        try:
+            return BufferedSocket(sock)
+        except Exception as exc:  # paho's socket is not what the wrapper expects
+            FAST_PATHS.disable(BUFFERED_READS, f"wrapping the socket raised "
+                                               f"{type(exc).__name__}: {exc}")
+            return sock
 
 
 def is_buffered(client: mqtt.Client) -> bool:

@@ -30,6 +30,7 @@ from typing import Any
 
 from shared_log import Log, OffsetOutOfRange
 
+from .mqtt_guard import FAST_PATHS
 from .supervisor import task_problems
 
 StatusDoc = dict[str, Any]
@@ -180,6 +181,7 @@ def build_status(agent: Any, now: float) -> StatusDoc:
                   "connects": m.connects, "last_error": m.last_error,
                   "refused": m.refused, "connect_failures": m.connect_failures,
                   "disconnected_since": m.disconnected_since} for m in agent.sessions],
+        "mqtt_fast_paths": FAST_PATHS.status(),
         "uplink": {
             "url": masked_url(agent.config.uplink.url),
             "state": uplink_state(fwd.connected if fwd else False, senders),

@@ -30,9 +30,11 @@ from ._errors import (
     UplinkError,
 )
 from ._positions import (
+    REFUSAL_RULES,
     RULES,
     Decision,
     DecisionKind,
+    RefusalMove,
     SenderState,
     decide,
     reply_for,
@@ -60,6 +62,7 @@ __all__ = [
     "MAX_HEADER_NAME_BYTES",
     "MAX_OFFSET",
     "MAX_TIMESTAMP",
+    "REFUSAL_RULES",
     "RULES",
     "SAFE_NAME_PATTERN",
     "WIRE_VERSION",
@@ -77,6 +80,7 @@ __all__ = [
     "RecordBlock",
     "Refusal",
     "RefusalCode",
+    "RefusalMove",
     "RemoteProtocolError",
     "SenderState",
     "UnsupportedEncoding",

@@ -24,22 +24,20 @@ See docs/protocol.md for the layout.
 from __future__ import annotations
 
 import io
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import cbor2
-import zstandard
 
 from ._block import RecordBlock
 from ._cbor import CensusError, census
 from ._columns import decode_columns
+from ._compression import _TOKENS, compress, decompress
 from ._errors import (
     BodyTooLarge,
     LocalProtocolError,
     MalformedBatch,
     MalformedReply,
-    UnsupportedEncoding,
     show,
 )
 from ._types import (
@@ -61,14 +59,6 @@ DEFAULT_MAX_RECORDS = 100_000
 #: CBOR items allowed per allowed record: a record with its headers takes 3 + 2 per header
 #: in version 2 (6 + 3 per header in version 1), so this leaves room for several headers.
 ITEMS_PER_RECORD = 16
-#: gzip members one body may hold: edges send one; thousands of empty ones were a
-#: way to make decompression slow.
-MAX_GZIP_MEMBERS = 64
-_GZIP_CHUNK = 64 * 1024
-
-# compression argument -> Content-Encoding token (RFC 9110 / RFC 8878 names)
-_TOKENS: dict[str, str] = {"none": "identity", "gzip": "gzip", "zstd": "zstd"}
-_DEFAULT_LEVELS: dict[str, int] = {"gzip": 6, "zstd": 3}
 
 # map -> records -> record -> headers -> header pair; a little slack so a
 # slightly wrong shape still reaches the checks that name the field.
@@ -78,110 +68,6 @@ _MAX_DEPTH = 8
 _REPLY_ITEMS = 64
 
 _NAME_KEYS = (("e", "edge_id"), ("s", "stream"), ("g", "generation"))
-
-
-# --- compression ----------------------------------------------------------
-
-
-def _compress(body: bytes, compression: str, level: int | None) -> bytes:
-    if compression == "none":
-        return body
-    chosen = _DEFAULT_LEVELS[compression] if level is None else level
-    if compression == "gzip":
-        # mtime=0 keeps the bytes a pure function of the batch.
-        compressor = zlib.compressobj(chosen, zlib.DEFLATED, 31)
-        return compressor.compress(body) + compressor.flush()
-    return zstandard.ZstdCompressor(level=chosen).compress(body)
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    # Several gzip members back to back are one valid gzip stream. The input goes in by
-    # chunks so what zlib copies as ``unused_data`` after each member is at most a chunk:
-    # linear in the body, where feeding all of it copied the rest once per member.
-    parts: list[bytes] = []
-    total = 0
-    members = 0
-    view = memoryview(body)
-    pos = 0
-    inflater = zlib.decompressobj(31)
-    fed = False  # the current member has input
-    data: bytes | memoryview = b""
-    while True:
-        if not data:
-            if pos >= len(body):
-                break
-            data = view[pos:pos + _GZIP_CHUNK]
-            pos += len(data)
-        fed = True
-        try:
-            part = inflater.decompress(data, limit - total + 1)
-        except zlib.error as exc:
-            raise MalformedBatch("body", f"not valid gzip: {exc}") from exc
-        total += len(part)
-        if total > limit:
-            raise BodyTooLarge("body", f"decompresses to more than {limit} bytes")
-        parts.append(part)
-        if inflater.eof:
-            members += 1
-            if members > MAX_GZIP_MEMBERS and (inflater.unused_data or pos < len(body)):
-                raise MalformedBatch("body", f"more than {MAX_GZIP_MEMBERS} gzip members")
-            data = inflater.unused_data
-            inflater = zlib.decompressobj(31)
-            fed = False
-        else:
-            data = inflater.unconsumed_tail
-    if fed or not members:
-        raise MalformedBatch("body", "gzip stream is truncated")
-    return b"".join(parts)
-
-
-def _unzstd(body: bytes, limit: int) -> bytes:
-    dctx = zstandard.ZstdDecompressor()
-    try:
-        declared = zstandard.frame_content_size(body)
-    except zstandard.ZstdError as exc:
-        raise MalformedBatch("body", f"not valid zstd: {exc}") from exc
-    # One-shot decompress trusts a declared size over max_output_size, so a
-    # declared size is checked first; without one, max_output_size bounds it.
-    if declared > limit:
-        raise BodyTooLarge("body", f"declares {declared} bytes, over the limit of {limit}")
-    try:
-        return dctx.decompress(body, max_output_size=limit + 1, allow_extra_data=False)
-    except zstandard.ZstdError as exc:
-        if declared < 0 and _zstd_exceeds(dctx, body, limit):
-            raise BodyTooLarge("body", f"decompresses to more than {limit} bytes") from exc
-        raise MalformedBatch("body", f"not valid zstd: {exc}") from exc
-
-
-def _zstd_exceeds(dctx: zstandard.ZstdDecompressor, body: bytes, limit: int) -> bool:
-    # Only on the error path: tell "too big" from "truncated" by reading at
-    # most limit + 1 bytes through the (bounded) streaming reader.
-    total = 0
-    try:
-        with dctx.stream_reader(body) as reader:
-            while total <= limit:
-                chunk = reader.read(min(1 << 20, limit + 1 - total))
-                if not chunk:
-                    return False
-                total += len(chunk)
-    except zstandard.ZstdError:
-        return False
-    return True
-
-
-def _decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
-    token = (content_encoding or "identity").strip().lower()
-    if token == "identity":
-        if len(body) > limit:
-            raise BodyTooLarge("body", f"{len(body)} bytes, over the limit of {limit}")
-        return body
-    if token == "gzip":
-        return _gunzip(body, limit)
-    if token == "zstd":
-        return _unzstd(body, limit)
-    raise UnsupportedEncoding(
-        "content_encoding", f"{content_encoding!r} is not one of identity, gzip, zstd"
-    )
 
 
 def _loads(body: bytes, error: type[MalformedBatch | MalformedReply],
@@ -261,7 +147,7 @@ def encode_batch(
         body = cbor2.dumps(message)
     except (cbor2.CBOREncodeError, TypeError) as exc:
         raise LocalProtocolError(f"batch cannot be encoded: {exc}") from exc
-    return _compress(body, compression, level), token
+    return compress(body, compression, level), token
 
 
 def decode_batch(
@@ -279,7 +165,7 @@ def decode_batch(
     body and bounded by the two limits, whatever the bytes: the CBOR items are counted
     (at most ``ITEMS_PER_RECORD`` per allowed record) before any object is built.
     """
-    data = _decompress(body, content_encoding, max_decompressed_size)
+    data = decompress(body, content_encoding, max_decompressed_size)
     try:
         message = _loads(data, MalformedBatch, ITEMS_PER_RECORD * max_records + 64)
     except BodyTooLarge as exc:

@@ -20,8 +20,15 @@ broker has replied once for the generation, so a reordered later batch can
 never be the one that starts it.
 
 The edge side, ``SenderState``, is a small mutable object (like h11's
-connection state): which offsets are acked, which are in flight, and how acks
-and refusals move them.  It never moves ``acked_offset`` backwards.
+connection state): which offsets are acked, which are in flight, how many
+records a batch may carry, and how acks, refusals, timeouts and "too large"
+move them.  Every sender rule lives here; the forwarder only does I/O.  Acks
+never move ``acked_offset`` backwards.  One rule does: a refusal expecting an
+offset the broker had acked *before the refused batch left* means the broker
+restarted from a stale state checkpoint (its acked offset never goes back
+within one process), so the sender rewinds to the broker's expected offset
+(``REFUSAL_RULES``, ``RefusalMove.REWIND``).  The broker's per-partition marks
+make that resend harmless.
 """
 
 from __future__ import annotations
@@ -122,6 +129,30 @@ def reply_for(batch: Batch, decision: Decision) -> Ack | Refusal:
     return Ack(batch.edge_id, batch.stream, batch.generation, decision.new_acked_offset, reply)
 
 
+class RefusalMove(enum.Enum):
+    """What the sender does on a refusal; every move drops what is in flight."""
+
+    REWIND = "rewind"  # the broker forgot acks it sent before the batch left: restart there
+    OVERTAKEN = "overtaken"  # later acks overtook the refusal: resend after our acked offset
+    GAP = "gap"  # the broker expects an offset past our acked one: resend from it
+
+
+# (expected, acked, acked_when_sent) -> does the rule apply.  Walked in order,
+# first match wins; exactly one applies (tests/uplink/test_positions.py).
+# ``acked_when_sent`` is our acked offset when the refused batch was built,
+# None when unknown (then the broker is never assumed to have forgotten).
+RefusalCondition = Callable[[int, int, int | None], bool]
+REFUSAL_RULES: tuple[tuple[str, RefusalCondition, RefusalMove], ...] = (
+    ("expected <= min(acked_when_sent, acked)",
+     lambda expected, acked, sent: sent is not None and expected <= min(sent, acked),
+     RefusalMove.REWIND),
+    ("expected <= acked",
+     lambda expected, acked, sent: expected <= acked and (sent is None or expected > sent),
+     RefusalMove.OVERTAKEN),
+    ("expected > acked", lambda expected, acked, sent: expected > acked, RefusalMove.GAP),
+)
+
+
 @dataclass(slots=True)
 class SenderState:
     """The edge's view of one (edge, stream, generation) uplink.
@@ -130,7 +161,9 @@ class SenderState:
     next_offset)`` are in flight (sent, no reply yet).  ``acked_offset`` starts
     at the edge's last known ack, or ``log_start - 1`` for a fresh generation.
     Until the broker has replied once (``confirmed``) only one batch is in
-    flight; see the module docstring for why.  Not thread-safe.
+    flight; see the module docstring for why.  ``batch_records`` is what one
+    batch may carry (``next_range``'s default); ``on_too_large`` halves it.
+    Not thread-safe.
     """
 
     edge_id: str
@@ -138,28 +171,45 @@ class SenderState:
     generation: str
     acked_offset: int
     max_in_flight: int = 10_000
+    batch_records: int = 1000
     next_offset: int = field(init=False)
     confirmed: bool = field(default=False, init=False)
+    #: the configured window; a rewind widens ``max_in_flight`` from it
+    window: int = field(init=False)
 
     def __post_init__(self) -> None:
         if type(self.acked_offset) is not int or self.acked_offset < -1:
             raise LocalProtocolError(f"acked_offset {self.acked_offset!r} must be an int >= -1")
         if type(self.max_in_flight) is not int or self.max_in_flight < 1:
             raise LocalProtocolError("max_in_flight must be a positive int")
+        if type(self.batch_records) is not int or self.batch_records < 1:
+            raise LocalProtocolError("batch_records must be a positive int")
         self.next_offset = self.acked_offset + 1
+        self.window = self.max_in_flight
 
     @property
     def in_flight(self) -> int:
         """Offsets claimed by ``next_range`` and not yet acked."""
         return self.next_offset - self.acked_offset - 1
 
-    def next_range(self, log_end: int, max_records: int) -> tuple[int, int] | None:
+    def may_claim(self) -> bool:
+        """Whether ``next_range`` could claim anything, whatever the log holds.
+
+        False while the first batch of an unconfirmed generation is in flight
+        or the window is full: the caller need not read the log at all.
+        """
+        return ((self.confirmed or not self.in_flight)
+                and self.next_offset <= self.acked_offset + self.max_in_flight)
+
+    def next_range(self, log_end: int, max_records: int | None = None) -> tuple[int, int] | None:
         """Claim the next inclusive offset range to send, or None if none may go now.
 
         ``log_end`` is the offset the edge log will assign next; the caller
         sends whatever records it still has in the range (missing ones are
-        skipped, see ``Batch``).
+        skipped, see ``Batch``).  ``max_records`` defaults to ``batch_records``.
         """
+        if max_records is None:
+            max_records = self.batch_records
         if max_records < 1:
             raise LocalProtocolError("max_records must be positive")
         if not self.confirmed and self.in_flight:
@@ -181,18 +231,49 @@ class SenderState:
             # acked offset): skip ahead rather than resend.
             self.next_offset = max(self.next_offset, ack.acked_offset + 1)
 
-    def on_refusal(self, refusal: Refusal) -> None:
-        """Drop everything in flight and resend from the broker's expected offset.
+    def on_refusal(self, refusal: Refusal, acked_when_sent: int | None = None,
+                   log_start: int | None = None) -> RefusalMove:
+        """Drop everything in flight and resend as ``REFUSAL_RULES`` say; returns the move.
 
-        Only an ack (which names its position) moves ``acked_offset``.  A
-        refusal older than our acked offset still drops what is in flight: the
-        refused batch may be one we are waiting for, so we resend from there.
+        ``acked_when_sent`` is our acked offset when the refused batch was
+        built (None: unknown, never rewind).  A refusal older than our acked
+        offset still drops what is in flight: the refused batch may be one we
+        are waiting for, so we resend from there.  On ``REWIND`` the sender
+        starts over at ``expected_offset - 1`` as for a new state (one batch in
+        flight until the broker replies); ``log_start`` is the edge log's first
+        offset, and the window is widened by the offsets freed below it so one
+        batch can carry them as an empty range.
         """
+        expected = refusal.expected_offset
+        move = next(move for _, applies, move in REFUSAL_RULES
+                    if applies(expected, self.acked_offset, acked_when_sent))
+        if move is RefusalMove.REWIND:
+            freed = 0 if log_start is None else max(0, log_start - expected)
+            self.acked_offset = expected - 1
+            self.next_offset = expected
+            self.confirmed = False
+            self.max_in_flight = self.window + freed
+            return move
         self.confirmed = True
-        self.next_offset = max(refusal.expected_offset, self.acked_offset + 1)
+        self.next_offset = max(expected, self.acked_offset + 1)
+        return move
+
+    def on_too_large(self, records: int) -> bool:
+        """The broker refused a batch of ``records`` records as too large (HTTP 413).
+
+        Nothing of it was written.  A batch of several records halves
+        ``batch_records`` and gives up everything in flight, to resend from the
+        acked offset in smaller batches; returns True.  A single record cannot
+        be split: returns False and changes nothing (the caller stops the stream).
+        """
+        if records <= 1:
+            return False
+        self.batch_records = max(1, min(self.batch_records, records) // 2)
+        self.rewind()
+        return True
 
     def rewind(self) -> None:
-        """Give up on everything in flight (a timeout, a lost connection)."""
+        """Give up on everything in flight (a timeout, a lost connection, a cancel)."""
         self.next_offset = self.acked_offset + 1
 
     def _check_position(self, ack: Ack) -> None:

@@ -1,8 +1,11 @@
 """``[mirrors.<name>]`` in cloud.toml (and the JSON body of POST /v1/mirrors).
 
-Strategy: one frozen dataclass for every target kind, validated up front like the rest of
-the config, so a typo fails at start with its key (``mirrors.dr.replicas: must be an
-integer >= 1``). Keys that belong to another target kind are refused, not ignored.
+Strategy: one frozen dataclass for every target kind, validated up front with the shared
+toolkit (``tomlconf``) like the rest of the config, so a typo fails at start with its key
+(``mirrors.dr.replicas: must be an integer >= 1, got 0``). Keys that belong to another
+target kind are refused, not ignored. A nats mirror on a broker installed without nats-py
+(the ``nats`` extra) is refused here, naming what to install. This module imports only
+the toolkit and ``uplink``: ``cloud_broker.config`` can import it without a circle.
 
 Example::
 
@@ -42,18 +45,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import os
+import importlib.util
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tomlconf import ConfigError, Section, mask_secrets, parse_url, shown
 from uplink import is_safe_name
-
-from ..config import ConfigError
-from ..netaddr import check_url
-from ..redact import mask_url
 
 TARGETS = ("broker", "nats", "sql")
 COMMON = {"topic", "target", "run", "batch_records", "batch_bytes", "wait_ms",
@@ -66,6 +65,7 @@ PER_TARGET = {
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SAFE_NAME = "must match [A-Za-z0-9][A-Za-z0-9._-]*"
 #: keys whose values are secrets: never echoed in errors
 SECRET_KEYS = frozenset({"token"})
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
@@ -111,95 +111,83 @@ class MirrorConfig:
             if k in SECRET_KEYS:
                 v = "***" if v else None
             elif k == "url" and v:
-                v = mask_url(v)
+                v = mask_secrets(v)
             elif k == "servers":
-                v = [mask_url(u) for u in v]
+                v = [mask_secrets(u) for u in v]
             out[k] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
         return out
 
 
-def _num(d: dict[str, Any], key: str, path: str, default: float, minimum: float,
-         integer: bool = False) -> Any:
-    v = d.get(key, default)
-    ok = isinstance(v, int) if integer else isinstance(v, int | float)
-    if not ok or isinstance(v, bool) or v < minimum:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(path + key, f"must be {kind} >= {minimum}, got {v!r}")
-    return v
-
-
-def _str(d: dict[str, Any], key: str, path: str,
-         valid: Callable[[str], object] | None = None) -> str | None:
-    v = d.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, str) or not v or (valid is not None and not valid(v)):
-        shown = "" if key in SECRET_KEYS else f" {v!r}"
-        raise ConfigError(path + key, f"invalid value{shown}")
-    return v
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return False
 
 
 def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -> MirrorConfig:
-    """Validate one mirror table; ``path`` prefixes keys in errors (``mirrors.<name>.``)."""
-    path = path if path is not None else f"mirrors.{name}."
+    """Validate one mirror table; ``path`` names it in errors (default ``mirrors.<name>``)."""
+    place = (path if path is not None else f"mirrors.{name}.").rstrip(".")
     if not is_safe_name(name):
-        raise ConfigError(path.rstrip("."), "mirror names must match [A-Za-z0-9][A-Za-z0-9._-]*")
-    if not isinstance(raw, dict):
-        raise ConfigError(path.rstrip("."), "must be a table")
-    target = raw.get("target")
+        raise ConfigError(place, "mirror names must match [A-Za-z0-9][A-Za-z0-9._-]*")
+    m = Section(raw, place)
+    target = m.get("target")
     if target not in TARGETS:
-        raise ConfigError(path + "target", f"must be one of {list(TARGETS)}, got {target!r}")
-    for k in raw:
-        if k not in COMMON | PER_TARGET[target]:
-            raise ConfigError(path + k, f"unknown key for a {target} mirror")
-    topic = _str(raw, "topic", path, is_safe_name)
+        raise m.error("target", f"must be one of {', '.join(TARGETS)}, got {shown(target)}")
+    m.only(COMMON | PER_TARGET[target], f"for a {target} mirror")
+    if target == "nats" and not _installed("nats"):
+        raise m.error("target", "a nats mirror needs nats-py, which is not installed "
+                                "(pip install 'edgestream[nats]')")
+    topic = m.string("topic", None, check=is_safe_name, nonempty=True, form=_SAFE_NAME)
     if topic is None:
-        raise ConfigError(path + "topic", "is required")
-    run = raw.get("run", "broker")
-    if run not in ("broker", "standalone"):
-        raise ConfigError(path + "run", "must be 'broker' or 'standalone'")
+        raise m.error("topic", "is required")
     kw: dict[str, Any] = {
-        "batch_records": _num(raw, "batch_records", path, 1000, 1, integer=True),
-        "batch_bytes": _num(raw, "batch_bytes", path, 1 << 20, 1024, integer=True),
-        "wait_ms": _num(raw, "wait_ms", path, 1000, 0, integer=True),
-        "max_backoff_s": float(_num(raw, "max_backoff_s", path, 30.0, 0.01)),
-        "verify_interval_s": float(_num(raw, "verify_interval_s", path, 30.0, 0.1)),
-        "timeout_s": float(_num(raw, "timeout_s", path, 10.0, 0.1)),
+        "run": m.string("run", "broker", choices=("broker", "standalone")),
+        "batch_records": m.integer("batch_records", 1000, minimum=1),
+        "batch_bytes": m.integer("batch_bytes", 1 << 20, minimum=1024),
+        "wait_ms": m.integer("wait_ms", 1000, minimum=0),
+        "max_backoff_s": m.number("max_backoff_s", 30.0, minimum=0.01),
+        "verify_interval_s": m.number("verify_interval_s", 30.0, minimum=0.1),
+        "timeout_s": m.number("timeout_s", 10.0, minimum=0.1),
     }
     if target == "broker":
-        if raw.get("url") is None:
-            raise ConfigError(path + "url", "is required: http(s)://host:port of the target")
-        url = check_url(raw["url"], path + "url", ("http", "https"))
-        kw.update(url=url.rstrip("/"), token=_str(raw, "token", path),
-                  target_topic=_str(raw, "target_topic", path, is_safe_name))
+        url = parse_url(m.required("url", "http(s)://host:port of the target"), m.key("url"),
+                        ("http", "https"))
+        kw.update(url=url.rstrip("/"), token=m.string("token", None, nonempty=True, secret=True),
+                  target_topic=m.string("target_topic", None, check=is_safe_name,
+                                        form=_SAFE_NAME))
     elif target == "nats":
-        servers = raw.get("servers", ["nats://127.0.0.1:4222"])
+        servers = m.get("servers", ["nats://127.0.0.1:4222"])
         if isinstance(servers, str):
             servers = [servers]
         if not isinstance(servers, list) or not servers:
-            raise ConfigError(path + "servers", "must be a URL or a list of URLs")
+            raise m.error("servers", "must be a URL or a list of URLs")
         for i, server in enumerate(servers):
-            check_url(server, f"{path}servers[{i}]", NATS_SCHEMES)
-        kw.update(servers=tuple(servers), stream=_str(raw, "stream", path, _STREAM_NAME.match),
-                  subject_prefix=_str(raw, "subject_prefix", path, _SUBJECT.match) or "edgestream",
-                  replicas=_num(raw, "replicas", path, 1, 1, integer=True),
-                  duplicate_window_s=float(_num(raw, "duplicate_window_s", path, 120.0, 1)))
+            parse_url(server, f"{m.key('servers')}[{i}]", NATS_SCHEMES)
+        kw.update(servers=tuple(servers),
+                  stream=m.string("stream", None, check=_STREAM_NAME.match,
+                                  form="must match [A-Za-z0-9_-]{1,255}"),
+                  subject_prefix=m.string("subject_prefix", "edgestream", check=_SUBJECT.match,
+                                          form="must be dot-separated tokens of "
+                                               "[A-Za-z0-9_-]"),
+                  replicas=m.integer("replicas", 1, minimum=1),
+                  duplicate_window_s=m.number("duplicate_window_s", 120.0, minimum=1))
     else:
-        db = _str(raw, "path", path)
+        db = m.path("path", base_dir)
         if db is None:
-            raise ConfigError(path + "path", "is required: the SQLite file to write")
-        p = Path(os.path.expanduser(db))
-        json_columns = raw.get("json_columns", True)
-        if not isinstance(json_columns, bool):
-            raise ConfigError(path + "json_columns", "must be true or false")
-        kw.update(path=p if p.is_absolute() else base_dir / p,
-                  table=_str(raw, "table", path, _TABLE.match) or "records",
-                  json_columns=json_columns)
-    return MirrorConfig(name=name, topic=topic, target=target, run=run, **kw)
+            raise m.error("path", "is required: the SQLite file to write")
+        kw.update(path=db,
+                  table=m.string("table", "records", check=_TABLE.match,
+                                 form="must be an SQL name ([A-Za-z_][A-Za-z0-9_]{0,63})"),
+                  json_columns=m.boolean("json_columns", True))
+    return MirrorConfig(name=name, topic=topic, target=target, **kw)
 
 
 def parse_mirrors(raw: Any, base_dir: Path) -> dict[str, MirrorConfig]:
     """The ``[mirrors]`` table of cloud.toml."""
-    if not isinstance(raw, dict):
-        raise ConfigError("mirrors", "must be a table of mirrors")
-    return {name: parse_mirror(name, t, base_dir) for name, t in raw.items()}
+    tables = Section({"mirrors": raw}).named_tables("mirrors", "mirrors")
+    return {name: parse_mirror(name, t, base_dir) for name, t in tables}
+
+
+__all__ = ["COMMON", "NATS_SCHEMES", "PER_TARGET", "SECRET_KEYS", "TARGETS", "MirrorConfig",
+           "parse_mirror", "parse_mirrors"]

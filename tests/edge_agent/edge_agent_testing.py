@@ -152,7 +152,9 @@ class Publisher:
 
     def publish(self, seq: int, payload: dict[str, Any] | None = None) -> None:
         body = json.dumps(payload if payload is not None else {"seq": seq, "v": seq * 0.5})
+        deadline = time.monotonic() + 30
         while not self.client.is_connected():
+            assert time.monotonic() < deadline, "the publisher did not (re)connect in 30 s"
             time.sleep(0.005)
         info = self.client.publish(self.topic, body, qos=1)
         with self._lock:
@@ -217,3 +219,27 @@ class Feeder:
         self._thread.join(10)
         return self.sent
 
+
+
+def check_every_reading_once(pubs: list[Publisher], total: int, status_port: int,
+                             agent: Server, data_dir: Path, store_timeout: float = 120) -> None:
+    """After a feed of ``total`` readings per publisher (through kills of ``agent``): every
+    reading PUBACKed by Mosquitto and stored by the agent exactly once per device, in order;
+    then the publishers and the agent are stopped."""
+    from tests.helpers import wait_for
+
+    try:
+        for p in pubs:
+            wait_for(lambda p=p: p.all_acked(total), 60, message=f"{p.device} PUBACKs")
+        wait_for(lambda: stream_status(status_port)["end_offset"] >= len(pubs) * total,
+                 store_timeout, interval=0.2, message="the agent to store every reading")
+    finally:
+        for p in pubs:
+            p.close()
+        agent.stop()
+    seqs = seqs_by_device(read_stream(data_dir))
+    assert sorted(seqs) == sorted(p.device for p in pubs)
+    for device, got in seqs.items():
+        assert got == list(range(total)), (
+            f"{device}: {len(got)} readings for {total} sent; first mismatch at "
+            f"{next((i for i, s in enumerate(got) if s != i), None)}")

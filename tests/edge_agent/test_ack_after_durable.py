@@ -19,13 +19,11 @@ from edge_agent_testing import (
     Feeder,
     Publisher,
     agent_server,
-    read_stream,
-    seqs_by_device,
-    stream_status,
+    check_every_reading_once,
     write_config,
 )
 
-from tests.helpers import Server, wait_for
+from tests.helpers import Server
 
 KILLS = 22
 DEVICES = 4
@@ -50,20 +48,6 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     finally:
         total = feeder.stop()
     assert total > 500, "the feed was too slow to exercise anything"
-    try:
-        for p in pubs:
-            wait_for(lambda p=p: p.all_acked(total), 60, message=f"{p.device} PUBACKs")
-        wait_for(lambda: stream_status(status_port)["end_offset"] >= DEVICES * total,
-                 120, interval=0.2, message="the agent to store every reading")
-    finally:
-        for p in pubs:
-            p.close()
-        agent.stop()
-    seqs = seqs_by_device(read_stream(tmp_path / "data"))
-    assert sorted(seqs) == [f"dev{i}" for i in range(DEVICES)]
-    for device, got in seqs.items():
-        assert got == list(range(total)), (
-            f"{device}: {len(got)} readings for {total} sent; first mismatch at "
-            f"{next((i for i, s in enumerate(got) if s != i), None)}")
+    check_every_reading_once(pubs, total, status_port, agent, tmp_path / "data")
     log_text = (tmp_path / "agent.out").read_text()
     assert "Traceback" not in log_text

@@ -21,7 +21,7 @@ from edge_agent.config import load_config
 from edge_agent.streams import open_stream
 from edge_agent.uplink_http import HttpUplink
 from shared_log import Log, Record
-from tests.helpers import Server, broker_server, find_binary
+from tests.helpers import Server, broker_server, find_binary, until
 from uplink import Ack, Batch, Refusal
 
 BACKLOG = 500_000
@@ -96,8 +96,9 @@ async def _run(cfg, broker: Server, mqtt_port: int) -> None:  # type: ignore[no-
     try:
         alarms = next(s for s in agent.streams if s.store.config.name == "alarms")
         telemetry = next(s for s in agent.streams if s.store.config.name == "telemetry")
-        while not (all(m.subscribed for m in agent.sessions) and len(uplink.starts) >= 4):
-            await asyncio.sleep(0.05)
+        await until(lambda: all(m.subscribed for m in agent.sessions)
+                    and len(uplink.starts) >= 4, 60, "subscriptions and the first sends",
+                    interval=0.05)
         marks: list[int] = []
         notify = alarms.ingest.on_appended
 

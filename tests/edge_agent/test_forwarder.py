@@ -24,7 +24,7 @@ from edge_agent.ratelimit import TokenBucket
 from edge_agent.streams import StreamStore
 from edge_agent.uplink_http import HttpUplink, Uplink
 from shared_log import Log, Record, fetch_columns
-from tests.helpers import Server, broker_server
+from tests.helpers import Server, broker_server, until
 from tests.helpers_uplink import (
     edge_config,
     fill,
@@ -128,12 +128,11 @@ def test_only_durable_records_leave_the_edge(tmp_path: Path) -> None:
 
     async def main() -> None:
         fwd = Forwarder(senders(cfg, [store]), memory_uplink(cloud.ingestor), cfg.uplink)
-        notify = fwd.notifier(store.log)
         await run_until(fwd, lambda: store.acked_offset == 1000)
         assert fwd.senders[0].state.next_offset == 1001  # nothing claimed past durable
         assert not fwd.drained()
         await asyncio.to_thread(store.log.flush)
-        notify()
+        fwd.notify()  # what the ingest's durability waiter does (test_ingest_pipeline)
         await run_until(fwd, fwd.drained)
 
     asyncio.run(main())
@@ -179,14 +178,12 @@ def test_run_can_be_restarted_after_a_cancel_with_sends_in_flight(tmp_path: Path
         fwd = Forwarder(senders(cfg, [store]), up, cfg.uplink)
         # the first batch of a generation goes alone; let it through, hold the next ones
         task = asyncio.create_task(fwd.run())
-        while fwd.in_flight < 1:
-            await asyncio.sleep(0.001)
+        await until(lambda: fwd.in_flight >= 1, 10, "the first send", interval=0.001)
         opened.set()
-        while store.acked_offset < 99:
-            await asyncio.sleep(0.001)
+        await until(lambda: store.acked_offset >= 99, 10, "the first ack", interval=0.001)
         opened.clear()
-        while fwd.in_flight < 2:  # the other 200 offsets are claimed and held
-            await asyncio.sleep(0.001)
+        # the other 200 offsets are claimed and held
+        await until(lambda: fwd.in_flight >= 2, 10, "two held sends", interval=0.001)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         opened.set()

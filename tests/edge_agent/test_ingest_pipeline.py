@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
-from edge_agent.config import EdgeConfig, parse_config
+from edge_agent_testing import Publisher, write_config
+
+from edge_agent.agent import Agent
+from edge_agent.config import EdgeConfig, load_config, parse_config
 from edge_agent.deadletter import DeadLetterLog
 from edge_agent.dedup import HighWaterMarks
 from edge_agent.ingest import StreamIngest
 from edge_agent.payload import PayloadRules
 from edge_agent.streams import StreamStore, open_stream
 from shared_log import Log
+from tests.helpers import Server, until
 
 
 def config(tmp: Path, **stream: object) -> EdgeConfig:
@@ -56,8 +63,7 @@ def test_pubacks_wait_for_the_group_commit(tmp_path: Path) -> None:
             ing.submit(msg("d1", i, i + 1))
             if i % 50 == 0:
                 await asyncio.sleep(0.005)
-        while len(seen) < 500:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(seen) >= 500, 30, "500 acks")
         task.cancel()
         # mid i+1 is the reading at offset i: it was durable (offset < durable end) when acked
         assert [m for m, _ in seen] == list(range(1, 501))
@@ -78,8 +84,7 @@ def test_redeliveries_are_deduplicated_but_still_acked(tmp_path: Path) -> None:
             ing.submit(msg("d1", i, i + 1))
         for i in range(5, 12):  # a redelivery of 5..9 (DUP or not), then new 10, 11
             ing.submit(msg("d1", i, 100 + i))
-        while len(acked) < 17:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(acked) >= 17, 30, "17 acks")
         task.cancel()
         assert ing.stats.deduplicated == 5
         assert store.log.end_offset == 12
@@ -97,7 +102,9 @@ def test_reject_new_holds_qos1_and_drops_qos0_until_room(tmp_path: Path) -> None
         ing.ack = lambda acks: acked.extend(m for m, _ in acks)
         task = asyncio.create_task(ing.run())
         n = 0
+        deadline = time.monotonic() + 30
         while not ing.stats.write_error:
+            assert time.monotonic() < deadline, "the log never filled"
             ing.submit(msg("d1", n, n + 1))
             n += 1
             await asyncio.sleep(0)
@@ -108,8 +115,7 @@ def test_reject_new_holds_qos1_and_drops_qos0_until_room(tmp_path: Path) -> None
         assert ing.stats.dropped["full"] >= 1
         # the cloud acknowledges everything: segments are freed, the held readings go in
         store.note_acked(store.log.end_offset - 1)
-        while len(acked) < n:
-            await asyncio.sleep(0.02)
+        await until(lambda: len(acked) >= n, 30, "every held reading acked")
         task.cancel()
         assert ing.stats.write_error == ""
         assert sorted(acked) == list(range(1, n + 1))
@@ -133,8 +139,7 @@ def test_bad_input_is_dead_lettered_and_acked(tmp_path: Path) -> None:
         ing.submit(("devices/d1/telemetry", b"x" * 2000, 1, 3, 1))
         ing.submit(("devices/d1/telemetry", b"{}", 0, 0, 1))
         ing.submit(msg("d1", 1, 4))
-        while len(acked) < 4:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(acked) >= 4, 30, "4 acks")
         task.cancel()
         assert acked == [1, 2, 3, 4]
         assert ing.deadletters.by_reason() == {"malformed": 1, "bad_device": 1, "oversized": 1,
@@ -322,5 +327,103 @@ def test_a_bug_outside_any_one_message_dead_letters_the_batch_and_the_loop_goes_
         assert ing.deadletters.by_reason() == {"internal": 2}
         assert seqs_of(store) == {"d1": [2]}
         store.log.close()
+
+    asyncio.run(main())
+
+
+# -- one durability waiter per append, serving the PUBACKs and the forwarder ----------
+
+
+def _count_waiters(log_: Log) -> list[int]:
+    """Wrap ``log_.wait_durable_async``; the list grows by the offset of each waiter."""
+    offsets: list[int] = []
+    real = log_.wait_durable_async
+
+    def counting(offset: int) -> Coroutine[Any, Any, None]:
+        offsets.append(offset)
+        return real(offset)
+
+    log_.wait_durable_async = counting  # type: ignore[method-assign]
+    return offsets
+
+
+def test_one_durability_waiter_per_append_wakes_the_forwarder_and_releases_pubacks(
+        tmp_path: Path) -> None:
+    """QoS 1 and QoS 0 batches alike: each append gets exactly one waiter; it calls
+    ``on_durable`` (the forwarder's wake-up) only once the append is durable, and the
+    PUBACKs it releases go out only after durability too (G1)."""
+    async def main() -> None:
+        appended: list[int] = []  # the last offset of each append
+        woken: list[int] = []  # the durable offset at each on_durable call
+        acked: list[tuple[int, int]] = []  # (mid, durable offset when acked)
+        holder: list[StreamStore] = []
+
+        def on_durable() -> None:
+            woken.append(holder[0].log.durable_offset)
+
+        def ack(acks: list[tuple[int, int]]) -> None:
+            acked.extend((mid, holder[0].log.durable_offset) for mid, _ in acks)
+
+        ing, store = pipeline(tmp_path, config(tmp_path), ack=ack, on_durable=on_durable,
+                              on_appended=lambda: appended.append(holder[0].log.end_offset - 1))
+        holder.append(store)
+        waiters = _count_waiters(store.log)
+        task = asyncio.create_task(ing.run())
+        qos1 = 0
+        for i in range(400):
+            qos = 0 if (i // 50) % 2 else 1  # bursts of QoS 1, then of QoS 0
+            qos1 += qos
+            ing.submit(msg("d1", i, i + 1, qos=qos))
+            if i % 25 == 0:
+                await asyncio.sleep(0.005)
+        await _until(lambda: len(acked) == qos1 and len(woken) == ing.stats.batches
+                     and store.log.end_offset == 400, 20)
+        task.cancel()
+        assert ing.stats.batches > 4  # several appends, of both kinds
+        assert waiters == appended  # one waiter per append, for its last offset
+        assert len(woken) == len(appended)
+        assert all(durable > last for durable, last in zip(woken, appended, strict=True))
+        # mid i+1 is the reading at offset i: durable (offset < durable end) when acked
+        assert all(durable > mid - 1 for mid, durable in acked)
+        store.log.close()
+
+    asyncio.run(main())
+
+
+def test_the_agent_wires_each_stream_at_construction_with_one_waiter_per_append(
+        tmp_path: Path, mosquitto: Server, broker: Server) -> None:
+    """The agent connects session -> inbox -> pipeline -> log and, per append, one
+    waiter releases the session's PUBACKs and wakes the forwarder: readings published
+    over MQTT are acknowledged and reach the cloud, with no second waiter per append."""
+    cfg_path, _status = write_config(tmp_path, mosquitto.port, cloud_port=broker.port,
+                                     extra="[ingest]\ndedup_checkpoint_s = 3600\n")
+
+    async def main() -> None:
+        agent = Agent(load_config(cfg_path))
+        await agent.start()
+        pub: Publisher | None = None
+        try:
+            [s] = agent.streams
+            assert agent.forwarder is not None
+            assert s.ingest.ack == s.session.ack
+            assert s.ingest.on_durable == agent.forwarder.notify
+            assert s.ingest.submit == s.ingest.inbox.submit
+            waiters = _count_waiters(s.store.log)
+            await _until(lambda: all(m.subscribed for m in agent.sessions), 20)
+            pub = await asyncio.to_thread(Publisher, mosquitto.port, "d1")
+
+            def publish_all() -> None:
+                for i in range(300):
+                    pub.publish(i)  # type: ignore[union-attr]
+
+            await asyncio.to_thread(publish_all)
+            # every reading PUBACKed, and acked by the cloud
+            await _until(lambda: pub.all_acked(300) and s.store.acked_offset == 299,  # type: ignore[union-attr]
+                         30)
+            assert len(waiters) == s.ingest.stats.batches
+        finally:
+            if pub is not None:
+                pub.close()
+            await agent.stop()
 
     asyncio.run(main())

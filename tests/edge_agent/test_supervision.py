@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,11 @@ from cloud_broker.storage import PartitionStore
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
 from edge_agent.supervisor import Supervisor, task_problems
-from tests.helpers import Server
+from tests.helpers import Server, until
 from tests.helpers_uplink import memory_uplink, read_logs, seq_of
 
 # (appended to the [status] table of write_config)
 FAST = "task_failure_window_s = 3\nrestart_max_s = 0.5\n[ingest]\ndedup_checkpoint_s = 0.2\n"
-
-
-async def until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def fail_once(obj: object, method: str, exc: BaseException) -> list[int]:

@@ -28,7 +28,8 @@ from uplink import (
     load_cbor,
 )
 from uplink._cbor import CensusError, census
-from uplink._codec import ITEMS_PER_RECORD, MAX_GZIP_MEMBERS
+from uplink._codec import ITEMS_PER_RECORD
+from uplink._compression import MAX_GZIP_MEMBERS
 
 
 def good_batch(n: int = 3) -> Batch:

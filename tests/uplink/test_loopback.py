@@ -3,7 +3,10 @@
 Like h11's ConnectionPair: both sides use only the uplink package (encode,
 decode, decide, SenderState), the "network" is two lists the test reorders,
 duplicates and drops, and the assertion is G3: every record of the edge log
-lands in the cloud exactly once, in order.
+lands in the cloud exactly once, in order.  The cloud may also restart from a
+stale state checkpoint (it forgets acks it sent; its per-partition marks keep
+the records from being stored twice) and refuse batches over its record limit
+(HTTP 413): every sender rule of ``SenderState`` is exercised here.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from uplink import (
 )
 
 Position = tuple[str, str, str]
+Ticket = tuple[int, int]  # (records in the batch, the sender's acked offset when built)
+Request = tuple[bytes, str, Ticket]
+Reply = tuple[int, bytes, Ticket]
 
 
 @dataclass
@@ -41,21 +47,31 @@ class Cloud:
 
     acked: dict[Position, int] = field(default_factory=dict)
     stored: dict[Position, list[UplinkRecord]] = field(default_factory=lambda: defaultdict(list))
+    max_records: int | None = None  # more records in one batch: 413
 
     def handle(self, body: bytes, content_encoding: str) -> tuple[int, bytes]:
         try:
             batch = decode_batch(body, content_encoding)
         except MalformedBatch as exc:
             return 400, json.dumps(exc.to_dict()).encode()
+        if self.max_records is not None and len(batch.records) > self.max_records:
+            return 413, b"too many records"
         position = (batch.edge_id, batch.stream, batch.generation)
         decision = decide(self.acked.get(position), batch)
-        # "durable" first, then the offset, then the reply (G1)
-        self.stored[position].extend(decision.records_to_write)
+        # "durable" first, then the offset, then the reply (G1); the mark (the highest
+        # offset stored) filters what a stale checkpoint made the cloud accept again
+        stored = self.stored[position]
+        mark = stored[-1].offset if stored else -1
+        stored.extend(r for r in decision.records_to_write if r.offset > mark)
         self.acked[position] = decision.new_acked_offset
         reply = reply_for(batch, decision)
         if isinstance(reply, Ack):
             return 200, encode_ack(reply)
         return 409, encode_refusal(reply)
+
+    def restart_from_stale_checkpoint(self, position: Position, acked: int) -> None:
+        """The cloud comes back knowing an older acked offset than it sent."""
+        self.acked[position] = min(self.acked.get(position, -1), acked)
 
 
 @dataclass
@@ -98,21 +114,28 @@ class Edge:
         self.restart(self.log.start - 1)
 
     def restart(self, acked_offset: int) -> None:
-        self.state = SenderState(*self.position, acked_offset, max_in_flight=self.window)
+        self.state = SenderState(*self.position, acked_offset, max_in_flight=self.window,
+                                 batch_records=self.max_records)
 
-    def poll(self, compression: str = "none") -> tuple[bytes, str] | None:
-        claimed = self.state.next_range(self.log.end, self.max_records)
+    def poll(self, compression: str = "none") -> Request | None:
+        """The next request, with its ticket: (records, our acked offset when built)."""
+        acked = self.state.acked_offset
+        claimed = self.state.next_range(self.log.end)
         if claimed is None:
             return None
         base, last = claimed
         batch = Batch(*self.position, base, last, self.log.read(base, last))
-        return encode_batch(batch, compression)  # type: ignore[arg-type]
+        body, encoding = encode_batch(batch, compression)  # type: ignore[arg-type]
+        return body, encoding, (len(batch.records), acked)
 
-    def on_reply(self, status: int, body: bytes) -> None:
+    def on_reply(self, status: int, body: bytes, ticket: Ticket) -> None:
+        records, acked_when_sent = ticket
         if status == 200:
             self.state.on_ack(decode_ack(body))
         elif status == 409:
-            self.state.on_refusal(decode_refusal(body))
+            self.state.on_refusal(decode_refusal(body), acked_when_sent, self.log.start)
+        elif status == 413 and self.state.on_too_large(records):
+            pass
         else:
             raise AssertionError(f"unexpected {status}: {body!r}")
 
@@ -127,16 +150,16 @@ class Link:
 
     edge: Edge
     cloud: Cloud
-    requests: list[tuple[bytes, str]] = field(default_factory=list)
-    replies: list[tuple[int, bytes]] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
 
     def send_all(self, compression: str = "none") -> None:
         while (request := self.edge.poll(compression)) is not None:
             self.requests.append(request)
 
     def deliver_request(self, index: int = 0, keep_copy: bool = False) -> None:
-        request = self.requests[index] if keep_copy else self.requests.pop(index)
-        self.replies.append(self.cloud.handle(*request))
+        body, encoding, ticket = self.requests[index] if keep_copy else self.requests.pop(index)
+        self.replies.append((*self.cloud.handle(body, encoding), ticket))
 
     def deliver_reply(self, index: int = 0) -> None:
         self.edge.on_reply(*self.replies.pop(index))
@@ -213,7 +236,7 @@ def test_reordered_requests_are_refused_and_resent() -> None:
     link.requests.reverse()
     while link.requests:
         link.deliver_request()
-    statuses = [status for status, _ in link.replies]
+    statuses = [status for status, _, _ in link.replies]
     assert 409 in statuses
     while link.replies:
         link.deliver_reply()
@@ -250,6 +273,50 @@ def test_a_malformed_request_gets_400_and_the_link_keeps_working() -> None:
     assert link.stored() == link.edge.log.records
 
 
+def test_a_cloud_restarted_from_a_stale_checkpoint_gets_a_rewind_not_a_duplicate() -> None:
+    link = pair(60)
+    link.drain()
+    position = link.edge.position
+    link.cloud.restart_from_stale_checkpoint(position, 20)  # forgot the acks of 21..59
+    link.edge.log.append(10)
+    link.send_all()
+    link.deliver_request()
+    status, _, _ = link.replies[0]
+    assert status == 409  # 60.. is a gap for a cloud that expects 21
+    link.deliver_reply()
+    assert (link.edge.state.acked_offset, link.edge.state.next_offset) == (20, 21)
+    link.drain()
+    assert link.stored() == link.edge.log.records
+    assert link.cloud.acked[position] == 69
+
+
+def test_the_edge_freed_what_the_stale_cloud_forgot() -> None:
+    """The rewind reaches below the edge log's start: those offsets go as an empty range."""
+    link = pair(60)
+    link.drain()
+    link.cloud.restart_from_stale_checkpoint(link.edge.position, 9)
+    log = link.edge.log
+    log.start = 40  # the edge deleted its acked segments
+    log.records = [r for r in log.records if r.offset >= 40]
+    log.append(5)
+    link.send_all()
+    link.deliver_request()
+    link.deliver_reply()
+    assert link.edge.state.max_in_flight == link.edge.window + 30
+    link.drain()
+    assert [r.offset for r in link.stored()] == list(range(65))
+
+
+def test_batches_over_the_cloud_limit_are_halved_until_they_fit() -> None:
+    link = pair(100)
+    link.edge.restart(-1)
+    link.edge.state.batch_records = 20
+    link.cloud.max_records = 6
+    link.drain()
+    assert link.edge.state.batch_records <= 6
+    assert link.stored() == link.edge.log.records
+
+
 ACTIONS = (
     "send",
     "deliver",
@@ -260,6 +327,7 @@ ACTIONS = (
     "timeout",
     "append",
     "restart",
+    "cloud_restart",
 )
 
 
@@ -270,7 +338,8 @@ def test_any_fault_schedule_delivers_every_record_exactly_once(
 ) -> None:
     log = EdgeLog(start=start)
     log.append(initial, frozenset(data.draw(st.sets(st.integers(0, 29), max_size=5))))
-    link = Link(Edge(log, max_records=data.draw(st.integers(1, 9))), Cloud())
+    cloud = Cloud(max_records=data.draw(st.none() | st.integers(1, 9)))
+    link = Link(Edge(log, max_records=data.draw(st.integers(1, 9))), cloud)
     for _ in range(data.draw(st.integers(0, 60))):
         action = data.draw(st.sampled_from(ACTIONS))
         if action == "send":
@@ -295,6 +364,11 @@ def test_any_fault_schedule_delivers_every_record_exactly_once(
             # a crash: the edge comes back with an acked offset at most as new as it knew
             known = link.edge.state.acked_offset
             link.edge.restart(data.draw(st.integers(log.start - 1, max(known, log.start - 1))))
+        elif action == "cloud_restart" and link.edge.position in cloud.acked:
+            # a stale state checkpoint: the cloud forgets some of the acks it sent
+            acked = cloud.acked[link.edge.position]
+            cloud.restart_from_stale_checkpoint(link.edge.position,
+                                                data.draw(st.integers(-1, acked)))
         # G3 at every step: the cloud holds a prefix of the log, once, in order
         stored = link.stored()
         assert stored == link.edge.log.records[: len(stored)]

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from uplink import (
+    REFUSAL_RULES,
     RULES,
     Ack,
     AckStatus,
@@ -16,6 +17,7 @@ from uplink import (
     LocalProtocolError,
     Refusal,
     RefusalCode,
+    RefusalMove,
     RemoteProtocolError,
     SenderState,
     UplinkRecord,
@@ -284,3 +286,118 @@ def test_sender_rejects_bad_arguments(kwargs: dict) -> None:
         SenderState(*POSITION, **kwargs)
     with pytest.raises(LocalProtocolError):
         sender().next_range(log_end=10, max_records=0)
+
+
+# --- refusals, stale checkpoints, too large: the sender's table -------------
+
+
+@given(
+    expected=st.integers(0, 60),
+    acked=st.integers(-1, 60),
+    sent=st.none() | st.integers(-2, 60),
+)
+def test_exactly_one_refusal_rule_applies(expected: int, acked: int, sent: int | None) -> None:
+    matching = [move for _, applies, move in REFUSAL_RULES if applies(expected, acked, sent)]
+    assert len(matching) == 1
+    assert {move for _, _, move in REFUSAL_RULES} == set(RefusalMove)
+
+
+def confirmed_sender(acked: int, claimed_up_to: int, window: int = 100) -> SenderState:
+    """A confirmed sender at ``acked`` with ``(acked, claimed_up_to]`` in flight."""
+    s = sender(acked=acked, window=window)
+    s.on_ack(ack(acked))
+    while s.next_offset <= claimed_up_to:
+        s.next_range(log_end=claimed_up_to + 1, max_records=10)
+    return s
+
+
+# (acked, in flight up to, acked when the refused batch was built, expected, log start)
+#   -> (move, acked_offset, next_offset, confirmed, max_in_flight)
+REFUSAL_TABLE = [
+    # a gap (the broker lost a reordered batch): resend from what it expects
+    ((9, 39, 9, 10, 0), (RefusalMove.GAP, 9, 10, True, 100)),
+    ((9, 39, 9, 20, 0), (RefusalMove.GAP, 9, 20, True, 100)),
+    # refused before an ack we have since received: resend after our acked offset
+    ((19, 29, 9, 10, 0), (RefusalMove.OVERTAKEN, 19, 20, True, 100)),
+    # when the batch left is unknown: never assume the broker forgot
+    ((19, 29, None, 10, 0), (RefusalMove.OVERTAKEN, 19, 20, True, 100)),
+    # acked before the batch left: the broker restarted from a stale checkpoint
+    ((299, 399, 299, 120, 0), (RefusalMove.REWIND, 119, 120, False, 100)),
+    ((299, 399, 150, 120, 0), (RefusalMove.REWIND, 119, 120, False, 100)),
+    # ... and the edge already freed 120..199: one batch may carry them as an empty range
+    ((299, 399, 299, 120, 200), (RefusalMove.REWIND, 119, 120, False, 180)),
+    # ... a log start below the expected offset does not widen the window
+    ((299, 399, 299, 120, 50), (RefusalMove.REWIND, 119, 120, False, 100)),
+]
+
+
+@pytest.mark.parametrize(("given_", "then"), REFUSAL_TABLE)
+def test_refusal_table(given_: tuple, then: tuple) -> None:
+    acked, claimed, sent, expected, log_start = given_
+    s = confirmed_sender(acked, claimed)
+    move = s.on_refusal(Refusal(RefusalCode.GAP, expected), sent, log_start)
+    assert (move, s.acked_offset, s.next_offset, s.confirmed, s.max_in_flight) == then
+
+
+def test_after_a_rewind_one_batch_goes_until_the_broker_replies() -> None:
+    s = confirmed_sender(299, 399)
+    s.on_refusal(Refusal(RefusalCode.GAP, 120), 299, log_start=200)
+    # one batch spans the freed 120..199 and 100 records the log still has
+    assert s.next_range(log_end=1000, max_records=180) == (120, 299)
+    assert s.next_range(log_end=1000, max_records=10) is None
+    s.on_ack(ack(299, AckStatus.DUPLICATE))
+    assert s.next_range(log_end=1000, max_records=10) == (300, 309)
+    # a second rewind widens from the configured window, not from the widened one
+    s.on_refusal(Refusal(RefusalCode.GAP, 250), 299, log_start=260)
+    assert (s.acked_offset, s.max_in_flight) == (249, 110)
+
+
+@pytest.mark.parametrize(
+    ("batch_records", "refused", "then"),
+    [
+        (1000, 1000, (True, 500)),
+        (1000, 300, (True, 150)),  # a short batch halves from its own size
+        (400, 1000, (True, 200)),  # never above the current size
+        (3, 2, (True, 1)),
+        (1000, 1, (False, 1000)),  # a single record cannot be split: the caller stops
+    ],
+)
+def test_too_large_halves_the_batch_and_gives_up_what_is_in_flight(
+    batch_records: int, refused: int, then: tuple
+) -> None:
+    s = SenderState(*POSITION, acked_offset=9, max_in_flight=5000, batch_records=batch_records)
+    s.on_ack(ack(9))
+    s.next_range(log_end=5000)
+    s.next_range(log_end=5000)
+    in_flight = s.in_flight
+    halved = s.on_too_large(refused)
+    assert (halved, s.batch_records) == then
+    assert s.in_flight == (0 if halved else in_flight)
+    assert s.acked_offset == 9
+
+
+def test_next_range_defaults_to_the_batch_size() -> None:
+    s = SenderState(*POSITION, acked_offset=-1, batch_records=4)
+    assert s.next_range(log_end=100) == (0, 3)
+    with pytest.raises(LocalProtocolError):
+        SenderState(*POSITION, acked_offset=-1, batch_records=0)
+
+
+@given(
+    acked=st.integers(-1, 30),
+    claims=st.lists(st.integers(1, 20), max_size=6),
+    confirmed=st.booleans(),
+    window=st.integers(1, 40),
+)
+def test_may_claim_is_next_range_refusing_whatever_the_log_holds(
+    acked: int, claims: list[int], confirmed: bool, window: int
+) -> None:
+    s = sender(acked=acked, window=window)
+    if confirmed:
+        s.on_ack(ack(acked))
+    for n in claims:
+        s.next_range(log_end=10_000, max_records=n)
+    before = (s.acked_offset, s.next_offset)
+    allowed = s.may_claim()
+    assert (s.acked_offset, s.next_offset) == before
+    assert allowed == (s.next_range(log_end=10_000, max_records=1) is not None)

@@ -1,0 +1,80 @@
+"""The per-message edge of a stream's pipeline: the inbox the MQTT adapter fills.
+
+Strategy: ``Inbox.submit`` is the only code that runs for every message before batching
+(a list append and an event set, on the event loop thread), so it is kept apart from the
+batch loop in ``ingest``. Splitting it out also untangles the wiring: the agent makes the
+inbox, hands ``inbox.submit`` to the MQTT session, then makes the pipeline with the
+session's ``ack``; nothing is assigned after construction (``agent.Agent._wire``).
+
+While the pipeline cannot append (``blocked``, see ingest's back-pressure), QoS 0
+readings are best effort and dropped here (counted as ``full``); QoS 1 ones queue and
+stay unacknowledged, so Mosquitto holds the rest of the session.
+
+Not thread-safe: everything here runs on the agent's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+#: (topic, payload, qos, mid, connection epoch) as the MQTT adapter delivers it
+InMessage = tuple[str, bytes, int, int, int]
+
+
+@dataclass
+class IngestStats:
+    """Counters of one pipeline; exported by metrics.py and status.py at read time."""
+
+    received: int = 0
+    received_qos0: int = 0
+    appended: int = 0
+    batches: int = 0
+    pubacks: int = 0
+    deduplicated: int = 0
+    dead_lettered: int = 0
+    internal_errors: int = 0  # messages dead-lettered because handling them raised
+    #: sequence restarts accepted, by cause ("epoch": a new boot epoch; "window": the
+    #: sequence fell back further than the redelivery window)
+    resets: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    held: int = 0  # QoS 1 messages waiting for room (back-pressure)
+    blocked_since: float | None = None  # time.time() when appends started failing
+    write_error: str = ""  # the current append failure; "" when appends succeed
+    last_error: str = ""
+
+
+class Inbox:
+    """Messages waiting for the pipeline's next batch, and the event that wakes it."""
+
+    __slots__ = ("blocked", "messages", "stats", "wake")
+
+    def __init__(self, stats: IngestStats | None = None) -> None:
+        self.messages: list[InMessage] = []
+        self.wake = asyncio.Event()
+        self.blocked = False  # set by the pipeline while appends fail
+        self.stats = stats if stats is not None else IngestStats()
+
+    def submit(self, msg: InMessage) -> None:
+        """Take one message from the MQTT adapter (called for every message: keep it cheap)."""
+        if self.blocked and msg[2] == 0:
+            st = self.stats
+            st.received += 1
+            st.received_qos0 += 1
+            st.dropped["full"] += 1
+            return
+        self.messages.append(msg)
+        self.wake.set()
+
+    def take(self, max_batch: int) -> list[InMessage]:
+        """Up to ``max_batch`` messages in arrival order (empty when none wait)."""
+        if len(self.messages) <= max_batch:
+            msgs, self.messages = self.messages, []
+            return msgs
+        msgs = self.messages[:max_batch]
+        del self.messages[:max_batch]
+        return msgs
+
+    def __len__(self) -> int:
+        return len(self.messages)
