@@ -41,8 +41,7 @@ from pathlib import Path
 
 import httpx
 
-from cloud_broker.client import Consumer
-from cloud_broker.client_http import BrokerClient
+from cloud_broker.client import BrokerClient, Consumer
 from cloud_broker.config import TopicConfig
 from cloud_broker.record_codec import decode_cbor, encode_cbor, meta
 from cloud_broker.storage import PartitionStore

@@ -121,7 +121,7 @@ class Split:
 
 async def consume_fetch(url: str, token: str, topic: str, split: Split) -> None:
     """Long-poll every partition (``BrokerClient.fetch`` with ``wait_ms``)."""
-    from cloud_broker.client_http import BrokerClient
+    from cloud_broker.client import BrokerClient
 
     client = BrokerClient(url, token)
     parts = len((await client.topic(topic))["partitions"])

@@ -17,11 +17,10 @@ import sys
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from . import consume_cli
-from .app import create_app
+from .client import cli as consume_cli
 from .config import BrokerConfig, ConfigError, load_config
-from .connguard import ConnectionGuard
 from .datadir import DataDirLock
+from .http import ConnectionGuard, create_app, serve_mirror_ops
 from .mirrors import standalone as mirror_cli
 from .netaddr import parse_listen
 from .redact import install_log_masking, mask_secrets
@@ -35,7 +34,7 @@ def uvicorn_config(cfg: BrokerConfig, app: object, log_level: str = "info",
 
     uvicorn's ``limit_concurrency`` is left off on purpose: it answers 503 to new requests
     once idle sockets fill its table, which is the lock-out the guard prevents (it closes
-    the idle ones instead, see connguard.py)."""
+    the idle ones instead, see http/connguard.py)."""
     kwargs: dict[str, object] = {}
     if cfg.tls_cert and cfg.tls_key:
         kwargs.update(ssl_certfile=str(cfg.tls_cert), ssl_keyfile=str(cfg.tls_key))
@@ -88,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="override listen address host:port")
     serve.set_defaults(func=cmd_serve)
     consume_cli.add_parser(sub)
-    mirror_cli.add_parser(sub)
+    mirror_cli.add_parser(sub, serve_mirror_ops)
     return parser
 
 

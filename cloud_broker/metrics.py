@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .storage import PartitionStore
+from .storage import PartitionStoreAPI
 
 
 class BrokerMetrics:
-    def __init__(self, store: PartitionStore) -> None:
+    def __init__(self, store: PartitionStoreAPI) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.ingest_requests = Counter(
@@ -77,7 +77,7 @@ class _LagCollector(Collector):
 
 
 class _PartitionCollector(Collector):
-    def __init__(self, store: PartitionStore) -> None:
+    def __init__(self, store: PartitionStoreAPI) -> None:
         self.store = store
 
     def collect(self):  # type: ignore[no-untyped-def]
@@ -92,8 +92,8 @@ class _PartitionCollector(Collector):
                                     labels=["topic", "partition"])
         for p in self.store:
             labels = [p.topic, str(p.index)]
-            start.add_metric(labels, p.log.start_offset)
-            end.add_metric(labels, p.log.end_offset)
-            size.add_metric(labels, p.log.size_bytes)
-            corrupt.add_metric(labels, p.log.stats.corrupt_records)
+            start.add_metric(labels, p.start_offset)
+            end.add_metric(labels, p.end_offset)
+            size.add_metric(labels, p.size_bytes)
+            corrupt.add_metric(labels, p.corrupt_records)
         yield from (start, end, size, corrupt)

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
-
-from starlette.responses import Response
+from typing import Protocol
 
 from shared_log import write_checkpoint
 from uplink import is_safe_name
 
 from .auth import Principal
-from .errors import error
-from .storage import UnknownTopic
+from .config import BrokerConfig
+from .errors import Problem
+from .ingest import Ingestor
+from .storage import PartitionStoreAPI, UnknownTopic
 
 MIRROR_MARKER = "mirror-target"
 
@@ -69,17 +69,52 @@ class MirrorTargets:
         self._topics.add(topic)
 
 
-def ingest_denied(broker: Any, principal: Principal, topic: str) -> Response | None:
-    """Why ``principal`` may not ingest into ``topic`` (a response), or None.
+class Gate(Protocol):
+    """What the checks need of the broker (cloud_broker.broker.Broker)."""
+
+    config: BrokerConfig
+    store: PartitionStoreAPI
+    mirror_targets: MirrorTargets
+    ingestor: Ingestor
+
+    def ensure_topic_for_ingest(self, topic: str) -> None: ...
+
+
+def check_ingest(broker: Gate, principal: Principal, topic: str) -> None:
+    """Raise the Problem (403 or 404) why ``principal`` may not ingest into ``topic``.
 
     Checked before the body is read; ``topic`` is a safe name already."""
     if not principal.may_topic(topic):
-        return error(403, f"this token may not use topic {topic!r} (not in its topics "
-                          "scope)", "topic")
+        raise Problem(403, f"this token may not use topic {topic!r} (not in its topics "
+                           "scope)", "topic")
     if topic in broker.mirror_targets:
-        return error(403, f"topic {topic!r} is the target of a mirror: only the mirror "
-                          "writes it (through replication), edges may not", "topic")
+        raise Problem(403, f"topic {topic!r} is the target of a mirror: only the mirror "
+                           "writes it (through replication), edges may not", "topic")
     if (topic not in broker.store.topics() and broker.config.auto_create_partitions
             and len(broker.store.topics()) >= broker.config.max_topics):
-        return error(404, str(TopicLimitReached(topic, broker.config.max_topics)), "topic")
-    return None
+        raise Problem(404, str(TopicLimitReached(topic, broker.config.max_topics)), "topic")
+
+
+def check_replication(broker: Gate, principal: Principal, topic: str) -> None:
+    """The scope and mirror-target checks of a replication request by an admin token
+    (Problem 400/403), claiming ``topic`` for the mirror when it is free; an unknown topic
+    passes (the endpoint answers 404)."""
+    if not is_safe_name(topic):
+        raise Problem(400, f"topic {topic[:60]!r} is not a safe name", "topic")
+    if not principal.may_topic(topic):
+        raise Problem(403, f"this token may not use topic {topic!r} (not in its topics "
+                           "scope)", "topic")
+    if topic in broker.mirror_targets:
+        return
+    try:
+        broker.ensure_topic_for_ingest(topic)
+    except UnknownTopic:
+        return  # the endpoint answers 404
+    if broker.ingestor.has_ingested(topic):
+        raise Problem(403, f"topic {topic!r} holds records ingested from edges: a mirror "
+                           "needs a topic of its own", "topic")
+    broker.mirror_targets.claim(topic)
+
+
+__all__ = ["MIRROR_MARKER", "Gate", "MirrorTargets", "TopicLimitReached", "check_ingest",
+           "check_replication"]

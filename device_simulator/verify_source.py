@@ -4,7 +4,7 @@ Strategy: a source is two calls, ``partitions()`` and ``fetch(partition,
 offset)``, behind the ``RecordSource`` protocol; ``read_all`` is the one loop
 that walks every partition from its start to its current end, batch by batch,
 so a new source (a mirror target) only implements the two calls.  The broker
-source uses the broker's own consumer client (``cloud_broker.client_http``:
+source uses the broker's own consumer client (``cloud_broker.client``:
 CBOR columns, retries on 503 and lost connections) and maps its errors to
 ``SourceError`` here, so the CLI never sees httpx or client types.
 
@@ -60,7 +60,7 @@ class BrokerSource:
     def __init__(self, url: str, topic: str, token: str | None = None,
                  retry_for_s: float = 15.0) -> None:
         try:
-            from cloud_broker.client_http import BrokerClient, ConsumerError
+            from cloud_broker.client import BrokerClient, ConsumerError
         except ImportError as exc:  # pragma: no cover - the broker package is part of the repo
             raise SourceError(f"the cloud broker client is not available: {exc}") from exc
         self.topic = topic

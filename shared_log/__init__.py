@@ -16,7 +16,7 @@ from ._errors import (
     OffsetOutOfRange,
 )
 from ._files import atomic_write, read_checkpoint, write_checkpoint
-from ._helpers import append_durable, open_log
+from ._helpers import append_durable, open_log, reopen_empty_at
 from ._log import FetchResult, Log, LogStats
 from ._records import HEADER_HEAD, RECORD_HEAD, Record, StoredRecord, encode_framed
 from ._segment import CorruptRange
@@ -49,5 +49,6 @@ __all__ = [
     "fetch_columns",
     "open_log",
     "read_checkpoint",
+    "reopen_empty_at",
     "write_checkpoint",
 ]

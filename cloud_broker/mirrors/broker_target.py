@@ -1,6 +1,6 @@
 """Broker target: a byte-for-byte copy of each partition into another cloud broker.
 
-Strategy: the target broker's replication endpoint (cloud_broker/http_replicate.py)
+Strategy: the target broker's replication endpoint (cloud_broker/http/replicate.py)
 appends records at their source offsets and refuses, with 409 and its end offset, any
 batch that does not start where the partition ends. So the target partition holds the
 same records at the same offsets, ``next_offset`` is simply the target's end offset, and
@@ -20,7 +20,7 @@ import httpx
 
 from shared_log import StoredRecord
 
-from ..http_replicate import CBOR, encode_records
+from .replica_codec import CBOR, encode_records
 from .target import TargetConflict, TargetRejected, TargetUnavailable
 
 

@@ -3,7 +3,7 @@
 Strategy: the runner needs three things of a source, whatever it is: how many partitions
 a topic has, a bounded read of one partition from an offset that waits a little for new
 data (long poll), and where the partition starts and ends. ``LocalSource`` (inside the
-broker) reads the shared_log directly, off the event loop, and never past the durable
+broker) reads the partition store directly, off the event loop, and never past the durable
 offset, so a mirror never ships a record the broker could still lose in a crash.
 ``HttpSource`` (``cloud-broker mirror`` on its own) uses the consumer API, whose end
 offset is already the durable high watermark.
@@ -23,10 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared_log import LogError, OffsetOutOfRange
-
-from ..client_http import BrokerClient, ConsumerError, OffsetOutOfRangeError
-from ..storage import PartitionStore, UnknownTopic
+from ..client import BrokerClient, ConsumerError, OffsetOutOfRangeError
+from ..storage import LogError, OffsetOutOfRange, PartitionStoreAPI, UnknownTopic
 
 
 class SourceUnavailable(Exception):
@@ -56,11 +54,11 @@ class Source(Protocol):
 
 
 class LocalSource:
-    """The partitions of this broker process (``PartitionStore``)."""
+    """The partitions of this broker process (a ``PartitionStoreAPI``)."""
 
     description = "local partitions"
 
-    def __init__(self, store: PartitionStore) -> None:
+    def __init__(self, store: PartitionStoreAPI) -> None:
         self.store = store
         # One pending waiter per partition, reused until it fires: Partition.waiter()
         # registrations are only dropped by notify(), so fresh ones per poll would pile up.
@@ -82,8 +80,7 @@ class LocalSource:
         waited = False
         while True:
             ev = self._event(topic, partition)  # before reading the offsets: no lost wakeup
-            log = part.log
-            start, durable = log.start_offset, log.durable_offset
+            start, durable = part.start_offset, part.durable_offset
             if offset < start:
                 return SourceBatch([], start, start, durable)
             if offset < durable or waited:
@@ -95,9 +92,9 @@ class LocalSource:
         if offset >= durable:
             return SourceBatch([], offset, start, durable)
         try:
-            res = await asyncio.to_thread(log.fetch, offset, max_records, max_bytes)
+            res = await asyncio.to_thread(part.fetch, offset, max_records, max_bytes)
         except OffsetOutOfRange:  # retention moved the start meanwhile
-            return SourceBatch([], max(offset, log.start_offset), log.start_offset, durable)
+            return SourceBatch([], max(offset, part.start_offset), part.start_offset, durable)
         except (LogError, OSError) as exc:  # closed (shutting down), unreadable file
             raise SourceUnavailable(str(exc)) from exc
         records = [r for r in res.records if r.offset < durable]

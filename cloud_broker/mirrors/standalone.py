@@ -7,35 +7,34 @@ SIGKILLed and restarted at any moment. With ``--listen`` it serves ``/metrics`` 
 ``GET /v1/mirrors`` like the broker does.
 
 Which mirrors run: those named with ``--name``, else every ``run = "standalone"`` one.
+The HTTP side (``--listen``) is ``cloud_broker.http.mirror_app``, handed in by the CLI
+(``serve``), so this room imports no web framework.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-from types import SimpleNamespace
+from collections.abc import Awaitable, Callable
 
-from prometheus_client import CollectorRegistry
-from starlette.applications import Starlette
-from starlette.routing import Route
-
-from ..auth import TokenStore
 from ..config import BrokerConfig, ConfigError, load_config
 from ..netaddr import check_url, parse_listen
 from ..redact import install_log_masking
-from .manager import MirrorCollector, MirrorManager
+from .manager import MirrorManager
 from .settings import MirrorConfig
 from .source import HttpSource
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "CLOUD_BROKER_TOKEN"
+#: serves the process's HTTP endpoints on ``listen`` until cancelled
+Serve = Callable[[BrokerConfig, MirrorManager, str], Awaitable[None]]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction, serve: Serve | None = None  # type: ignore[type-arg]
+               ) -> None:
     p = sub.add_parser("mirror", help="run mirrors on their own, reading a broker over HTTP")
     p.add_argument("--config", required=True, help="cloud.toml with [mirrors.<name>] tables")
     p.add_argument("--name", action="append", default=[],
@@ -43,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--source", help="URL of the source broker (default: the config's listen)")
     p.add_argument("--token", help=f"token with the read permission (or ${TOKEN_ENV})")
     p.add_argument("--listen", help="serve /metrics and /v1/mirrors on host:port")
-    p.set_defaults(func=cmd_mirror)
+    p.set_defaults(func=cmd_mirror, serve=serve)
 
 
 def select(cfg: BrokerConfig, names: list[str]) -> list[MirrorConfig]:
@@ -75,12 +74,15 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     install_log_masking()
     token = args.token or os.environ.get(TOKEN_ENV)
-    asyncio.run(run(cfg, mirrors, args.source or source_url(cfg), token, args.listen))
+    asyncio.run(run(cfg, mirrors, args.source or source_url(cfg), token, args.listen,
+                    getattr(args, "serve", None)))
     return 0
 
 
 async def run(cfg: BrokerConfig, mirrors: list[MirrorConfig], url: str, token: str | None,
-              listen: str | None) -> None:
+              listen: str | None, serve: Serve | None = None) -> None:
+    if listen and serve is None:
+        raise ConfigError("--listen", "this entry point serves no HTTP endpoints")
     source = HttpSource(url, token)
     manager = MirrorManager(cfg.data_dir, source, mirrors, load_defined=False)
     stop = asyncio.Event()
@@ -90,8 +92,8 @@ async def run(cfg: BrokerConfig, mirrors: list[MirrorConfig], url: str, token: s
     await manager.start()
     log.info("mirroring %s from %s", ", ".join(m.name for m in mirrors), url)
     server_task = None
-    if listen:
-        server_task = asyncio.create_task(_serve(cfg, manager, listen))
+    if listen and serve is not None:
+        server_task = asyncio.create_task(serve(cfg, manager, listen))
     try:
         await stop.wait()
     finally:
@@ -99,24 +101,3 @@ async def run(cfg: BrokerConfig, mirrors: list[MirrorConfig], url: str, token: s
             server_task.cancel()
         await manager.stop()
         await source.close()
-
-
-async def _serve(cfg: BrokerConfig, manager: MirrorManager, listen: str) -> None:
-    import uvicorn
-
-    from ..http_mirrors import list_mirrors
-    from ..http_ops import metrics
-
-    registry = CollectorRegistry()
-    registry.register(MirrorCollector(manager))
-    app = Starlette(routes=[Route("/metrics", metrics), Route("/v1/mirrors", list_mirrors)])
-    # What the shared handlers read: tokens, [auth] protect_metrics, the registry.
-    app.state.broker = SimpleNamespace(mirrors=manager, tokens=TokenStore(cfg), config=cfg,
-                                       metrics=SimpleNamespace(registry=registry))
-    host, port = parse_listen(listen, "--listen")
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
-                                           log_level="warning", access_log=False,
-                                           lifespan="off"))
-    # The process's own SIGTERM handler stops everything; uvicorn must not take it over.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    await server.serve()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import httpx
 
 from cloud_broker.client import Consumer, ConsumerRecord
-from cloud_broker.partitioner import partition_for
+from cloud_broker.ingest import partition_for
 from uplink import Batch, UplinkRecord, encode_batch
 
 

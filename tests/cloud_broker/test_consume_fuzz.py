@@ -20,7 +20,7 @@ from consume_testing import Ingester, url_of
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from cloud_broker.openapi import OPENAPI
+from cloud_broker.http import OPENAPI
 from tests.helpers import Server, broker_server
 
 pytestmark = pytest.mark.timeout(600)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cloud_broker.app import create_app
 from cloud_broker.config import parse_config
+from cloud_broker.http import create_app
 from uplink import Batch, UplinkRecord, encode_batch
 
 with warnings.catch_warnings():

@@ -9,8 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_broker.framing import frame_block
-from cloud_broker.partitioner import partition_for
+from cloud_broker.ingest import frame_block, partition_for
 from shared_log import Record, encode_framed
 from shared_log._records import encode_batch
 from uplink import RecordBlock, UplinkRecord

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from cloud_broker.config import TopicConfig
-from cloud_broker.group_service import GroupCoordinator, UnknownGroup
-from cloud_broker.group_store import GroupStore
 from cloud_broker.groups import (
+    GroupCoordinator,
     GroupState,
+    GroupStore,
     MemberInUse,
     RebalanceInProgress,
     StaleGeneration,
+    UnknownGroup,
     UnknownMember,
 )
 from cloud_broker.storage import PartitionStore, UnknownTopic

@@ -16,8 +16,6 @@ import pytest
 import zstandard
 from starlette.testclient import TestClient
 
-from cloud_broker.app import create_app
-from cloud_broker.body_decode import INLINE_BYTES, small_enough_inline
 from cloud_broker.config import (
     BrokerConfig,
     ConfigError,
@@ -25,8 +23,10 @@ from cloud_broker.config import (
     TopicConfig,
     parse_config,
 )
-from cloud_broker.http_ingest import decode_limits
-from cloud_broker.http_params import canonical_int, parse_index
+from cloud_broker.http import create_app
+from cloud_broker.http.ingest import decode_limits
+from cloud_broker.http.params import canonical_int, parse_index
+from cloud_broker.ingest import INLINE_BYTES, small_enough_inline
 from uplink import Batch, UplinkRecord, encode_batch
 
 EDGE = "token-of-edge-a"

@@ -25,8 +25,8 @@ import cbor2
 import zstandard
 from starlette.applications import Starlette
 
-from cloud_broker.app import create_app
 from cloud_broker.config import BrokerConfig, TokenConfig, TopicConfig
+from cloud_broker.http import create_app
 from tests.helpers_uplink import read_cloud
 from uplink import Batch, UplinkRecord, encode_batch
 

@@ -16,9 +16,9 @@ import pytest
 import zstandard
 from starlette.testclient import TestClient
 
-from cloud_broker.app import create_app
 from cloud_broker.auth import add_token, revoke_token
 from cloud_broker.config import BrokerConfig, TokenConfig, TopicConfig
+from cloud_broker.http import create_app
 from tests.helpers_uplink import read_cloud, reading, verify_cloud
 from uplink import Batch, UplinkRecord, decode_ack, decode_refusal, encode_batch
 

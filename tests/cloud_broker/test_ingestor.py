@@ -19,8 +19,13 @@ from typing import TypeVar
 import pytest
 
 from cloud_broker.config import TopicConfig
-from cloud_broker.ingest import STATE_FILE, Ingestor, IngestUnavailable, RejectedBatch
-from cloud_broker.partitioner import partition_for
+from cloud_broker.ingest import (
+    STATE_FILE,
+    Ingestor,
+    IngestUnavailable,
+    RejectedBatch,
+    partition_for,
+)
 from cloud_broker.storage import PartitionStore
 from edge_agent.forwarder import Forwarder, StreamSender
 from shared_log import FullPolicy, Log, LogConfig
@@ -338,7 +343,7 @@ def test_checkpoint_and_ack_wait_for_durability(tmp_path: Path,
     cloud = Cloud(tmp_path)
     ingest(cloud, make_batch(0, 99))
     written: list[dict] = []
-    import cloud_broker.ingest as ingest_mod
+    import cloud_broker.ingest.state as ingest_mod
 
     real_write = ingest_mod.write_checkpoint
 
@@ -434,7 +439,7 @@ def test_batches_framed_in_slices_store_what_one_slice_stores(
     """A large batch is framed in slices with yields between them (the event loop stays
     free): a partial retry straddling slice boundaries, a replay and new records still
     store every record once, in order, in the same layout as framing in one go."""
-    from cloud_broker import ingest as ingest_mod
+    from cloud_broker.ingest import ingestor as ingest_mod
     monkeypatch.setattr(ingest_mod, "FRAME_SLICE", frame_slice)
     cloud = Cloud(tmp_path)
     assert ingest(cloud, make_batch(0, 29)).status is AckStatus.WRITTEN

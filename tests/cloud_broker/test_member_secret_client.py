@@ -15,8 +15,7 @@ import httpx
 import pytest
 from consume_testing import Ingester, url_of
 
-from cloud_broker.client import Consumer
-from cloud_broker.client_http import BrokerClient, RebalanceError
+from cloud_broker.client import BrokerClient, Consumer, RebalanceError
 from tests.helpers import Server
 
 pytestmark = pytest.mark.timeout(120)

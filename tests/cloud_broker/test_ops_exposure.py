@@ -15,8 +15,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from cloud_broker.app import create_app
 from cloud_broker.config import parse_config
+from cloud_broker.http import create_app
 from cloud_broker.redact import mask_secrets, redact
 from tests.helpers import broker_server, free_port, wait_for
 

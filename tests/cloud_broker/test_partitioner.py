@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud_broker.partitioner import murmur2, partition_for
+from cloud_broker.ingest.partitioner import murmur2, partition_for
 
 
 @pytest.mark.parametrize(

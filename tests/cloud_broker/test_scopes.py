@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from cloud_broker.app import create_app
 from cloud_broker.auth import add_token
 from cloud_broker.config import ConfigError, parse_config
-from cloud_broker.http_replicate import encode_records
+from cloud_broker.http import create_app
+from cloud_broker.mirrors.replica_codec import encode_records
 from shared_log import StoredRecord
 from uplink import Batch, UplinkRecord, encode_batch
 

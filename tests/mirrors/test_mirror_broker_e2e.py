@@ -19,7 +19,7 @@ import httpx
 import pytest
 from mirror_testing import kill9
 
-from cloud_broker.client_http import BrokerClient
+from cloud_broker.client import BrokerClient
 from tests.helpers import broker_server, free_port, wait_for
 from uplink import Batch, UplinkRecord, encode_batch
 

@@ -1,6 +1,7 @@
 """Ingest: apply uplink batches to partitions exactly once (G3), durably (G1), in order (G4).
 
-Strategy: the position rules live in ``uplink.decide``; this module adds the two things a
+Strategy: the position rules live in ``uplink.decide``; this module (with ``state.py``,
+which keeps, checkpoints and recovers the positions and marks) adds what a
 multi-partition store needs on top of them.
 
 1. **A per-partition filter.** A batch's records spread over several partitions, and a
@@ -51,10 +52,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Container, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from shared_log import InvalidRecord, LogError, read_checkpoint, write_checkpoint
 from uplink import (
     MAX_HEADER_NAME_BYTES,
     MAX_HEADERS,
@@ -68,16 +67,14 @@ from uplink import (
     reply_for,
 )
 
-from .framing import ORIGIN_HEADER, frame_block
+from ..storage import InvalidRecord, LogError, PartitionLog, PartitionStoreAPI
+from .framing import frame_block
 from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, first_reserved
-from .storage import Partition, PartitionStore, UnknownTopic
+from .state import IngestState, IngestStats, Source, source_key
 
 log = logging.getLogger(__name__)
 #: records framed between two yields to the event loop (about 1.4 ms of framing)
 FRAME_SLICE = 2000
-
-STATE_FILE = "ingest-state.json"
-Source = tuple[str, str, str]  # (edge_id, stream, generation)
 
 
 class IngestUnavailable(Exception):
@@ -93,48 +90,14 @@ class RejectedBatch(Exception):
         self.message = message
 
 
+class Ingestor(IngestState):
+    """Applies batches to a partition store. Runs on one asyncio event loop.
 
-def origin_value(source: Source, offset: int) -> bytes:
-    return f"{source[0]}/{source[1]}/{source[2]}/{offset}".encode()
+    Recovery and the checkpoint are ``IngestState``'s (state.py)."""
 
-
-def parse_origin(value: bytes) -> tuple[Source, int] | None:
-    try:
-        edge, stream, gen, off = value.decode().split("/")
-        return (edge, stream, gen), int(off)
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
-def _skey(source: Source) -> str:
-    return "/".join(source)
-
-
-def _parse_skey(text: str) -> Source | None:
-    parts = text.split("/")
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
-
-
-@dataclass
-class IngestStats:
-    batches: int = 0
-    records_written: int = 0
-    records_deduplicated: int = 0
-    duplicates: int = 0
-    partials: int = 0
-    gaps: int = 0
-    new_generations: int = 0
-    unavailable: int = 0
-
-
-class Ingestor:
-    """Applies batches to a PartitionStore. Runs on one asyncio event loop."""
-
-    def __init__(self, store: PartitionStore, state_dir: Path,
+    def __init__(self, store: PartitionStoreAPI, state_dir: Path,
                  checkpoint_interval_s: float = 1.0, gap_wait_s: float = 0.5) -> None:
-        self.store = store
-        self.state_path = Path(state_dir) / STATE_FILE
-        self.checkpoint_interval_s = checkpoint_interval_s
+        super().__init__(store, state_dir, checkpoint_interval_s)
         #: how long a batch that overtook its predecessor waits for it before a 409
         self.gap_wait_s = gap_wait_s
         #: called with (topic, records) after each append to a partition (metrics)
@@ -142,86 +105,12 @@ class Ingestor:
         #: topics ingest may not write (mirror targets: the mirror alone writes them)
         self.write_protected: Container[str] = ()
         self.stats = IngestStats()
-        # Optimistic: highest offset appended with the whole batch appended (used by decide).
-        self._acked: dict[Source, int] = {}
-        # Acked to the edge: durable. Checkpointed.
-        self._durable: dict[Source, int] = {}
-        self._marks: dict[tuple[str, int], dict[Source, int]] = defaultdict(dict)
         self._locks: dict[Source, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tails: dict[Source, asyncio.Future[None]] = {}
         # Set (and replaced) whenever a source's acked offset moves: wakes gap waiters.
         self._moved: dict[Source, asyncio.Event] = {}
         # partition count -> device key -> partition (partition_for is pure Python murmur2)
         self._pcache: dict[int, dict[bytes, int]] = {}
-        self._checkpoint_lock = asyncio.Lock()
-        # Topics ingest has written (checkpointed; a hint): a mirror may not claim them.
-        self._ingested_topics: set[str] = set()
-
-    # -- recovery ------------------------------------------------------------------------
-
-    def recover(self, exclude_topics: frozenset[str] = frozenset()) -> None:
-        """Rebuild dedup state from the checkpoint and the partitions' tails.
-
-        ``exclude_topics`` (mirror targets) are not replayed: their ``origin`` headers were
-        written by another broker and say nothing about positions ingested here."""
-        state = read_checkpoint(self.state_path, {})
-        if not isinstance(state, dict):
-            state = {}
-        topics = state.get("ingest_topics")
-        if isinstance(topics, list):  # those that still hold (or held) records
-            known = set(self.store.topics())
-            self._ingested_topics.update(
-                t for t in topics if isinstance(t, str) and t in known
-                and any(p.log.end_offset > 0 for p in self.store.partitions(t)))
-        for text, off in (state.get("acked") or {}).items():
-            src = _parse_skey(text)
-            if src is not None and isinstance(off, int):
-                self._acked[src] = self._durable[src] = off
-        parts_state = state.get("partitions") or {}
-        replayed = 0
-        for part in self.store:
-            if part.topic in exclude_topics:
-                continue
-            key = f"{part.topic}/{part.index}"
-            saved = parts_state.get(key) if isinstance(parts_state, dict) else None
-            marks: dict[Source, int] = {}
-            start = part.log.start_offset
-            if (isinstance(saved, dict) and isinstance(saved.get("end"), int)
-                    and start <= saved["end"] <= part.log.end_offset):
-                for text, off in (saved.get("sources") or {}).items():
-                    src = _parse_skey(text)
-                    if src is not None and isinstance(off, int):
-                        marks[src] = off
-                start = saved["end"]
-            replayed += self._replay(part, start, marks)
-            self._marks[(part.topic, part.index)] = marks
-        # A position in the data but not in the checkpoint (lost or replaced): its edge may
-        # hold acks, so it must not start over as a new position. -1 makes its next batch
-        # a gap the edge rewinds to; the marks filter what is already stored.
-        for marks in self._marks.values():
-            for src in marks:
-                self._acked.setdefault(src, -1)
-        if replayed:
-            log.info("ingest state: replayed %d records from partition tails", replayed)
-
-    @staticmethod
-    def _replay(part: Partition, start: int, marks: dict[Source, int]) -> int:
-        offset, n = start, 0
-        while offset < part.log.end_offset:
-            res = part.log.fetch(offset, max_records=10_000, max_bytes=8 << 20)
-            for rec in res.records:
-                if not rec.headers:
-                    continue
-                name, value = rec.headers[-1]  # the broker's own: see the module docstring
-                if name == ORIGIN_HEADER and (o := parse_origin(value)) is not None:
-                    src, eoff = o
-                    if eoff > marks.get(src, -1):
-                        marks[src] = eoff
-            n += len(res.records)
-            if res.next_offset <= offset:
-                break
-            offset = res.next_offset
-        return n
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -244,7 +133,7 @@ class Ingestor:
         source: Source = (batch.edge_id, batch.stream, batch.generation)
         self.stats.batches += 1
         _check_reserved(batch.records)
-        waits: list[tuple[Partition, int]] = []
+        waits: list[tuple[PartitionLog, int]] = []
         if decide(self._acked.get(source), batch).kind is DecisionKind.GAP:
             refusal = await self._wait_for_predecessor(source, batch)
             if refusal is not None:
@@ -323,8 +212,8 @@ class Ingestor:
         await durable
         await self.checkpoint(known={source: acked})
 
-    async def _append(self, topic: str, parts: list[Partition], source: Source,
-                      records: Sequence[UplinkRecord], waits: list[tuple[Partition, int]]
+    async def _append(self, topic: str, parts: list[PartitionLog], source: Source,
+                      records: Sequence[UplinkRecord], waits: list[tuple[PartitionLog, int]]
                       ) -> None:
         """Append the records not yet in their partitions; ``waits`` gets (partition, last
         offset) for each append made, also when a later one fails.
@@ -360,8 +249,8 @@ class Ingestor:
                 if not fp.count:
                     continue
                 part = parts[p]
-                _first, last = part.log.append_framed(b"".join(fp.pieces), fp.count,
-                                                      fp.max_timestamp)
+                _first, last = part.append_framed(b"".join(fp.pieces), fp.count,
+                                                  fp.max_timestamp)
                 marks[p][source] = fp.last_offset
                 waits.append((part, last))
                 self._ingested_topics.add(topic)
@@ -374,7 +263,7 @@ class Ingestor:
             # Appended parts stay (their marks filter them on retry); the source's acked
             # offset is not advanced, so the edge resends and only missing parts are written.
             self.stats.unavailable += 1
-            log.warning("ingest of %s into %s failed: %s", _skey(source), topic, exc)
+            log.warning("ingest of %s into %s failed: %s", source_key(source), topic, exc)
             raise IngestUnavailable(str(exc)) from exc
         finally:
             self.stats.records_written += written
@@ -387,61 +276,6 @@ class Ingestor:
         else:
             self._acked.pop(source, None)
         self._tails.pop(source, None)
-
-    # -- state ---------------------------------------------------------------------------
-
-    def has_ingested(self, topic: str) -> bool:
-        """True if ingest wrote ``topic`` (a mirror may not claim it). Known from this
-        process and the checkpoint, not from the data: records a mirror copied carry
-        ``origin`` headers too, and must not make a mirror's own topic look like one
-        edges write."""
-        return topic in self._ingested_topics
-
-    def acked_offset(self, source: Source) -> int | None:
-        return self._durable.get(source)
-
-    async def checkpoint(self, known: dict[Source, int] | None = None) -> None:
-        """Persist durable facts: acked offsets and per-partition marks at a durable end.
-
-        ``known`` adds durable acked offsets not yet in ``_durable`` (a new position before
-        its first ack); they count as durable once written. One checkpoint at a time, so
-        an older snapshot never replaces a newer one.
-        """
-        async with self._checkpoint_lock:
-            snap_parts = {}
-            waits = []
-            for part in self.store:
-                if part.log.failed is not None:
-                    continue  # its marks may cover records that never became durable
-                end = part.log.end_offset
-                marks = self._marks.get((part.topic, part.index), {})
-                snap_parts[f"{part.topic}/{part.index}"] = {
-                    "end": end, "sources": {_skey(s): o for s, o in marks.items()},
-                }
-                if end > part.log.start_offset:
-                    waits.append(part.log.wait_durable_async(end - 1))
-            durable = dict(self._durable)
-            for src, off in (known or {}).items():
-                durable[src] = max(off, durable.get(src, -1))
-            acked = {_skey(s): o for s, o in durable.items()}
-            await asyncio.gather(*waits)
-            state = {"version": 1, "written_at": time.time(), "acked": acked,
-                     "ingest_topics": sorted(self._ingested_topics),
-                     "partitions": snap_parts}
-            await asyncio.to_thread(write_checkpoint, self.state_path, state)
-            for src, off in (known or {}).items():
-                if off > self._durable.get(src, -1):
-                    self._durable[src] = off
-
-    async def run_checkpoints(self) -> None:
-        """Background task: checkpoint periodically (cancel it to stop)."""
-        while True:
-            await asyncio.sleep(self.checkpoint_interval_s)
-            try:
-                await self.checkpoint()
-            except (LogError, OSError) as exc:
-                log.warning("ingest state checkpoint failed: %s", exc)
-
 
 def _check_storable(records: Sequence[UplinkRecord]) -> None:
     """Refuse, before any append, records shared_log cannot frame (only headers can fail)."""
@@ -468,14 +302,14 @@ def _check_reserved(records: Sequence[UplinkRecord]) -> None:
 
 
 async def _durable_after(prev: asyncio.Future[None] | None,
-                         waits: list[tuple[Partition, int]]) -> None:
+                         waits: list[tuple[PartitionLog, int]]) -> None:
     if prev is not None:
         await prev
-    await asyncio.gather(*(p.log.wait_durable_async(last) for p, last in waits))
+    await asyncio.gather(*(p.wait_durable(last) for p, last in waits))
 
 
 def _chain(prev: asyncio.Future[None] | None,
-           waits: list[tuple[Partition, int]]) -> asyncio.Future[None]:
+           waits: list[tuple[PartitionLog, int]]) -> asyncio.Future[None]:
     return _track(_durable_after(prev, list(waits)))
 
 
@@ -486,6 +320,3 @@ def _track(coro: Coroutine[None, None, None]) -> asyncio.Future[None]:
     fut.add_done_callback(lambda f: f.cancelled() or f.exception())
     return fut
 
-
-__all__ = ["ORIGIN_HEADER", "IngestUnavailable", "Ingestor", "RejectedBatch", "UnknownTopic",
-           "parse_origin"]

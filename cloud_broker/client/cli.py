@@ -15,9 +15,9 @@ import logging
 import os
 import sys
 
-from .client import Consumer, ConsumerError
-from .record_codec import record_json
-from .redact import mask_secrets
+from ..record_codec import record_json
+from ..redact import mask_secrets
+from .consumer import Consumer, ConsumerError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -17,52 +17,46 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .auth import AuthError
-from .errors import error
+from ..errors import Problem
+from .errors import endpoint
 from .openapi import OPENAPI
+from .params import principal_of
+from .services import Authenticating, HealthService, MetricsService
 
 
-def _reader(request: Request) -> Response | None:
-    """None when the caller may see operational detail, else the refusal to send."""
-    broker = request.app.state.broker
-    if not broker.config.protect_metrics:
-        return None
-    try:
-        principal = broker.tokens.authenticate(request.headers.get("authorization"))
-    except AuthError as exc:
-        return error(401, str(exc), "authorization")
+def _check_reader(service: Authenticating, request: Request) -> None:
+    """Refuse (401/403) a caller who may not see operational detail."""
+    if not service.config.protect_metrics:
+        return
+    principal = principal_of(service, request, "authorization")
     if not principal.may("read"):
-        return error(403, "this token lacks the 'read' permission", "authorization")
-    return None
+        raise Problem(403, "this token lacks the 'read' permission", "authorization")
 
 
-async def healthz(request: Request) -> Response:
-    ok, body = request.app.state.broker.health()
+@endpoint
+async def healthz(request: Request, service: HealthService) -> Response:
+    ok, body = service.health()
     code = 200 if ok else 503
-    if request.app.state.broker.config.protect_metrics:
+    if service.config.protect_metrics:
         if "authorization" not in request.headers:
             return JSONResponse({"status": body["status"]}, status_code=code)
-        refusal = _reader(request)
-        if refusal is not None:
-            return refusal
+        _check_reader(service, request)
     return JSONResponse(body, status_code=code)
 
 
-async def metrics(request: Request) -> Response:
-    refusal = _reader(request)
-    if refusal is not None:
-        return refusal
-    text = generate_latest(request.app.state.broker.metrics.registry)
+@endpoint
+async def metrics(request: Request, service: MetricsService) -> Response:
+    _check_reader(service, request)
+    text = generate_latest(service.metrics.registry)
     guard = getattr(request.app.state, "connection_guard", None)
     if guard is not None:  # set by `cloud-broker serve`: connection limit counters
         text += generate_latest(guard.registry)
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
-async def openapi(request: Request) -> Response:
-    refusal = _reader(request)
-    if refusal is not None:
-        return refusal
+@endpoint
+async def openapi(request: Request, service: Authenticating) -> Response:
+    _check_reader(service, request)
     return JSONResponse(OPENAPI)
 
 

@@ -15,25 +15,28 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .config import ConfigError
-from .http_params import Problem, authorize, check_topic, handler, json_body
-from .mirrors import MirrorExists
+from ..config import ConfigError
+from ..errors import Problem
+from ..mirrors import MirrorExists
+from .errors import endpoint
+from .params import authorize, check_topic, json_body
+from .services import MirrorService
 
 
-@handler
-async def list_mirrors(request: Request) -> Response:
-    principal = authorize(request, "read")
-    return JSONResponse({"mirrors": [m for m in request.app.state.broker.mirrors.status()
+@endpoint
+async def list_mirrors(request: Request, service: MirrorService) -> Response:
+    principal = authorize(service, request, "read")
+    return JSONResponse({"mirrors": [m for m in service.mirrors.status()
                                      if principal.may_topic(str(m.get("topic")))]})
 
 
-@handler
-async def add_mirror(request: Request) -> Response:
-    principal = authorize(request, "admin")
+@endpoint
+async def add_mirror(request: Request, service: MirrorService) -> Response:
+    principal = authorize(service, request, "admin")
     doc = await json_body(request)
     if isinstance(doc.get("topic"), str):
         check_topic(principal, doc["topic"])
-    manager = request.app.state.broker.mirrors
+    manager = service.mirrors
     try:
         cfg = await manager.add(doc)
     except ConfigError as exc:
@@ -43,11 +46,11 @@ async def add_mirror(request: Request) -> Response:
     return JSONResponse(manager.runners[cfg.name].status(), status_code=201)
 
 
-@handler
-async def delete_mirror(request: Request) -> Response:
-    principal = authorize(request, "admin")
+@endpoint
+async def delete_mirror(request: Request, service: MirrorService) -> Response:
+    principal = authorize(service, request, "admin")
     name = request.path_params["name"]
-    manager = request.app.state.broker.mirrors
+    manager = service.mirrors
     if name in manager.configs:
         check_topic(principal, manager.configs[name].topic)
     if name in manager.configs and name not in manager.dynamic:

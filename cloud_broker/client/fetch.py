@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Any
 
-from .client_http import BrokerClient, BrokerUnavailable, OffsetOutOfRangeError, PendingFetch
+from .transport import BrokerClient, BrokerUnavailable, OffsetOutOfRangeError, PendingFetch
 
 log = logging.getLogger(__name__)
 

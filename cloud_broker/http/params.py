@@ -1,29 +1,28 @@
-"""Request checking shared by the consumer endpoints: auth, query integers, JSON bodies.
+"""Request checking shared by the endpoints: auth, path and query integers, bodies.
 
-Strategy: handlers raise ``Problem`` for anything a caller got wrong and the ``handler``
-decorator turns it into the broker's one JSON error shape (errors.py), so every check is
-one line in the handler and every refusal names its field. 401 means no or unknown token,
-403 a token without the permission the endpoint needs (``read`` for consuming) or a
-topic / group outside the token's scopes (``check_topic``, ``check_group``; checked
+Strategy: each check raises ``Problem`` for anything a caller got wrong and the
+``endpoint`` wrapper turns it into the broker's one JSON error shape (errors.py), so
+every check is one line in the handler and every refusal names its field. 401 means no
+or unknown token, 403 a token without the permission the endpoint needs (``read`` for
+consuming) or a topic / group outside the token's scopes (``check_topic``, ``check_group``; checked
 before the name is looked up, so a token learns nothing of names outside its scope).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
 
-from .auth import AuthError, Principal
-from .errors import error
-from .http_ingest import read_body
-from .storage import Partition, UnknownTopic
+from ..auth import AuthError, Principal
+from ..errors import Problem
+from ..storage import Partition, PartitionStore, UnknownTopic
+from .services import Authenticating
 
 MAX_JSON_BODY = 1 << 20
+CBOR = "application/cbor"
 
 
 def canonical_int(raw: str, digits: int = 19) -> int | None:
@@ -42,37 +41,18 @@ def parse_index(raw: str) -> int | None:
     return value if value is not None and value >= 0 else None
 
 
-class Problem(Exception):
-    """A refusal: HTTP status, message, the field at fault and extra JSON members."""
-
-    def __init__(self, status: int, message: str, field: str | None = None,
-                 **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.message, self.field, self.extra = status, message, field, extra
-
-    def response(self) -> Response:
-        return error(self.status, self.message, self.field, **self.extra)
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def handler(fn: Handler) -> Handler:
-    @functools.wraps(fn)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except Problem as p:
-            return p.response()
-    return wrapped
-
-
-def authorize(request: Request, permission: str) -> Principal:
-    broker = request.app.state.broker
+def principal_of(service: Authenticating, request: Request, field: str | None = None
+                 ) -> Principal:
+    """The token's principal; 401 (naming ``field``) for no or an unknown token."""
     try:
-        principal = broker.tokens.authenticate(request.headers.get("authorization"))
+        return service.tokens.authenticate(request.headers.get("authorization"))
     except AuthError as exc:
-        raise Problem(401, str(exc)) from exc
+        raise Problem(401, str(exc), field) from exc
+
+
+def authorize(service: Authenticating, request: Request, permission: str) -> Principal:
+    """The principal of a token that has ``permission``; 401 or 403 otherwise."""
+    principal = principal_of(service, request)
     if not principal.may(permission):
         raise Problem(403, f"this token lacks the {permission!r} permission", "authorization")
     return principal
@@ -112,18 +92,49 @@ def choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
-def partition_of(request: Request) -> Partition:
-    """The partition named by the path, 404 when unknown, 400 when not a number."""
-    store = request.app.state.broker.store
-    topic, raw = request.path_params["topic"], request.path_params["partition"]
+def index_of(request: Request) -> int:
+    """The partition number of the path; 400 when it is not one."""
+    raw = request.path_params["partition"]
     index = parse_index(raw)
     if index is None:
         raise Problem(400, f"partition must be a non-negative integer, got {raw[:40]!r}",
                       "partition")
+    return index
+
+
+def partition_of(store: PartitionStore, request: Request) -> Partition:
+    """The partition named by the path, 404 when unknown, 400 when not a number."""
+    topic = request.path_params["topic"]
+    index = index_of(request)
     try:
         return store.partition(topic, index)
     except UnknownTopic as exc:
         raise Problem(404, str(exc), "partition" if topic in store.topics() else "topic") from exc
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (checked while streaming)."""
+    declared = request.headers.get("content-length")
+    if (declared is not None and declared.isascii() and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > limit)):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request, default: str = CBOR) -> str:
+    """The request's media type, lowercased: media types are case-insensitive (RFC 9110)."""
+    return request.headers.get("content-type", default).split(";")[0].strip().lower()
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
 
 
 async def json_body(request: Request) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The broker's group coordinator: pure ``Group`` objects, a clock, and SQLite behind them.
 
-Strategy: all decisions are made by ``groups.Group`` on the event loop; this class only
+Strategy: all decisions are made by ``state.Group`` on the event loop; this class only
 supplies the time and the partition counts, persists every change through ``GroupStore``
 on one database thread (so writes keep their order and never stall the loop), and waits
 for the write before answering, so an acknowledged join or commit is on disk. A join
@@ -10,7 +10,7 @@ answers 409 ``rebalance_in_progress`` and the client joins again. A sweep task t
 every group, so sessions expire and rebalance deadlines pass even in a quiet group.
 Memory is the source of truth while running; the database is read once at start.
 Each new member gets a random ``member_secret`` with its join answer (only its digest is
-stored); heartbeat, commit and leave must send it back (``groups``).
+stored); heartbeat, commit and leave must send it back (``state``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .group_store import GroupStore
-from .groups import Group, GroupState, RebalanceInProgress, TopicPartition, UnknownMember
-from .storage import PartitionStore, UnknownTopic
+from ..storage import PartitionStoreAPI, UnknownTopic
+from .state import Group, GroupState, RebalanceInProgress, TopicPartition, UnknownMember
+from .store import GroupStore
 
 log = logging.getLogger(__name__)
 MAX_JOIN_WAIT_S = 25.0
@@ -38,7 +38,7 @@ class UnknownGroup(LookupError):
 
 
 class GroupCoordinator:
-    def __init__(self, store: PartitionStore, db_path: Path,
+    def __init__(self, store: PartitionStoreAPI, db_path: Path,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.clock = clock
@@ -162,9 +162,9 @@ class GroupCoordinator:
                      secret: str | None = None) -> dict[str, Any]:
         for t, p, o in offsets:
             part = self.store.partition(t, p)  # UnknownTopic for a bad topic/partition
-            if o > part.log.end_offset:
+            if o > part.end_offset:
                 raise ValueError(f"offset {o} for {t}/{p} is beyond its end "
-                                 f"{part.log.end_offset}")
+                                 f"{part.end_offset}")
         g = self._group(name) if member_id is None else self._existing(name, member_id)
         g.check_commit(member_id, generation, [(t, p) for t, p, _ in offsets], self.clock(),
                        secret)
@@ -203,7 +203,7 @@ class GroupCoordinator:
     def _ends(self, g: Group) -> Iterator[tuple[TopicPartition, int, int]]:
         for (t, p), o in sorted(g.offsets.items()):
             try:
-                end = self.store.partition(t, p).log.durable_offset
+                end = self.store.partition(t, p).durable_offset
             except UnknownTopic:
                 continue
             yield (t, p), o, end

@@ -1,6 +1,7 @@
-"""Partition storage: one shared_log Log per topic-partition.
+"""The shared_log partition store: one shared_log Log per topic-partition.
 
-Strategy: the broker's durable data is nothing but these logs, laid out as
+The first implementation of ``storage.interface`` (``PartitionLog``,
+``PartitionStoreAPI``). Strategy: the broker's durable data is nothing but these logs, laid out as
 ``<data_dir>/topics/<topic>/<partition>/``. Everything else the broker keeps (ingest
 dedup state, consumer offsets) is either derived from them or stored beside them. Topics
 come from the config; the partition count of an existing topic is recorded in
@@ -11,21 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from shared_log import CommitMode, CommitPolicy, Log, LogConfig, read_checkpoint, write_checkpoint
+from shared_log import (
+    ColumnFetch,
+    CommitMode,
+    CommitPolicy,
+    FetchResult,
+    Log,
+    LogConfig,
+    Record,
+    fetch_columns,
+    read_checkpoint,
+    reopen_empty_at,
+    write_checkpoint,
+)
 from uplink import is_safe_name
 
-from .config import TopicConfig
-
-
-class UnknownTopic(LookupError):
-    """The topic (or partition) does not exist."""
+from ..config import TopicConfig
+from .interface import UnknownTopic
 
 
 class Partition:
-    """A topic-partition: its log and a notifier for long-polling readers."""
+    """A topic-partition (``PartitionLog``): its shared_log ``Log`` and a notifier for
+    long-polling readers. Thin: each operation is one call of the log."""
 
     def __init__(self, topic: str, index: int, log: Log) -> None:
         self.topic = topic
@@ -33,6 +44,67 @@ class Partition:
         self.log = log
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._lock = threading.Lock()
+
+    @property
+    def start_offset(self) -> int:
+        return self.log.start_offset
+
+    @property
+    def end_offset(self) -> int:
+        return self.log.end_offset
+
+    @property
+    def durable_offset(self) -> int:
+        return self.log.durable_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return self.log.size_bytes
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self.log.failed
+
+    @property
+    def corrupt_records(self) -> int:
+        return self.log.stats.corrupt_records
+
+    def append_framed(self, body: bytes, count: int, max_timestamp: int) -> tuple[int, int]:
+        return self.log.append_framed(body, count, max_timestamp)
+
+    def append(self, records: Sequence[Record]) -> tuple[int, int]:
+        return self.log.append(records)
+
+    async def wait_durable(self, offset: int) -> None:
+        await self.log.wait_durable_async(offset)
+
+    def fetch(self, offset: int, max_records: int, max_bytes: int) -> FetchResult:
+        return self.log.fetch(offset, max_records, max_bytes)
+
+    def fetch_columns(self, offset: int, max_records: int, max_bytes: int,
+                      end: int | None = None) -> ColumnFetch:
+        return fetch_columns(self.log, offset, max_records, max_bytes, end=end)
+
+    def replay_header(self, start: int, name: str, visit: Callable[[bytes], None]) -> int:
+        log, offset, n = self.log, start, 0
+        while offset < log.end_offset:
+            res = log.fetch(offset, max_records=10_000, max_bytes=8 << 20)
+            for rec in res.records:
+                if rec.headers:
+                    last, value = rec.headers[-1]
+                    if last == name:
+                        visit(value)
+            n += len(res.records)
+            if res.next_offset <= offset:
+                break
+            offset = res.next_offset
+        return n
+
+    def enforce_retention(self) -> int:
+        return self.log.enforce_retention()
+
+    def close(self) -> None:
+        self.log.close()
 
     def notify(self) -> None:
         """Wake long-pollers (called after records became durable)."""
@@ -46,6 +118,11 @@ class Partition:
         with self._lock:
             self._waiters.append((asyncio.get_running_loop(), ev))
         return ev
+
+    def rebase_empty(self, base: int) -> None:
+        """Make an empty partition's next offset ``base`` (a mirror's first record);
+        ValueError when it holds or held records (shared_log.reopen_empty_at)."""
+        self.log = reopen_empty_at(self.log, base)
 
     def forget(self, ev: asyncio.Event) -> None:
         """Drop a waiter that stopped waiting (a long-poll that timed out), so an idle
@@ -116,8 +193,8 @@ class PartitionStore:
             yield from self._topics[name]
 
     def enforce_retention(self) -> int:
-        return sum(p.log.enforce_retention() for p in self)
+        return sum(p.enforce_retention() for p in self)
 
     def close(self) -> None:
         for p in self:
-            p.log.close()
+            p.close()

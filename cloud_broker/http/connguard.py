@@ -34,7 +34,7 @@ from typing import Any
 import httptools
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .config import ConnectionLimits
+from ..config import ConnectionLimits
 
 
 def _response(status: str, body: bytes, extra: bytes = b"") -> bytes:

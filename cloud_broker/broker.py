@@ -1,8 +1,9 @@
-"""The broker's ASGI app: wiring of storage, ingest, auth and metrics.
+"""The broker service: everything one broker process holds, typed, in one object.
 
 Strategy: ``Broker`` owns the long-lived parts (partition store, ingestor, token store,
-metrics, background tasks); ``create_app`` exposes them over Starlette routes. Route
-handlers live in small modules per concern (``http_ingest``...), each a thin adapter.
+metrics, mirrors, group coordinator, background tasks) and is what every HTTP handler is
+given (``http.errors.endpoint``). It knows nothing of HTTP: ``http.app.create_app``
+serves it.
 """
 
 from __future__ import annotations
@@ -10,18 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
-from starlette.applications import Starlette
-from starlette.routing import Route
-
-from . import http_ingest, http_mirrors, replicate_routes
 from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
-from .consume_routes import CONSUME_ROUTES
 from .datadir import DataDirLock
-from .group_service import GroupCoordinator
-from .http_ops import healthz, metrics, openapi
+from .groups import GroupCoordinator
 from .ingest import Ingestor
 from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
@@ -127,36 +121,9 @@ class Broker:
         self._release_lock()
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        failed = [f"{p.topic}/{p.index}" for p in self.store if p.log.failed is not None]
+        failed = [f"{p.topic}/{p.index}" for p in self.store if p.failed is not None]
         return (not failed), {"status": "ok" if not failed else "failing",
                               "failed_partitions": failed, "topics": self.store.topics()}
 
 
-def create_app(config: BrokerConfig, extra_routes: list[Route] | None = None,
-               data_lock: DataDirLock | None = None) -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        broker = Broker(config, data_lock)
-        app.state.broker = broker
-        await broker.start()
-        try:
-            yield
-        finally:
-            await broker.stop()
-
-    routes = [
-        Route("/v1/ingest/{topic}", http_ingest.ingest, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/replicate/{topic}/{partition}", replicate_routes.replicate_position,
-              methods=["GET"]),
-        Route("/v1/replicate/{topic}/{partition}", replicate_routes.replicate_append,
-              methods=["POST"]),
-        Route("/v1/mirrors", http_mirrors.list_mirrors, methods=["GET"]),
-        Route("/v1/mirrors", http_mirrors.add_mirror, methods=["POST"]),
-        Route("/v1/mirrors/{name}", http_mirrors.delete_mirror, methods=["DELETE"]),
-        *CONSUME_ROUTES,
-        *(extra_routes or []),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+__all__ = ["Broker"]

@@ -18,12 +18,20 @@ from starlette.responses import JSONResponse, Response
 
 from uplink import is_safe_name
 
-from .auth import Principal
-from .group_service import UnknownGroup
-from .group_store import GroupStoreError
-from .groups import ASSIGNORS, MAX_SESSION_MS, MIN_SESSION_MS, GroupError
-from .http_params import Problem, authorize, check_group, check_topic, field, handler, json_body
-from .storage import UnknownTopic
+from ..auth import Principal
+from ..broker import Broker
+from ..errors import Problem
+from ..groups import (
+    ASSIGNORS,
+    MAX_SESSION_MS,
+    MIN_SESSION_MS,
+    GroupError,
+    GroupStoreError,
+    UnknownGroup,
+)
+from ..storage import UnknownTopic
+from .errors import endpoint
+from .params import authorize, check_group, check_topic, field, json_body
 
 MAX_TOPICS = 100
 MAX_COMMIT_ENTRIES = 10_000
@@ -55,8 +63,8 @@ def _generation(doc: dict[str, Any], default: Any = ...) -> int | None:
                  "an integer >= 0")
 
 
-async def _call(request: Request, op: str, *args: Any) -> Response:
-    coordinator = request.app.state.broker.groups
+async def _call(request: Request, broker: Broker, op: str, *args: Any) -> Response:
+    coordinator = broker.groups
     try:
         result = await getattr(coordinator, op)(*args)
     except GroupError as exc:
@@ -72,9 +80,9 @@ async def _call(request: Request, op: str, *args: Any) -> Response:
     return JSONResponse(result)
 
 
-@handler
-async def join(request: Request) -> Response:
-    principal = authorize(request, "read")
+@endpoint
+async def join(request: Request, broker: Broker) -> Response:
+    principal = authorize(broker, request, "read")
     name = _name(request, principal)
     doc = await json_body(request)
     member_id = _member_id(doc)
@@ -89,22 +97,22 @@ async def join(request: Request) -> Response:
     assignor = field(doc, "assignor", str, None, lambda a: a in ASSIGNORS,
                      f"one of {sorted(ASSIGNORS)}")
     secret = _secret(doc, None)  # a rejoin sends the secret it holds
-    return await _call(request, "join", name, member_id, topics, session, assignor, secret)
+    return await _call(request, broker, "join", name, member_id, topics, session, assignor, secret)
 
 
-@handler
-async def heartbeat(request: Request) -> Response:
-    name = _name(request, authorize(request, "read"))
+@endpoint
+async def heartbeat(request: Request, broker: Broker) -> Response:
+    name = _name(request, authorize(broker, request, "read"))
     doc = await json_body(request)
     member_id, generation = _member_id(doc), _generation(doc)
-    return await _call(request, "heartbeat", name, member_id, generation, _secret(doc))
+    return await _call(request, broker, "heartbeat", name, member_id, generation, _secret(doc))
 
 
-@handler
-async def leave(request: Request) -> Response:
-    name = _name(request, authorize(request, "read"))
+@endpoint
+async def leave(request: Request, broker: Broker) -> Response:
+    name = _name(request, authorize(broker, request, "read"))
     doc = await json_body(request)
-    return await _call(request, "leave", name, _member_id(doc), _secret(doc))
+    return await _call(request, broker, "leave", name, _member_id(doc), _secret(doc))
 
 
 def _offsets(doc: dict[str, Any]) -> list[tuple[str, int, int]]:
@@ -125,9 +133,9 @@ def _offsets(doc: dict[str, Any]) -> list[tuple[str, int, int]]:
     return out
 
 
-@handler
-async def commit(request: Request) -> Response:
-    principal = authorize(request, "read")
+@endpoint
+async def commit(request: Request, broker: Broker) -> Response:
+    principal = authorize(broker, request, "read")
     name = _name(request, principal)
     doc = await json_body(request)
     offsets = _offsets(doc)
@@ -137,30 +145,30 @@ async def commit(request: Request) -> Response:
         member_id, generation, secret = _member_id(doc), _generation(doc), _secret(doc)
     else:
         member_id = generation = secret = None
-    return await _call(request, "commit", name, member_id, generation, offsets, secret)
+    return await _call(request, broker, "commit", name, member_id, generation, offsets, secret)
 
 
-@handler
-async def committed(request: Request) -> Response:
-    principal = authorize(request, "read")
+@endpoint
+async def committed(request: Request, broker: Broker) -> Response:
+    principal = authorize(broker, request, "read")
     name = _name(request, principal)
     topic = request.query_params.get("topic")
-    coordinator = request.app.state.broker.groups
+    coordinator = broker.groups
     offsets = [o for o in coordinator.committed(name, topic) if principal.may_topic(o["topic"])]
     return JSONResponse({"group": name, "offsets": offsets})
 
 
-@handler
-async def describe(request: Request) -> Response:
-    name = _name(request, authorize(request, "read"))
+@endpoint
+async def describe(request: Request, broker: Broker) -> Response:
+    name = _name(request, authorize(broker, request, "read"))
     try:
-        return JSONResponse(request.app.state.broker.groups.describe(name))
+        return JSONResponse(broker.groups.describe(name))
     except UnknownGroup as exc:
         raise Problem(404, str(exc), "group") from exc
 
 
-@handler
-async def list_groups(request: Request) -> Response:
-    principal = authorize(request, "read")
-    return JSONResponse({"groups": [g for g in request.app.state.broker.groups.list()
+@endpoint
+async def list_groups(request: Request, broker: Broker) -> Response:
+    principal = authorize(broker, request, "read")
+    return JSONResponse({"groups": [g for g in broker.groups.list()
                                     if principal.may_group(g["group"])]})

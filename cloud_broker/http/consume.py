@@ -14,28 +14,29 @@ empty page, and offsets lost to corruption are listed in ``skipped``.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from shared_log import ColumnFetch, LogError, OffsetOutOfRange, RecordColumns, fetch_columns
+from shared_log import ColumnFetch, RecordColumns
 
-from . import record_codec as codec
-from .http_params import (
-    Problem,
+from .. import record_codec as codec
+from ..broker import Broker
+from ..errors import Problem
+from ..storage import LogError, OffsetOutOfRange, PartitionLog, PartitionStoreAPI, UnknownTopic
+from .errors import endpoint
+from .params import (
+    CBOR,
     authorize,
     check_topic,
     choice_param,
-    handler,
     int_param,
     partition_of,
+    wants_json,
 )
-from .storage import Partition, UnknownTopic
 
-CBOR = "application/cbor"
 MAX_OFFSET = 2**63 - 1
 MAX_RECORDS = 100_000
 DEFAULT_MAX_BYTES = 4 << 20
@@ -43,40 +44,37 @@ MAX_BYTES = 64 << 20
 MAX_WAIT_MS = 30_000
 
 
-def wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
-
-
-def out_of_range(part: Partition, offset: int, start: int, end: int) -> Problem:
+def out_of_range(part: PartitionLog, offset: int, start: int, end: int) -> Problem:
     return Problem(416, f"offset {offset} is out of range for {part.topic}/{part.index}: "
                         f"valid offsets are {start} (earliest) to {end} (the end, next to be "
                         "written)", "offset", start_offset=start, end_offset=end)
 
 
-def _read(part: Partition, offset: int, max_records: int, max_bytes: int
+def _read(part: PartitionLog, offset: int, max_records: int, max_bytes: int
           ) -> tuple[ColumnFetch, int, int]:
-    log = part.log
-    hw = log.durable_offset  # read first: the fetch below never passes it
+    hw = part.durable_offset  # read first: the fetch below never passes it
     try:
-        res = fetch_columns(log, offset, max_records, max_bytes, end=hw)
+        res = part.fetch_columns(offset, max_records, max_bytes, end=hw)
     except OffsetOutOfRange as exc:
         raise out_of_range(part, offset, exc.start_offset, min(hw, exc.end_offset)) from exc
-    return res, log.start_offset, hw
+    return res, part.start_offset, hw
 
 
 #: a read of at most this many records behind the high watermark runs on the event loop
 INLINE_READ_RECORDS = 1000
 
 
-async def read_partition(request: Request, part: Partition, offset: int, max_records: int,
+async def read_partition(broker: Broker, part: PartitionLog, offset: int, max_records: int,
                          max_bytes: int, wait_ms: int) -> tuple[ColumnFetch, int, int]:
-    """Read from ``offset``; when nothing is there, wait up to ``wait_ms`` for new data."""
-    metrics = request.app.state.broker.metrics
+    """Read from ``offset``; when nothing is there, wait up to ``wait_ms`` for new data.
+
+    This is where a fetch (and a stream) gets its records."""
+    metrics = broker.metrics
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_ms / 1000
     while True:
         try:
-            if 0 <= part.log.durable_offset - offset <= INLINE_READ_RECORDS:
+            if 0 <= part.durable_offset - offset <= INLINE_READ_RECORDS:
                 res, start, hw = _read(part, offset, max_records, max_bytes)
             else:
                 res, start, hw = await asyncio.to_thread(_read, part, offset, max_records,
@@ -88,7 +86,7 @@ async def read_partition(request: Request, part: Partition, offset: int, max_rec
         if len(res.columns) or res.skipped or remaining <= 0:
             return res, start, hw
         woken = part.waiter()
-        if part.log.durable_offset > offset:
+        if part.durable_offset > offset:
             part.forget(woken)
             continue  # data arrived between the read and the registration
         metrics.fetch_waiting.inc()
@@ -103,38 +101,27 @@ async def read_partition(request: Request, part: Partition, offset: int, max_rec
                 part.forget(woken)
 
 
-async def fetch(request: Request) -> Response:
-    broker = request.app.state.broker
-    started = time.perf_counter()
-    try:
-        resp = await _fetch(request)
-    except Problem as p:
-        resp = p.response()
-    broker.metrics.fetch_requests.labels(str(resp.status_code)).inc()
-    broker.metrics.fetch_latency.observe(time.perf_counter() - started)
-    return resp
-
-
-async def _fetch(request: Request) -> Response:
-    check_topic(authorize(request, "read"), request.path_params["topic"])
-    part = partition_of(request)
+@endpoint(measured=lambda b: (b.metrics.fetch_requests, b.metrics.fetch_latency))
+async def fetch(request: Request, broker: Broker) -> Response:
+    check_topic(authorize(broker, request, "read"), request.path_params["topic"])
+    part = partition_of(broker.store, request)
     offset = int_param(request, "offset", None, 0, MAX_OFFSET)
     max_records = int_param(request, "max_records", 1000, 1, MAX_RECORDS)
     max_bytes = int_param(request, "max_bytes", DEFAULT_MAX_BYTES, 1, MAX_BYTES)
     wait_ms = int_param(request, "wait_ms", 0, 0, MAX_WAIT_MS)
     as_json = wants_json(request)
     encoding = choice_param(request, "encoding", codec.ENCODINGS)
-    res, start, hw = await read_partition(request, part, offset, max_records, max_bytes,
+    res, start, hw = await read_partition(broker, part, offset, max_records, max_bytes,
                                           wait_ms)
     head = codec.meta(part.topic, part.index, res, start, hw)
-    count_fetch(request, part, res)
+    count_fetch(broker, part, res)
     if as_json:
         body = await _off_loop(codec.encode_json, head, res.columns, encoding)
     else:
         body = await _off_loop(codec.encode_cbor, head, res.columns)
-    request.app.state.broker.metrics.fetch_bytes.inc(len(body))
+    broker.metrics.fetch_bytes.inc(len(body))
     # The next offset in a header too: a client can send its next fetch as soon as it has
-    # the headers, while it still reads and decodes this body (client_http.open_fetch).
+    # the headers, while it still reads and decodes this body (client.transport.open_fetch).
     return Response(body, media_type="application/json" if as_json else CBOR,
                     headers={"X-Next-Offset": str(res.next_offset), "X-End-Offset": str(hw)})
 
@@ -147,32 +134,32 @@ async def _off_loop(encode: Callable[..., bytes], head: dict[str, Any], cols: Re
     return await asyncio.to_thread(encode, head, cols, *args)
 
 
-def count_fetch(request: Request, part: Partition, res: ColumnFetch) -> None:
-    m = request.app.state.broker.metrics
+def count_fetch(broker: Broker, part: PartitionLog, res: ColumnFetch) -> None:
+    m = broker.metrics
     if len(res.columns):
         m.fetch_records.labels(part.topic).inc(len(res.columns))
     if res.skipped:
         m.fetch_skipped.labels(part.topic).inc(sum(s.count for s in res.skipped))
 
 
-def _topic_summary(store: Any, name: str) -> dict[str, Any]:
+def _topic_summary(store: PartitionStoreAPI, name: str) -> dict[str, Any]:
     cfg = store.topic_config(name)
     return {"name": name, "partitions": len(store.partitions(name)),
             "retention_bytes": cfg.retention_bytes, "retention_ms": cfg.retention_ms}
 
 
-@handler
-async def list_topics(request: Request) -> Response:
-    principal = authorize(request, "read")
-    store = request.app.state.broker.store
+@endpoint
+async def list_topics(request: Request, broker: Broker) -> Response:
+    principal = authorize(broker, request, "read")
+    store = broker.store
     return JSONResponse({"topics": [_topic_summary(store, t) for t in store.topics()
                                     if principal.may_topic(t)]})
 
 
-@handler
-async def describe_topic(request: Request) -> Response:
-    principal = authorize(request, "read")
-    store = request.app.state.broker.store
+@endpoint
+async def describe_topic(request: Request, broker: Broker) -> Response:
+    principal = authorize(broker, request, "read")
+    store = broker.store
     topic = request.path_params["topic"]
     check_topic(principal, topic)
     try:
@@ -181,6 +168,6 @@ async def describe_topic(request: Request) -> Response:
     except UnknownTopic as exc:
         raise Problem(404, str(exc), "topic") from exc
     body["partitions"] = [
-        {"partition": p.index, "start_offset": p.log.start_offset,
-         "end_offset": p.log.durable_offset, "size_bytes": p.log.size_bytes} for p in parts]
+        {"partition": p.index, "start_offset": p.start_offset,
+         "end_offset": p.durable_offset, "size_bytes": p.size_bytes} for p in parts]
     return JSONResponse(body)

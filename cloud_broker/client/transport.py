@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from .record_codec import FetchResponse, MalformedResponse, decode_cbor
+from ..record_codec import FetchResponse, MalformedResponse, decode_cbor
 
 REJOIN_CODES = ("stale_generation", "unknown_member", "rebalance_in_progress",
                 "member_in_use")

@@ -23,16 +23,16 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .client_fetch import PartitionFetcher
-from .client_group import Membership
-from .client_http import (
+from ..record_codec import ConsumerRecord, FetchResponse
+from .fetch import PartitionFetcher
+from .group import Membership
+from .transport import (
     BrokerClient,
     BrokerUnavailable,
     ConsumerError,
     OffsetOutOfRangeError,
     RebalanceError,
 )
-from .record_codec import ConsumerRecord, FetchResponse
 
 __all__ = ["BrokerUnavailable", "Consumer", "ConsumerError", "ConsumerRecord",
            "FetchResponse", "OffsetOutOfRangeError", "RebalanceError"]

@@ -19,19 +19,20 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from . import record_codec as codec
-from .http_consume import MAX_OFFSET, MAX_RECORDS, count_fetch, out_of_range, read_partition
-from .http_params import (
-    Problem,
+from .. import record_codec as codec
+from ..broker import Broker
+from ..errors import Problem
+from ..storage import PartitionLog
+from .consume import MAX_OFFSET, MAX_RECORDS, count_fetch, out_of_range, read_partition
+from .errors import endpoint
+from .params import (
     authorize,
     canonical_int,
     check_topic,
     choice_param,
-    handler,
     int_param,
     partition_of,
 )
-from .storage import Partition
 
 
 def _event(kind: str, data: dict, event_id: int | None = None) -> bytes:
@@ -40,7 +41,7 @@ def _event(kind: str, data: dict, event_id: int | None = None) -> bytes:
     return f"{head}event: {kind}\ndata: {body}\n\n".encode()
 
 
-def _start_offset(request: Request, part: Partition) -> int:
+def _start_offset(request: Request, part: PartitionLog) -> int:
     last_id = request.headers.get("last-event-id")
     if last_id is not None:
         offset = canonical_int(last_id)  # "²".isdigit() is true, int("²") raises
@@ -49,42 +50,42 @@ def _start_offset(request: Request, part: Partition) -> int:
     elif "offset" in request.query_params:
         offset = int_param(request, "offset", None, 0, MAX_OFFSET)
     else:
-        offset = part.log.durable_offset  # no offset: follow from the end (live)
-    start, hw = part.log.start_offset, part.log.durable_offset
-    if not start <= offset <= part.log.end_offset:
+        offset = part.durable_offset  # no offset: follow from the end (live)
+    start, hw = part.start_offset, part.durable_offset
+    if not start <= offset <= part.end_offset:
         raise out_of_range(part, offset, start, hw)
     return offset
 
 
-@handler
-async def stream(request: Request) -> Response:
-    check_topic(authorize(request, "read"), request.path_params["topic"])
-    part = partition_of(request)
+@endpoint
+async def stream(request: Request, broker: Broker) -> Response:
+    check_topic(authorize(broker, request, "read"), request.path_params["topic"])
+    part = partition_of(broker.store, request)
     offset = _start_offset(request, part)
     max_records = int_param(request, "max_records", 1000, 1, MAX_RECORDS)
     keepalive_ms = int_param(request, "keepalive_ms", 15_000, 100, 60_000)
     encoding = choice_param(request, "encoding", codec.ENCODINGS)
-    request.app.state.broker.metrics.fetch_requests.labels("200").inc()
+    broker.metrics.fetch_requests.labels("200").inc()
     return StreamingResponse(
-        _events(request, part, offset, max_records, keepalive_ms, encoding),
+        _events(broker, part, offset, max_records, keepalive_ms, encoding),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _events(request: Request, part: Partition, offset: int, max_records: int,
+async def _events(broker: Broker, part: PartitionLog, offset: int, max_records: int,
                   keepalive_ms: int, encoding: str) -> AsyncIterator[bytes]:
     yield b": following " + f"{part.topic}/{part.index} from {offset}".encode() + b"\n\n"
     while True:
         try:
-            res, start, hw = await read_partition(request, part, offset, max_records,
+            res, start, hw = await read_partition(broker, part, offset, max_records,
                                                   1 << 22, keepalive_ms)
         except Problem as p:
-            yield _event("error", {"error": p.message, "field": p.field, **p.extra})
+            yield _event("error", p.body())
             return
         if not len(res.columns) and not res.skipped:
             yield b": keepalive\n\n"
             continue
-        count_fetch(request, part, res)
+        count_fetch(broker, part, res)
         head = codec.meta(part.topic, part.index, res, start, hw)
         yield _event("records", codec.encode_json_body(head, res.columns, encoding),
                      res.next_offset)

@@ -15,8 +15,6 @@ Content-Type or Content-Encoding, 409 gap (with the expected offset), 503 not du
 
 from __future__ import annotations
 
-import time
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -31,21 +29,16 @@ from uplink import (
     is_safe_name,
 )
 
-from .auth import AuthError
-from .body_decode import decode_off_loop, small_enough_inline
-from .errors import error
-from .ingest import IngestUnavailable, RejectedBatch
-from .storage import UnknownTopic
-from .trust import ingest_denied
+from ..broker import Broker
+from ..errors import Problem, unavailable
+from ..ingest import IngestUnavailable, RejectedBatch, decode_off_loop, small_enough_inline
+from ..storage import UnknownTopic
+from ..trust import check_ingest
+from .errors import endpoint
+from .params import CBOR, media_type, principal_of, read_body, wants_json
 
-CBOR = "application/cbor"
 #: Records per request when the config does not say (twice the edge's default batch).
 DEFAULT_MAX_RECORDS = 10_000
-
-
-def media_type(request: Request, default: str = CBOR) -> str:
-    """The request's media type, lowercased: media types are case-insensitive (RFC 9110)."""
-    return request.headers.get("content-type", default).split(";")[0].strip().lower()
 
 
 def decode_limits(config: object) -> tuple[int, int]:
@@ -56,58 +49,29 @@ def decode_limits(config: object) -> tuple[int, int]:
     return int(decompressed), int(records)
 
 
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (checked while streaming)."""
-    declared = request.headers.get("content-length")
-    if (declared is not None and declared.isascii() and declared.isdigit()
-            and (len(declared) > 18 or int(declared) > limit)):
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _reply(request: Request, status: int, payload: dict, cbor_body: bytes) -> Response:
-    if "application/json" in request.headers.get("accept", ""):
+    if wants_json(request):
         return JSONResponse(payload, status_code=status)
     return Response(cbor_body, status_code=status, media_type=CBOR)
 
 
-async def ingest(request: Request) -> Response:
-    broker = request.app.state.broker
-    metrics = broker.metrics
-    started = time.perf_counter()
-    resp = await _ingest(request, broker)
-    metrics.ingest_requests.labels(str(resp.status_code)).inc()
-    metrics.ingest_latency.observe(time.perf_counter() - started)
-    return resp
-
-
-async def _ingest(request: Request, broker) -> Response:  # type: ignore[no-untyped-def]
+@endpoint(measured=lambda b: (b.metrics.ingest_requests, b.metrics.ingest_latency))
+async def ingest(request: Request, broker: Broker) -> Response:
     topic = request.path_params["topic"]
-    try:
-        principal = broker.tokens.authenticate(request.headers.get("authorization"))
-    except AuthError as exc:
-        return error(401, str(exc))
+    principal = principal_of(broker, request)
     # Before the body is read: a token that may not ingest costs us no decoding. Which
     # edge it may ingest as is known only after decoding (below).
     if "ingest" not in principal.permissions:
-        return error(403, "this token lacks the 'ingest' permission", "authorization")
+        raise Problem(403, "this token lacks the 'ingest' permission", "authorization")
     if not is_safe_name(topic):
-        return error(400, f"topic {topic[:60]!r} is not a safe name", "topic")
-    if (denied := ingest_denied(broker, principal, topic)) is not None:
-        return denied  # topic scope, mirror target, topic cap: before the body is read
+        raise Problem(400, f"topic {topic[:60]!r} is not a safe name", "topic")
+    check_ingest(broker, principal, topic)  # scope, mirror target, cap: before the body
     ctype = media_type(request)
     if ctype != CBOR:
-        return error(415, f"Content-Type must be {CBOR}, got {ctype[:60]!r}", "content-type")
+        raise Problem(415, f"Content-Type must be {CBOR}, got {ctype[:60]!r}", "content-type")
     body = await read_body(request, broker.config.max_body_bytes)
     if body is None:
-        return error(413, f"body larger than {broker.config.max_body_bytes} bytes", "body")
+        raise Problem(413, f"body larger than {broker.config.max_body_bytes} bytes", "body")
     broker.metrics.ingest_bytes.inc(len(body))
     encoding = request.headers.get("content-encoding")
     max_decompressed, max_records = decode_limits(broker.config)
@@ -117,26 +81,27 @@ async def _ingest(request: Request, broker) -> Response:  # type: ignore[no-unty
             lambda: decode_batch(body, encoding, max_decompressed_size=max_decompressed,
                                  max_records=max_records), inline)
     except UnsupportedEncoding as exc:
-        return error(415, str(exc), exc.field)
+        raise Problem(415, str(exc), exc.field) from exc
     except BodyTooLarge as exc:
-        return error(413, str(exc), exc.field)
+        raise Problem(413, str(exc), exc.field) from exc
     except MalformedBatch as exc:
-        return error(400, str(exc), exc.field)
+        raise Problem(400, str(exc), exc.field) from exc
     if not principal.may_ingest_as(batch.edge_id):
-        return error(403, f"this token may not ingest as edge {batch.edge_id!r}", "edge_id")
+        raise Problem(403, f"this token may not ingest as edge {batch.edge_id!r}", "edge_id")
     try:
         broker.ensure_topic_for_ingest(topic)
         reply = await broker.ingestor.ingest(topic, batch)
     except UnknownTopic as exc:
-        return error(404, str(exc), "topic")
+        raise Problem(404, str(exc), "topic") from exc
     except RejectedBatch as exc:
-        return error(400, exc.message, exc.field)
+        raise Problem(400, exc.message, exc.field) from exc
     except IngestUnavailable as exc:
-        resp = error(503, f"not durable now, retry: {exc}")
-        resp.headers["Retry-After"] = "1"
-        return resp
+        raise unavailable(f"not durable now, retry: {exc}") from exc
     if isinstance(reply, Ack):
         broker.metrics.ingest_outcomes.labels(reply.status.value).inc()
         return _reply(request, 200, reply.to_dict(), encode_ack(reply))
     broker.metrics.ingest_outcomes.labels(reply.code.value).inc()
     return _reply(request, 409, reply.to_dict(), encode_refusal(reply))
+
+
+__all__ = ["decode_limits", "ingest"]

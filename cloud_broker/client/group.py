@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .client_http import BrokerClient, BrokerUnavailable, ConsumerError, RebalanceError
+from .transport import BrokerClient, BrokerUnavailable, ConsumerError, RebalanceError
 
 log = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]

@@ -1,0 +1,197 @@
+"""What the ingest knows, and how it survives a crash: acked offsets, marks, checkpoint.
+
+Strategy (cloud_broker.ingest.ingestor has the whole story): the broker keeps, per
+source (edge, stream, generation), the acked offset, and per partition the highest edge
+offset it holds from each source (the *marks*). Only durable facts are checkpointed
+(``STATE_FILE``), lazily; on start ``recover`` reads the checkpoint and rebuilds the
+marks by replaying each partition's ``origin`` headers from the checkpointed end (or
+from the start when the checkpoint does not fit the data). A position found in the data
+but not in the checkpoint restarts at acked offset -1, so its next batch is a gap the
+edge rewinds to. Replay reads only a record's *last* header: the broker appends its own
+``origin`` last (``framing``), so a header an edge sent cannot claim another's positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared_log import read_checkpoint, write_checkpoint
+
+from ..storage import LogError, PartitionLog, PartitionStoreAPI
+from .framing import ORIGIN_HEADER
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "ingest-state.json"
+Source = tuple[str, str, str]  # (edge_id, stream, generation)
+
+
+def origin_value(source: Source, offset: int) -> bytes:
+    return f"{source[0]}/{source[1]}/{source[2]}/{offset}".encode()
+
+
+def parse_origin(value: bytes) -> tuple[Source, int] | None:
+    try:
+        edge, stream, gen, off = value.decode().split("/")
+        return (edge, stream, gen), int(off)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def source_key(source: Source) -> str:
+    return "/".join(source)
+
+
+def parse_source_key(text: str) -> Source | None:
+    parts = text.split("/")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
+@dataclass
+class IngestStats:
+    batches: int = 0
+    records_written: int = 0
+    records_deduplicated: int = 0
+    duplicates: int = 0
+    partials: int = 0
+    gaps: int = 0
+    new_generations: int = 0
+    unavailable: int = 0
+
+
+class IngestState:
+    """The ingest's positions and marks, their checkpoint and their recovery.
+
+    Runs on one asyncio event loop. ``Ingestor`` builds on it."""
+
+    def __init__(self, store: PartitionStoreAPI, state_dir: Path,
+                 checkpoint_interval_s: float = 1.0) -> None:
+        self.store = store
+        self.state_path = Path(state_dir) / STATE_FILE
+        self.checkpoint_interval_s = checkpoint_interval_s
+        # Optimistic: highest offset appended with the whole batch appended (used by decide).
+        self._acked: dict[Source, int] = {}
+        # Acked to the edge: durable. Checkpointed.
+        self._durable: dict[Source, int] = {}
+        self._marks: dict[tuple[str, int], dict[Source, int]] = defaultdict(dict)
+        self._checkpoint_lock = asyncio.Lock()
+        # Topics ingest has written (checkpointed; a hint): a mirror may not claim them.
+        self._ingested_topics: set[str] = set()
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def recover(self, exclude_topics: frozenset[str] = frozenset()) -> None:
+        """Rebuild dedup state from the checkpoint and the partitions' tails.
+
+        ``exclude_topics`` (mirror targets) are not replayed: their ``origin`` headers were
+        written by another broker and say nothing about positions ingested here."""
+        state = read_checkpoint(self.state_path, {})
+        if not isinstance(state, dict):
+            state = {}
+        topics = state.get("ingest_topics")
+        if isinstance(topics, list):  # those that still hold (or held) records
+            known = set(self.store.topics())
+            self._ingested_topics.update(
+                t for t in topics if isinstance(t, str) and t in known
+                and any(p.end_offset > 0 for p in self.store.partitions(t)))
+        for text, off in (state.get("acked") or {}).items():
+            src = parse_source_key(text)
+            if src is not None and isinstance(off, int):
+                self._acked[src] = self._durable[src] = off
+        parts_state = state.get("partitions") or {}
+        replayed = 0
+        for part in self.store:
+            if part.topic in exclude_topics:
+                continue
+            key = f"{part.topic}/{part.index}"
+            saved = parts_state.get(key) if isinstance(parts_state, dict) else None
+            marks: dict[Source, int] = {}
+            start = part.start_offset
+            if (isinstance(saved, dict) and isinstance(saved.get("end"), int)
+                    and start <= saved["end"] <= part.end_offset):
+                for text, off in (saved.get("sources") or {}).items():
+                    src = parse_source_key(text)
+                    if src is not None and isinstance(off, int):
+                        marks[src] = off
+                start = saved["end"]
+            replayed += self._replay(part, start, marks)
+            self._marks[(part.topic, part.index)] = marks
+        # A position in the data but not in the checkpoint (lost or replaced): its edge may
+        # hold acks, so it must not start over as a new position. -1 makes its next batch
+        # a gap the edge rewinds to; the marks filter what is already stored.
+        for marks in self._marks.values():
+            for src in marks:
+                self._acked.setdefault(src, -1)
+        if replayed:
+            log.info("ingest state: replayed %d records from partition tails", replayed)
+
+    @staticmethod
+    def _replay(part: PartitionLog, start: int, marks: dict[Source, int]) -> int:
+        def visit(value: bytes) -> None:
+            if (o := parse_origin(value)) is not None:
+                src, eoff = o
+                if eoff > marks.get(src, -1):
+                    marks[src] = eoff
+        # Only the last header counts: the broker's own (see the module docstring).
+        return part.replay_header(start, ORIGIN_HEADER, visit)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def has_ingested(self, topic: str) -> bool:
+        """True if ingest wrote ``topic`` (a mirror may not claim it). Known from this
+        process and the checkpoint, not from the data: records a mirror copied carry
+        ``origin`` headers too, and must not make a mirror's own topic look like one
+        edges write."""
+        return topic in self._ingested_topics
+
+    def acked_offset(self, source: Source) -> int | None:
+        return self._durable.get(source)
+
+    async def checkpoint(self, known: dict[Source, int] | None = None) -> None:
+        """Persist durable facts: acked offsets and per-partition marks at a durable end.
+
+        ``known`` adds durable acked offsets not yet in ``_durable`` (a new position before
+        its first ack); they count as durable once written. One checkpoint at a time, so
+        an older snapshot never replaces a newer one.
+        """
+        async with self._checkpoint_lock:
+            snap_parts = {}
+            waits = []
+            for part in self.store:
+                if part.failed is not None:
+                    continue  # its marks may cover records that never became durable
+                end = part.end_offset
+                marks = self._marks.get((part.topic, part.index), {})
+                snap_parts[f"{part.topic}/{part.index}"] = {
+                    "end": end, "sources": {source_key(s): o for s, o in marks.items()},
+                }
+                if end > part.start_offset:
+                    waits.append(part.wait_durable(end - 1))
+            durable = dict(self._durable)
+            for src, off in (known or {}).items():
+                durable[src] = max(off, durable.get(src, -1))
+            acked = {source_key(s): o for s, o in durable.items()}
+            await asyncio.gather(*waits)
+            state = {"version": 1, "written_at": time.time(), "acked": acked,
+                     "ingest_topics": sorted(self._ingested_topics),
+                     "partitions": snap_parts}
+            await asyncio.to_thread(write_checkpoint, self.state_path, state)
+            for src, off in (known or {}).items():
+                if off > self._durable.get(src, -1):
+                    self._durable[src] = off
+
+    async def run_checkpoints(self) -> None:
+        """Background task: checkpoint periodically (cancel it to stop)."""
+        while True:
+            await asyncio.sleep(self.checkpoint_interval_s)
+            try:
+                await self.checkpoint()
+            except (LogError, OSError) as exc:
+                log.warning("ingest state checkpoint failed: %s", exc)
+
+
