@@ -39,6 +39,7 @@ from ._positions import (
     decide,
     reply_for,
 )
+from ._record import Headers, UplinkRecord
 from ._types import (
     MAX_HEADER_NAME_BYTES,
     MAX_HEADERS,
@@ -49,10 +50,8 @@ from ._types import (
     AckStatus,
     Batch,
     Compression,
-    Headers,
     Refusal,
     RefusalCode,
-    UplinkRecord,
     is_safe_name,
 )
 

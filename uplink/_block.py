@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Any, overload
 
-from ._types import Headers, UplinkRecord
+from ._record import Headers, UplinkRecord
 
 
 class RecordBlock(Sequence[UplinkRecord]):

@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from ._block import RecordBlock
 from ._errors import LocalProtocolError, MalformedReply, show
+from ._record import UplinkRecord
 
-Headers: TypeAlias = tuple[tuple[str, bytes], ...]
 Compression: TypeAlias = Literal["none", "gzip", "zstd"]
 
 # Offsets and timestamps are Kafka longs; anything above would not fit the
@@ -68,17 +69,6 @@ class RefusalCode(enum.Enum):
     """Why the broker refused a batch without writing it."""
 
     GAP = "gap"  # the batch starts after the expected offset; rewind to expected_offset
-
-
-@dataclass(frozen=True, slots=True)
-class UplinkRecord:
-    """One record of the edge log: its edge offset, device key, time (ms) and payload."""
-
-    offset: int
-    key: bytes
-    timestamp: int
-    value: bytes
-    headers: Headers = ()
 
 
 def _record_problem(record: object) -> str | None:
@@ -135,7 +125,6 @@ class Batch:
             raise LocalProtocolError(
                 f"last_offset {self.last_offset!r} must be an offset >= base_offset"
             )
-        from ._block import RecordBlock  # a module of its own that needs UplinkRecord
 
         if type(self.records) is not tuple and type(self.records) is not RecordBlock:
             raise LocalProtocolError("records must be a tuple or a RecordBlock")
