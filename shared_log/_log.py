@@ -19,7 +19,6 @@ only to snapshot the segment list and sizes. The group-commit flusher is a threa
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import os
@@ -30,19 +29,16 @@ from pathlib import Path
 
 from ._commit import DurabilityWaiters, GroupCommitter
 from ._config import CommitMode, FullPolicy, LogConfig
-from ._errors import CorruptBatch, DiskFull, LogClosed, LogFull, OffsetOutOfRange
+from ._errors import DiskFull, LogClosed, LogFull
+from ._fetch import fetch_records
 from ._files import (
-    LOG_SUFFIX,
     fsync_dir,
-    parse_segment_name,
-    read_checkpoint,
     write_checkpoint,
 )
-from ._records import Record, StoredRecord, decode_records, encode_batch, encode_framed
+from ._records import Record, StoredRecord, encode_batch, encode_framed
+from ._recovery import RECOVERY_POINT, open_segments
 from ._results import FetchResult, LogStats
 from ._segment import CorruptRange, Segment
-
-RECOVERY_POINT = "recovery-point"
 
 
 class Log:
@@ -65,9 +61,10 @@ class Log:
         self._seen_corrupt: set[tuple[int, int]] = set()
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
-        self._segments: list[Segment] = []
-        self._bases: list[int] = []
-        self._open_segments()
+        self._segments: list[Segment] = open_segments(
+            self.directory, self.config.index_interval_bytes, self.read_only, self.stats,
+            self._note_corrupt)
+        self._bases: list[int] = [seg.base_offset for seg in self._segments]
         self._size = sum(s.size for s in self._segments)
         self._waiters = DurabilityWaiters()
         self._waiters.advance(self.end_offset)  # everything recovered is on disk
@@ -76,36 +73,6 @@ class Log:
             c = self.config.commit
             self._committer = GroupCommitter(self.flush, c.interval_ms, c.max_records,
                                              self._flush_failed)
-
-    # -- opening -------------------------------------------------------------------------
-
-    def _open_segments(self) -> None:
-        bases = sorted(
-            b for name in os.listdir(self.directory)
-            if (b := parse_segment_name(name, LOG_SUFFIX)) is not None
-        ) if self.directory.exists() else []
-        created = not bases
-        if created:
-            if self.read_only:
-                raise FileNotFoundError(f"no log segments in {self.directory}")
-            bases = [0]
-        interval = self.config.index_interval_bytes
-        self._segments = [Segment(self.directory, b, interval, read_only=self.read_only)
-                          for b in bases]
-        self._bases = list(bases)
-        if created:
-            fsync_dir(self.directory)  # the new log's first segment survives a power loss
-        for seg, nxt in zip(self._segments, bases[1:], strict=False):
-            seg.next_offset = nxt  # offsets a damaged sealed segment lost stay reserved
-        raw = read_checkpoint(self.directory / RECOVERY_POINT, None)
-        rp = raw.get("offset") if isinstance(raw, dict) else None
-        first = max(0, bisect.bisect_right(self._bases, rp) - 1) if isinstance(rp, int) else 0
-        last = len(self._segments) - 1
-        for i in range(first, last + 1):
-            self.stats.truncated_bytes_on_open += self._segments[i].recover(
-                truncate=not self.read_only, sealed=i < last)
-            for damage in self._segments[i].recovered_damage:
-                self._note_corrupt(damage)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -369,51 +336,8 @@ class Log:
 
         Raises OffsetOutOfRange below the start or above the end; at the end returns no
         records. Corrupt batches are skipped, reported in ``skipped`` and counted.
-        """
-        if max_records < 1 or max_bytes < 1:
-            raise ValueError("max_records and max_bytes must be >= 1")
-        with self._lock:
-            if self._closed:
-                raise LogClosed(f"log {self.directory} is closed")
-            segments = list(self._segments)
-            limits = [s.size for s in segments]
-            ends = [s.next_offset for s in segments]
-        start, end = segments[0].base_offset, ends[-1]
-        if offset < start or offset > end:
-            raise OffsetOutOfRange(offset, start, end)
-        out: list[StoredRecord] = []
-        skipped: list[CorruptRange] = []
-        nbytes = 0
-        i = bisect.bisect_right([s.base_offset for s in segments], offset) - 1
-        pos = offset
-        for seg, limit, seg_end in zip(segments[i:], limits[i:], ends[i:], strict=True):
-            for item in seg.read_batches(pos, limit, seg_end):
-                if isinstance(item, CorruptRange):
-                    self._note_corrupt(item)
-                    skipped.append(item)
-                    pos = max(pos, item.last + 1)
-                    continue
-                info, view = item
-                if out and nbytes + info.size > max_bytes:
-                    return FetchResult(out, pos, skipped)
-                try:
-                    records = decode_records(view, info)
-                except CorruptBatch:  # a good CRC around bad record framing
-                    bad = CorruptRange(seg.base_offset, info.position, info.size,
-                                       info.base_offset, info.last_offset)
-                    self._note_corrupt(bad)
-                    skipped.append(bad)
-                    pos = max(pos, info.next_offset)
-                    continue
-                for rec in records:
-                    if rec.offset >= pos:
-                        out.append(rec)
-                        if len(out) >= max_records:
-                            return FetchResult(out, rec.offset + 1, skipped)
-                nbytes += info.size
-                pos = info.next_offset
-            pos = max(pos, seg_end)
-        return FetchResult(out, pos, skipped)
+        Safe from reader threads (``_fetch``)."""
+        return fetch_records(self, offset, max_records, max_bytes)
 
     def read(self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
              ) -> list[StoredRecord]:
