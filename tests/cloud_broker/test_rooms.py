@@ -181,3 +181,15 @@ def test_the_circle_check_finds_circles_and_only_circles() -> None:
 def test_no_cloud_broker_module_over_400_lines(name: str) -> None:
     lines = MODULES[name].read_text().count("\n")
     assert lines <= MAX_LINES, f"{name} has {lines} lines: split it by responsibility"
+
+
+#: the few modules of the other packages still a little over MAX_LINES, with their size
+#: when this was written: each may shrink, none may grow (split it instead)
+OVER_LIMIT = {"edge_agent.ingest": 411, "shared_log._verify": 425, "shared_log._segment": 433}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if not n.startswith("cloud_broker")))
+def test_no_module_grows_past_the_limit(name: str) -> None:
+    lines = MODULES[name].read_text().count("\n")
+    limit = OVER_LIMIT.get(name, MAX_LINES)
+    assert lines <= limit, f"{name} has {lines} lines (limit {limit}): split it"
