@@ -10,27 +10,18 @@ CRC, is reported once (``Log._note_corrupt``) and skipped, never returned.
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
-from ._errors import CorruptBatch, LogClosed, OffsetOutOfRange
+from ._errors import CorruptBatch, OffsetOutOfRange
 from ._records import StoredRecord, decode_records
 from ._results import FetchResult
-from ._segment import CorruptRange
-
-if TYPE_CHECKING:
-    from ._log import Log
+from ._segment import CorruptRange, Segment
 
 
-def fetch_records(log: Log, offset: int, max_records: int, max_bytes: int) -> FetchResult:
-    """``Log.fetch``."""
-    if max_records < 1 or max_bytes < 1:
-        raise ValueError("max_records and max_bytes must be >= 1")
-    with log._lock:
-        if log._closed:
-            raise LogClosed(f"log {log.directory} is closed")
-        segments = list(log._segments)
-        limits = [s.size for s in segments]
-        ends = [s.next_offset for s in segments]
+def fetch_records(segments: Sequence[Segment], limits: Sequence[int], ends: Sequence[int],
+                  offset: int, max_records: int, max_bytes: int,
+                  note_corrupt: Callable[[CorruptRange], None]) -> FetchResult:
+    """``Log.fetch`` over a snapshot of the segments with their sizes and ends."""
     start, end = segments[0].base_offset, ends[-1]
     if offset < start or offset > end:
         raise OffsetOutOfRange(offset, start, end)
@@ -42,7 +33,7 @@ def fetch_records(log: Log, offset: int, max_records: int, max_bytes: int) -> Fe
     for seg, limit, seg_end in zip(segments[i:], limits[i:], ends[i:], strict=True):
         for item in seg.read_batches(pos, limit, seg_end):
             if isinstance(item, CorruptRange):
-                log._note_corrupt(item)
+                note_corrupt(item)
                 skipped.append(item)
                 pos = max(pos, item.last + 1)
                 continue
@@ -54,7 +45,7 @@ def fetch_records(log: Log, offset: int, max_records: int, max_bytes: int) -> Fe
             except CorruptBatch:  # a good CRC around bad record framing
                 bad = CorruptRange(seg.base_offset, info.position, info.size,
                                    info.base_offset, info.last_offset)
-                log._note_corrupt(bad)
+                note_corrupt(bad)
                 skipped.append(bad)
                 pos = max(pos, info.next_offset)
                 continue

@@ -337,7 +337,16 @@ class Log:
         Raises OffsetOutOfRange below the start or above the end; at the end returns no
         records. Corrupt batches are skipped, reported in ``skipped`` and counted.
         Safe from reader threads (``_fetch``)."""
-        return fetch_records(self, offset, max_records, max_bytes)
+        if max_records < 1 or max_bytes < 1:
+            raise ValueError("max_records and max_bytes must be >= 1")
+        with self._lock:
+            if self._closed:
+                raise LogClosed(f"log {self.directory} is closed")
+            segments = list(self._segments)
+            limits = [s.size for s in segments]
+            ends = [s.next_offset for s in segments]
+        return fetch_records(segments, limits, ends, offset, max_records, max_bytes,
+                             self._note_corrupt)
 
     def read(self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
              ) -> list[StoredRecord]:
