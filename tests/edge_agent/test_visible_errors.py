@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from edge_agent_testing import Publisher, get_status, http_get, stream_status, write_config
+from edge_agent_testing import (
+    Publisher,
+    agent_server,
+    get_status,
+    http_get,
+    stream_status,
+    write_config,
+)
 
 from edge_agent.uplink_http import HttpUplink, TlsUplinkError
 from tests.cloud_broker.test_tls import make_certs, one_batch
@@ -50,7 +57,8 @@ def test_untrusted_cloud_certificate_is_a_health_problem(tmp_path: Path,
     try:
         cfg, status_port = write_config(tmp_path, mosquitto.port, cloud_port=broker.port)
         cfg.write_text(cfg.read_text().replace("http://", "https://"))
-        agent = agent_up(cfg, status_port, tmp_path / "agent.out").start()
+        # ready once subscribed: a reading published before would reach no subscriber
+        agent = agent_server(cfg, status_port, tmp_path / "agent.out").start()
         pub = Publisher(mosquitto.port, "t1")
         try:
             pub.publish(0)
