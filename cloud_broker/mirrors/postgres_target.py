@@ -5,14 +5,17 @@ Strategy: a batch is one transaction on the partition's own connection::
 
     SELECT next_offset FROM edgestream_positions ... FOR UPDATE   (serialises writers)
     COPY edgestream_stage FROM STDIN (binary)   (temp table; only records >= position)
-    INSERT INTO <table> SELECT ... FROM edgestream_stage
-        ON CONFLICT DO NOTHING                                    (the merge)
+    INSERT INTO <table> SELECT ... FROM edgestream_stage           (the merge)
     INSERT INTO edgestream_positions ... ON CONFLICT DO UPDATE    (GREATEST: never back)
     COMMIT
 
-Rows and position commit together or not at all, so the target always knows exactly
-where it is (``next_offset`` reads the position row): a replayed batch inserts nothing,
-and rows removed later for retention are not written again. COPY is what makes it fast
+The position row lock means no other writer adds rows past the position, so the merge
+is a plain INSERT (ON CONFLICT costs ~30% more); should rows be there anyway (written by
+hand, the position row deleted) the primary key refuses the batch and it is merged again
+with ON CONFLICT DO NOTHING. Rows and position commit together or not at all, so the
+target always knows exactly where it is (``next_offset`` reads the position row): a
+replayed batch inserts nothing, and rows removed later for retention are not written
+again. COPY is what makes it fast
 (one round trip per batch, binary rows); the staging table is what makes COPY
 idempotent. Each partition has its own connection because the runner copies partitions
 concurrently and a connection runs one transaction at a time.
@@ -48,7 +51,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from shared_log import StoredRecord
 
-from .pg_rows import FIELD_TYPES, STAGE_TYPES, stage_row
+from .pg_rows import BYTES, FIELD_TYPES, MODES, STAGE_TYPES, stage_row
 from .target import TargetRejected, TargetUnavailable
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,7 @@ class PostgresTarget:
         self.description = f"postgresql {_where(conninfo)} table {table}"
         self._conns: dict[int, psycopg.AsyncConnection[Any]] = {}
         self._topic = ""
-        self._bytes_only: set[int] = set()
+        self._sql: dict[str, sql.Composed] = {}
 
     # -- connections ---------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class PostgresTarget:
                 return await op(conn)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._drop(partition)
-            if isinstance(exc, psycopg.errors.DataException):
+            if isinstance(exc, psycopg.errors.DataException | psycopg.errors.UniqueViolation):
                 raise
             raise _mapped(exc, f"{self.description}: {what}") from exc
 
@@ -209,67 +212,82 @@ class PostgresTarget:
                 log.info("%s: created as a TimescaleDB hypertable", self.description)
 
     async def write(self, partition: int, records: Sequence[StoredRecord]) -> None:
-        as_bytes = partition in self._bytes_only
-        try:
-            await self._guarded(partition, "write",
-                                lambda c: self._write(c, partition, records, as_bytes))
-        except psycopg.errors.DataException as exc:
-            # A value the row checks let through and the server refused: never stall on
-            # it, write this batch again with every value kept as bytes.
-            log.warning("%s partition %d: the server refused a value (%s); writing the "
-                        "batch from offset %d with values as bytes", self.description,
-                        partition, str(exc).splitlines()[0], records[0].offset)
-            self._bytes_only.add(partition)
+        dedupe = False
+        for mode in MODES:
             try:
-                await self._guarded(partition, "write",
-                                    lambda c: self._write(c, partition, records, True))
-            except psycopg.errors.DataException as again:
-                raise TargetRejected(f"{self.description}: {again}") from again
-        finally:
-            if as_bytes:
-                self._bytes_only.discard(partition)
+                try:
+                    await self._guarded(partition, "write", lambda c, m=mode, d=dedupe:
+                                        self._write(c, partition, records, m, d))
+                except psycopg.errors.UniqueViolation:
+                    # Rows beyond the position (written by hand, or the position row was
+                    # deleted): the same batch again, skipping what is there.
+                    dedupe = True
+                    await self._guarded(partition, "write", lambda c, m=mode:
+                                        self._write(c, partition, records, m, True))
+                return
+            except psycopg.errors.DataException as exc:
+                # A value the server refused: never stall on it, judge the batch's values
+                # more strictly here and write it again (pg_rows.MODES).
+                log.warning("%s partition %d: the server refused a value in the batch from "
+                            "offset %d (%s); writing it again, values judged %s",
+                            self.description, partition, records[0].offset,
+                            str(exc).splitlines()[0][:200], "after" if mode == BYTES else
+                            MODES[MODES.index(mode) + 1])
+                if mode == BYTES:
+                    raise TargetRejected(f"{self.description}: {exc}") from exc
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], partition: int,
-                     records: Sequence[StoredRecord], as_bytes: bool) -> None:
-        topic, rel = self._topic, self.table
-        names = [n for n, _ in self._stage_columns()]
+                     records: Sequence[StoredRecord], mode: str, dedupe: bool) -> None:
+        """One transaction: lock the position, COPY the records at or past it into the
+        stage, merge (plain INSERT: the position lock makes conflicts impossible unless
+        someone wrote rows by hand, then ``dedupe`` adds ON CONFLICT DO NOTHING), move
+        the position."""
+        topic, q = self._topic, self._statements()
         async with conn.transaction():
-            row = await (await conn.execute(
-                sql.SQL("SELECT next_offset FROM {} WHERE relation = %s AND topic = %s AND "
-                        "partition = %s FOR UPDATE").format(sql.Identifier(POSITIONS)),
-                [rel, topic, partition])).fetchone()
+            row = await (await conn.execute(q["lock"], [self.table, topic, partition])
+                         ).fetchone()
             position = row[0] if row else 0
             if records[-1].offset < position:
                 return  # a replay of rows already committed with their position
-            cur = conn.cursor()
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                sql.Identifier(STAGE), sql.SQL(", ").join(map(sql.Identifier, names)))
-            async with cur.copy(copy_sql) as cp:
+            async with conn.cursor().copy(q["copy"]) as cp:
                 cp.set_types([t for _, t in self._stage_columns()])
                 for rec in records:
                     if rec.offset >= position:
-                        await cp.write_row(stage_row(rec, self.fields, as_bytes))
-            await conn.execute(self._merge_sql(), [topic, partition, *TIME_RANGE_MS])
-            await conn.execute(sql.SQL(
-                "INSERT INTO {p} (relation, topic, partition, next_offset) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (relation, topic, partition) DO UPDATE "
-                "SET next_offset = GREATEST({p}.next_offset, EXCLUDED.next_offset), "
-                "updated_at = now()").format(p=sql.Identifier(POSITIONS)),
-                [rel, topic, partition, records[-1].offset + 1])
+                        await cp.write_row(stage_row(rec, self.fields, mode))
+            await conn.execute(q["merge_dedupe" if dedupe or row is None else "merge"],
+                               [topic, partition, *TIME_RANGE_MS])
+            await conn.execute(q["position"], [self.table, topic, partition,
+                                               records[-1].offset + 1])
 
-    def _merge_sql(self) -> sql.Composed:
+    def _statements(self) -> dict[str, sql.Composed]:
+        if self._sql:
+            return self._sql
+        p, t, st = sql.Identifier(POSITIONS), sql.Identifier(self.table), sql.Identifier(STAGE)
+        names = [sql.Identifier(n) for n, _ in self._stage_columns()]
         fields = [sql.Identifier(n) for n in self.fields]
         picked = [sql.SQL("s.{}::jsonb" if k == "jsonb" else "s.{}").format(sql.Identifier(n))
                   for n, k in self.fields.items()]
-        return sql.SQL(
+        merge = sql.SQL(
             "INSERT INTO {t} (topic, partition, \"offset\", key, key_bytes, time, ts_ms, value, "
             "value_bytes, headers{fc}) SELECT %s, %s, s.\"offset\", s.key, s.key_bytes, "
             "timestamptz 'epoch' + LEAST(GREATEST(s.ts_ms, %s), %s) * interval '1 millisecond', "
-            "s.ts_ms, s.value::jsonb, s.value_bytes, s.headers::jsonb{fv} FROM {s} s "
-            "ON CONFLICT DO NOTHING").format(
-            t=sql.Identifier(self.table), s=sql.Identifier(STAGE),
-            fc=sql.SQL("").join(sql.SQL(", {}").format(f) for f in fields),
-            fv=sql.SQL("").join(sql.SQL(", {}").format(p) for p in picked))
+            "s.ts_ms, s.value::jsonb, s.value_bytes, s.headers::jsonb{fv} FROM {s} s").format(
+            t=t, s=st, fc=sql.SQL("").join(sql.SQL(", {}").format(f) for f in fields),
+            fv=sql.SQL("").join(sql.SQL(", {}").format(x) for x in picked))
+        self._sql = {
+            "lock": sql.SQL("SELECT next_offset FROM {} WHERE relation = %s AND topic = %s "
+                            "AND partition = %s FOR UPDATE").format(p),
+            "copy": sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                st, sql.SQL(", ").join(names)),
+            "merge": merge,
+            "merge_dedupe": merge + sql.SQL(" ON CONFLICT DO NOTHING"),
+            "position": sql.SQL(
+                "INSERT INTO {p} (relation, topic, partition, next_offset) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (relation, topic, partition) DO UPDATE "
+                "SET next_offset = GREATEST({p}.next_offset, EXCLUDED.next_offset), "
+                "updated_at = now()").format(p=p),
+        }
+        return self._sql
 
     async def next_offset(self, partition: int) -> int | None:
         async def ask(conn: psycopg.AsyncConnection[Any]) -> int:
