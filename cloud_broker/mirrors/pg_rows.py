@@ -159,7 +159,7 @@ def record_of(row: Mapping[str, Any]) -> Row:
     """(offset, key, value, timestamp, headers) of a stored row, the inverse of
     ``stage_row`` up to jsonb's normal form (key order, spacing) for JSON values."""
     key = row["key"].encode() if row["key"] is not None else bytes(row["key_bytes"])
-    if row["value"] is not None:
+    if row["value_bytes"] is None:  # jsonb (a JSON null reads as None too)
         value = json.dumps(row["value"], sort_keys=True).encode()
     else:
         value = bytes(row["value_bytes"])

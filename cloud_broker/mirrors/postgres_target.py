@@ -76,6 +76,13 @@ def _where(conninfo: str) -> str:
     return f"{d.get('host', '') or 'localhost'}:{d.get('port', '') or 5432}/{d.get('dbname', '')}"
 
 
+def _refused_content(exc: BaseException) -> bool:
+    """The server refused what a row holds (bad JSON, a value out of range: class 22, or
+    JSON nested beyond its stack: class 54), not the connection or the statement."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.DataError) or state[:2] == "54"
+
+
 def _mapped(exc: Exception, what: str) -> Exception:
     """Ours for a psycopg error: rejected for auth, missing objects and bad SQL, else
     unavailable (connection lost, server starting or shutting down, timeouts)."""
@@ -158,7 +165,7 @@ class PostgresTarget:
                 return await op(conn)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._drop(partition)
-            if isinstance(exc, psycopg.errors.DataException | psycopg.errors.UniqueViolation):
+            if _refused_content(exc) or isinstance(exc, psycopg.errors.UniqueViolation):
                 raise
             raise _mapped(exc, f"{self.description}: {what}") from exc
 
@@ -225,7 +232,9 @@ class PostgresTarget:
                     await self._guarded(partition, "write", lambda c, m=mode:
                                         self._write(c, partition, records, m, True))
                 return
-            except psycopg.errors.DataException as exc:
+            except psycopg.DatabaseError as exc:
+                if not _refused_content(exc):
+                    raise
                 # A value the server refused: never stall on it, judge the batch's values
                 # more strictly here and write it again (pg_rows.MODES).
                 log.warning("%s partition %d: the server refused a value in the batch from "

@@ -118,7 +118,7 @@ class MirrorConfig:
     table: str = "records"
     json_columns: bool = True
     # postgres
-    dsn: str = ""
+    dsn: str = dataclasses.field(default="", repr=False)  # may hold a password
     password: str | None = dataclasses.field(default=None, repr=False)
     password_env: str | None = None
     fields: tuple[tuple[str, str], ...] = ()
