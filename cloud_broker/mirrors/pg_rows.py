@@ -28,6 +28,7 @@ bigint, a non-finite float) is NULL, not an error.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -97,12 +98,17 @@ def headers_json(headers: Sequence[tuple[str, bytes]]) -> str | None:
         return None
     out = []
     for name, value in headers:
-        text = clean_text(bytes(value))
-        safe = name.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+        text = clean_text(value)
         v = (_quote(text) if text is not None
              else '{"base64":"' + base64.b64encode(value).decode() + '"}')
-        out.append(f"[{_quote(safe)},{v}]")
+        out.append(f"[{_name(name)},{v}]")
     return "[" + ",".join(out) + "]"
+
+
+@functools.lru_cache(maxsize=256)
+def _name(name: str) -> str:
+    """A header name as a JSON string jsonb takes (names repeat: cached)."""
+    return _quote(name.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd"))
 
 
 def _typed(kind: str, v: Any) -> Any:

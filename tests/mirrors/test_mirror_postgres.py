@@ -276,3 +276,29 @@ def test_settings_are_checked_without_echoing_secrets(table: dict[str, Any],
     with pytest.raises(ValueError, match=error) as info:
         parse_mirror("pg", raw, HERE)
     assert "leak-88" not in str(info.value)
+
+
+def test_a_table_created_beforehand_partitioned_by_time_is_used_as_it_is(
+        pg: PostgresServer) -> None:
+    """The retention layout docs/mirrors.md recommends: monthly partitions plus DEFAULT;
+    dropping an old partition is retention, and its rows are not written again."""
+    with pg.connect() as conn:
+        conn.execute(
+            'CREATE TABLE parted (topic text NOT NULL, partition int NOT NULL, '
+            '"offset" bigint NOT NULL, key text, key_bytes bytea, time timestamptz NOT NULL, '
+            "ts_ms bigint NOT NULL, value jsonb, value_bytes bytea, headers jsonb, "
+            'PRIMARY KEY (topic, partition, "offset", time)) PARTITION BY RANGE (time)')
+        conn.execute("CREATE TABLE parted_old PARTITION OF parted "
+                     "FOR VALUES FROM ('2023-11-01') TO ('2023-12-01')")
+        conn.execute("CREATE TABLE parted_other PARTITION OF parted DEFAULT")
+    t = target(pg, "parted")
+    old = [reading(i) for i in range(10)]  # November 2023
+    new = [StoredRecord(i, b"dev-1", b'{"temp": 1}', 1_800_000_000_000 + i, ())
+           for i in range(10, 20)]
+    write(t, old + new)
+    assert query(pg, "select count(*) from parted_old") == [(10,)]
+    with pg.connect() as conn:
+        conn.execute("DROP TABLE parted_old")
+    write(t, old + new)  # a replay after retention
+    assert offsets(pg, "parted") == list(range(10, 20))
+    assert position(t) == 20
