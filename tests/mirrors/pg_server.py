@@ -7,8 +7,8 @@ directory copy, not an initdb. PostgreSQL refuses to run as root, so under root 
 server runs as the ``postgres`` system user (created by the Debian package) in a temp dir
 outside pytest's root-only tmp_path. The postmaster leads its own process group and
 ``kill()`` SIGKILLs the whole group (backends included), as a crash would; a watchdog
-process kills the group if the test process itself dies, so an interrupted run leaves
-no server behind.
+process kills the group and removes its directory if the test process itself dies, so
+an interrupted run leaves no server behind (only the small template directory).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ USER = "postgres"
 PASSWORD = "pg-secret-7f3a"
 _template: Path | None = None
 _WATCHDOG = """
-import os, signal, sys, time
-parent, group = int(sys.argv[1]), int(sys.argv[2])
+import os, shutil, signal, sys, time
+parent, group, data = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -48,6 +48,8 @@ while alive(group):
             os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        time.sleep(1)
+        shutil.rmtree(data, ignore_errors=True)
         break
     time.sleep(0.5)
 """
@@ -138,7 +140,8 @@ class PostgresServer:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **_as_postgres())
         log.close()
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.proc.pid)],
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.proc.pid),
+             str(self.dir)],
             start_new_session=True)
         deadline = time.monotonic() + 30
         while not self._ready():
