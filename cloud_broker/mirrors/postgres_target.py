@@ -61,6 +61,9 @@ STAGE = "edgestream_stage"
 TIME_RANGE_MS = (-62135596800000, 253402300799999)
 BASE_STAGE = [("offset", "int8"), ("ts_ms", "int8"), ("key", "text"), ("key_bytes", "bytea"),
               ("value", "text"), ("value_bytes", "bytea"), ("headers", "text")]
+#: TimescaleDB is installed in the database: its function is there to call
+TIMESCALE_PRESENT = ("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb' UNION ALL "
+                     "SELECT 1 FROM pg_proc WHERE proname = 'create_hypertable' LIMIT 1")
 #: SQLSTATE classes that are the operator's to fix, not transient
 _REJECTED_CLASSES = ("28", "3D", "3F", "42")
 _REJECTED_TEXT = ("password authentication failed", "no pg_hba.conf entry",
@@ -199,8 +202,7 @@ class PostgresTarget:
             exists = await (await conn.execute("SELECT to_regclass(%s)",
                                                [self.table])).fetchone()
             timescale = self.hypertable and exists is not None and exists[0] is None and bool(
-                await (await conn.execute("SELECT 1 FROM pg_extension WHERE extname = "
-                                          "'timescaledb'")).fetchone())
+                await (await conn.execute(TIMESCALE_PRESENT)).fetchone())
             pk = sql.SQL(', time' if timescale else '')
             await conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (topic text NOT NULL, partition int NOT NULL, "

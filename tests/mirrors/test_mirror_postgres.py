@@ -302,3 +302,26 @@ def test_a_table_created_beforehand_partitioned_by_time_is_used_as_it_is(
     write(t, old + new)  # a replay after retention
     assert offsets(pg, "parted") == list(range(10, 20))
     assert position(t) == 20
+
+
+def test_with_timescaledb_a_new_table_becomes_a_hypertable(pg: PostgresServer) -> None:
+    """TimescaleDB is not packaged here: a stand-in ``create_hypertable`` records the
+    call, which is what the target's detection and DDL depend on."""
+    with pg.connect() as conn:
+        conn.execute("create table hypertables (relation regclass, time_column name)")
+        conn.execute("create function create_hypertable(relation regclass, "
+                     "time_column_name name, if_not_exists boolean default false) "
+                     "returns void language sql as "
+                     "'insert into hypertables values (relation, time_column_name)'")
+    try:
+        write(target(pg, "ts_readings"), [reading(i) for i in range(5)])
+        write(target(pg, "ts_plain", hypertable=False), [reading(0)])
+        assert query(pg, "select relation::text, time_column::text from hypertables") == [
+            ("ts_readings", "time")]
+        pk = query(pg, "select pg_get_constraintdef(oid) from pg_constraint "
+                       "where conrelid = 'ts_readings'::regclass and contype = 'p'")
+        assert pk == [('PRIMARY KEY (topic, partition, "offset", "time")',)]
+        assert offsets(pg, "ts_readings") == list(range(5))
+    finally:
+        with pg.connect() as conn:
+            conn.execute("drop function create_hypertable(regclass, name, boolean)")
