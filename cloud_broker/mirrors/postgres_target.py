@@ -67,7 +67,8 @@ TIMESCALE_PRESENT = ("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb' U
 #: SQLSTATE classes that are the operator's to fix, not transient
 _REJECTED_CLASSES = ("28", "3D", "3F", "42")
 _REJECTED_TEXT = ("password authentication failed", "no pg_hba.conf entry",
-                  "does not exist", "certificate", "SSL")
+                  "no password supplied", "does not exist", "does not support SSL",
+                  "certificate", "invalid sslmode")
 
 
 def _where(conninfo: str) -> str:
@@ -132,9 +133,11 @@ class PostgresTarget:
         conn = await psycopg.AsyncConnection.connect(
             self.conninfo, connect_timeout=max(1, int(self.timeout_s)),
             client_encoding="UTF8", application_name="edgestream-mirror",
-            options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
             **self._kwargs, **secret)
         try:
+            # Not through libpq's ``options``: that would replace the DSN's own (search_path).
+            await conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                               [f"{int(self.timeout_s * 1000)}ms"])
             cols = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
                 for n, t in self._stage_columns())

@@ -325,3 +325,13 @@ def test_with_timescaledb_a_new_table_becomes_a_hypertable(pg: PostgresServer) -
     finally:
         with pg.connect() as conn:
             conn.execute("drop function create_hypertable(regclass, name, boolean)")
+
+
+def test_the_dsn_own_options_are_kept(pg: PostgresServer) -> None:
+    """libpq options from the DSN (here a search_path) reach the server untouched."""
+    with pg.connect() as conn:
+        conn.execute("create schema if not exists tele")
+    dsn = pg.dsn + "?options=-csearch_path%3Dtele"
+    write(PostgresTarget(dsn, "in_schema", password=PASSWORD), [reading(0), reading(1)])
+    assert query(pg, "select count(*) from tele.in_schema") == [(2,)]
+    assert query(pg, "select count(*) from tele.edgestream_positions") == [(1,)]
