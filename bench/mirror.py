@@ -16,6 +16,11 @@ every partition's position equals its end offset. Peers, same records, same run:
   obvious way to write a stream from Python), and ``publish_async`` pipelined in windows
   of 1000 (what the mirror does underneath, without the mirror).
 * SQL: sqlite-utils ``upsert_all`` of the same rows in one transaction per 1000.
+* PostgreSQL (a server of its own, ``initdb`` in a temp dir, fsync on): psycopg
+  ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING`` into a table of the same layout
+  and indexes, one transaction per 1000 rows (values as ``Jsonb``, headers as JSON).
+
+``--targets postgres`` (comma-separated: nats, broker, sql, postgres) runs only some.
 
 Each measurement is repeated ``--repeat`` times round-robin and the best kept (on a
 shared machine interference only adds time). Not a test: nothing here asserts.
@@ -40,15 +45,20 @@ from pathlib import Path
 import httpx
 import nats
 import sqlite_utils
+from psycopg.types.json import Jsonb
 
 from cloud_broker.config import TopicConfig
 from cloud_broker.mirrors import LocalSource, MirrorManager, parse_mirror
 from cloud_broker.mirrors.nats_target import message_headers
+from cloud_broker.mirrors.postgres_target import PostgresTarget
 from cloud_broker.mirrors.sql_target import PK, record_row
 from cloud_broker.storage import PartitionStore
 from shared_log import Record
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from tests.mirrors.pg_server import PASSWORD, PostgresServer  # noqa: E402
+
 TOPIC = "bench"
 ADMIN = "bench-admin-token"
 
@@ -188,6 +198,32 @@ def sql_plain(store: PartitionStore, path: Path, limit: int) -> float:
     return elapsed / len(recs)
 
 
+async def pg_plain(pg: PostgresServer, store: PartitionStore, table: str, limit: int
+                   ) -> float:
+    """psycopg executemany, 1000 rows per transaction, same table layout and indexes."""
+    target = PostgresTarget(pg.dsn, table, password=PASSWORD)
+    await target.open(TOPIC, 1)  # the same DDL as the mirror's table
+    await target.close()
+    recs = store.partition(TOPIC, 0).log.read(0, limit, 64 << 20)
+    sql = (f'INSERT INTO {table} (topic, partition, "offset", key, time, ts_ms, value, headers)'
+           " VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s, %s)"
+           " ON CONFLICT DO NOTHING")
+
+    def run() -> float:
+        with pg.connect() as conn:
+            t0 = time.perf_counter()
+            for b in range(0, len(recs), 1000):
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(sql, [
+                        (TOPIC, 0, r.offset, r.key.decode(), r.timestamp, r.timestamp,
+                         Jsonb(json.loads(r.value)),
+                         Jsonb([[n, v.decode()] for n, v in r.headers]))
+                        for r in recs[b:b + 1000]])
+            return (time.perf_counter() - t0) / len(recs)
+
+    return await asyncio.to_thread(run)
+
+
 async def best(repeat: int, fn: Callable[[int], Awaitable[float]]) -> float:
     return min([await fn(i) for i in range(repeat)])
 
@@ -195,14 +231,22 @@ async def best(repeat: int, fn: Callable[[int], Awaitable[float]]) -> float:
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="mirror-bench-", dir=args.dir))
     procs: list[subprocess.Popen[bytes]] = []
+    servers: list[PostgresServer] = []
     try:
         total = args.partitions * args.records
         store = make_source(work / "source", args.partitions, args.records)
-        nproc, nurl = start_nats(work)
-        procs.append(nproc)
+        wanted = set(args.targets.split(","))
+        nurl = burl = ""
+        if "nats" in wanted:
+            nproc, nurl = start_nats(work)
+            procs.append(nproc)
         topics = [f"t{i}" for i in range(args.repeat)]
-        bproc, burl = start_broker(work, topics, args.partitions)
-        procs.append(bproc)
+        if "broker" in wanted:
+            bproc, burl = start_broker(work, topics, args.partitions)
+            procs.append(bproc)
+        if "postgres" in wanted:
+            pg = PostgresServer(fsync=True).start()
+            servers.append(pg)
         peer_n = min(args.records, args.peer_records)
         rows: list[tuple[str, float, str]] = []
 
@@ -225,20 +269,38 @@ async def main(args: argparse.Namespace) -> None:
         async def sql_peer(i: int) -> float:
             return 1 / await asyncio.to_thread(sql_plain, store, work / f"p{i}.db", peer_n)
 
-        js = await best(args.repeat, js_mirror)
-        serial = await best(args.repeat, js_serial)
-        pipe = await best(args.repeat, js_pipe)
-        br = await best(args.repeat, broker_mirror)
-        sq = await best(args.repeat, sql_mirror)
-        sqp = await best(args.repeat, sql_peer)
-        rows = [
-            ("mirror -> NATS JetStream", js, f"{js / serial:.1f}x js.publish per message"),
-            ("  nats-py js.publish + ack, per message", serial, "1.0x (peer)"),
-            ("  nats-py publish_async, windows of 1000", pipe, f"{pipe / serial:.1f}x"),
-            ("mirror -> broker (replicate endpoint)", br, "-"),
-            ("mirror -> SQLite (sqlite-utils upsert)", sq, f"{sq / sqp:.2f}x plain upsert_all"),
-            ("  sqlite-utils upsert_all, 1000 per txn", sqp, "1.0x (peer)"),
-        ]
+        async def pg_mirror(i: int) -> float:
+            return total / await run_mirror(store, work, {
+                "target": "postgres", "dsn": pg.dsn, "password": PASSWORD,
+                "table": f"mirror{i}", "batch_records": args.batch}, f"pg{i}")
+        async def pg_peer(i: int) -> float:
+            return 1 / await pg_plain(pg, store, f"peer{i}", peer_n)
+
+        wanted = set(args.targets.split(","))
+        if "nats" in wanted:
+            js = await best(args.repeat, js_mirror)
+            serial = await best(args.repeat, js_serial)
+            pipe = await best(args.repeat, js_pipe)
+            rows += [
+                ("mirror -> NATS JetStream", js, f"{js / serial:.1f}x js.publish per message"),
+                ("  nats-py js.publish + ack, per message", serial, "1.0x (peer)"),
+                ("  nats-py publish_async, windows of 1000", pipe, f"{pipe / serial:.1f}x")]
+        if "broker" in wanted:
+            br = await best(args.repeat, broker_mirror)
+            rows += [("mirror -> broker (replicate endpoint)", br, "-")]
+        if "sql" in wanted:
+            sq = await best(args.repeat, sql_mirror)
+            sqp = await best(args.repeat, sql_peer)
+            rows += [
+                ("mirror -> SQLite (sqlite-utils upsert)", sq,
+                 f"{sq / sqp:.2f}x plain upsert_all"),
+                ("  sqlite-utils upsert_all, 1000 per txn", sqp, "1.0x (peer)")]
+        if "postgres" in wanted:
+            pgm = await best(args.repeat, pg_mirror)
+            pgp = await best(args.repeat, pg_peer)
+            rows += [
+                ("mirror -> PostgreSQL (COPY + merge)", pgm, f"{pgm / pgp:.1f}x executemany"),
+                ("  psycopg executemany, 1000 per txn", pgp, "1.0x (peer)")]
         print(f"\nmirror throughput: {args.partitions} partitions x {args.records} records "
               f"(~100 B values), batch_records={args.batch}, best of {args.repeat}; "
               f"peers on {peer_n} records of one partition\n")
@@ -251,6 +313,8 @@ async def main(args: argparse.Namespace) -> None:
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait(10)
+        for srv in servers:
+            srv.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -262,6 +326,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=1000, help="mirror batch_records")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--targets", default="nats,broker,sql,postgres")
     parser.add_argument("--dir", default=str(HERE / "out"))
     a = parser.parse_args()
     if a.quick:

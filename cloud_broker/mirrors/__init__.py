@@ -2,9 +2,9 @@
 
 One interface (``target.Target``: write a batch of a partition, report the position the
 target holds) with one module per backend (``broker_target``, ``nats_target``,
-``sql_target``), one loop (``runner``) that tails partitions from a ``source`` and
-checkpoints in ``checkpoints`` (SQLite), and the ``manager`` that runs the mirrors of a
-process. docs/mirrors.md describes the configuration and the guarantees per target.
+``sql_target``, ``postgres_target``), one loop (``runner``) that tails partitions from a
+``source`` and checkpoints in ``checkpoints`` (SQLite), and the ``manager`` that runs the
+mirrors of a process. docs/mirrors.md describes the configuration and the guarantees per target.
 """
 
 from .checkpoints import CheckpointStore

@@ -39,6 +39,14 @@ def build_target(cfg: MirrorConfig) -> Target:
         from .nats_target import NatsTarget
         return NatsTarget(cfg.servers, cfg.stream_name, cfg.subject_prefix, cfg.replicas,
                           cfg.duplicate_window_s, cfg.timeout_s)
+    if cfg.target == "postgres":
+        from .postgres_target import PostgresTarget
+        ssl = {k: str(v) for k in ("sslmode", "sslrootcert", "sslcert", "sslkey")
+               if (v := getattr(cfg, k)) is not None}
+        return PostgresTarget(cfg.dsn, cfg.table, password=cfg.password,
+                              password_env=cfg.password_env, connect_kwargs=ssl,
+                              fields=dict(cfg.fields), hypertable=cfg.hypertable,
+                              timeout_s=cfg.timeout_s)
     from .sql_target import SqlTarget
     assert cfg.path is not None
     return SqlTarget(cfg.path, cfg.table, cfg.json_columns, cfg.timeout_s)

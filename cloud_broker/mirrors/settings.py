@@ -32,6 +32,16 @@ Example::
     table = "records"
     json_columns = true             # JSON object values also as value_<key> columns
 
+    [mirrors.pg]                    # PostgreSQL (TimescaleDB when installed there)
+    topic = "telemetry"
+    target = "postgres"
+    dsn = "postgresql://mirror@db.example:5432/telemetry"   # default "": libpq's PG* env
+    password_env = "EDGESTREAM_PG_PASSWORD"  # or password = "..." (or PGPASSWORD/.pgpass)
+    table = "readings"
+    fields = { temp = "double", site = "text" }  # JSON fields as typed columns
+    hypertable = true               # a hypertable when TimescaleDB is installed
+    sslmode = "verify-full"         # sslrootcert, sslcert, sslkey: paths, passed to libpq
+
     # common keys, all optional
     run = "broker"                  # or "standalone": run by `cloud-broker mirror` instead
     batch_records = 1000
@@ -54,20 +64,30 @@ from typing import Any
 from tomlconf import ConfigError, Section, mask_secrets, parse_url, shown
 from uplink import is_safe_name
 
-TARGETS = ("broker", "nats", "sql")
+TARGETS = ("broker", "nats", "postgres", "sql")
 COMMON = {"topic", "target", "run", "batch_records", "batch_bytes", "wait_ms",
           "max_backoff_s", "verify_interval_s", "timeout_s"}
 PER_TARGET = {
     "broker": {"url", "token", "target_topic"},
     "nats": {"servers", "stream", "subject_prefix", "replicas", "duplicate_window_s"},
     "sql": {"path", "table", "json_columns"},
+    "postgres": {"dsn", "password", "password_env", "table", "fields", "hypertable",
+                 "sslmode", "sslrootcert", "sslcert", "sslkey"},
 }
+#: typed columns a postgres mirror may extract from JSON values (pg_rows.FIELD_TYPES)
+PG_FIELD_TYPES = ("text", "bigint", "double", "boolean", "jsonb")
+PG_BASE_COLUMNS = frozenset({"topic", "partition", "offset", "key", "key_bytes", "time",
+                             "ts_ms", "value", "value_bytes", "headers"})
+MAX_PG_FIELDS = 64
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SAFE_NAME = "must match [A-Za-z0-9][A-Za-z0-9._-]*"
 #: keys whose values are secrets: never echoed in errors
-SECRET_KEYS = frozenset({"token"})
+SECRET_KEYS = frozenset({"token", "password"})
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
@@ -97,6 +117,16 @@ class MirrorConfig:
     path: Path | None = None
     table: str = "records"
     json_columns: bool = True
+    # postgres
+    dsn: str = dataclasses.field(default="", repr=False)  # may hold a password
+    password: str | None = dataclasses.field(default=None, repr=False)
+    password_env: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
+    hypertable: bool = True
+    sslmode: str | None = None
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
 
     @property
     def stream_name(self) -> str:
@@ -110,12 +140,34 @@ class MirrorConfig:
             v = getattr(self, k if k != "stream" else "stream_name")
             if k in SECRET_KEYS:
                 v = "***" if v else None
-            elif k == "url" and v:
-                v = mask_secrets(v)
+            elif k in ("url", "dsn") and v:
+                v = mask_dsn(v)
+            elif k == "fields":
+                v = dict(v)
             elif k == "servers":
                 v = [mask_secrets(u) for u in v]
             out[k] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
         return out
+
+
+def mask_dsn(dsn: str) -> str:
+    """A URL or libpq ``key=value`` connection string with its password as ``***``."""
+    return _DSN_PASSWORD.sub(lambda m: m.group(1) + "***", mask_secrets(dsn))
+
+
+def _pg_fields(m: Section) -> tuple[tuple[str, str], ...]:
+    raw = m.get("fields", {})
+    if not isinstance(raw, dict) or len(raw) > MAX_PG_FIELDS:
+        raise m.error("fields", f"must be a table of at most {MAX_PG_FIELDS} "
+                                "name = type pairs")
+    for name, kind in raw.items():
+        if not _TABLE.match(name) or name.lower() in PG_BASE_COLUMNS:
+            raise m.error(f"fields.{name}", "must be an SQL name ([A-Za-z_][A-Za-z0-9_]{0,63}) "
+                                            "that is not one of the table's own columns")
+        if kind not in PG_FIELD_TYPES:
+            raise m.error(f"fields.{name}", f"must be one of {', '.join(PG_FIELD_TYPES)}, "
+                                            f"got {shown(kind)}")
+    return tuple(raw.items())
 
 
 def _installed(module: str) -> bool:
@@ -172,6 +224,26 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
                                                "[A-Za-z0-9_-]"),
                   replicas=m.integer("replicas", 1, minimum=1),
                   duplicate_window_s=m.number("duplicate_window_s", 120.0, minimum=1))
+    elif target == "postgres":
+        if not _installed("psycopg"):
+            raise m.error("target", "a postgres mirror needs psycopg, which is not installed "
+                                    "(pip install 'edgestream[postgres]')")
+        dsn = m.string("dsn", "")
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+        try:
+            conninfo_to_dict(dsn)
+        except ProgrammingError:
+            raise m.error("dsn", "must be a postgresql:// URL or a libpq key=value "
+                                 "connection string (value not shown)") from None
+        kw.update(dsn=dsn, password=m.string("password", None, secret=True),
+                  password_env=m.string("password_env", None, check=_ENV_NAME.match,
+                                        form="must be an environment variable name"),
+                  table=m.string("table", "records", check=_TABLE.match,
+                                 form="must be an SQL name ([A-Za-z_][A-Za-z0-9_]{0,63})"),
+                  fields=_pg_fields(m), hypertable=m.boolean("hypertable", True),
+                  sslmode=m.string("sslmode", None, choices=SSLMODES),
+                  **{k: m.path(k, base_dir) for k in ("sslrootcert", "sslcert", "sslkey")})
     else:
         db = m.path("path", base_dir)
         if db is None:
@@ -189,5 +261,5 @@ def parse_mirrors(raw: Any, base_dir: Path) -> dict[str, MirrorConfig]:
     return {name: parse_mirror(name, t, base_dir) for name, t in tables}
 
 
-__all__ = ["COMMON", "NATS_SCHEMES", "PER_TARGET", "SECRET_KEYS", "TARGETS", "MirrorConfig",
-           "parse_mirror", "parse_mirrors"]
+__all__ = ["COMMON", "NATS_SCHEMES", "PER_TARGET", "PG_FIELD_TYPES", "SECRET_KEYS", "TARGETS",
+           "MirrorConfig", "mask_dsn", "parse_mirror", "parse_mirrors"]

@@ -12,6 +12,7 @@ pure function of (partition, index), so any test can check what a target holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pg_server import PASSWORD as PG_PASSWORD
+from pg_server import PostgresServer
 
 from cloud_broker.config import TopicConfig
 from cloud_broker.mirrors import CheckpointStore, MirrorConfig, Target, build_target, parse_mirror
 from cloud_broker.mirrors.nats_target import record_from_message
+from cloud_broker.mirrors.pg_rows import record_of
 from cloud_broker.storage import PartitionStore
 from shared_log import Log, Record
 from tests.helpers import REPO, broker_server, nats_server, wait_for
@@ -112,6 +116,10 @@ class Kit:
 
     def read(self, partition: int) -> list[Row]:
         raise NotImplementedError
+
+    def normalize(self, rows: list[Row]) -> list[Row]:
+        """Source rows as this target gives them back (byte for byte: unchanged)."""
+        return rows
 
     def down(self) -> None:
         raise NotImplementedError
@@ -248,7 +256,50 @@ class SqlKit(Kit):
         self.up()
 
 
-KITS = {"broker": BrokerKit, "nats": NatsKit, "sql": SqlKit}
+class PostgresKit(Kit):
+    """A PostgreSQL of its own; JSON values come back in jsonb's normal form."""
+
+    kind = "postgres"
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.server = PostgresServer().start()
+
+    def table(self, name: str = "m", **extra: Any) -> dict[str, Any]:
+        return {"topic": TOPIC, "target": "postgres", "dsn": self.server.dsn,
+                "password": PG_PASSWORD, "table": "readings", "timeout_s": 3, **extra}
+
+    def read(self, partition: int) -> list[Row]:
+        import psycopg
+        from psycopg.rows import dict_row
+        try:
+            with self.server.connect(row_factory=dict_row) as conn:
+                rows = conn.execute('select * from readings where topic = %s and '
+                                    'partition = %s order by "offset"',
+                                    [TOPIC, partition]).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+        return [record_of(r) for r in rows]
+
+    def normalize(self, rows: list[Row]) -> list[Row]:
+        out = []
+        for o, k, v, ts, h in rows:
+            with contextlib.suppress(ValueError):
+                v = json.dumps(json.loads(v.decode()), sort_keys=True).encode()
+            out.append((o, k, v, ts, h))
+        return out
+
+    def down(self) -> None:
+        self.server.kill()
+
+    def up(self) -> None:
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+KITS = {"broker": BrokerKit, "nats": NatsKit, "postgres": PostgresKit, "sql": SqlKit}
 
 
 # -- running mirrors -----------------------------------------------------------------------

@@ -1,0 +1,325 @@
+"""PostgreSQL target: every record one row, exactly once, with the mirror's position in
+the same transaction.
+
+Strategy: a batch is one transaction on the partition's own connection::
+
+    SELECT next_offset FROM edgestream_positions ... FOR UPDATE   (serialises writers)
+    COPY edgestream_stage FROM STDIN (binary)   (temp table; only records >= position)
+    INSERT INTO <table> SELECT ... FROM edgestream_stage           (the merge)
+    INSERT INTO edgestream_positions ... ON CONFLICT DO UPDATE    (GREATEST: never back)
+    COMMIT
+
+The position row lock means no other writer adds rows past the position, so the merge
+is a plain INSERT (ON CONFLICT costs ~30% more); should rows be there anyway (written by
+hand, the position row deleted) the primary key refuses the batch and it is merged again
+with ON CONFLICT DO NOTHING. Rows and position commit together or not at all, so the
+target always knows exactly where it is (``next_offset`` reads the position row): a
+replayed batch inserts nothing, and rows removed later for retention are not written
+again. COPY is what makes it fast
+(one round trip per batch, binary rows); the staging table is what makes COPY
+idempotent. Each partition has its own connection because the runner copies partitions
+concurrently and a connection runs one transaction at a time.
+
+psycopg 3 rather than asyncpg: its ``AsyncConnection`` copy API takes rows as Python
+tuples in binary format with the C speedups, libpq brings every connection option
+(sslmode, sslrootcert, sslcert, sslkey, PGPASSWORD, ~/.pgpass, service files) for free,
+and its errors carry SQLSTATE classes that map onto ours.
+
+Table (``table`` option, default ``records``)::
+
+    topic text, partition int, "offset" bigint, key text, key_bytes bytea,
+    time timestamptz, ts_ms bigint, value jsonb, value_bytes bytea, headers jsonb,
+    <fields>...;  primary key (topic, partition, "offset") [+ time on a hypertable];
+    index (key, time)
+
+With TimescaleDB installed in the database (``CREATE EXTENSION timescaledb``) a new table
+becomes a hypertable on ``time`` (``hypertable = false`` keeps a plain table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from shared_log import StoredRecord
+
+from .pg_rows import BYTES, FIELD_TYPES, MODES, STAGE_TYPES, stage_row
+from .target import TargetRejected, TargetUnavailable
+
+log = logging.getLogger(__name__)
+POSITIONS = "edgestream_positions"
+STAGE = "edgestream_stage"
+#: record timestamps (ms) are clamped into years 1..9999 for the ``time`` column
+TIME_RANGE_MS = (-62135596800000, 253402300799999)
+BASE_STAGE = [("offset", "int8"), ("ts_ms", "int8"), ("key", "text"), ("key_bytes", "bytea"),
+              ("value", "text"), ("value_bytes", "bytea"), ("headers", "text")]
+#: TimescaleDB is installed in the database: its function is there to call
+TIMESCALE_PRESENT = ("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb' UNION ALL "
+                     "SELECT 1 FROM pg_proc WHERE proname = 'create_hypertable' LIMIT 1")
+#: SQLSTATE classes that are the operator's to fix, not transient
+_REJECTED_CLASSES = ("28", "3D", "3F", "42")
+_REJECTED_TEXT = ("password authentication failed", "no pg_hba.conf entry",
+                  "no password supplied", "does not exist", "does not support SSL",
+                  "certificate", "invalid sslmode")
+
+
+def _where(conninfo: str) -> str:
+    """host:port/dbname of a connection string, for logs (never its credentials)."""
+    try:
+        d = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return "(invalid connection string)"
+    return f"{d.get('host', '') or 'localhost'}:{d.get('port', '') or 5432}/{d.get('dbname', '')}"
+
+
+def _refused_content(exc: BaseException) -> bool:
+    """The server refused what a row holds (bad JSON, a value out of range: class 22, or
+    JSON nested beyond its stack: class 54), not the connection or the statement."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.DataError) or state[:2] == "54"
+
+
+def _mapped(exc: Exception, what: str) -> Exception:
+    """Ours for a psycopg error: rejected for auth, missing objects and bad SQL, else
+    unavailable (connection lost, server starting or shutting down, timeouts)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.ProgrammingError) or state[:2] in _REJECTED_CLASSES or (
+            not state and any(t in text for t in _REJECTED_TEXT) and "starting up" not in text):
+        return TargetRejected(f"{what}: {text}")
+    return TargetUnavailable(f"{what}: {text}")
+
+
+class PostgresTarget:
+    """Records of one topic into a PostgreSQL table; see the module docstring."""
+
+    def __init__(self, conninfo: str, table: str = "records", *,
+                 password: str | None = None, password_env: str | None = None,
+                 connect_kwargs: Mapping[str, Any] | None = None,
+                 fields: Mapping[str, str] | None = None, hypertable: bool = True,
+                 timeout_s: float = 10.0) -> None:
+        self.conninfo = conninfo
+        self._password = password
+        self.password_env = password_env
+        self.table = table
+        self.fields = dict(fields or {})
+        self.hypertable = hypertable
+        self.timeout_s = timeout_s
+        self._kwargs = dict(connect_kwargs or {})
+        self.description = f"postgresql {_where(conninfo)} table {table}"
+        self._conns: dict[int, psycopg.AsyncConnection[Any]] = {}
+        self._topic = ""
+        self._sql: dict[str, sql.Composed] = {}
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        secret = {}
+        if self.password_env:
+            if self.password_env not in os.environ:
+                raise TargetRejected(f"{self.description}: the environment variable "
+                                     f"{self.password_env} (password_env) is not set")
+            secret["password"] = os.environ[self.password_env]
+        elif self._password is not None:
+            secret["password"] = self._password
+        conn = await psycopg.AsyncConnection.connect(
+            self.conninfo, connect_timeout=max(1, int(self.timeout_s)),
+            client_encoding="UTF8", application_name="edgestream-mirror",
+            **self._kwargs, **secret)
+        try:
+            # Not through libpq's ``options``: that would replace the DSN's own (search_path).
+            await conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                               [f"{int(self.timeout_s * 1000)}ms"])
+            cols = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+                for n, t in self._stage_columns())
+            await conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) "
+                                       "ON COMMIT DELETE ROWS").format(sql.Identifier(STAGE),
+                                                                       cols))
+            await conn.commit()
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _conn(self, partition: int) -> psycopg.AsyncConnection[Any]:
+        conn = self._conns.get(partition)
+        if conn is None or conn.closed:
+            conn = self._conns[partition] = await self._connect()
+        return conn
+
+    async def _drop(self, partition: int) -> None:
+        conn = self._conns.pop(partition, None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+
+    async def _guarded(self, partition: int, what: str, op: Any) -> Any:
+        """Run ``op(conn)`` within the timeout; any failure drops the connection (its
+        transaction is gone or unknown) and maps to our errors."""
+        try:
+            async with asyncio.timeout(self.timeout_s * 2):
+                conn = await self._conn(partition)
+                return await op(conn)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await self._drop(partition)
+            if _refused_content(exc) or isinstance(exc, psycopg.errors.UniqueViolation):
+                raise
+            raise _mapped(exc, f"{self.description}: {what}") from exc
+
+    def _stage_columns(self) -> list[tuple[str, str]]:
+        return BASE_STAGE + [(n, STAGE_TYPES[k]) for n, k in self.fields.items()]
+
+    # -- the Target interface -------------------------------------------------------------
+
+    async def open(self, topic: str, partitions: int) -> None:
+        self._topic = topic
+        await self._guarded(-1, "create table", self._create)
+        await self._drop(-1)
+
+    async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        t = sql.Identifier(self.table)
+        extra = sql.SQL("").join(sql.SQL(", {} {}").format(sql.Identifier(n),
+                                                          sql.SQL(FIELD_TYPES[k]))
+                                 for n, k in self.fields.items())
+        async with conn.transaction():
+            # One creator at a time (two mirrors sharing a database start together).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self.table])
+            enc = await (await conn.execute("SHOW server_encoding")).fetchone()
+            if enc is None or enc[0].upper() not in ("UTF8", "UTF-8"):
+                raise TargetRejected(f"{self.description}: the database encoding must be "
+                                     f"UTF8 (jsonb and text), not {enc and enc[0]}")
+            await conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (topic text NOT NULL, partition int NOT NULL, "
+                "relation text NOT NULL, next_offset bigint NOT NULL, "
+                "updated_at timestamptz NOT NULL DEFAULT now(), "
+                "PRIMARY KEY (relation, topic, partition))").format(sql.Identifier(POSITIONS)))
+            exists = await (await conn.execute("SELECT to_regclass(%s)",
+                                               [self.table])).fetchone()
+            timescale = self.hypertable and exists is not None and exists[0] is None and bool(
+                await (await conn.execute(TIMESCALE_PRESENT)).fetchone())
+            pk = sql.SQL(', time' if timescale else '')
+            await conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (topic text NOT NULL, partition int NOT NULL, "
+                "\"offset\" bigint NOT NULL, key text, key_bytes bytea, "
+                "time timestamptz NOT NULL, ts_ms bigint NOT NULL, value jsonb, "
+                "value_bytes bytea, headers jsonb{}, "
+                "PRIMARY KEY (topic, partition, \"offset\"{}))").format(t, extra, pk))
+            for n, k in self.fields.items():  # a field added to the config later
+                await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}")
+                                   .format(t, sql.Identifier(n), sql.SQL(FIELD_TYPES[k])))
+            await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (key, time)")
+                               .format(sql.Identifier(f"{self.table}_key_time"), t))
+            if timescale:
+                await conn.execute("SELECT create_hypertable(%s, 'time', "
+                                   "if_not_exists => true)", [self.table])
+                log.info("%s: created as a TimescaleDB hypertable", self.description)
+
+    async def write(self, partition: int, records: Sequence[StoredRecord]) -> None:
+        dedupe = False
+        for mode in MODES:
+            try:
+                try:
+                    await self._guarded(partition, "write", lambda c, m=mode, d=dedupe:
+                                        self._write(c, partition, records, m, d))
+                except psycopg.errors.UniqueViolation:
+                    # Rows beyond the position (written by hand, or the position row was
+                    # deleted): the same batch again, skipping what is there.
+                    dedupe = True
+                    await self._guarded(partition, "write", lambda c, m=mode:
+                                        self._write(c, partition, records, m, True))
+                return
+            except psycopg.DatabaseError as exc:
+                if not _refused_content(exc):
+                    raise
+                # A value the server refused: never stall on it, judge the batch's values
+                # more strictly here and write it again (pg_rows.MODES).
+                log.warning("%s partition %d: the server refused a value in the batch from "
+                            "offset %d (%s); writing it again, values judged %s",
+                            self.description, partition, records[0].offset,
+                            str(exc).splitlines()[0][:200], "after" if mode == BYTES else
+                            MODES[MODES.index(mode) + 1])
+                if mode == BYTES:
+                    raise TargetRejected(f"{self.description}: {exc}") from exc
+
+    async def _write(self, conn: psycopg.AsyncConnection[Any], partition: int,
+                     records: Sequence[StoredRecord], mode: str, dedupe: bool) -> None:
+        """One transaction: lock the position, COPY the records at or past it into the
+        stage, merge (plain INSERT: the position lock makes conflicts impossible unless
+        someone wrote rows by hand, then ``dedupe`` adds ON CONFLICT DO NOTHING), move
+        the position."""
+        topic, q = self._topic, self._statements()
+        async with conn.transaction():
+            row = await (await conn.execute(q["lock"], [self.table, topic, partition])
+                         ).fetchone()
+            position = row[0] if row else 0
+            if records[-1].offset < position:
+                return  # a replay of rows already committed with their position
+            async with conn.cursor().copy(q["copy"]) as cp:
+                cp.set_types([t for _, t in self._stage_columns()])
+                for rec in records:
+                    if rec.offset >= position:
+                        await cp.write_row(stage_row(rec, self.fields, mode))
+            await conn.execute(q["merge_dedupe" if dedupe or row is None else "merge"],
+                               [topic, partition, *TIME_RANGE_MS])
+            await conn.execute(q["position"], [self.table, topic, partition,
+                                               records[-1].offset + 1])
+
+    def _statements(self) -> dict[str, sql.Composed]:
+        if self._sql:
+            return self._sql
+        p, t, st = sql.Identifier(POSITIONS), sql.Identifier(self.table), sql.Identifier(STAGE)
+        names = [sql.Identifier(n) for n, _ in self._stage_columns()]
+        fields = [sql.Identifier(n) for n in self.fields]
+        picked = [sql.SQL("s.{}::jsonb" if k == "jsonb" else "s.{}").format(sql.Identifier(n))
+                  for n, k in self.fields.items()]
+        merge = sql.SQL(
+            "INSERT INTO {t} (topic, partition, \"offset\", key, key_bytes, time, ts_ms, value, "
+            "value_bytes, headers{fc}) SELECT %s, %s, s.\"offset\", s.key, s.key_bytes, "
+            "timestamptz 'epoch' + LEAST(GREATEST(s.ts_ms, %s), %s) * interval '1 millisecond', "
+            "s.ts_ms, s.value::jsonb, s.value_bytes, s.headers::jsonb{fv} FROM {s} s").format(
+            t=t, s=st, fc=sql.SQL("").join(sql.SQL(", {}").format(f) for f in fields),
+            fv=sql.SQL("").join(sql.SQL(", {}").format(x) for x in picked))
+        self._sql = {
+            "lock": sql.SQL("SELECT next_offset FROM {} WHERE relation = %s AND topic = %s "
+                            "AND partition = %s FOR UPDATE").format(p),
+            "copy": sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                st, sql.SQL(", ").join(names)),
+            "merge": merge,
+            "merge_dedupe": merge + sql.SQL(" ON CONFLICT DO NOTHING"),
+            "position": sql.SQL(
+                "INSERT INTO {p} (relation, topic, partition, next_offset) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (relation, topic, partition) DO UPDATE "
+                "SET next_offset = GREATEST({p}.next_offset, EXCLUDED.next_offset), "
+                "updated_at = now()").format(p=p),
+        }
+        return self._sql
+
+    async def next_offset(self, partition: int) -> int | None:
+        async def ask(conn: psycopg.AsyncConnection[Any]) -> int:
+            async with conn.transaction():
+                row = await (await conn.execute(
+                    sql.SQL("SELECT next_offset FROM {} WHERE relation = %s AND topic = %s "
+                            "AND partition = %s").format(sql.Identifier(POSITIONS)),
+                    [self.table, self._topic, partition])).fetchone()
+                if row is not None:
+                    return int(row[0])
+                # No position row: rows written by hand or an older layout tell, else none.
+                top = await (await conn.execute(
+                    sql.SQL("SELECT max(\"offset\") FROM {} WHERE topic = %s AND "
+                            "partition = %s").format(sql.Identifier(self.table)),
+                    [self._topic, partition])).fetchone()
+                return 0 if top is None or top[0] is None else int(top[0]) + 1
+        return await self._guarded(partition, "read position", ask)
+
+    async def close(self) -> None:
+        for p in list(self._conns):
+            await self._drop(p)
