@@ -48,6 +48,8 @@ import tomlconf
 from tomlconf import ConfigError, Section, is_host, load_toml, parse_listen, parse_url, shown
 from uplink import is_safe_name
 
+from .transforms.spec import TransformSpec, parse_transforms
+
 ENV_PREFIX = "EDGE_AGENT__"
 
 
@@ -145,10 +147,22 @@ class StreamConfig:
     segment_bytes: int = 16 * 1024 * 1024
     max_bytes: int | None = None
     full_policy: str = "reject_new"
+    #: edge processing (docs/edge-processing.md): the transforms, in order
+    transforms: tuple[TransformSpec, ...] = ()
+    #: whether the raw stream itself goes to the cloud (its derived streams always do)
+    forward: bool = True
+    #: the derived stream the transforms write (default "<name>-edge")
+    derived_name: str = ""
+    derived_priority: int | None = None
+    derived_cloud_topic: str = ""
 
     @property
     def topic(self) -> str:
         return self.cloud_topic or self.name
+
+    @property
+    def derived(self) -> str:
+        return self.derived_name or f"{self.name}-edge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +195,8 @@ def _is_filter(t: str) -> bool:
 
 def _stream(d: Section) -> StreamConfig:
     d.only({"name", "topics", "priority", "cloud_topic", "device_key", "qos", "payload",
-            "require_sequence", "segment_bytes", "max_bytes", "full_policy"})
+            "require_sequence", "segment_bytes", "max_bytes", "full_policy", "transforms",
+            "forward", "derived_name", "derived_priority", "derived_cloud_topic"})
     name = d.string("name", None, check=is_safe_name, form=_SAFE_NAME)
     if name is None:
         raise d.error("name", "is required")
@@ -215,7 +230,34 @@ def _stream(d: Section) -> StreamConfig:
         segment_bytes=d.integer("segment_bytes", 16 * 1024 * 1024, minimum=4096),
         max_bytes=d.integer("max_bytes", None, minimum=4096),
         full_policy=d.string("full_policy", "reject_new", choices=("drop_oldest", "reject_new")),
+        transforms=parse_transforms(d, payload),
+        forward=d.boolean("forward", True),
+        derived_name=d.string("derived_name", "", check=is_safe_name, form=_SAFE_NAME),
+        derived_priority=d.integer("derived_priority", None, minimum=0),
+        derived_cloud_topic=d.string("derived_cloud_topic", "", check=is_safe_name,
+                                     form=_SAFE_NAME),
     )
+
+
+def derived_streams(cfg: EdgeConfig) -> list[tuple[StreamConfig, str]]:
+    """Every derived stream as its own StreamConfig, with the raw stream it comes from:
+    the main output of each stream with transforms, then each route's target."""
+    out: dict[str, tuple[StreamConfig, str]] = {}
+    for s in cfg.streams:
+        if not s.transforms:
+            continue
+        base = dict(topics=(), payload=s.payload, segment_bytes=s.segment_bytes,
+                    max_bytes=s.max_bytes, full_policy=s.full_policy, device_key=s.device_key)
+        prio = s.priority if s.derived_priority is None else s.derived_priority
+        out.setdefault(s.derived, (StreamConfig(name=s.derived, priority=prio,
+                                                cloud_topic=s.derived_cloud_topic, **base),
+                                   s.name))
+        for t in s.transforms:
+            if t.kind == "route" and t.to not in out:
+                p = s.priority if t.priority is None else t.priority
+                out[t.to] = (StreamConfig(name=t.to, priority=p, cloud_topic=t.cloud_topic,
+                                          **base), s.name)
+    return list(out.values())
 
 
 def _mqtt(m: Section, edge_id: str, base: Path) -> MqttConfig:
@@ -319,8 +361,20 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     for n in names:
         if names.count(n) > 1:
             raise doc.error("streams", f"stream name {n!r} is used twice")
-    return EdgeConfig(edge_id=edge_id, data_dir=data_dir, streams=streams, mqtt=mqtt,
-                      uplink=uplink, ingest=ingest, status=status)
+    cfg = EdgeConfig(edge_id=edge_id, data_dir=data_dir, streams=streams, mqtt=mqtt,
+                     uplink=uplink, ingest=ingest, status=status)
+    owners: dict[str, str] = {}
+    for i, s in enumerate(streams):
+        targets = [s.derived] if s.transforms else []
+        targets += [t.to for t in s.transforms if t.kind == "route"]
+        for t in targets:
+            if t in names:
+                raise doc.error(f"streams[{i}]", f"derived stream {t!r} has the name of a "
+                                                 "stream of readings")
+            if owners.setdefault(t, s.name) != s.name:
+                raise doc.error(f"streams[{i}]", f"derived stream {t!r} is written by "
+                                                 f"streams {owners[t]!r} and {s.name!r}")
+    return cfg
 
 
 def apply_env(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -356,4 +410,5 @@ def _check_ca(path: Path | None, key: str) -> None:
 
 
 __all__ = ["ConfigError", "EdgeConfig", "IngestConfig", "MqttConfig", "StatusConfig",
-           "StreamConfig", "UplinkConfig", "apply_env", "load_config", "parse_config"]
+           "StreamConfig", "UplinkConfig", "apply_env", "derived_streams", "load_config",
+           "parse_config"]
