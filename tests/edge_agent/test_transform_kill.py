@@ -5,6 +5,7 @@ it found beyond its checkpoint and found it identical (docs/edge-processing.md).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import subprocess
@@ -32,10 +33,8 @@ def kill_loop(data: Path, kills: int, seed: int) -> list[int]:
             line = proc.stdout.readline()
             assert line == b"started\n", proc.stderr.read() if proc.stderr else line
             # a wait bounded by the process itself: killed while transforming
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=rng.uniform(0.02, 0.25))
-            except subprocess.TimeoutExpired:
-                pass
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
         finally:
             proc.kill()  # SIGKILL: no last checkpoint, no flush
@@ -64,7 +63,8 @@ def check_exactly_once(tmp_path: Path, readings: int, kills: int, seed: int) -> 
         want, got = derived(calm, name), derived(killed, name)
         assert want, f"{name}: the reference run derived nothing"
         assert len(got) == len(want), f"{name}: {len(got)} records, {len(want)} expected"
-        assert got == want, f"{name}: first difference at {next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)}"
+        diff = next((i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b), None)
+        assert got == want, f"{name}: first difference at record {diff}"
     windows = [r for r in derived(killed, "telemetry-edge") if b'"end":' in r[1]]
     assert len(windows) > 50
 

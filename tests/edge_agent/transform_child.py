@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from transform_testing import open_all  # noqa: E402
+from transform_testing import open_all
 
 
 async def main(data: Path, pace_s: float) -> None:
