@@ -76,9 +76,9 @@ def derived(data: Path, name: str) -> list[tuple[bytes, bytes, int, Any]]:
         return out
 
 
-def run_to_end(data: Path) -> dict[str, Any]:
+def run_to_end(data: Path, transforms: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the transforms over everything in ``data``, uninterrupted; their status."""
-    _cfg, runner, raw, outs = open_all(data)
+    _cfg, runner, raw, outs = open_all(data, transforms=transforms)
     while runner.step():
         pass
     runner.checkpoint_now()
