@@ -61,7 +61,7 @@ def test_hostile_queries_never_5xx(tmp_path_factory: object, params: dict[str, s
                                    name: str) -> None:
     tmp = tmp_path_factory.mktemp("q")  # type: ignore[attr-defined]
     app, _r, log = app_with_log(tmp, 5)
-    params = {k: v for k, v in params.items() if k != "wait_ms" or not v.isdigit()
+    params = {k: v for k, v in params.items() if k != "wait_ms" or not (v.isascii() and v.isdigit())
               or int(v) > 30_000}  # real waits are the test below's business
 
     async def go() -> None:
@@ -69,9 +69,9 @@ def test_hostile_queries_never_5xx(tmp_path_factory: object, params: dict[str, s
             t0 = time.monotonic()
             path = "/v1/streams/" + (quote(name, safe="") or "s") + "/records"
             r = await c.get(path, params=params)
-            assert r.status_code in (200, 400, 404, 416), r.text
+            assert r.status_code in (200, 400, 404, 416), r.text  # 404: also a name with '/'
             assert time.monotonic() - t0 < 2
-            if r.status_code != 200:
+            if r.status_code != 200 and "json" in r.headers["content-type"]:
                 assert r.json()["field"] in ("offset", "wait_ms", "max_records", "name")
     asyncio.run(go())
     log.close()
