@@ -48,7 +48,7 @@ import tomlconf
 from tomlconf import ConfigError, Section, is_host, load_toml, parse_listen, parse_url, shown
 from uplink import is_safe_name
 
-from .transforms.spec import TransformSpec, parse_transforms
+from .transforms.spec import TransformSpec, derived_names, parse_transforms
 
 ENV_PREFIX = "EDGE_AGENT__"
 
@@ -239,27 +239,6 @@ def _stream(d: Section) -> StreamConfig:
     )
 
 
-def derived_streams(cfg: EdgeConfig) -> list[tuple[StreamConfig, str]]:
-    """Every derived stream as its own StreamConfig, with the raw stream it comes from:
-    the main output of each stream with transforms, then each route's target."""
-    out: dict[str, tuple[StreamConfig, str]] = {}
-    for s in cfg.streams:
-        if not s.transforms:
-            continue
-        base = dict(topics=(), payload=s.payload, segment_bytes=s.segment_bytes,
-                    max_bytes=s.max_bytes, full_policy=s.full_policy, device_key=s.device_key)
-        prio = s.priority if s.derived_priority is None else s.derived_priority
-        out.setdefault(s.derived, (StreamConfig(name=s.derived, priority=prio,
-                                                cloud_topic=s.derived_cloud_topic, **base),
-                                   s.name))
-        for t in s.transforms:
-            if t.kind == "route" and t.to not in out:
-                p = s.priority if t.priority is None else t.priority
-                out[t.to] = (StreamConfig(name=t.to, priority=p, cloud_topic=t.cloud_topic,
-                                          **base), s.name)
-    return list(out.values())
-
-
 def _mqtt(m: Section, edge_id: str, base: Path) -> MqttConfig:
     d = MqttConfig()
     default_id = f"edge-agent-{edge_id}"
@@ -365,9 +344,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
                      uplink=uplink, ingest=ingest, status=status)
     owners: dict[str, str] = {}
     for i, s in enumerate(streams):
-        targets = [s.derived] if s.transforms else []
-        targets += [t.to for t in s.transforms if t.kind == "route"]
-        for t in targets:
+        for t in derived_names(s.derived, s.transforms):
             if t in names:
                 raise doc.error(f"streams[{i}]", f"derived stream {t!r} has the name of a "
                                                  "stream of readings")
@@ -410,5 +387,4 @@ def _check_ca(path: Path | None, key: str) -> None:
 
 
 __all__ = ["ConfigError", "EdgeConfig", "IngestConfig", "MqttConfig", "StatusConfig",
-           "StreamConfig", "UplinkConfig", "apply_env", "derived_streams", "load_config",
-           "parse_config"]
+           "StreamConfig", "UplinkConfig", "apply_env", "load_config", "parse_config"]

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .config import EdgeConfig, derived_streams
+from .config import EdgeConfig, StreamConfig
 from .forwarder import StreamSender
 from .local_read import LocalReader
 from .streams import StreamStore, open_stream
@@ -24,6 +24,27 @@ from .supervisor import Supervisor
 from .transforms import TransformRunner
 
 log = logging.getLogger(__name__)
+
+
+def derived_streams(cfg: EdgeConfig) -> list[tuple[StreamConfig, str]]:
+    """Every derived stream as its own StreamConfig, with the raw stream it comes from:
+    the main output of each stream with transforms, then each route's target."""
+    out: dict[str, tuple[StreamConfig, str]] = {}
+    for s in cfg.streams:
+        if not s.transforms:
+            continue
+        base = dict(topics=(), payload=s.payload, segment_bytes=s.segment_bytes,
+                    max_bytes=s.max_bytes, full_policy=s.full_policy, device_key=s.device_key)
+        prio = s.priority if s.derived_priority is None else s.derived_priority
+        out.setdefault(s.derived, (StreamConfig(name=s.derived, priority=prio,
+                                                cloud_topic=s.derived_cloud_topic, **base),
+                                   s.name))
+        for t in s.transforms:
+            if t.kind == "route" and t.to not in out:
+                p = s.priority if t.priority is None else t.priority
+                out[t.to] = (StreamConfig(name=t.to, priority=p, cloud_topic=t.cloud_topic,
+                                          **base), s.name)
+    return list(out.values())
 
 
 class EdgeProcessing:
@@ -116,4 +137,4 @@ class EdgeProcessing:
                 "edge_processing_problems": problems}
 
 
-__all__ = ["EdgeProcessing"]
+__all__ = ["EdgeProcessing", "derived_streams"]

@@ -35,7 +35,8 @@ class ExpressionError(ValueError):
 
 
 def _num(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+    t = type(x)
+    return t is int or t is float or (isinstance(x, int | float) and t is not bool)
 
 
 def _comparable(x: Any) -> bool:
@@ -102,9 +103,11 @@ def _compile(node: dict[str, Any]) -> Getter:
             return lambda v: not _equals(left(v), right(v))
         cmp = _ORDER[op]
 
+        fast = (int, float)
+
         def order(v: Any) -> Any:
             a, b = left(v), right(v)
-            if not (_comparable(a) and _comparable(b)):
+            if not ((type(a) in fast or _comparable(a)) and (type(b) in fast or _comparable(b))):
                 return None
             return cmp(a, b)  # a string against a number raises, as in the library
         return order
@@ -138,9 +141,12 @@ class Expression:
 
         def matches(reading: Any) -> bool:
             try:
-                return is_true(getter(reading))
+                r = getter(reading)
             except Exception:  # no reading may stop the stream (G7)
                 return False
+            if r is True or r is False or r is None:
+                return r is True
+            return is_true(r)
         self.matches: Callable[[Any], bool] = matches
 
 

@@ -61,7 +61,12 @@ class OpStats:
 
 
 def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and x == x
+    t = type(x)
+    if t is int:
+        return True
+    if t is float:
+        return x == x  # not NaN
+    return isinstance(x, int | float) and t is not bool and x == x
 
 
 @dataclass
@@ -114,14 +119,15 @@ class Route(Op):
     send: Callable[[str, Item], None] = lambda target, item: None
 
     def push(self, item: Item, emit: Emit) -> None:
-        self.stats.readings_in += 1
-        assert self.expr is not None
-        if self.expr.matches(item.fields):
-            self.stats.routed += 1
+        st = self.stats
+        st.readings_in += 1
+        if self.expr.matches(item.fields):  # type: ignore[union-attr]
+            st.routed += 1
             self.send(self.to, item)
             if not self.copy:
                 return
-        self._out(item, emit)
+        st.readings_out += 1
+        emit(item)
 
 
 def _remember(d: dict[str, Any], key: str, value: Any, limit: int) -> None:
@@ -144,9 +150,10 @@ class Deadband(Op):
     last: dict[str, list[Any]] = field(default_factory=dict)
 
     def push(self, item: Item, emit: Emit) -> None:
-        self.stats.readings_in += 1
+        st = self.stats
+        st.readings_in += 1
         f = item.fields
-        v = f.get(self.field_name) if isinstance(f, dict) else None
+        v = f.get(self.field_name) if type(f) is dict else None
         if v is None or (not self.any_change and not _number(v)):
             self._unfit(item, emit)
             return
@@ -157,12 +164,12 @@ class Deadband(Op):
                 moved = not (pv == v and type(pv) is type(v))
             else:
                 moved = abs(v - pv) > self.threshold
-            beat = self.heartbeat_ms > 0 and item.ts - pts >= self.heartbeat_ms
-            if not (moved or beat):
-                self.stats.dropped += 1
+            if not moved and not (self.heartbeat_ms > 0 and item.ts - pts >= self.heartbeat_ms):
+                st.dropped += 1
                 return
         _remember(self.last, item.device, [v, item.ts], self.max_devices)
-        self._out(item, emit)
+        st.readings_out += 1
+        emit(item)
 
     def state(self) -> Any:
         return self.last
@@ -219,31 +226,37 @@ class Window(Op):
     def push(self, item: Item, emit: Emit) -> None:
         self.stats.readings_in += 1
         f = item.fields
-        if not isinstance(f, dict) or any(not _number(f.get(n)) for n in self.fields):
+        if type(f) is not dict:
             self._unfit(item, emit)
             return
+        for n in self.fields:
+            if not _number(f.get(n)):
+                self._unfit(item, emit)
+                return
         ts = item.ts
-        wm = ts if self.watermark is None or ts > self.watermark else self.watermark
-        self.watermark = wm
+        wm = self.watermark
+        if wm is None or ts > wm:
+            wm = self.watermark = ts
         start = ts - ts % self.size_ms
         if start + self.size_ms + self.lateness_ms <= wm:
             self.stats.late += 1
         else:
             self._add(item, start, emit)
-        self._close(wm, emit)
+        heap = self._heap
+        if heap and heap[0][0] + self.lateness_ms <= wm:
+            self._close(wm, emit)
 
     def _add(self, item: Item, start: int, emit: Emit) -> None:
         dev = item.device
         wins = self.open.get(dev)
-        if wins is None:
-            if len(self.open) >= self.max_devices:  # forget the least recent: emit early
+        if wins is None:  # devices leave ``open`` when their windows close: dict order is
+            # the order of their oldest open window, the one to emit early when full
+            if len(self.open) >= self.max_devices:
                 old = next(iter(self.open))
                 for s in sorted(self.open[old]):
                     self._emit(old, s, self.open[old][s], emit)
                 del self.open[old]
             wins = self.open[dev] = {}
-        else:
-            self.open[dev] = self.open.pop(dev)  # most recently seen last
         acc = wins.get(start)
         f = item.fields
         if acc is None:
@@ -251,7 +264,10 @@ class Window(Op):
                                  {n: [f[n], f[n], 0, f[n], f[n]] for n in self.fields}]
             heapq.heappush(self._heap, (start + self.size_ms, dev, start))
         acc[0] += 1
-        acc[1], acc[2] = min(acc[1], item.lo), max(acc[2], item.hi)
+        if item.lo < acc[1]:
+            acc[1] = item.lo
+        if item.hi > acc[2]:
+            acc[2] = item.hi
         acc[3], acc[4], acc[5] = item.raw, f, item.ts
         for n, a in acc[6].items():
             v = f[n]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import orjson
 
 from shared_log import OffsetOutOfRange, Record, atomic_write, fetch_columns, read_checkpoint
 
@@ -65,7 +66,7 @@ class RunnerStats:
 
 
 def _decoder(payload: str) -> Callable[[bytes], Any]:
-    loads = json.loads if payload == "json" else cbor2.loads
+    loads = orjson.loads if payload == "json" else cbor2.loads
 
     def decode(b: bytes) -> Any:
         try:
@@ -95,6 +96,7 @@ class TransformRunner:
         self._expected: dict[str, list[Any]] = {n: [] for n in outputs}
         self._head: Callable[[Item], None] = self._emit_main
         self._ran = False
+        self._names: dict[bytes, str] = {}  # device keys seen (bounded): no decode per reading
         self.recover()
 
     # -- recovery and checkpoints ---------------------------------------------------------
@@ -218,21 +220,30 @@ class TransformRunner:
         decode, head, tsf = self.decode, self._head, self.ts_field
         st = self.stats
         keys, values, stamps = cols.keys, cols.values, cols.timestamps
+        names = self._names
+        nbytes = 0
         for i, off in enumerate(cols.offsets()):
             value = values[i]
             fields = decode(value)
-            ts = fields.get(tsf) if isinstance(fields, dict) else None
-            if not isinstance(ts, int) or isinstance(ts, bool):
+            ts = fields.get(tsf) if type(fields) is dict else None
+            if type(ts) is not int:
                 ts = stamps[i]
-            st.bytes_in += len(value)
+            nbytes += len(value)
+            key = keys[i]
+            device = names.get(key)
+            if device is None:
+                if len(names) >= 100_000:
+                    names.clear()
+                device = names[key] = key.decode("utf-8", "replace")
             try:
-                head(Item(keys[i].decode("utf-8", "replace"), fields, ts, off, off, value))
+                head(Item(device, fields, ts, off, off, value))
             except Exception:  # no reading may stop the stream (G7)
                 st.internal_errors += 1
                 if st.internal_errors <= 10:
                     log.exception("stream %s: a transform raised on offset %d",
                                   self.raw.config.name, off)
         st.readings_in += len(cols)
+        st.bytes_in += nbytes
         self.input_next = res.next_offset
         self.flush_pending()
         return len(cols)

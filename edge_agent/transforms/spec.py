@@ -140,6 +140,13 @@ def parse_transforms(stream: Section, payload: str) -> tuple[TransformSpec, ...]
     return tuple(parse_transform(t, i) for i, t in enumerate(tables))
 
 
+def derived_names(main: str, specs: tuple[TransformSpec, ...]) -> list[str]:
+    """The derived streams a chain writes: its main output, then each route's target."""
+    if not specs:
+        return []
+    return [main, *(s.to for s in specs if s.kind == "route")]
+
+
 def build_chain(specs: tuple[TransformSpec, ...],
                 send: Callable[[str, Item], None]) -> list[Op]:
     """Fresh operations (empty state) for a stream's transforms, in order."""
@@ -163,5 +170,6 @@ def build_chain(specs: tuple[TransformSpec, ...],
     return ops
 
 
-__all__ = ["KINDS", "ConfigError", "TransformSpec", "build_chain", "parse_transform",
+__all__ = ["KINDS", "ConfigError", "TransformSpec", "build_chain", "derived_names",
+           "parse_transform",
            "parse_transforms"]

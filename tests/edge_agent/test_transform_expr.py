@@ -139,6 +139,6 @@ def test_transforms_need_a_payload_format_and_unique_derived_names() -> None:
                           'to = "telemetry"\n'))
     cfg = parse_config(_cfg('[[streams.transforms]]\ntype = "route"\nexpr = "a"\nto = "al"\n'
                             'priority = 0\n'))
-    from edge_agent.config import derived_streams
+    from edge_agent.edgeproc import derived_streams
     assert [(d.name, d.priority, src) for d, src in derived_streams(cfg)] == [
         ("telemetry-edge", 5, "telemetry"), ("al", 0, "telemetry")]

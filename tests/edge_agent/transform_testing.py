@@ -8,7 +8,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config import EdgeConfig, derived_streams, parse_config
+from edge_agent.config import EdgeConfig, parse_config
+from edge_agent.edgeproc import derived_streams
 from edge_agent.streams import StreamStore, open_stream
 from edge_agent.transforms import TransformRunner
 from shared_log import Log, Record
