@@ -213,7 +213,7 @@ class TransformRunner:
             self.input_next = lg.start_offset
         try:
             res = fetch_columns(lg, self.input_next, max_records=self.batch,
-                                max_bytes=4 << 20, end=lg.durable_offset)
+                                max_bytes=4 << 20, end=lg.durable_offset, headers=False)
         except OffsetOutOfRange:
             return 0
         cols = res.columns
