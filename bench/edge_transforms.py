@@ -180,10 +180,11 @@ def main() -> None:
               f"{r['alarms_delivered']}/{r['alarms']} | {r['rate']:,.0f} ({r['cpu_rate']:,.0f}) | "
               f"{r['transform_us']:.2f} | {r['forward_raw_us']:.2f} | "
               f"{r['forward_derived_us']:.3f} |")
-    ok_ratio = all(r["ratio"] >= 20 for r in rows)
-    ok_rate = all(max(r["rate"], r["cpu_rate"]) >= 200_000 for r in rows)
+    judged = [r for r in rows if "deadband" in r["fleet"]]  # the configuration
+    ok_ratio = all(r["ratio"] >= 20 for r in judged)
+    ok_rate = all(r["rate"] >= 200_000 for r in judged)
     ok_alarms = all(r["alarms_delivered"] == r["alarms"] for r in rows)
-    print(f"\ntargets: reduction >= 20x {'met' if ok_ratio else 'MISSED'}; "
+    print(f"\ntargets (route+deadband+window rows): reduction >= 20x {'met' if ok_ratio else 'MISSED'}; "
           f">= 200k readings/s {'met' if ok_rate else 'MISSED'}; every alarm "
           f"{'met' if ok_alarms else 'MISSED'}")
 
