@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent.parent)]  # the helpers, and the repository
 
-from transform_testing import open_all
+from transform_testing import open_all  # noqa: E402
 
 
 async def main(data: Path, pace_s: float) -> None:

@@ -8,11 +8,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+from edge_agent_testing import read_stream
+
 from edge_agent.config import EdgeConfig, parse_config
 from edge_agent.edgeproc import derived_streams
 from edge_agent.streams import StreamStore, open_stream
 from edge_agent.transforms import TransformRunner
-from shared_log import Log, Record
+from shared_log import Record
 
 TRANSFORMS = [
     {"type": "route", "expr": "alarm", "to": "alarms", "priority": 0},
@@ -65,16 +67,8 @@ def write_raw(data: Path, n: int) -> None:
 
 
 def derived(data: Path, name: str) -> list[tuple[bytes, bytes, int, Any]]:
-    d = data / "streams" / name
-    if not d.exists():
-        return []
-    with Log(d, read_only=True) as lg:
-        out, pos = [], lg.start_offset
-        while pos < lg.end_offset:
-            res = lg.fetch(pos, max_records=10_000, max_bytes=16 << 20)
-            out.extend((r.key, r.value, r.timestamp, r.headers) for r in res.records)
-            pos = res.next_offset
-        return out
+    """A derived stream's records as (key, value, timestamp, headers)."""
+    return [(r.key, r.value, r.timestamp, r.headers) for r in read_stream(data, name)]
 
 
 def run_to_end(data: Path, transforms: list[dict[str, Any]] | None = None) -> dict[str, Any]:
