@@ -217,6 +217,9 @@ def _stream(d: Section) -> StreamConfig:
     qos = d.get("qos", 1)
     if type(qos) is not int or qos not in (0, 1):
         raise d.error("qos", f"must be 0 or 1 (QoS 2 is not supported), got {shown(qos)}")
+    transforms, forward = parse_transforms(d, payload), d.boolean("forward", True)
+    if not forward and not transforms:  # nothing would ever acknowledge or free its log
+        raise d.error("forward", "false needs transforms (the stream would only grow)")
     return StreamConfig(
         name=name,
         topics=topics,
@@ -230,8 +233,8 @@ def _stream(d: Section) -> StreamConfig:
         segment_bytes=d.integer("segment_bytes", 16 * 1024 * 1024, minimum=4096),
         max_bytes=d.integer("max_bytes", None, minimum=4096),
         full_policy=d.string("full_policy", "reject_new", choices=("drop_oldest", "reject_new")),
-        transforms=parse_transforms(d, payload),
-        forward=d.boolean("forward", True),
+        transforms=transforms,
+        forward=forward,
         derived_name=d.string("derived_name", "", check=is_safe_name, form=_SAFE_NAME),
         derived_priority=d.integer("derived_priority", None, minimum=0),
         derived_cloud_topic=d.string("derived_cloud_topic", "", check=is_safe_name,

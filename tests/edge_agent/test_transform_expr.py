@@ -134,6 +134,8 @@ def test_config_errors_name_the_transform(table: str, key: str, needle: str) -> 
 def test_transforms_need_a_payload_format_and_unique_derived_names() -> None:
     with pytest.raises(ConfigError, match="payload = json or cbor"):
         parse_config(_cfg('[[streams.transforms]]\ntype = "filter"\nexpr = "a"\n', ""))
+    with pytest.raises(ConfigError, match="false needs transforms"):
+        parse_config(_cfg("forward = false\n"))
     with pytest.raises(ConfigError, match="name of a stream of readings"):
         parse_config(_cfg('[[streams.transforms]]\ntype = "route"\nexpr = "a"\n'
                           'to = "telemetry"\n'))

@@ -25,9 +25,11 @@ TRANSFORMS = [
 ]
 
 
-def config(data: Path, transforms: list[dict[str, Any]] | None = None) -> EdgeConfig:
+def config(data: Path, transforms: list[dict[str, Any]] | None = None,
+           segment_bytes: int = 16 << 20) -> EdgeConfig:
     return parse_config({"edge_id": "gw", "data_dir": str(data), "streams": [
         {"name": "telemetry", "topics": ["devices/+/telemetry"], "forward": False,
+         "segment_bytes": segment_bytes,
          "transforms": TRANSFORMS if transforms is None else transforms}]})
 
 
@@ -46,9 +48,10 @@ def readings(n: int, devices: int = 8, seed: int = 7) -> list[Record]:
     return out
 
 
-def open_all(data: Path, batch: int = 2000, transforms: list[dict[str, Any]] | None = None
+def open_all(data: Path, batch: int = 2000, transforms: list[dict[str, Any]] | None = None,
+             segment_bytes: int = 16 << 20
              ) -> tuple[EdgeConfig, TransformRunner, StreamStore, dict[str, StreamStore]]:
-    cfg = config(data, transforms)
+    cfg = config(data, transforms, segment_bytes)
     raw = open_stream(cfg, cfg.streams[0])
     outs = {sc.name: open_stream(cfg, sc) for sc, _ in derived_streams(cfg)}
     runner = TransformRunner(raw, cfg.streams[0].transforms, cfg.streams[0].derived, outs,
@@ -56,8 +59,8 @@ def open_all(data: Path, batch: int = 2000, transforms: list[dict[str, Any]] | N
     return cfg, runner, raw, outs
 
 
-def write_raw(data: Path, n: int) -> None:
-    cfg = config(data)
+def write_raw(data: Path, n: int, segment_bytes: int = 16 << 20) -> None:
+    cfg = config(data, segment_bytes=segment_bytes)
     raw = open_stream(cfg, cfg.streams[0])
     recs = readings(n)
     for i in range(0, n, 5000):
