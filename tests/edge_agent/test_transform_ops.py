@@ -217,3 +217,43 @@ def test_device_state_is_bounded() -> None:
     for it in its:
         ops[0].push(it, out.append)
     assert len(ops[0].open) == 5 and len(out) == 45  # the least recent emitted early
+
+
+@settings(max_examples=100, deadline=None)
+@given(READINGS, st.sampled_from([50, 500]), st.sampled_from(["last", "mean"]), CUT)
+def test_downsample_last_and_mean_match_reference(readings: Any, interval: int, mode: str,
+                                                  cut: int | None) -> None:
+    its = items(readings)
+    spec = TransformSpec("downsample", 0, interval_ms=interval, mode=mode,
+                         fields=("v",) if mode == "mean" else (),
+                         aggregates=("count", "mean") if mode == "mean" else ())
+    got, _ = run(spec, its, cut)
+    if mode == "mean":
+        assert got == ref_window(its, interval, 0, ("count", "mean"))
+        return
+    # last: per device and interval, the last reading itself, once the interval closed
+    wm, open_, want = -1, {}, []
+    for it in its:
+        wm = max(wm, it.ts)
+        start = it.ts - it.ts % interval
+        if start + interval > wm:
+            open_.setdefault((it.device, start), []).append(it)
+        for dev, s in sorted(open_, key=lambda k: (k[1] + interval, k[0], k[1])):
+            if s + interval <= wm:
+                group = open_.pop((dev, s))
+                last = group[-1]
+                want.append(("main", last.value().decode(), last.ts,
+                             min(g.lo for g in group), max(g.hi for g in group)))
+    assert got == want
+
+
+def test_edge_agent_status_prints_the_bytes_ratio(capsys: Any) -> None:
+    from edge_agent.status_view import render
+    render({"edge_id": "gw", "source": "agent", "healthy": True, "streams": [],
+            "transforms": [{"stream": "telemetry", "readings_in": 1000, "records_out": 10,
+                            "bytes_in": 150_000, "bytes_out": 1_500, "ratio": 100.0,
+                            "lag": 3, "transforms": [{"late": 2, "unfit": 1}]}],
+            "derived_streams": [{"name": "telemetry-edge", "priority": 5,
+                                 "end_offset": 10, "acked_offset": 9}]})
+    out = capsys.readouterr().out
+    assert "100.0x" in out and "telemetry-edge" in out and "146.5KiB" in out
