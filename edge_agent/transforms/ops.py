@@ -311,10 +311,13 @@ class Window(Op):
 
     def state(self) -> Any:
         return {"watermark": self.watermark,
-                "open": [[d, [[s, [*acc[:3], None, *acc[4:]]] for s, acc in w.items()]]
+                "open": [[d, [[s, [*acc[:3], None, acc[4] if self.mode == "last" else None,
+                                   *acc[5:]]] for s, acc in w.items()]]
                          for d, w in self.open.items()],
-                "raw": [[d, [[s, acc[3].hex() if acc[3] is not None else None]
-                             for s, acc in w.items()]] for d, w in self.open.items()]}
+                # the last reading's bytes are emitted by mode "last" only
+                "raw": [[d, [[s, acc[3].hex() if acc[3] is not None and self.mode == "last"
+                              else None] for s, acc in w.items()]]
+                        for d, w in self.open.items()]}
 
     def load(self, state: Any) -> None:
         self.watermark = state["watermark"]

@@ -36,7 +36,7 @@ from typing import Any
 import cbor2
 import orjson
 
-from shared_log import OffsetOutOfRange, Record, atomic_write, fetch_columns, read_checkpoint
+from shared_log import OffsetOutOfRange, Record, atomic_write, fetch_columns
 
 from .ops import Item, Op
 from .spec import TransformSpec, build_chain
@@ -114,7 +114,7 @@ class TransformRunner:
     def recover(self) -> None:
         """Resume from the checkpoint, or start at the raw log's start with empty state."""
         self._fresh()
-        ck = read_checkpoint(self.path, None)
+        ck = _read(self.path)
         ok = (isinstance(ck, dict) and ck.get("generation") == self.raw.generation
               and ck.get("specs") == self._spec_id()
               and isinstance(ck.get("outputs"), dict)
@@ -163,7 +163,7 @@ class TransformRunner:
                "outputs": {n: [o.generation, o.log.end_offset - len(self._expected[n])]
                            for n, o in self.outputs.items()},
                "state": [op.state() for op in self.ops]}
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return json.dumps(doc, separators=(",", ":"), default=_special).encode()
 
     def checkpoint_now(self) -> None:
         """Synchronous checkpoint (start, tests, benchmarks): flush, then write."""
@@ -171,7 +171,7 @@ class TransformRunner:
         for o in self.outputs.values():
             o.log.flush()
         atomic_write(self.path, data)
-        self._checkpointed(json.loads(data))
+        self._checkpointed(json.loads(data, object_hook=_unspecial))
 
     async def checkpoint(self) -> None:
         data = self.checkpoint_doc()
@@ -179,7 +179,7 @@ class TransformRunner:
             if o.log.end_offset > 0:
                 await o.log.wait_durable_async(o.log.end_offset - 1)
         await asyncio.to_thread(atomic_write, self.path, data)
-        self._checkpointed(json.loads(data))
+        self._checkpointed(json.loads(data, object_hook=_unspecial))
 
     def _checkpointed(self, doc: dict[str, Any]) -> None:
         self.stats.checkpoints += 1
@@ -306,6 +306,32 @@ class TransformRunner:
                 "lost": s.lost, "internal_errors": s.internal_errors,
                 "outputs": dict(s.per_output),
                 "transforms": [{"name": op.name, **vars(op.stats)} for op in self.ops]}
+
+
+def _special(o: Any) -> Any:
+    """JSON for what a CBOR payload may hold besides JSON's types (state values): bytes
+    round-trip exactly; anything else (a tag, a date) is kept as its repr, so after a
+    restart an on_change over such a field compares the text."""
+    if isinstance(o, bytes | bytearray):
+        return {"$bytes": bytes(o).hex()}
+    return {"$repr": repr(o)}
+
+
+def _unspecial(d: dict[str, Any]) -> Any:
+    if len(d) == 1:
+        if "$bytes" in d and isinstance(d["$bytes"], str):
+            return bytes.fromhex(d["$bytes"])
+        if "$repr" in d:
+            return d["$repr"]
+    return d
+
+
+def _read(path: Path) -> Any:
+    """The checkpoint, or None when missing or unreadable (then the runner starts over)."""
+    try:
+        return json.loads(path.read_bytes(), object_hook=_unspecial)
+    except (OSError, ValueError):
+        return None
 
 
 def _read_all(store: StreamStore, start: int) -> list[Any]:

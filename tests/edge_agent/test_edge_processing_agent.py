@@ -56,8 +56,10 @@ aggregates = ["count", "sum", "min", "max"]
 
 
 def reading(n: int) -> dict[str, Any]:
-    """Event time 20 ms per reading: windows of 1 s close every ~50 readings."""
-    return {"seq": n, "ts": 1_700_000_000_000 + n * 20, "v": n % 13, "alarm": n % 150 == 0}
+    """Event time 20 ms per reading: windows of 1 s close every ~50 readings. Now and
+    then ``v`` is not a number: the window passes that reading on unchanged (unfit)."""
+    v: Any = "n/a" if n % 97 == 5 else n % 13
+    return {"seq": n, "ts": 1_700_000_000_000 + n * 20, "v": v, "alarm": n % 150 == 0}
 
 
 class WindowFeeder:
@@ -124,6 +126,8 @@ def run_with_kills(tmp_path: Path, mosquitto: Server, kills: int, seed: int) -> 
         assert doc is not None
         assert doc["transforms"][0]["rederive_mismatch"] == 0
         assert doc["transforms"][0]["ratio"] > 1
+        window = doc["transforms"][0]["transforms"][1]  # counters since this start
+        assert window["name"] == "1:window" and window["readings_in"] > 0
         metrics = http_get(port, "/metrics").text
         assert 'edge_transform_windows_total{stream="telemetry",transform="1:window"}' in metrics
     finally:
@@ -146,8 +150,10 @@ def run_with_kills(tmp_path: Path, mosquitto: Server, kills: int, seed: int) -> 
     alarms = [json.loads(r.value) for r in cloud["alarms"]]
     published = DEVICES * len([n for n in range(total) if reading(n)["alarm"]])
     assert len(alarms) == published + 1  # and the one the local consumer waited for
-    windows = [json.loads(r[1]) for r in derived(ref, "telemetry-edge")]
-    assert len(windows) >= DEVICES * (total // 50 - 4)
+    out = [json.loads(r[1]) for r in derived(ref, "telemetry-edge")]
+    assert len([w for w in out if "end" in w]) >= DEVICES * (total // 50 - 4)
+    unfit = [w for w in out if "end" not in w]  # passed on as they came, in the cloud too
+    assert {w["v"] for w in unfit} == {"n/a"} and len(unfit) >= DEVICES * (total // 97)
     assert "Traceback" not in (tmp_path / "agent.out").read_text()
 
 
