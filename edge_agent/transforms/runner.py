@@ -99,6 +99,7 @@ class TransformRunner:
         self._expected: dict[str, deque[Any]] = {n: deque() for n in outputs}
         self._head: Callable[[Item], None] = self._emit_main
         self._ran = False
+        self._saved_input = 0  # the input offset of the last checkpoint written or loaded
         self._names: dict[bytes, str] = {}  # device keys seen (bounded): no decode per reading
         self.recover()
 
@@ -133,7 +134,7 @@ class TransformRunner:
             self.input_next = self.raw.log.start_offset
             self.checkpoint_now()
             return
-        self.input_next = ck["input"]
+        self.input_next = self._saved_input = ck["input"]
         for n, out in self.outputs.items():
             end = ck["outputs"][n][1]
             out.keep_from = end
@@ -191,7 +192,7 @@ class TransformRunner:
             self.raw.note_acked(input_next - 1)
 
     def _set_floor(self) -> None:
-        self.raw.keep_from = getattr(self, "_saved_input", self.input_next)
+        self.raw.keep_from = self._saved_input
 
     # -- the work ---------------------------------------------------------------------------
 
@@ -346,8 +347,4 @@ def _read_all(store: StreamStore, start: int) -> list[Any]:
     return out
 
 
-def checkpoint_path(directory: Path) -> Path:
-    return directory / CHECKPOINT_FILE
-
-
-__all__ = ["CHECKPOINT_FILE", "RunnerStats", "TransformRunner", "checkpoint_path"]
+__all__ = ["CHECKPOINT_FILE", "RunnerStats", "TransformRunner"]

@@ -103,3 +103,40 @@ def test_a_changed_chain_or_a_lost_checkpoint_starts_over(tmp_path: Path) -> Non
         pass
     assert outs["telemetry-edge"].log.end_offset > before  # appended anew: at least once
     close(raw, outs)
+
+
+def test_a_restarted_run_task_recovers_from_its_checkpoint(tmp_path: Path) -> None:
+    """The supervisor restarts a failed runner task on the same runner: what it held in
+    memory is dropped and it resumes from the checkpoint, deriving nothing twice."""
+    import asyncio
+
+    work = reference(tmp_path, 6000)
+    _c, r, raw, outs = open_all(work, batch=200, segment_bytes=SEG)
+    edge_log = outs["telemetry-edge"].log
+    append = edge_log.append
+    calls = {"n": 0}
+
+    def flaky(records):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 8:  # mid-run, with records derived since the checkpoint
+            raise OSError("disk trouble")
+        return append(records)
+
+    edge_log.append = flaky
+
+    async def go() -> None:
+        for _ in range(2):  # the failure, then the restart
+            task = asyncio.create_task(r.run(asyncio.Event(), lambda: None, checkpoint_s=0.01))
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                if task.done() or r.input_next == raw.log.end_offset:
+                    break
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    asyncio.run(go())
+    assert r.input_next == raw.log.end_offset and r.stats.rederive_mismatch == 0
+    r.checkpoint_now()
+    close(raw, outs)
+    for name in ("telemetry-edge", "alarms"):
+        same_offsets(work, tmp_path / "calm", name)
