@@ -19,6 +19,7 @@ from typing import Any
 from .config import EdgeConfig, StreamConfig
 from .forwarder import StreamSender
 from .local_read import LocalReader
+from .status import stream_problems
 from .streams import StreamStore, open_stream
 from .supervisor import Supervisor
 from .transforms import TransformRunner
@@ -88,9 +89,8 @@ class EdgeProcessing:
             sc = st.config
             if not sc.transforms:
                 continue
-            outputs = {n: self.derived[n] for n, (_c, src) in
-                       ((d.name, (d, r)) for d, r in derived_streams(self.config))
-                       if src == sc.name}
+            outputs = {d.name: self.derived[d.name]
+                       for d, src in derived_streams(self.config) if src == sc.name}
             runner = TransformRunner(st, sc.transforms, sc.derived, outputs,
                                      timestamp_field=self.config.ingest.timestamp_field,
                                      forward_raw=sc.forward)
@@ -115,7 +115,6 @@ class EdgeProcessing:
             st.log.close()
 
     def status(self) -> dict[str, Any]:
-        from .status import stream_problems
         derived = []
         for name, st in self.derived.items():
             s = self.senders.get(name)

@@ -18,7 +18,7 @@ import base64
 import contextlib
 from typing import Any
 
-from shared_log import Log, OffsetOutOfRange
+from shared_log import Log, LogClosed, OffsetOutOfRange
 
 MAX_RECORDS = 1000
 MAX_BYTES = 1 << 20
@@ -118,8 +118,10 @@ class LocalReader:
         if offset < end:
             try:
                 recs = await asyncio.to_thread(log.read, offset, limit, MAX_BYTES)
-            except OffsetOutOfRange:
+            except OffsetOutOfRange:  # deleted meanwhile: the next request gets its 416
                 recs = []
+            except LogClosed:
+                return 503, {"error": "the agent is stopping", "field": "name"}
         recs = [r for r in recs if r.offset < end]
         nxt = recs[-1].offset + 1 if recs else offset
         return 200, {"stream": name, "records": [_record(r) for r in recs],
