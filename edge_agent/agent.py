@@ -41,6 +41,7 @@ from . import status as status_mod
 from .config import EdgeConfig
 from .deadletter import DeadLetterLog
 from .dedup import HighWaterMarks, load_marks, save_marks
+from .edgeproc import EdgeProcessing
 from .forwarder import Forwarder, StreamSender
 from .inbox import Inbox
 from .ingest import StreamIngest
@@ -106,6 +107,7 @@ class Agent:
         self.unmatched: StreamIngest | None = None
         self.deadletters: DeadLetterLog | None = None
         self.forwarder: Forwarder | None = None
+        self.edge = EdgeProcessing(config)  # derived streams, transforms, local readers
         self.metrics = AgentMetrics(self.snapshot)
         self.started_at = time.time()
         self.status_address: tuple[str, int] | None = None
@@ -169,7 +171,8 @@ class Agent:
                               [(t, sc.qos) for t in sc.topics], inbox.submit)
         pipeline = StreamIngest(
             sc.name, store, rules, marks, self.deadletters, route,
-            inbox=inbox, ack=session.ack, on_durable=forwarder.notify,
+            inbox=inbox, ack=session.ack,
+            on_durable=self.edge.on_raw_durable(store, forwarder.notify),
             observe_fsync=self.metrics.observer(sc.name),
             max_batch=ing.batch_max_messages, window_s=ing.batch_window_ms / 1000,
             retry_s=ing.backpressure_retry_ms / 1000)
@@ -221,8 +224,9 @@ class Agent:
             sup.spawn("status-server", self._serve_status)
             if self.uplink is None:
                 self.uplink = self._make_uplink()
-            senders = [StreamSender(store, cfg.edge_id, cfg.uplink) for store, _ in opened]
-            self.forwarder = Forwarder(senders, self.uplink, cfg.uplink)
+            self.edge.open()
+            senders, forwarded = self.edge.make_senders([store for store, _ in opened])
+            self.forwarder = Forwarder(forwarded, self.uplink, cfg.uplink)
             sup.spawn("forwarder", self.forwarder.run)
             route = Router([(s.name, s.topics) for s in cfg.streams])
             for (store, marks), sender in zip(opened, senders, strict=True):
@@ -234,6 +238,7 @@ class Agent:
                 # was stored).
                 sup.spawn(f"ingest-{store.config.name}", s.ingest.run,
                           on_failure=_reconnector(s.session))
+            self.edge.spawn([s.store for s in self.streams], sup, self.forwarder.notify)
         except BaseException:
             for store, _ in opened[len(self.streams):]:  # stop() closes the wired ones
                 store.log.close()
@@ -261,7 +266,8 @@ class Agent:
                 sock.close()
             sock = self._status_sock = self._status_socket()
         st = self.config.status
-        app = status_mod.create_app(self.snapshot, self.metrics.render, st.stuck_after_s)
+        app = status_mod.create_app(self.snapshot, self.metrics.render, st.stuck_after_s,
+                                    self.edge.reader)
         self._server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                               lifespan="off", http="h11", ws="none"))
         return self._server.serve(sockets=[sock])
@@ -345,6 +351,7 @@ class Agent:
                 await asyncio.to_thread(s.store.log.flush)
                 save_marks(s.store.directory, s.store.generation, s.store.log.end_offset,
                            s.marks.marks)
+        self.edge.stop()  # the transforms' last checkpoint (the runners were cancelled)
         sup.cancel({"forwarder"})
         if self._server is not None and sup.states["status-server"].running:
             self._server.should_exit = True  # answers /status until the very end
@@ -360,6 +367,7 @@ class Agent:
                 await self.uplink.aclose()
         for s in self.streams:
             s.store.log.close()
+        self.edge.close()
         if self.deadletters is not None:
             self.deadletters.close()
         if self._lock_fd is not None:

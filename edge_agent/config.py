@@ -48,6 +48,8 @@ import tomlconf
 from tomlconf import ConfigError, Section, is_host, load_toml, parse_listen, parse_url, shown
 from uplink import is_safe_name
 
+from .transforms.spec import TransformSpec, derived_names, parse_transforms
+
 ENV_PREFIX = "EDGE_AGENT__"
 
 
@@ -145,10 +147,22 @@ class StreamConfig:
     segment_bytes: int = 16 * 1024 * 1024
     max_bytes: int | None = None
     full_policy: str = "reject_new"
+    #: edge processing (docs/edge-processing.md): the transforms, in order
+    transforms: tuple[TransformSpec, ...] = ()
+    #: whether the raw stream itself goes to the cloud (its derived streams always do)
+    forward: bool = True
+    #: the derived stream the transforms write (default "<name>-edge")
+    derived_name: str = ""
+    derived_priority: int | None = None
+    derived_cloud_topic: str = ""
 
     @property
     def topic(self) -> str:
         return self.cloud_topic or self.name
+
+    @property
+    def derived(self) -> str:
+        return self.derived_name or f"{self.name}-edge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +195,8 @@ def _is_filter(t: str) -> bool:
 
 def _stream(d: Section) -> StreamConfig:
     d.only({"name", "topics", "priority", "cloud_topic", "device_key", "qos", "payload",
-            "require_sequence", "segment_bytes", "max_bytes", "full_policy"})
+            "require_sequence", "segment_bytes", "max_bytes", "full_policy", "transforms",
+            "forward", "derived_name", "derived_priority", "derived_cloud_topic"})
     name = d.string("name", None, check=is_safe_name, form=_SAFE_NAME)
     if name is None:
         raise d.error("name", "is required")
@@ -202,6 +217,9 @@ def _stream(d: Section) -> StreamConfig:
     qos = d.get("qos", 1)
     if type(qos) is not int or qos not in (0, 1):
         raise d.error("qos", f"must be 0 or 1 (QoS 2 is not supported), got {shown(qos)}")
+    transforms, forward = parse_transforms(d, payload), d.boolean("forward", True)
+    if not forward and not transforms:  # nothing would ever acknowledge or free its log
+        raise d.error("forward", "false needs transforms (the stream would only grow)")
     return StreamConfig(
         name=name,
         topics=topics,
@@ -215,6 +233,12 @@ def _stream(d: Section) -> StreamConfig:
         segment_bytes=d.integer("segment_bytes", 16 * 1024 * 1024, minimum=4096),
         max_bytes=d.integer("max_bytes", None, minimum=4096),
         full_policy=d.string("full_policy", "reject_new", choices=("drop_oldest", "reject_new")),
+        transforms=transforms,
+        forward=forward,
+        derived_name=d.string("derived_name", "", check=is_safe_name, form=_SAFE_NAME),
+        derived_priority=d.integer("derived_priority", None, minimum=0),
+        derived_cloud_topic=d.string("derived_cloud_topic", "", check=is_safe_name,
+                                     form=_SAFE_NAME),
     )
 
 
@@ -319,8 +343,18 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     for n in names:
         if names.count(n) > 1:
             raise doc.error("streams", f"stream name {n!r} is used twice")
-    return EdgeConfig(edge_id=edge_id, data_dir=data_dir, streams=streams, mqtt=mqtt,
-                      uplink=uplink, ingest=ingest, status=status)
+    cfg = EdgeConfig(edge_id=edge_id, data_dir=data_dir, streams=streams, mqtt=mqtt,
+                     uplink=uplink, ingest=ingest, status=status)
+    owners: dict[str, str] = {}
+    for i, s in enumerate(streams):
+        for t in derived_names(s.derived, s.transforms):
+            if t in names:
+                raise doc.error(f"streams[{i}]", f"derived stream {t!r} has the name of a "
+                                                 "stream of readings")
+            if owners.setdefault(t, s.name) != s.name:
+                raise doc.error(f"streams[{i}]", f"derived stream {t!r} is written by "
+                                                 f"streams {owners[t]!r} and {s.name!r}")
+    return cfg
 
 
 def apply_env(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

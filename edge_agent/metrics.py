@@ -136,6 +136,49 @@ class _StatusCollector(Collector):
         healthy = GaugeMetricFamily("edge_healthy", "1 when /healthz reports no problem")
         healthy.add_metric([], 0 if doc.get("problems") else 1)
         yield healthy
+        yield from _transform_metrics(doc.get("transforms", []))
+
+
+_TRANSFORM_COUNTERS = (
+    ("edge_transform_readings_in", "readings_in", "Items a transform received"),
+    ("edge_transform_readings_out", "readings_out", "Items a transform passed on or emitted"),
+    ("edge_transform_dropped", "dropped",
+     "Items a transform dropped: filtered out, thinned, or absorbed into a window"),
+    ("edge_transform_windows", "windows", "Windows emitted (window, downsample last/mean)"),
+    ("edge_transform_late", "late", "Readings for a window already closed (dropped)"),
+    ("edge_transform_unfit", "unfit",
+     "Readings a transform could not apply to (passed or dropped per on_unfit)"),
+    ("edge_transform_routed", "routed", "Readings a route sent to its stream"),
+)
+_RUNNER_COUNTERS = (
+    ("edge_transform_input_bytes", "bytes_in", "Payload bytes the transforms read"),
+    ("edge_transform_output_bytes", "bytes_out", "Payload bytes written to derived streams"),
+    ("edge_transform_rederived", "rederived",
+     "Derived records re-derived after a restart and found already stored"),
+    ("edge_transform_rederive_mismatch", "rederive_mismatch",
+     "Re-derived records that differ from the stored ones (must stay 0)"),
+    ("edge_transform_lost", "lost",
+     "Raw readings deleted by the full policy before they were transformed"),
+)
+
+
+def _transform_metrics(runners: list[dict[str, Any]]) -> Iterator[Metric]:
+    for name, key, text in _TRANSFORM_COUNTERS:
+        fam = CounterMetricFamily(name, text, labels=["stream", "transform"])
+        for r in runners:
+            for t in r.get("transforms", []):
+                fam.add_metric([r["stream"], t["name"]], t.get(key, 0))
+        yield fam
+    for name, key, text in _RUNNER_COUNTERS:
+        fam = CounterMetricFamily(name, text, labels=["stream"])
+        for r in runners:
+            fam.add_metric([r["stream"]], r.get(key, 0))
+        yield fam
+    lag = GaugeMetricFamily("edge_transform_lag_records",
+                            "Raw readings not yet transformed", labels=["stream"])
+    for r in runners:
+        lag.add_metric([r["stream"]], r.get("lag", 0))
+    yield lag
 
 
 class AgentMetrics:

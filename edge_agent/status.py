@@ -201,8 +201,12 @@ def build_status(agent: Any, now: float) -> StatusDoc:
     sup = getattr(agent, "supervisor", None)
     doc["tasks"] = sup.status() if sup is not None else []
     st = agent.config.status
+    edge = getattr(agent, "edge", None)
+    if edge is not None:
+        doc.update(edge.status())
     doc["problems"] = health(doc, now, st.stuck_after_s, mqtt_down_after_s=st.mqtt_down_after_s,
                              task_window_s=st.task_failure_window_s)
+    doc["problems"] += doc.pop("edge_processing_problems", [])
     doc["healthy"] = not doc["problems"]
     return doc
 
@@ -249,8 +253,9 @@ def stream_status(s: Any, now: float) -> StatusDoc:
 # -- the HTTP app --------------------------------------------------------------------------
 
 def create_app(snapshot: Callable[[], StatusDoc], metrics_body: Callable[[], tuple[bytes, str]],
-               stuck_after_s: float) -> Any:
-    """A tiny Starlette app: GET /status, /healthz, /metrics."""
+               stuck_after_s: float, local: Any = None) -> Any:
+    """A tiny Starlette app: GET /status, /healthz, /metrics, and the local consumers'
+    ``/v1/streams/{name}/records`` (``local``: a local_read.LocalReader)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -269,5 +274,12 @@ def create_app(snapshot: Callable[[], StatusDoc], metrics_body: Callable[[], tup
         data, content_type = metrics_body()
         return Response(data, media_type=content_type)
 
+    async def records(request: Request) -> Response:
+        if local is None:
+            return JSONResponse({"error": "no streams here", "field": "name"}, 404)
+        code, body = await local.read(request.path_params["name"], request.query_params)
+        return JSONResponse(body, status_code=code)
+
     return Starlette(routes=[Route("/status", status), Route("/healthz", healthz),
-                             Route("/metrics", metrics)])
+                             Route("/metrics", metrics),
+                             Route("/v1/streams/{name}/records", records)])

@@ -144,6 +144,7 @@ def render(doc: dict[str, Any]) -> None:
                   f"{s.get('ingest_rate', 0):.0f}" if "ingest_rate" in s else "-",
                   drops, str(s.get("dead_lettered", 0)))
     console.print(t)
+    _render_edge_processing(console, doc)
     up = doc.get("uplink", {})
     console.print(f"uplink: {up.get('state', '?')} ({up.get('url', '')}), retries "
                   f"{up.get('retries', 0)}, last error: {up.get('last_error') or '-'}")
@@ -164,3 +165,29 @@ def render(doc: dict[str, Any]) -> None:
                       f"{_bytes(dl.get('bytes', 0))}")
     for p in doc.get("problems", []):
         console.print(f"[red]problem:[/] {p}")
+
+
+def _render_edge_processing(console: Any, doc: dict[str, Any]) -> None:
+    """Transforms: readings and bytes in and out, the bytes ratio the uplink is spared."""
+    from rich.table import Table
+
+    runners = doc.get("transforms") or []
+    if not runners:
+        return
+    t = Table(show_header=True, header_style="bold")
+    for col in ("transforms of", "readings in", "records out", "bytes in", "bytes out",
+                "in/out bytes", "lag", "late", "unfit"):
+        t.add_column(col, justify="left" if col == "transforms of" else "right")
+    for r in runners:
+        ops = r.get("transforms", [])
+        ratio = r.get("ratio")
+        t.add_row(r["stream"], str(r.get("readings_in", 0)), str(r.get("records_out", 0)),
+                  _bytes(r.get("bytes_in", 0)), _bytes(r.get("bytes_out", 0)),
+                  f"{ratio:.1f}x" if ratio else "-", str(r.get("lag", 0)),
+                  str(sum(o.get("late", 0) for o in ops)),
+                  str(sum(o.get("unfit", 0) for o in ops)))
+    console.print(t)
+    for d in doc.get("derived_streams", []):
+        console.print(f"derived stream {d['name']} (prio {d.get('priority')}): end offset "
+                      f"{d.get('end_offset')}, acked {d.get('acked_offset')}, backlog "
+                      f"{d.get('backlog_records', 0)}")

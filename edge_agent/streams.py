@@ -52,6 +52,9 @@ class StreamStore:
     #: segments holding offsets >= this are kept even when acked (None: no floor). The
     #: ingest sets it to the offset its dedup checkpoint covers (see edge_agent.dedup).
     delete_floor: int | None = None
+    #: segments holding offsets >= this are kept for the transforms, which resume from
+    #: their checkpoint's input offset after a crash (edge_agent.transforms.runner)
+    keep_from: int | None = None
 
     def note_acked(self, offset: int) -> None:
         """Record a cloud ack and free whole segments below it.
@@ -69,6 +72,8 @@ class StreamStore:
         limit = self.acked_offset + 1
         if self.delete_floor is not None:
             limit = min(limit, self.delete_floor)
+        if self.keep_from is not None:
+            limit = min(limit, self.keep_from)
         return self.log.delete_before(limit)
 
     def persist_acked(self) -> None:

@@ -46,6 +46,9 @@ class RecordColumns:
     header_name_index: array = field(default_factory=lambda: array("H"))
     header_values: list[bytes] = field(default_factory=list)
     _name_ids: dict[bytes, int] = field(default_factory=dict, repr=False)
+    #: False: headers are skipped, not read (every ``header_counts[i]`` is 0); for readers
+    #: of payloads only, to whom decoding headers would be half the cost of a fetch
+    with_headers: bool = True
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -76,7 +79,8 @@ class RecordColumns:
                 for _h in range(hc):
                     nl, hl = hunpack(buf, pos)
                     pos += 6 + nl + hl
-            pos = self._decode(buf, pos, stop - first)
+            pos = (self._decode(buf, pos, stop - first) if self.with_headers
+                   else self._decode_bare(buf, pos, stop - first))
         except (struct.error, UnicodeDecodeError) as exc:
             raise CorruptBatch(f"bad record framing in batch at byte {info.position}",
                                position=info.position, first_offset=info.base_offset) from exc
@@ -88,6 +92,28 @@ class RecordColumns:
             runs[-1][1] += stop - first
         else:
             runs.append([first, stop - first])
+
+    def _decode_bare(self, buf: bytes, pos: int, n: int) -> int:
+        """``_decode`` without the headers: walked over (framing still checked), not read."""
+        unpack, hunpack = _REC.unpack_from, _HDR.unpack_from
+        ts_add, key_add, value_add = self.timestamps.append, self.keys.append, self.values.append
+        hc_add = self.header_counts.append
+        for _ in range(n):
+            ts, kl, vl, hc = unpack(buf, pos)
+            pos += 18
+            ts_add(ts)
+            end = pos + kl
+            key_add(buf[pos:end])
+            pos = end + vl
+            value_add(buf[end:pos])
+            hc_add(0)
+            while hc:
+                nl, hl = hunpack(buf, pos)
+                pos += 6 + nl + hl
+                hc -= 1
+        if len(buf) < pos:
+            raise struct.error("record runs past the end of its batch")
+        return pos
 
     def _decode(self, buf: bytes, pos: int, n: int) -> int:
         # The hot loop of the consumer path: locals only, one slice per field.
@@ -133,8 +159,9 @@ class ColumnFetch:
 
 
 def fetch_columns(log: Log, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20,
-                  end: int | None = None) -> ColumnFetch:
-    """``Log.fetch`` as columns, not reading at or above ``end`` (default: the log end).
+                  end: int | None = None, *, headers: bool = True) -> ColumnFetch:
+    """``Log.fetch`` as columns, not reading at or above ``end`` (default: the log end);
+    ``headers=False`` skips the record headers (``RecordColumns.with_headers``).
 
     Raises OffsetOutOfRange below the start or above the log end; from ``end`` up to the
     log end it returns no records and ``next_offset == offset``.
@@ -151,7 +178,7 @@ def fetch_columns(log: Log, offset: int, max_records: int = 1000, max_bytes: int
     if offset < start or offset > log_end:
         raise OffsetOutOfRange(offset, start, log_end)
     stop_at = log_end if end is None else min(end, log_end)
-    cols, skipped = RecordColumns(), []
+    cols, skipped = RecordColumns(with_headers=headers), []
     pos, nbytes = offset, 0
     if pos >= stop_at:
         return ColumnFetch(cols, pos, skipped)

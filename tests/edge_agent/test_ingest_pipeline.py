@@ -406,7 +406,11 @@ def test_the_agent_wires_each_stream_at_construction_with_one_waiter_per_append(
             [s] = agent.streams
             assert agent.forwarder is not None
             assert s.ingest.ack == s.session.ack
-            assert s.ingest.on_durable == agent.forwarder.notify
+            # the durability callback wakes the forwarder (and, for edge processing,
+            # the stream's transforms and local readers: edge_agent.edgeproc)
+            agent.forwarder._wakeup.clear()
+            s.ingest.on_durable()
+            assert agent.forwarder._wakeup.is_set()
             assert s.ingest.submit == s.ingest.inbox.submit
             waiters = _count_waiters(s.store.log)
             await _until(lambda: all(m.subscribed for m in agent.sessions), 20)

@@ -29,6 +29,10 @@ def _same(log: Log, offset: int, max_records: int, max_bytes: int) -> None:
     assert list(got.columns.rows()) == want.records
     assert got.next_offset == want.next_offset
     assert [(s.first, s.last) for s in got.skipped] == [(s.first, s.last) for s in want.skipped]
+    bare = fetch_columns(log, offset, max_records, max_bytes, headers=False)
+    assert [(r.offset, r.key, r.value, r.timestamp, r.headers) for r in bare.columns.rows()] == [
+        (r.offset, r.key, r.value, r.timestamp, ()) for r in want.records]
+    assert bare.next_offset == want.next_offset
 
 
 @settings(max_examples=150, deadline=None)
