@@ -43,8 +43,8 @@ class Running:
         assert cfg is not None
         return f"127.0.0.1:{cfg.port}"
 
-    def call(self, fn, *args):  # noqa: ANN001, ANN201 - a test helper
-        async def run():  # noqa: ANN202
+    def call(self, fn, *args):
+        async def run():
             return fn(*args)
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
 
@@ -67,7 +67,7 @@ class Running:
         while part.durable_offset < part.end_offset and time.monotonic() - t0 < deadline:
             time.sleep(0.01)
 
-    async def _durable(self, part, last: int) -> None:  # noqa: ANN001
+    async def _durable(self, part, last: int) -> None:
         await part.wait_durable(last)
         part.notify()
 
