@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .state import MAX_SESSION_MS, MIN_SESSION_MS
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_MEMBER_ID = 25
 ILLEGAL_GENERATION = 22
@@ -123,6 +126,7 @@ class KafkaGroups:
         m.joined = asyncio.get_running_loop().create_future()
         if not g.rebalancing:
             self._begin(g, now)
+        log.debug("kafka group %s: %s joins", name, member_id)
         self._maybe_complete(g)
         try:
             return await asyncio.shield(m.joined)
@@ -187,6 +191,7 @@ class KafkaGroups:
                 m.synced.cancel()
 
     def _drop(self, g: KafkaGroup, member_id: str) -> None:
+        log.info("kafka group %s: %s left or expired", g.name, member_id)
         m = g.members.pop(member_id)
         for fut in (m.joined, m.synced):
             if fut is not None and not fut.done():
@@ -210,6 +215,8 @@ class KafkaGroups:
             return
         g.generation += 1
         g.rebalancing, g.awaiting_sync = False, True
+        log.info("kafka group %s: generation %d, %d members", g.name, g.generation,
+                 len(g.members))
         first = next(iter(g.members.values()))
         g.protocol = next(p for p, _ in first.protocols
                           if all(p in {q for q, _ in m.protocols} for m in g.members.values()))

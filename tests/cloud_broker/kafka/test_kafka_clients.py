@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from kafka_testing import TOKEN, config, running_broker  # noqa: E402
 
-from tests.helpers import wait_for  # noqa: E402
 
 KCAT = shutil.which("kcat")
 
@@ -57,7 +57,8 @@ def _confluent(bootstrap: str, group: str, **extra: str):  # noqa: ANN202
     return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
                      "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
-                     "partition.assignment.strategy": "range", **extra})
+                     "partition.assignment.strategy": "range", "max.poll.interval.ms": 10000,
+                     **extra})
 
 
 def _drain(c, want: int, timeout: float = 30.0) -> list:  # noqa: ANN001
@@ -105,6 +106,20 @@ def test_librdkafka_and_aiokafka_share_a_group_and_partitions_move(tmp_path: Pat
         c = _confluent(rb.bootstrap, "g-mixed")
         c.subscribe(["telemetry"])
         assert len(_drain(c, 20)) == 20
+        done = c.commit(asynchronous=False)
+        assert sorted((tp.partition, tp.offset, tp.error) for tp in done) == [
+            (0, 10, None), (1, 10, None)]
+
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def poll_c() -> None:  # librdkafka rejoins from poll(), as an application would
+            while not stop.is_set():
+                with lock:
+                    c.poll(0.1)
+
+        poller = threading.Thread(target=poll_c, daemon=True)
+        poller.start()
 
         async def aio() -> set[int]:
             a = AIOKafkaConsumer("telemetry", bootstrap_servers=rb.bootstrap,
@@ -114,11 +129,10 @@ def test_librdkafka_and_aiokafka_share_a_group_and_partitions_move(tmp_path: Pat
                                  partition_assignment_strategy=(RangePartitionAssignor,))
             await a.start()
             try:
-                for _ in range(60):
-                    c.poll(0.1)  # the librdkafka member rejoins while aiokafka joins
-                    await asyncio.sleep(0.05)
+                for _ in range(100):
                     if a.assignment():
                         break
+                    await asyncio.sleep(0.05)
                 mine = {tp.partition for tp in a.assignment()}
                 assert len(mine) == 1
                 await a.commit({TopicPartition("telemetry", p): 10 for p in mine})
@@ -127,10 +141,16 @@ def test_librdkafka_and_aiokafka_share_a_group_and_partitions_move(tmp_path: Pat
                 await a.stop()  # leaves: its partition moves back
 
         mine = asyncio.run(aio())
-        wait_for(lambda: (c.poll(0.2), len(c.assignment()) == 2)[1], timeout=30)
+        stop.set()
+        poller.join(5)
         committed = {r["partition"]: r["offset"]
                      for r in rb.call(rb.broker.groups.committed, "g-mixed")}
         assert all(committed[p] == 10 for p in mine)
+        # the leaver's partition moves back to the librdkafka member
+        (p,) = mine
+        rb.append(p, 3)
+        moved = _drain(c, 3)
+        assert [(m.partition(), m.offset()) for m in moved] == [(p, 10), (p, 11), (p, 12)]
         c.close()
 
 
