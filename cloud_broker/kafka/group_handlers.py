@@ -10,15 +10,13 @@ scopes are the token's: a group it may not use is ``GROUP_AUTHORIZATION_FAILED``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..auth import Principal
 from ..groups import GroupError, KafkaGroupError
 from ..storage import UnknownTopic
 from .handlers import NODE_ID, TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PARTITION
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .service import BrokerView
 
 GROUP_AUTHORIZATION_FAILED, COORDINATOR_NOT_AVAILABLE = 30, 15
 UNKNOWN_MEMBER_ID, OFFSET_METADATA_TOO_LARGE, INVALID_COMMIT_OFFSET_SIZE = 25, 12, 28
@@ -28,7 +26,7 @@ def _ms(v: Any) -> int:
     return int(v.total_seconds() * 1000) if hasattr(v, "total_seconds") else int(v)
 
 
-def find_coordinator(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+def find_coordinator(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     cfg = broker.config.kafka
     assert cfg is not None
     if getattr(req, "key_type", 0) == 0 and not who.may_group(req.key):
@@ -36,7 +34,7 @@ def find_coordinator(broker: Broker, who: Principal, req: Any) -> dict[str, Any]
     return {"node_id": NODE_ID, "host": cfg.advertised_host, "port": cfg.advertised_port}
 
 
-async def join_group(broker: Broker, who: Principal, req: Any, client_id: str
+async def join_group(broker: BrokerView, who: Principal, req: Any, client_id: str
                      ) -> dict[str, Any]:
     if not who.may_group(req.group_id):
         return {"error_code": GROUP_AUTHORIZATION_FAILED, "generation_id": -1}
@@ -54,7 +52,7 @@ async def join_group(broker: Broker, who: Principal, req: Any, client_id: str
         return {"error_code": exc.code, "generation_id": -1, "member_id": req.member_id}
 
 
-async def sync_group(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+async def sync_group(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     if not who.may_group(req.group_id):
         return {"error_code": GROUP_AUTHORIZATION_FAILED}
     try:
@@ -66,7 +64,7 @@ async def sync_group(broker: Broker, who: Principal, req: Any) -> dict[str, Any]
     return {"assignment": data}
 
 
-def heartbeat(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+def heartbeat(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     if not who.may_group(req.group_id):
         return {"error_code": GROUP_AUTHORIZATION_FAILED}
     try:
@@ -76,7 +74,7 @@ def heartbeat(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
     return {}
 
 
-def leave_group(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+def leave_group(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     if not who.may_group(req.group_id):
         return {"error_code": GROUP_AUTHORIZATION_FAILED}
     ids = [m.member_id for m in req.members] if hasattr(req, "members") else [req.member_id]
@@ -91,7 +89,7 @@ def leave_group(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
     return {"error_code": top if not hasattr(req, "members") else 0, "members": results}
 
 
-async def offset_commit(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+async def offset_commit(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     generation = getattr(req, "generation_id_or_member_epoch",
                          getattr(req, "generation_id", -1))
     err = 0
@@ -122,7 +120,7 @@ async def offset_commit(broker: Broker, who: Principal, req: Any) -> dict[str, A
     return {"topics": answers}
 
 
-def _commit_error(broker: Broker, who: Principal, topic: str, index: int, offset: int
+def _commit_error(broker: BrokerView, who: Principal, topic: str, index: int, offset: int
                   ) -> int:
     if not who.may_topic(topic):
         return TOPIC_AUTHORIZATION_FAILED
@@ -133,7 +131,7 @@ def _commit_error(broker: Broker, who: Principal, topic: str, index: int, offset
     return INVALID_COMMIT_OFFSET_SIZE if not 0 <= offset <= part.end_offset else 0
 
 
-def offset_fetch(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+def offset_fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     if not who.may_group(req.group_id):
         return {"error_code": GROUP_AUTHORIZATION_FAILED, "topics": []}
     committed = {(c["topic"], c["partition"]): c["offset"]

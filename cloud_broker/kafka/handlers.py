@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..auth import Principal
 from ..storage import LogError, OffsetOutOfRange, PartitionLog, UnknownTopic
 from .records import encode_batches
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .service import BrokerView
 
 NONE, OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION = 0, 1, 3
 KAFKA_STORAGE_ERROR, TOPIC_AUTHORIZATION_FAILED, POLICY_VIOLATION = 56, 29, 44
@@ -35,7 +33,7 @@ def _millis(v: Any) -> int:
     return int(v.total_seconds() * 1000) if hasattr(v, "total_seconds") else int(v)
 
 
-def metadata(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+def metadata(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     cfg = broker.config.kafka
     assert cfg is not None
     names = broker.store.topics() if req.topics is None else [t.name for t in req.topics]
@@ -58,7 +56,7 @@ def metadata(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
             "cluster_id": "edgestream", "controller_id": NODE_ID, "topics": topics}
 
 
-def _partition(broker: Broker, who: Principal, topic: str, index: int
+def _partition(broker: BrokerView, who: Principal, topic: str, index: int
                ) -> tuple[PartitionLog | None, int]:
     if not who.may_topic(topic):
         return None, TOPIC_AUTHORIZATION_FAILED
@@ -83,7 +81,7 @@ def _offset_for_time(part: PartitionLog, ts: int) -> tuple[int, int]:
     return end, -1
 
 
-async def list_offsets(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+async def list_offsets(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     topics = []
     for t in req.topics:
         parts = []
@@ -115,7 +113,7 @@ def _read(part: PartitionLog, offset: int, max_bytes: int, compression: str
     return encode_batches(res.columns, compression), hw
 
 
-async def _read_one(broker: Broker, part: PartitionLog, offset: int, max_bytes: int
+async def _read_one(broker: BrokerView, part: PartitionLog, offset: int, max_bytes: int
                     ) -> dict[str, Any]:
     cfg = broker.config.kafka
     assert cfg is not None
@@ -144,7 +142,7 @@ async def _read_one(broker: Broker, part: PartitionLog, offset: int, max_bytes: 
     return out
 
 
-async def fetch(broker: Broker, who: Principal, req: Any) -> dict[str, Any]:
+async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     """Read every requested partition; when all are empty, wait for data (long-poll)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(_millis(req.max_wait), MAX_WAIT_MS) / 1000

@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..auth import AuthError, Principal
 from . import group_handlers as gh
 from . import handlers as h
+from .service import BrokerView
 from .wire import (
     API_VERSIONS,
     BadRequest,
@@ -33,9 +34,6 @@ from .wire import (
     response_frame,
 )
 
-if TYPE_CHECKING:
-    from ..broker import Broker
-
 log = logging.getLogger(__name__)
 IDLE_TIMEOUT_S = 600.0
 UNSUPPORTED_VERSION, SASL_AUTH_FAILED, ILLEGAL_SASL_STATE = 35, 58, 34
@@ -44,7 +42,7 @@ _PRE_AUTH = {API_VERSIONS, 17, 36}
 
 
 class KafkaServer:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: BrokerView) -> None:
         cfg = broker.config.kafka
         assert cfg is not None
         self.broker, self.cfg = broker, cfg

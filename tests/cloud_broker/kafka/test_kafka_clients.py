@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import threading
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kafka_testing import TOKEN, config, running_broker  # noqa: E402
-
+from kafka_testing import TOKEN, config, running_broker
 
 KCAT = shutil.which("kcat")
 
@@ -52,7 +51,7 @@ def test_compressed_batches_decode_in_librdkafka(tmp_path: Path, compression: st
         assert lines[-1] == '49 {"v": 49}' and len(lines) == 50
 
 
-def _confluent(bootstrap: str, group: str, **extra: str):  # noqa: ANN202
+def _confluent(bootstrap: str, group: str, **extra: str):
     from confluent_kafka import Consumer
     return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -61,7 +60,7 @@ def _confluent(bootstrap: str, group: str, **extra: str):  # noqa: ANN202
                      **extra})
 
 
-def _drain(c, want: int, timeout: float = 30.0) -> list:  # noqa: ANN001
+def _drain(c, want: int, timeout: float = 30.0) -> list:
     import time
     out = []
     end = time.monotonic() + timeout
