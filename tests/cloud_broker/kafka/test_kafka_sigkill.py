@@ -67,7 +67,7 @@ def test_killed_member_partitions_move_and_commits_never_go_back(tmp_path: Path)
             stop.set()
             watcher.join(5)
             assert not backwards
-            for p, offsets in got.items():
+            for offsets in got.values():
                 # resumed at the killed member's last commit (at most its in-flight one again)
                 assert offsets and offsets[-1] == 199
                 assert offsets == list(range(offsets[0], 200))
