@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from consume import TOPIC, best, consumer_loop, prefill  # noqa: E402
+from consume import TOPIC, best, consumer_loop, prefill
 
 HERE = Path(__file__).resolve().parent
 
