@@ -28,6 +28,7 @@ import gzip
 import struct
 from collections.abc import Iterable, Sequence
 from itertools import chain, repeat
+from operator import sub
 
 import zstandard
 from crc32c import crc32c
@@ -61,27 +62,34 @@ def _v(n: int) -> bytes:
 
 
 def _varints(values: Iterable[int]) -> list[bytes]:
-    """Varints of non-negative ints, by table lookup when all are small (the usual)."""
-    vals = list(values)
-    if not vals or (min(vals) >= 0 and max(vals) < _TABLE_SIZE):
+    """Varints of non-negative ints (lengths, deltas from the batch's minimum): by table
+    lookup, falling back to computing them when one is past the table."""
+    vals = values if isinstance(values, list) else list(values)
+    try:
         return list(map(_VARINT.__getitem__, vals))
-    return list(map(_v, vals))
+    except IndexError:
+        return list(map(_v, vals))
 
 
-def _headers(cols: RecordColumns, start: int, count: int, h: int) -> tuple[list[bytes], int]:
+def _headers(cols: RecordColumns, start: int, count: int, h: int
+             ) -> tuple[Iterable[bytes], int]:
     """Each record's encoded header block (count varint + headers); cursor after them."""
     hcounts = cols.header_counts[start:start + count]
     total = sum(hcounts)
     names = [n.encode() for n in cols.header_names]
     name_enc = [_v(len(b)) + b for b in names]
     hvals = cols.header_values[h:h + total]
-    one = list(map(b"".join, zip(map(name_enc.__getitem__, cols.header_name_index[h:h + total]),
-                                 _varints(map(len, hvals)), hvals, strict=True)))
     if total == count and min(hcounts, default=1) == 1:  # one header each: the usual
-        return [_VARINT[1] + b for b in one], h + total
+        one = map(b"".join, zip(repeat(_VARINT[1], count),
+                                map(name_enc.__getitem__, cols.header_name_index[h:h + total]),
+                                _varints(map(len, hvals)), hvals, strict=True))
+        return one, h + total
+    each = list(map(b"".join, zip(map(name_enc.__getitem__,
+                                      cols.header_name_index[h:h + total]),
+                                  _varints(map(len, hvals)), hvals, strict=True)))
     out, j = [], 0
     for n in hcounts:
-        out.append(_VARINT[n] + b"".join(one[j:j + n]))
+        out.append(_VARINT[n] + b"".join(each[j:j + n]))
         j += n
     return out, h + total
 
@@ -92,9 +100,10 @@ def _encode_records(cols: RecordColumns, start: int, count: int, base_ts: int,
     with no Python loop per record: columns of varints zipped and joined."""
     stop = start + count
     keys, values = cols.keys[start:stop], cols.values[start:stop]
-    ts = _varints([t - base_ts for t in cols.timestamps[start:stop]])
-    klen = [_VARINT[len(k)] if 0 < len(k) < _TABLE_SIZE else (_v(len(k)) if k else b"\x01")
-            for k in keys]
+    ts = _varints(map(sub, cols.timestamps[start:stop], repeat(base_ts, count)))
+    # an empty key is sent as a null key (length -1)
+    klen = _varints(map(len, keys)) if all(keys) else [_v(len(k)) if k else b"\x01"
+                                                       for k in keys]
     hdrs, h = _headers(cols, start, count, h)
     bodies = list(map(b"".join, zip(repeat(b"\x00", count), ts, _VARINT[:count], klen, keys,
                                     _varints(map(len, values)), values, hdrs, strict=True)))
