@@ -44,6 +44,12 @@ Example::
     tokens_db = "/var/lib/cloud-broker/tokens.db"   # optional SQLite table of tokens
     required = true                 # false: no tokens checked (local demos only)
 
+    [kafka]                         # optional: Kafka clients read here (docs/kafka.md)
+    listen = "0.0.0.0:9092"
+    advertised = "broker.example.com:9092"   # what Metadata returns (default: listen)
+    sasl = true                     # SASL/PLAIN, password = a read token
+    compression = "none"            # none | gzip | zstd
+
     [mirrors.dr]                    # optional, see cloud_broker/mirrors/settings.py and
     topic = "telemetry"             # docs/mirrors.md (targets: broker, nats, sql)
     target = "nats"
