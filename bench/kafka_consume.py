@@ -29,10 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from consume import TOPIC, best, consumer_loop, prefill
+from consume import TOPIC, best, consumer_loop, prefill, start_broker
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,25 +42,11 @@ def _port() -> int:
 
 
 def start(work: Path, data: Path, compression: str) -> tuple[subprocess.Popen[bytes], str, str]:
-    http, kafka = _port(), _port()
-    cfg = work / "cloud.toml"
-    cfg.write_text(f'data_dir = "{data}"\nlisten = "127.0.0.1:{http}"\n'
-                   f"[auth]\nrequired = false\n[topics.{TOPIC}]\npartitions = 1\n"
-                   f'[kafka]\nlisten = "127.0.0.1:{kafka}"\nsasl = false\n'
-                   f'compression = "{compression}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "cloud_broker.cli", "serve", "--config",
-                             str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=open(work / "broker.err", "wb"))  # noqa: SIM115
-    url = f"http://127.0.0.1:{http}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
-                return proc, url, f"127.0.0.1:{kafka}"
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("broker did not start: " + (work / "broker.err").read_text()[-2000:])
+    kafka = _port()
+    proc, url = start_broker(work, data, extra=(
+        f'[kafka]\nlisten = "127.0.0.1:{kafka}"\nsasl = false\n'
+        f'compression = "{compression}"\n'))
+    return proc, url, f"127.0.0.1:{kafka}"
 
 
 def confluent(bootstrap: str, n: int) -> tuple[int, float]:

@@ -60,6 +60,12 @@ def _confluent(bootstrap: str, group: str, **extra: str):
                      **extra})
 
 
+def _member(bootstrap: str, group: str):
+    c = _confluent(bootstrap, group)
+    c.subscribe(["telemetry"])
+    return c
+
+
 def _drain(c, want: int, timeout: float = 30.0) -> list:
     import time
     out = []
@@ -75,8 +81,7 @@ def test_confluent_group_commit_resume_and_shared_offsets(tmp_path: Path) -> Non
     with running_broker(config(tmp_path)) as rb:
         rb.append(0, 30)
         rb.append(1, 30)
-        c = _confluent(rb.bootstrap, "g-one")
-        c.subscribe(["telemetry"])
+        c = _member(rb.bootstrap, "g-one")
         got = _drain(c, 60)
         assert len(got) == 60
         assert {m.key() for m in got} == {b"dev-1"}
@@ -87,8 +92,7 @@ def test_confluent_group_commit_resume_and_shared_offsets(tmp_path: Path) -> Non
         committed = rb.call(rb.broker.groups.committed, "g-one")
         assert sorted((r["partition"], r["offset"]) for r in committed) == [(0, 30), (1, 30)]
         rb.append(0, 5)
-        c2 = _confluent(rb.bootstrap, "g-one")
-        c2.subscribe(["telemetry"])
+        c2 = _member(rb.bootstrap, "g-one")
         again = _drain(c2, 5)
         assert [m.offset() for m in again] == [30, 31, 32, 33, 34]
         c2.close()
@@ -102,8 +106,7 @@ def test_librdkafka_and_aiokafka_share_a_group_and_partitions_move(tmp_path: Pat
     with running_broker(config(tmp_path)) as rb:
         rb.append(0, 10)
         rb.append(1, 10)
-        c = _confluent(rb.bootstrap, "g-mixed")
-        c.subscribe(["telemetry"])
+        c = _member(rb.bootstrap, "g-mixed")
         assert len(_drain(c, 20)) == 20
         done = c.commit(asynchronous=False)
         assert sorted((tp.partition, tp.offset, tp.error) for tp in done) == [
