@@ -176,3 +176,20 @@ def test_kafka_python_reads_with_sasl_plain_token(tmp_path: Path) -> None:
                               "-X", "sasl.username=x", "-X", "sasl.password=wrong"],
                              capture_output=True, text=True, timeout=30)
         assert bad.returncode != 0
+
+
+def test_sasl_ssl_with_the_brokers_certificate(tmp_path: Path) -> None:
+    from tests.cloud_broker.test_tls import make_certs
+
+    ca, cert, key = make_certs(tmp_path)
+    with running_broker(config(tmp_path / "data", sasl=True, tls_cert=cert,
+                               tls_key=key)) as rb:
+        rb.append(0, 3)
+        sasl = ["-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanisms=PLAIN",
+                "-X", "sasl.username=reader", "-X", f"sasl.password={TOKEN}",
+                "-X", f"ssl.ca.location={ca}"]
+        lines = kcat("-b", rb.bootstrap, *sasl, "-C", "-t", "telemetry", "-p", "0", "-o",
+                     "beginning", "-e", "-f", "%o %s\n").splitlines()
+        assert lines == ['0 {"v": 0}', '1 {"v": 1}', '2 {"v": 2}']
+        meta = kcat("-b", rb.bootstrap, *sasl, "-L")
+        assert 'topic "telemetry"' in meta
