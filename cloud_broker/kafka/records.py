@@ -5,8 +5,9 @@ cost matters. kio's record writer builds a dataclass per record; here the column
 ``PartitionLog.fetch_columns`` returns become the batch body with no Python loop per
 record: columns of varints (looked up in a precomputed table) are zipped with the keys,
 values and headers and joined by C-level ``map(b"".join, ...)``; the batch header is
-packed once and checksummed with CRC32C (the ``crc32c`` C extension). One Kafka batch per run of dense
-offsets (a run ends only where corruption skipped records), so offset deltas stay exact.
+packed once and checksummed with CRC32C (the ``crc32c`` C extension). One Kafka batch
+per run of dense offsets (a run ends only where corruption skipped records), so offset
+deltas stay exact.
 
 Layout (Kafka's DefaultRecordBatch)::
 
