@@ -193,3 +193,31 @@ def test_sasl_ssl_with_the_brokers_certificate(tmp_path: Path) -> None:
         assert lines == ['0 {"v": 0}', '1 {"v": 1}', '2 {"v": 2}']
         meta = kcat("-b", rb.bootstrap, *sasl, "-L")
         assert 'topic "telemetry"' in meta
+
+
+def test_group_scope_and_one_protocol_per_group(tmp_path: Path) -> None:
+    from kafka import KafkaConsumer
+    from kafka.errors import GroupAuthorizationFailedError
+
+    from cloud_broker.groups import AssignorMismatch
+
+    with running_broker(config(tmp_path, sasl=True)) as rb:
+        rb.append(0, 2)
+        k = KafkaConsumer("telemetry", bootstrap_servers=rb.bootstrap, group_id="other",
+                          security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                          sasl_plain_username="u", sasl_plain_password=TOKEN)
+        with pytest.raises(GroupAuthorizationFailedError):
+            k.poll(timeout_ms=5000)
+        k.close()
+        c = _member(rb.bootstrap, "g-held")  # no SASL: refused before anything else
+        assert _drain(c, 1, timeout=3) == []
+        c.close()
+
+    with running_broker(config(tmp_path / "open")) as rb:
+        rb.append(0, 2)
+        c = _member(rb.bootstrap, "g-held")
+        assert len(_drain(c, 2)) == 2
+        join = rb.broker.groups.join("g-held", "http-1", ["telemetry"], 5000, None)
+        with pytest.raises(AssignorMismatch):
+            asyncio.run_coroutine_threadsafe(join, rb.loop).result(10)
+        c.close()
