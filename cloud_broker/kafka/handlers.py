@@ -25,6 +25,7 @@ KAFKA_STORAGE_ERROR, TOPIC_AUTHORIZATION_FAILED, POLICY_VIOLATION = 56, 29, 44
 NODE_ID = 0
 MAX_WAIT_MS = 30_000
 MAX_FETCH_RECORDS = 100_000  # per partition per Fetch: bounds one answer's memory
+MAX_FETCH_BYTES = 64 << 20  # one Fetch answer, whatever max_bytes the client asks
 INLINE_READ_RECORDS = 512  # smaller reads stay on the event loop
 SCAN_CHUNK = 10_000
 
@@ -154,7 +155,7 @@ async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     while True:
         answers: dict[str, list[dict[str, Any]]] = {}
         total = 0
-        budget = max(1, req.max_bytes)
+        budget = max(1, min(req.max_bytes, MAX_FETCH_BYTES))
         for topic, p, part, err in wanted:
             if part is None:
                 ans: dict[str, Any] = {"partition_index": p.partition, "error_code": err,
