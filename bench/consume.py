@@ -65,14 +65,17 @@ def prefill(data: Path, n: int, value_size: int) -> None:
     store.close()
 
 
-def start_broker(work: Path, data: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_broker(work: Path, data: Path, port: int = 0, extra: str = ""
+                 ) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``cloud-broker serve`` on ``data``; ``extra`` is appended to its cloud.toml."""
     import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     cfg = work / "cloud.toml"
     cfg.write_text(f'data_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
-                   f"[auth]\nrequired = false\n[topics.{TOPIC}]\npartitions = 1\n")
+                   f"[auth]\nrequired = false\n[topics.{TOPIC}]\npartitions = 1\n{extra}")
     proc = subprocess.Popen([sys.executable, "-m", "cloud_broker.cli", "serve", "--config",
                              str(cfg)], stdout=subprocess.DEVNULL,
                             stderr=open(work / "broker.err", "wb"))  # noqa: SIM115

@@ -17,6 +17,7 @@ from .config import BrokerConfig, TopicConfig
 from .datadir import DataDirLock
 from .groups import GroupCoordinator
 from .ingest import Ingestor
+from .kafka import KafkaServer
 from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
 from .storage import PartitionStore, UnknownTopic
@@ -66,6 +67,7 @@ class Broker:
         self.groups = GroupCoordinator(self.store, config.data_dir / "groups.db")
         self.metrics.watch_groups(self.groups)
         self._tasks: list[asyncio.Task[None]] = []
+        self.kafka = KafkaServer(self) if config.kafka is not None else None
 
     def _reopen_auto_created(self) -> None:
         """Topics created on first ingest are not in the config: reopen them from disk."""
@@ -94,6 +96,8 @@ class Broker:
         self._tasks.append(asyncio.create_task(self._retention_loop()))
         self._tasks.append(asyncio.create_task(self.groups.run_expiry()))
         await self.mirrors.start()
+        if self.kafka is not None:
+            await self.kafka.start()
 
     async def _retention_loop(self) -> None:
         while True:
@@ -106,6 +110,8 @@ class Broker:
                 log.warning("retention failed: %s", exc)
 
     async def stop(self) -> None:
+        if self.kafka is not None:
+            await self.kafka.stop()
         await self.mirrors.stop()
         for t in self._tasks:
             t.cancel()

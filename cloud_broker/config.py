@@ -44,6 +44,12 @@ Example::
     tokens_db = "/var/lib/cloud-broker/tokens.db"   # optional SQLite table of tokens
     required = true                 # false: no tokens checked (local demos only)
 
+    [kafka]                         # optional: Kafka clients read here (docs/kafka.md)
+    listen = "0.0.0.0:9092"
+    advertised = "broker.example.com:9092"   # what Metadata returns (default: listen)
+    sasl = true                     # SASL/PLAIN, password = a read token
+    compression = "none"            # none | gzip | zstd
+
     [mirrors.dr]                    # optional, see cloud_broker/mirrors/settings.py and
     topic = "telemetry"             # docs/mirrors.md (targets: broker, nats, sql)
     target = "nats"
@@ -97,6 +103,22 @@ class ConnectionLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    """``[kafka]``: the Kafka wire-protocol listener for consumers (docs/kafka.md)."""
+
+    host: str
+    port: int
+    advertised_host: str
+    advertised_port: int
+    #: SASL/PLAIN: username ignored, password = a broker token with ``read``. False: no
+    #: authentication at all (only when [auth] required = false too)
+    sasl: bool = True
+    compression: str = "none"
+    max_request_bytes: int = 1024 * 1024
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     data_dir: Path
     host: str = "127.0.0.1"
@@ -128,6 +150,8 @@ class BrokerConfig:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     #: [auth] protect_metrics: /metrics, /openapi.json and /healthz detail need a read token
     protect_metrics: bool = False
+    #: [kafka]: the Kafka listener, None when off
+    kafka: KafkaConfig | None = None
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerConfig:
@@ -137,7 +161,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         "data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
         "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions", "mirrors",
         "retention_check_ms", "max_decompressed_bytes", "max_records_per_request",
-        "max_topics", "limits"})
+        "max_topics", "limits", "kafka"})
     doc.required("data_dir")
     data_dir = doc.path("data_dir", base_dir)
     host, port = parse_listen(doc.get("listen", "127.0.0.1:8080"), "listen")
@@ -178,7 +202,24 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         mirrors=_mirrors(doc.get("mirrors", {}), base_dir),
         limits=_limits(doc.section("limits", known=ConnectionLimits.__slots__)),
         protect_metrics=auth.boolean("protect_metrics", False),
+        kafka=_kafka(doc.section("kafka", known={
+            "listen", "advertised", "sasl", "compression", "max_request_bytes",
+            "max_connections"})) if doc.has("kafka") else None,
     )
+
+
+def _kafka(k: Section) -> KafkaConfig:
+    k.required("listen", "[kafka] needs listen = \"host:port\"")
+    host, port = parse_listen(k.get("listen"), "kafka.listen", "0.0.0.0:9092")
+    adv_host, adv_port = parse_listen(k.get("advertised", f"{host}:{port}"),
+                                      "kafka.advertised", "broker.example.com:9092")
+    return KafkaConfig(
+        host=host, port=port, advertised_host=adv_host, advertised_port=adv_port,
+        sasl=k.boolean("sasl", True),
+        compression=k.string("compression", "none", choices=("none", "gzip", "zstd")),
+        max_request_bytes=k.integer("max_request_bytes", 1024 * 1024, minimum=1024,
+                                    maximum=64 * 1024 * 1024),
+        max_connections=k.integer("max_connections", 1000, minimum=1))
 
 
 def _topics(doc: Section) -> dict[str, TopicConfig]:

@@ -7,6 +7,7 @@ each change before answering; ``store`` is the SQLite database behind it.
 """
 
 from .coordinator import MAX_JOIN_WAIT_S, GroupCoordinator, UnknownGroup
+from .kafka_group import KafkaGroupError, KafkaGroups
 from .state import (
     ASSIGNORS,
     MAX_SESSION_MS,
@@ -40,6 +41,8 @@ __all__ = [
     "GroupState",
     "GroupStore",
     "GroupStoreError",
+    "KafkaGroupError",
+    "KafkaGroups",
     "MemberInUse",
     "NotAssigned",
     "RebalanceInProgress",

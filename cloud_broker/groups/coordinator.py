@@ -26,7 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from ..storage import PartitionStoreAPI, UnknownTopic
-from .state import Group, GroupState, RebalanceInProgress, TopicPartition, UnknownMember
+from .kafka_group import KafkaGroups
+from .state import (
+    AssignorMismatch,
+    Group,
+    GroupActive,
+    GroupState,
+    RebalanceInProgress,
+    TopicPartition,
+    UnknownMember,
+)
 from .store import GroupStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,8 @@ class GroupCoordinator:
         self.groups: dict[str, Group] = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="groups-db")
         self._rebalanced: dict[str, asyncio.Event] = {}  # set when a rebalance completes
+        #: groups of Kafka clients (client-side assignment); their offsets live here too
+        self.kafka = KafkaGroups(clock)
         groups, offsets = self.db.load()
         now = clock()
         for d in groups:
@@ -113,6 +124,9 @@ class GroupCoordinator:
         for t in topics:
             if t not in counts:
                 raise UnknownTopic(f"unknown topic {t!r}")
+        if self.kafka.active(name):
+            raise AssignorMismatch(f"group {name!r} has Kafka-protocol members: use "
+                                   "another group name")
         g = self._group(name)
         before = self._snapshot(g)
         new_secret = secrets.token_urlsafe(24)
@@ -165,6 +179,8 @@ class GroupCoordinator:
             if o > part.end_offset:
                 raise ValueError(f"offset {o} for {t}/{p} is beyond its end "
                                  f"{part.end_offset}")
+        if member_id is None and self.kafka.active(name):
+            raise GroupActive(f"group {name!r} has Kafka-protocol members")
         g = self._group(name) if member_id is None else self._existing(name, member_id)
         g.check_commit(member_id, generation, [(t, p) for t, p, _ in offsets], self.clock(),
                        secret)
@@ -172,6 +188,17 @@ class GroupCoordinator:
         for t, p, o in offsets:
             g.offsets[(t, p)] = o
         return {"group": name, "generation": g.generation, "committed": len(offsets)}
+
+    async def commit_checked(self, name: str, offsets: list[tuple[str, int, int]]) -> None:
+        """Store offsets the caller has already checked (a Kafka member of the current
+        generation, ``KafkaGroups.check_generation``); refused while HTTP members hold the
+        group. Durable before it returns, like ``commit``."""
+        g = self._group(name)
+        if g.members:
+            raise GroupActive(f"group {name!r} has HTTP members")
+        await self._db(self.db.commit, name, g.generation, None, offsets)
+        for t, p, o in offsets:
+            g.offsets[(t, p)] = o
 
     def committed(self, name: str, topic: str | None = None) -> list[dict[str, Any]]:
         g = self.groups.get(name)
@@ -217,6 +244,7 @@ class GroupCoordinator:
     # -- background ----------------------------------------------------------------------
 
     async def tick_all(self) -> None:
+        self.kafka.tick()
         counts, now = self.counts(), self.clock()
         for g in list(self.groups.values()):
             before = self._snapshot(g)

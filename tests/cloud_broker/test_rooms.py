@@ -35,9 +35,11 @@ ROOMS: dict[str, list[str]] = {
     "cloud_broker.groups": [
         "ASSIGNORS", "MAX_JOIN_WAIT_S", "MAX_SESSION_MS", "MIN_SESSION_MS", "AssignorMismatch",
         "Group", "GroupActive", "GroupCoordinator", "GroupError", "GroupState", "GroupStore",
-        "GroupStoreError", "MemberInUse", "NotAssigned", "RebalanceInProgress",
+        "GroupStoreError", "KafkaGroupError", "KafkaGroups", "MemberInUse", "NotAssigned",
+        "RebalanceInProgress",
         "StaleGeneration", "TopicPartition", "UnknownGroup", "UnknownMember", "assign_range",
         "assign_round_robin"],
+    "cloud_broker.kafka": ["SUPPORTED", "KafkaServer", "encode_batches"],
     "cloud_broker.http": [
         "OPENAPI", "ConnectionGuard", "MirrorOps", "create_app", "endpoint", "mirror_app",
         "problem_response", "serve_mirror_ops"],

@@ -1,0 +1,126 @@
+"""One partition read by confluent-kafka over the Kafka listener vs the HTTP Consumer.
+
+Run from the repository root::
+
+    .venv/bin/python bench/kafka_consume.py            # 1,000,000 records, ~1 minute
+    .venv/bin/python bench/kafka_consume.py --quick    # smoke run
+
+Strategy: the partition is prefilled through the store (``bench/consume.py``'s records: a
+10-byte device key, a 100-byte value, an ``origin`` header), then one real
+``cloud-broker serve`` subprocess with ``[kafka]`` set serves both protocols on the same
+data in the same run: the HTTP ``Consumer`` (the peer, ``async for record``), a
+confluent-kafka (librdkafka) consumer assigned the partition from offset 0 reading every
+message's key and value, and ``kcat -e`` writing to /dev/null. Best of ``--repeat``; the
+load average is printed, since the machine is shared. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from consume import TOPIC, best, consumer_loop, prefill, start_broker
+
+HERE = Path(__file__).resolve().parent
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(work: Path, data: Path, compression: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    kafka = _port()
+    proc, url = start_broker(work, data, extra=(
+        f'[kafka]\nlisten = "127.0.0.1:{kafka}"\nsasl = false\n'
+        f'compression = "{compression}"\n'))
+    return proc, url, f"127.0.0.1:{kafka}"
+
+
+def confluent(bootstrap: str, n: int) -> tuple[int, float]:
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench",
+                  "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
+                  "max.partition.fetch.bytes": 16 << 20, "fetch.wait.max.ms": 100,
+                  "queued.max.messages.kbytes": 256 * 1024})
+    c.assign([TopicPartition(TOPIC, 0, 0)])
+    got, size = 0, 0
+    t = time.perf_counter()
+    while got < n:
+        for m in c.consume(10_000, 1.0):
+            if m.error() is None:
+                got += 1
+                size += len(m.value()) + len(m.key())
+    secs = time.perf_counter() - t
+    c.close()
+    return got, secs
+
+
+def kcat(bootstrap: str, n: int) -> tuple[int, float]:
+    t = time.perf_counter()
+    out = subprocess.run(["kcat", "-b", bootstrap, "-C", "-t", TOPIC, "-p", "0", "-o",
+                          "beginning", "-e", "-q", "-f", "%o\n", "-X",
+                          "fetch.max.bytes=67108864"], capture_output=True, timeout=600)
+    secs = time.perf_counter() - t
+    return out.stdout.count(b"\n"), secs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--compression", default="none", choices=["none", "gzip", "zstd"])
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.records, args.repeat = 100_000, 1
+    (HERE / "out").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="kafka-consume-", dir=HERE / "out"))
+    n = args.records
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}; {n:,} records (100-byte values, 10-byte keys, one "
+          f"'origin' header), Kafka compression {args.compression}, best of {args.repeat}",
+          flush=True)
+    try:
+        prefill(work / "data", n, 100)
+        proc, url, bootstrap = start(work, work / "data", args.compression)
+        try:
+            rows = [
+                ("HTTP: Consumer, async for record (max_records 50 000)",
+                 best(lambda: asyncio.run(consumer_loop(url, n, 50_000)), n, args.repeat,
+                      proc.pid)),
+                ("Kafka: confluent-kafka consume(), key + value read",
+                 best(lambda: confluent(bootstrap, n), n, args.repeat, proc.pid)),
+            ]
+            if shutil.which("kcat"):
+                rows.append(("Kafka: kcat -e -f '%o\\n' > pipe",
+                             best(lambda: kcat(bootstrap, n), n, args.repeat, proc.pid)))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        http_rate = rows[0][1][0]
+        print("\n| path | records/s | vs HTTP | server CPU µs/rec | ≥ 500 k/s |")
+        print("|---|---:|---:|---:|---|")
+        for label, (rate, _c, s) in rows:
+            print(f"| {label} | {rate:,.0f} | {rate / http_rate:.2f} | {s:.2f} | "
+                  f"{'met' if rate >= 500_000 else ''} |")
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
