@@ -211,7 +211,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
 def _kafka(k: Section) -> KafkaConfig:
     k.required("listen", "[kafka] needs listen = \"host:port\"")
     host, port = parse_listen(k.get("listen"), "kafka.listen", "0.0.0.0:9092")
-    adv_host, adv_port = parse_listen(k.get("advertised", f"{host}:{port}"),
+    listen_form = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    adv_host, adv_port = parse_listen(k.get("advertised", listen_form),
                                       "kafka.advertised", "broker.example.com:9092")
     return KafkaConfig(
         host=host, port=port, advertised_host=adv_host, advertised_port=adv_port,

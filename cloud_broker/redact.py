@@ -19,11 +19,6 @@ from typing import Any
 from tomlconf import MASK, mask_secrets
 
 
-def mask_url(url: str) -> str:
-    """One URL with its credentials masked (``http://u:***@host:8080``)."""
-    return mask_secrets(url)
-
-
 def redact(doc: Any) -> Any:
     """A JSON-like document with every string masked (for API responses)."""
     if isinstance(doc, str):
@@ -58,5 +53,5 @@ def install_log_masking(*logger_names: str) -> None:
                 h.setFormatter(MaskingFormatter(h.formatter))
 
 
-__all__ = ["MASK", "MaskingFormatter", "install_log_masking", "mask_secrets", "mask_url",
+__all__ = ["MASK", "MaskingFormatter", "install_log_masking", "mask_secrets",
            "redact"]

@@ -338,6 +338,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     status = _status(doc.section("status", known=StatusConfig.__slots__))
     if not isinstance(raw.get("streams"), list) or not raw["streams"]:
         raise doc.error("streams", "at least one [[streams]] table is required")
+    if ingest.dedup_window < mqtt.receive_maximum:  # G5: a redelivery reaches that far back
+        raise doc.error("ingest.dedup_window", f"must be at least mqtt.receive_maximum "
+                        f"({mqtt.receive_maximum}), got {ingest.dedup_window}")
     streams = tuple(_stream(t) for t in doc.tables("streams"))
     names = [st.name for st in streams]
     for n in names:

@@ -28,6 +28,11 @@ _QUERY_SECRET = re.compile(
     re.IGNORECASE)
 
 
+# password=... in a libpq key=value connection string (host=db user=u password=...).
+_KV_PASSWORD = re.compile(r"(?P<key>(?<![?&;\w])password\s*=\s*)"
+                          r"(?P<value>'(?:[^'\\]|\\.)*'|[^\s'\"]\S*)", re.IGNORECASE)
+
+
 def _mask_userinfo(m: re.Match[str]) -> str:
     user, sep, _password = m.group("userinfo").partition(":")
     if sep:  # user:password -> keep the user, who is useful to know and not a secret
@@ -40,7 +45,8 @@ def mask_secrets(text: str) -> str:
     if "://" not in text and "=" not in text:
         return text
     text = _USERINFO.sub(_mask_userinfo, text)
-    return _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+    text = _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+    return _KV_PASSWORD.sub(lambda m: m.group("key") + MASK, text)
 
 
 def shown(value: Any) -> str:

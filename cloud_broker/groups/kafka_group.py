@@ -37,6 +37,7 @@ ILLEGAL_GENERATION = 22
 REBALANCE_IN_PROGRESS = 27
 INCONSISTENT_GROUP_PROTOCOL = 23
 INVALID_SESSION_TIMEOUT = 26
+GROUP_MAX_SIZE_REACHED = 81
 MAX_MEMBERS = 1000  # per group: a join beyond it is refused (bounded memory)
 
 
@@ -102,6 +103,10 @@ class KafkaGroups:
                    protocols: list[tuple[str, bytes]]) -> dict:
         if not MIN_SESSION_MS <= session_ms <= MAX_SESSION_MS:
             raise KafkaGroupError(INVALID_SESSION_TIMEOUT, "session timeout out of range")
+        if not protocols:  # a first member without one would leave no protocol to choose
+            raise KafkaGroupError(INCONSISTENT_GROUP_PROTOCOL, "no protocols")
+        # the client's rebalance timeout holds the group in a rebalance that long: bounded
+        rebalance_ms = min(max(rebalance_ms, session_ms), MAX_SESSION_MS)
         g = self.groups.setdefault(name, KafkaGroup(name))
         if g.members and (protocol_type != g.protocol_type or not self._common(
                 g, protocols)):
@@ -110,16 +115,15 @@ class KafkaGroups:
             raise KafkaGroupError(UNKNOWN_MEMBER_ID, f"{member_id!r} is not a member")
         if not member_id:
             if len(g.members) >= MAX_MEMBERS:
-                raise KafkaGroupError(INCONSISTENT_GROUP_PROTOCOL, "group is full")
+                raise KafkaGroupError(GROUP_MAX_SIZE_REACHED, "group is full")
             member_id = f"{client_id[:64]}-{secrets.token_hex(8)}"
         now = self.clock()
         m = g.members.get(member_id)
         if m is None:
             m = g.members[member_id] = KafkaMember(member_id, client_id, session_ms,
-                                                   max(rebalance_ms, session_ms),
-                                                   protocols, now)
+                                                   rebalance_ms, protocols, now)
         m.protocols, m.session_ms, m.last_seen = protocols, session_ms, now
-        m.rebalance_ms = max(rebalance_ms, session_ms)
+        m.rebalance_ms = rebalance_ms
         g.protocol_type = protocol_type
         if m.joined is not None and not m.joined.done():
             m.joined.cancel()
@@ -218,8 +222,7 @@ class KafkaGroups:
         log.info("kafka group %s: generation %d, %d members", g.name, g.generation,
                  len(g.members))
         first = next(iter(g.members.values()))
-        g.protocol = next(p for p, _ in first.protocols
-                          if all(p in {q for q, _ in m.protocols} for m in g.members.values()))
+        g.protocol = self._common(g, first.protocols)[0]
         if g.leader not in g.members:
             g.leader = first.member_id
         meta = [{"member_id": m.member_id, "metadata": dict(m.protocols)[g.protocol]}

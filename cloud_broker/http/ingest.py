@@ -30,6 +30,7 @@ from uplink import (
 )
 
 from ..broker import Broker
+from ..config import BrokerConfig
 from ..errors import Problem, unavailable
 from ..ingest import IngestUnavailable, RejectedBatch, decode_off_loop, small_enough_inline
 from ..storage import UnknownTopic
@@ -37,16 +38,11 @@ from ..trust import check_ingest
 from .errors import endpoint
 from .params import CBOR, media_type, principal_of, read_body, wants_json
 
-#: Records per request when the config does not say (twice the edge's default batch).
-DEFAULT_MAX_RECORDS = 10_000
 
-
-def decode_limits(config: object) -> tuple[int, int]:
-    """(max decompressed bytes, max records) of a request, from the broker config."""
-    body = int(getattr(config, "max_body_bytes", 8 * 1024 * 1024))
-    decompressed = getattr(config, "max_decompressed_bytes", None) or 2 * body
-    records = getattr(config, "max_records_per_request", None) or DEFAULT_MAX_RECORDS
-    return int(decompressed), int(records)
+def decode_limits(config: BrokerConfig) -> tuple[int, int]:
+    """(max decompressed bytes, max records) of a request; the defaults are the config's."""
+    return (config.max_decompressed_bytes or 2 * config.max_body_bytes,
+            config.max_records_per_request)
 
 
 def _reply(request: Request, status: int, payload: dict, cbor_body: bytes) -> Response:

@@ -144,6 +144,8 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise Problem(413, f"body larger than {MAX_JSON_BODY} bytes", "body")
     try:
         doc = json.loads(body)
+    except RecursionError as exc:  # json.loads recurses per nesting level
+        raise Problem(400, "body is nested too deeply", "body") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(400, f"body is not valid JSON: {exc}", "body") from exc
     if not isinstance(doc, dict):

@@ -31,10 +31,6 @@ STATE_FILE = "ingest-state.json"
 Source = tuple[str, str, str]  # (edge_id, stream, generation)
 
 
-def origin_value(source: Source, offset: int) -> bytes:
-    return f"{source[0]}/{source[1]}/{source[2]}/{offset}".encode()
-
-
 def parse_origin(value: bytes) -> tuple[Source, int] | None:
     try:
         edge, stream, gen, off = value.decode().split("/")

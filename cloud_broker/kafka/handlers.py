@@ -154,6 +154,7 @@ async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
             wanted.append((t.topic, p, part, err))
     while True:
         answers: dict[str, list[dict[str, Any]]] = {}
+        seen: list[tuple[PartitionLog, int]] = []  # (partition, durable end when read)
         total = 0
         budget = max(1, min(req.max_bytes, MAX_FETCH_BYTES))
         for topic, p, part, err in wanted:
@@ -163,6 +164,7 @@ async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
             else:
                 ans = await _read_one(broker, part, p.fetch_offset,
                                       min(p.partition_max_bytes, budget))
+                seen.append((part, ans["high_watermark"]))
                 total += len(ans["records"])
                 budget = max(1, budget - len(ans["records"]))
             answers.setdefault(topic, []).append(ans)
@@ -171,12 +173,14 @@ async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
                 a["error_code"] for parts in answers.values() for a in parts):
             return {"responses": [{"topic": t, "partitions": ps}
                                   for t, ps in answers.items()]}
-        await _wait_any([(part, p.fetch_offset) for _, p, part, _ in wanted
-                         if part is not None], remaining)
+        # Wait for data past what was just read, not past the fetch offset: a partition
+        # holding less than min_bytes would otherwise wake us at once, and the loop would
+        # spin on the event loop until max_wait re-reading the same records.
+        await _wait_any(seen, remaining)
 
 
 async def _wait_any(parts: list[tuple[PartitionLog, int]], timeout: float) -> None:
-    """Until one partition has data past its fetch offset, or ``timeout``."""
+    """Until one partition's durable end passes the offset given for it, or ``timeout``."""
     events = [(p, p.waiter()) for p, _ in parts]
     if any(p.durable_offset > offset for p, offset in parts):
         for p, ev in events:

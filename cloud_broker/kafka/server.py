@@ -35,7 +35,13 @@ from .wire import (
 )
 
 log = logging.getLogger(__name__)
+#: who a Kafka client is with ``[kafka] sasl = false``: a reader of every topic and group
+#: (the listener serves reads only; produce is refused whoever asks)
+KAFKA_ANONYMOUS = Principal("*", frozenset({"read"}))
 IDLE_TIMEOUT_S = 600.0
+#: a connection that has not authenticated by then is closed, so sockets that never log
+#: in cannot hold the listener's connection slots (max_connections) for IDLE_TIMEOUT_S
+AUTH_TIMEOUT_S = 10.0
 UNSUPPORTED_VERSION, SASL_AUTH_FAILED, ILLEGAL_SASL_STATE = 35, 58, 34
 UNSUPPORTED_SASL_MECHANISM = 33
 _PRE_AUTH = {API_VERSIONS, 17, 36}
@@ -105,12 +111,19 @@ class Connection:
         self.principal: Principal | None = None
         if not self.broker.tokens.required:
             self.principal = self.broker.tokens.authenticate(None)
+        elif not self.cfg.sasl:  # [kafka] sasl = false: consumers need no token here
+            self.principal = KAFKA_ANONYMOUS
         self.mechanism: str | None = None
         self.raw_sasl = False  # SaslHandshake v0: the next frame is the bare token
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        auth_by = loop.time() + AUTH_TIMEOUT_S
         while True:
-            async with asyncio.timeout(IDLE_TIMEOUT_S):
+            if self.principal is None and loop.time() >= auth_by:
+                raise BadRequest(f"not authenticated within {AUTH_TIMEOUT_S:g} s")
+            wait = IDLE_TIMEOUT_S if self.principal is not None else auth_by - loop.time()
+            async with asyncio.timeout(wait):
                 head = await self.reader.readexactly(4)
             size = int.from_bytes(head, "big", signed=True)
             if not 8 <= size <= self.cfg.max_request_bytes:

@@ -19,7 +19,6 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..redact import redact
 from .checkpoints import DB_NAME, CheckpointStore
 from .runner import MirrorRunner
 from .settings import MirrorConfig, parse_mirror
@@ -134,9 +133,9 @@ class MirrorManager:
         self.checkpoints.close()
 
     def status(self) -> list[dict[str, Any]]:
-        """Every mirror's status; credentials in URLs and error messages masked."""
-        return redact([{**r.status(), "source": "config" if n not in self.dynamic else "api"}
-                       for n, r in sorted(self.runners.items())])
+        """Every mirror's status (masked by ``MirrorRunner.status``)."""
+        return [{**r.status(), "source": "config" if n not in self.dynamic else "api"}
+                for n, r in sorted(self.runners.items())]
 
 
 class MirrorCollector(Collector):

@@ -43,6 +43,7 @@ from tenacity import (
     wait_random,
 )
 
+from ..redact import redact
 from ..storage import UnknownTopic
 from .checkpoints import CheckpointStore
 from .settings import MirrorConfig
@@ -105,8 +106,10 @@ class MirrorRunner:
     def status(self) -> dict[str, Any]:
         parts = [self.partitions[p].to_dict() for p in sorted(self.partitions)]
         lags = [p["lag"] for p in parts if p["lag"] is not None]
-        return {**self.config.public(), "target_description": self.target.description,
-                "lag": sum(lags) if lags else None, "partitions": parts}
+        # Masked here, where it is built: target descriptions and error texts may carry
+        # a URL with credentials, and every caller (GET and POST /v1/mirrors) gets it safe.
+        return redact({**self.config.public(), "target_description": self.target.description,
+                       "lag": sum(lags) if lags else None, "partitions": parts})
 
     # -- retrying ------------------------------------------------------------------------
 

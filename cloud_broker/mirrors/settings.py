@@ -80,7 +80,6 @@ PG_BASE_COLUMNS = frozenset({"topic", "partition", "offset", "key", "key_bytes",
                              "ts_ms", "value", "value_bytes", "headers"})
 MAX_PG_FIELDS = 64
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-_DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -141,18 +140,13 @@ class MirrorConfig:
             if k in SECRET_KEYS:
                 v = "***" if v else None
             elif k in ("url", "dsn") and v:
-                v = mask_dsn(v)
+                v = mask_secrets(v)
             elif k == "fields":
                 v = dict(v)
             elif k == "servers":
                 v = [mask_secrets(u) for u in v]
             out[k] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
         return out
-
-
-def mask_dsn(dsn: str) -> str:
-    """A URL or libpq ``key=value`` connection string with its password as ``***``."""
-    return _DSN_PASSWORD.sub(lambda m: m.group(1) + "***", mask_secrets(dsn))
 
 
 def _pg_fields(m: Section) -> tuple[tuple[str, str], ...]:
@@ -262,4 +256,4 @@ def parse_mirrors(raw: Any, base_dir: Path) -> dict[str, MirrorConfig]:
 
 
 __all__ = ["COMMON", "NATS_SCHEMES", "PER_TARGET", "PG_FIELD_TYPES", "SECRET_KEYS", "TARGETS",
-           "MirrorConfig", "mask_dsn", "parse_mirror", "parse_mirrors"]
+           "MirrorConfig", "parse_mirror", "parse_mirrors"]

@@ -60,13 +60,20 @@ class OpStats:
     routed: int = 0
 
 
+_INT_BOUND = 2**63
+
+
 def _number(x: Any) -> bool:
+    """A finite-sized number a transform may keep: a float that is not NaN or an int that
+    fits 64 bits (a CBOR bignum would not survive the JSON of the checkpoint)."""
     t = type(x)
     if t is int:
-        return True
+        return -_INT_BOUND <= x < _INT_BOUND
     if t is float:
         return x == x  # not NaN
-    return isinstance(x, int | float) and t is not bool and x == x
+    if isinstance(x, int) and t is not bool:
+        return -_INT_BOUND <= x < _INT_BOUND
+    return isinstance(x, float) and x == x
 
 
 @dataclass

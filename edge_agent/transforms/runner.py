@@ -153,8 +153,10 @@ class TransformRunner:
         return (isinstance(saved, list) and len(saved) == 2 and saved[0] == out.generation
                 and isinstance(saved[1], int) and saved[1] <= out.log.end_offset)
 
-    def checkpoint_doc(self) -> bytes:
-        """The checkpoint as of now; valid once every derived log is durable to its end.
+    def _snapshot(self) -> tuple[dict[str, Any], bytes]:
+        """The checkpoint as of now, as a document and its bytes; valid once every derived
+        log is durable to its end. The caller keeps the document, so it never parses back
+        what it just wrote.
 
         Each derived log then keeps its segments from the end the checkpoint names
         (``keep_from``), so a restart finds every record it has to re-derive."""
@@ -164,23 +166,23 @@ class TransformRunner:
                "outputs": {n: [o.generation, o.log.end_offset - len(self._expected[n])]
                            for n, o in self.outputs.items()},
                "state": [op.state() for op in self.ops]}
-        return json.dumps(doc, separators=(",", ":"), default=_special).encode()
+        return doc, json.dumps(doc, separators=(",", ":"), default=_special).encode()
 
     def checkpoint_now(self) -> None:
         """Synchronous checkpoint (start, tests, benchmarks): flush, then write."""
-        data = self.checkpoint_doc()
+        doc, data = self._snapshot()
         for o in self.outputs.values():
             o.log.flush()
         atomic_write(self.path, data)
-        self._checkpointed(json.loads(data, object_hook=_unspecial))
+        self._checkpointed(doc)
 
     async def checkpoint(self) -> None:
-        data = self.checkpoint_doc()
+        doc, data = self._snapshot()
         for o in self.outputs.values():
             if o.log.end_offset > 0:
                 await o.log.wait_durable_async(o.log.end_offset - 1)
         await asyncio.to_thread(atomic_write, self.path, data)
-        self._checkpointed(json.loads(data, object_hook=_unspecial))
+        self._checkpointed(doc)
 
     def _checkpointed(self, doc: dict[str, Any]) -> None:
         self.stats.checkpoints += 1

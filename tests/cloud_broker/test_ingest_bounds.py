@@ -218,3 +218,10 @@ def test_only_bodies_known_to_be_small_are_decoded_on_the_event_loop() -> None:
     assert not small_enough_inline(b"not a zstd frame", "zstd")
     assert not small_enough_inline(gzip.compress(small), "gzip")
     assert not small_enough_inline(small, "br")
+
+
+def test_a_deeply_nested_json_body_is_a_400(client: TestClient) -> None:
+    resp = client.post("/v1/groups/dash/join", content=b"[" * 100_000,
+                       headers={"authorization": f"Bearer {READER}",
+                                "content-type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["field"] == "body"

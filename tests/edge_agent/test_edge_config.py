@@ -36,6 +36,7 @@ def with_(path: str, value: Any) -> dict[str, Any]:
     ("mqtt.port", 70000, "mqtt.port"),
     ("mqtt.port", "1883", "mqtt.port"),
     ("mqtt.receive_maximum", 0, "mqtt.receive_maximum"),
+    ("ingest.dedup_window", 10, "ingest.dedup_window"),  # below receive_maximum (1000)
     ("mqtt.session_expiry_s", -1, "mqtt.session_expiry_s"),
     ("mqtt.bogus", 1, "mqtt.bogus"),
     ("uplink.url", "ftp://x", "uplink.url"),

@@ -289,3 +289,10 @@ def test_state_with_cbor_values_survives_a_checkpoint() -> None:
         for it in its[17:]:
             ops[0].push(it, out.append)
         assert len(whole) > 5 and rows_of(out) == rows_of(whole), spec.kind
+
+
+def test_numbers_a_transform_keeps_fit_a_64_bit_checkpoint() -> None:
+    from edge_agent.transforms.ops import _number
+    assert _number(2**63 - 1) and _number(-(2**63)) and _number(1.5)
+    assert not _number(2**63) and not _number(10**5000) and not _number(float("nan"))
+    assert not _number(True) and not _number("1")

@@ -177,3 +177,9 @@ def test_the_broker_cli_refuses_a_nats_mirror_without_nats_py_in_one_line(
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "configuration error: mirrors.js.target: " in lines[0]
+
+
+def test_libpq_key_value_passwords_are_masked_by_the_one_rule() -> None:
+    masked = tomlconf.mask_secrets("host=db user=u password=hunter2 dbname=t")
+    assert "hunter2" not in masked and "user=u" in masked and "dbname=t" in masked
+    assert "s3 cret" not in tomlconf.mask_secrets("host=db password='s3 cret' port=5432")
