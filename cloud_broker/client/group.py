@@ -106,6 +106,12 @@ class Membership:
             except (RebalanceError, BrokerUnavailable) as exc:
                 log.info("heartbeat %s: %s", self.group, exc)
                 self.on_rebalance()
+            except ConsumerError as exc:
+                # A refusal that is not a rebalance (403 after a token change, a 5xx): the
+                # fence still runs out on its own, so keep beating instead of ending silently.
+                log.warning("heartbeat %s refused: %s", self.group, exc)
+            except Exception:  # a bug must not end the heartbeats (the fence would expire)
+                log.exception("heartbeat %s failed", self.group)
 
     async def leave(self) -> None:
         await self.stop()
