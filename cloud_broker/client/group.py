@@ -60,6 +60,9 @@ class Membership:
                 except RebalanceError as exc:  # the barrier timed out: still waiting
                     log.info("join %s: %s", self.group, exc)
                     code = exc.body.get("code")
+                    held = exc.body.get("member_secret")
+                    if isinstance(held, str) and held:
+                        self.secret = held  # our first join timed out: join again as us
                     if code == "unknown_member":
                         self.secret = None  # it expired: join as a new member
                     elif code == "member_in_use":  # wait for that session to expire
