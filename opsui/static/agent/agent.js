@@ -4,9 +4,11 @@
 // or when the agent is retrying the cloud with records waiting.
 
 import { LineChart } from "/ui/common/chart.js";
-import { Rates, ago, badge, bytes, fillTable, formatNumber, h, poll } from "/ui/common/ui.js";
+import {
+  Rates, ago, badge, bytes, fillTable, formatNumber, h, poll, secondsParam,
+} from "/ui/common/ui.js";
 
-const STALLED_AFTER_S = 5;
+const STALLED_AFTER_S = secondsParam("stalled_after", 5);
 const $ = (id) => document.getElementById(id);
 const rates = new Rates();
 const charts = {

@@ -3,9 +3,11 @@
 // from the differences between two snapshots.
 
 import { LineChart } from "/ui/common/chart.js";
-import { Rates, ago, badge, bytes, fillTable, h, poll, setupLogin } from "/ui/common/ui.js";
+import {
+  Rates, ago, badge, bytes, fillTable, h, poll, secondsParam, setupLogin,
+} from "/ui/common/ui.js";
 
-const SILENT_AFTER_S = 10;
+const SILENT_AFTER_S = secondsParam("silent_after", 10);
 const $ = (id) => document.getElementById(id);
 const rates = new Rates();
 const charts = {
@@ -51,6 +53,7 @@ function render(doc) {
       h("td", { class: "error" }, e.last_error ? `${e.last_error} (${ago(t - e.last_error_at)} ago)` : "")];
   });
   $("edge-count").textContent = doc.edges.length;
+  $("silent-after").textContent = SILENT_AFTER_S;
   fillTable($("edges"), edgeRows, "no edge has sent anything since the broker started");
 
   const lagByGroup = {};

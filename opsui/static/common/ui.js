@@ -7,6 +7,12 @@ export { formatNumber };
 
 const TOKEN_KEY = "edgestream.token";
 
+// A number of seconds from the page's query string (?name=5), within [lo, hi].
+export function secondsParam(name, fallback, lo = 1, hi = 3600) {
+  const v = Number.parseFloat(new URLSearchParams(location.search).get(name));
+  return Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : fallback;
+}
+
 // h("td", {class: "num"}, "12") -> <td class="num">12</td>; children are text or nodes.
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -17,7 +23,8 @@ export function h(tag, attrs = {}, ...children) {
   return node;
 }
 
-// Fill <tbody> of `table` with rows: arrays of cells (text, number, or a node).
+// Fill <tbody> of `table` with rows: arrays of cells (text, number, or a node). Integers
+// (offsets, counts) are shown exactly, fractions (rates) rounded.
 export function fillTable(table, rows, emptyText = "none") {
   const body = table.tBodies[0];
   if (!rows.length) {
@@ -28,7 +35,7 @@ export function fillTable(table, rows, emptyText = "none") {
   body.replaceChildren(...rows.map((cells) => h("tr", {}, ...cells.map((c) =>
     c instanceof Node ? (c.tagName === "TD" ? c : h("td", {}, c))
       : h("td", { class: typeof c === "number" ? "num" : "" },
-        typeof c === "number" ? formatNumber(c) : c)))));
+        typeof c === "number" && !Number.isInteger(c) ? formatNumber(c) : c)))));
 }
 
 export function badge(text, kind) {
