@@ -54,13 +54,17 @@ class Pipeline:
 
 @contextlib.contextmanager
 def pipeline(tmp: Path, mqtt_port: int, devices: int = 50, rate: float = 5,
-             duration: float = 60) -> Iterator[Pipeline]:
-    """Everything running and the agent subscribed; all of it stopped at the end."""
+             duration: float = 60, cloud_extra: str = "",
+             sim_args: tuple[str, ...] = ()) -> Iterator[Pipeline]:
+    """Everything running and the agent subscribed; all of it stopped at the end.
+    ``cloud_extra`` is appended to cloud.toml, ``sim_args`` to ``device-sim run``."""
     demo = demo_module()
     tmp.mkdir(parents=True, exist_ok=True)
     cloud_port, uplink_port, status_port = free_port(), free_port(), free_port()
     cloud_toml, edge_toml = demo.write_configs(tmp, mqtt_port, "5", cloud_port, uplink_port,
                                                status_port)
+    if cloud_extra:
+        cloud_toml.write_text(cloud_toml.read_text() + "\n" + cloud_extra)
     env = subprocess_env()
     cloud = Server([sys.executable, "-m", "cloud_broker.cli", "serve", "--config",
                     str(cloud_toml)], cloud_port, tmp / "cloud.out", env=env)
@@ -80,7 +84,8 @@ def pipeline(tmp: Path, mqtt_port: int, devices: int = 50, rate: float = 5,
             sim = subprocess.Popen(
                 [sys.executable, "-m", "device_simulator.cli", "run", "--broker",
                  f"mqtt://127.0.0.1:{mqtt_port}", "--devices", str(devices), "--rate",
-                 str(rate), "--duration", str(duration), "--qos", "1", "--quiet"],
+                 str(rate), "--duration", str(duration), "--qos", "1", "--quiet",
+                 *sim_args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         yield Pipeline(cloud, agent, proxy, sim, demo.READ_TOKEN)
     finally:
