@@ -63,7 +63,8 @@ def test_every_queried_metric_exists_on_a_running_agent_and_broker(
               f'path = "{tmp_path / "archive.db"}"\n')
     # payloads over max_payload_bytes make dead letters, so their counter has samples
     with pipeline(tmp_path / "run", mosquitto.port, devices=20, duration=30,
-                  cloud_extra=mirror, sim_args=("--oversized-ratio", "0.02", "--oversized-bytes", "300000")) as run:
+                  cloud_extra=mirror,
+                  sim_args=("--oversized-ratio", "0.02", "--oversized-bytes", "300000")) as run:
         auth = {"Authorization": f"Bearer {run.read_token}"}
         _consume_and_commit(run.cloud_url, auth)
         deadline = time.monotonic() + 20
