@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import Server
@@ -55,15 +56,25 @@ def test_the_pages_show_a_live_pipeline_and_a_stalled_uplink(
         tmp_path: Path, mosquitto: Server, browser_page: object) -> None:
     context = browser_page
     shots = tmp_path
-    with pipeline(tmp_path / "run", mosquitto.port) as run:
-        agent = context.new_page()  # type: ignore[attr-defined]
+    errors: list[str] = []  # script errors and policy (CSP) violations, of both pages
+    mirror = (f'[mirrors.archive]\ntopic = "telemetry"\ntarget = "sql"\n'
+              f'path = "{tmp_path / "archive.db"}"\n')
+    with pipeline(tmp_path / "run", mosquitto.port, cloud_extra=mirror) as run:
+        agent = _page(context, errors)
         agent.goto(f"{run.agent_url}/ui/?stalled_after=3")
         _live_agent_page(agent)
         agent.screenshot(path=shots / "agent-live.png", full_page=True)
 
-        broker = context.new_page()  # type: ignore[attr-defined]
+        _commit(run, "dashboards", 0)
+        broker = _page(context, errors)
         broker.goto(f"{run.cloud_url}/ui?silent_after=3")
         _login_and_see_data(broker, run)
+        _wait_js(broker, """() => [...document.querySelectorAll('#groups tbody tr')]
+                 .some(r => r.cells[0].textContent === 'dashboards'
+                       && +r.cells[7].textContent > 0)""")
+        _wait_js(broker, """() => [...document.querySelectorAll('#mirrors tbody tr')]
+                 .some(r => r.cells[0].textContent === 'archive'
+                       && ['copying', 'idle'].includes(r.cells[3].textContent))""")
         broker.screenshot(path=shots / "broker-live.png", full_page=True)
 
         run.proxy.down()  # the uplink is cut: the agent retries, the cloud hears nothing
@@ -82,9 +93,33 @@ def test_the_pages_show_a_live_pipeline_and_a_stalled_uplink(
                  .some(r => r.cells[0].textContent === 'demo-gw'
                        && r.cells[3].textContent === 'active')""")
         agent.screenshot(path=shots / "agent-recovered.png", full_page=True)
+    assert errors == []
     assert sorted(p.name for p in shots.glob("*.png")) == [
         "agent-live.png", "agent-recovered.png", "agent-stalled.png", "broker-live.png",
         "broker-silent.png"]
+
+
+def _page(context: object, errors: list[str]) -> object:
+    page = context.new_page()  # type: ignore[attr-defined]
+    page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+
+    def console(msg: object) -> None:
+        text = msg.text  # type: ignore[attr-defined]
+        # the dashboard's first poll, before the token is given, is answered 401
+        if msg.type == "error" and "status of 401" not in text:  # type: ignore[attr-defined]
+            errors.append(f"{page.url}: {text}")
+
+    page.on("console", console)
+    return page
+
+
+def _commit(run: Pipeline, group: str, offset: int) -> None:
+    """A consumer group at ``offset`` on partition 0: it lags behind from then on."""
+    resp = httpx.post(f"{run.cloud_url}/v1/groups/{group}/commit", timeout=5,
+                      headers={"Authorization": f"Bearer {run.read_token}"},
+                      json={"offsets": [{"topic": "telemetry", "partition": 0,
+                                         "offset": offset}]})
+    assert resp.status_code == 200, resp.text
 
 
 def _live_agent_page(page: object) -> None:
