@@ -1,7 +1,6 @@
-"""The operators' dashboard of the broker: ``GET /v1/dashboard`` (what it shows, to whom,
-within which bounds) and the static page at ``/ui`` (served with its security headers,
-nothing outside its directory). In process through Starlette's TestClient on a real
-broker in tmp_path; the browser test (tests/opsui) drives the page itself."""
+"""The data of the broker's dashboard: ``GET /v1/dashboard`` (what it shows, to whom,
+within which bounds). In process through Starlette's TestClient on a real broker in
+tmp_path; tests/opsui serves and drives the page itself."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +17,6 @@ from cloud_broker.config import parse_config
 from cloud_broker.edges import MAX_ERROR_CHARS, EdgeActivity
 from cloud_broker.http import create_app
 from cloud_broker.http.dashboard import MAX_EDGES
-from opsui import CSP
 from uplink import Batch, UplinkRecord, encode_batch
 
 with warnings.catch_warnings():
@@ -107,38 +104,13 @@ def test_the_dashboard_needs_a_read_token(client: TestClient, headers: dict[str,
     assert client.get("/v1/dashboard", headers=headers).status_code == status
 
 
-def test_the_page_is_served_with_a_strict_policy(client: TestClient) -> None:
-    resp = client.get("/ui", follow_redirects=False)
-    assert resp.status_code in (307, 308) and resp.headers["location"].endswith("/ui/")
-    page = client.get("/ui/")  # the page holds no data: no token needed
-    assert page.status_code == 200 and "/ui/broker.js" in page.text
-    assert page.headers["content-security-policy"] == CSP
-    assert "script-src 'self'" in CSP and "unsafe" not in CSP
-    assert "<script>" not in page.text  # no inline script for the policy to allow
-    for asset in ("/ui/broker.js", "/ui/common/chart.js", "/ui/common/ui.js",
-                  "/ui/common/ui.css"):
-        resp = client.get(asset)
-        assert resp.status_code == 200 and resp.headers["x-content-type-options"] == "nosniff"
-    assert client.get("/ui/common/../broker/index.html").status_code in (200, 404)
-
-
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.one_of(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]),
-                               max_size=60),
-                       st.lists(st.sampled_from(["..", "%2e%2e", "common", "broker",
-                                                 "index.html", "", "%00", "/"]),
-                                max_size=6).map("/".join)),
-       token=st.binary(max_size=60).map(lambda b: bytes(c for c in b if c > 31 and c != 127)))
-def test_hostile_paths_and_tokens_never_fail_the_server(client: TestClient, path: str,
-                                                        token: bytes) -> None:
-    resp = client.get("/ui/" + quote(path, safe="/.%~"))  # traversal attempts included
-    assert resp.status_code < 500
-    if resp.status_code == 200:  # only the page's own files
-        assert resp.headers["content-type"].split(";")[0] in (
-            "text/html", "text/javascript", "application/javascript", "text/css")
+@given(token=st.binary(max_size=60).map(lambda b: bytes(c for c in b if c > 31 and c != 127)))
+def test_hostile_tokens_never_fail_the_server(client: TestClient, token: bytes) -> None:
     resp = client.get("/v1/dashboard", headers={"Authorization": b"Bearer " + token})
-    assert resp.status_code in (200, 401, 403)
+    assert resp.status_code in (401, 403) or (token.strip() == READER.encode()
+                                              and resp.status_code == 200)
 
 
 def test_the_edge_table_is_bounded_and_keeps_the_most_recent() -> None:
