@@ -87,8 +87,12 @@ def test_the_pages_show_a_live_pipeline_and_a_stalled_uplink(
                        && r.cells[3].textContent === 'silent')""")
         broker.screenshot(path=shots / "broker-silent.png", full_page=True)
 
+        stalled_backlog = _stream_cell(agent, "telemetry", 5)
         run.proxy.up()
         _wait_js(agent, "() => document.getElementById('uplink').textContent === 'connected'")
+        _wait_js(agent, """n => [...document.querySelectorAll('#streams tbody tr')]
+                 .some(r => r.cells[0].textContent === 'telemetry' && +r.cells[5].textContent < n)
+                 """, min(stalled_backlog, 300))  # drained to what is normally in flight
         _wait_js(broker, """() => [...document.querySelectorAll('#edges tbody tr')]
                  .some(r => r.cells[0].textContent === 'demo-gw'
                        && r.cells[3].textContent === 'active')""")

@@ -42,7 +42,10 @@ function render(doc) {
   $("uplink-url").textContent = up.url || "";
   $("in-flight").textContent = up.in_flight ?? "–";
   $("retries").textContent = up.retries ?? "–";
-  $("uplink-error").textContent = up.last_error || up.tls_error || "none";
+  // the agent keeps its last error after sends succeed again: say it is an old one
+  const lastError = up.last_error || up.tls_error || "";
+  $("uplink-error").textContent = !lastError ? "none"
+    : verdict === "connected" ? `${lastError} (before the uplink recovered)` : lastError;
   const problems = doc.problems || [];
   $("problems").replaceChildren(...(problems.length ? problems.map((p) => h("li", {}, p))
     : [h("li", { class: "none" }, "none")]));
@@ -67,9 +70,10 @@ function render(doc) {
     }
     const drops = Object.entries(s.drops || {}).map(([k, v]) => `${k}: ${v}`).join(", ") || "0";
     const err = (s.uplink || {}).last_error || (s.uplink || {}).stopped || s.write_error || "";
+    const old = verdict === "connected" && !s.write_error && !(s.uplink || {}).stopped;
     return [s.name, s.priority, r.received, r.appended, r.sent, s.backlog_records,
       bytes(s.backlog_bytes), ago(s.oldest_unsent_age_s), s.acked_offset, s.end_offset,
-      drops, s.dead_lettered, h("td", { class: "error" }, err)];
+      drops, s.dead_lettered, h("td", { class: old ? "note" : "error" }, err)];
   });
   fillTable($("streams"), rows, "no streams");
   for (const k of Object.keys(totals)) if (!known[k]) totals[k] = null;
