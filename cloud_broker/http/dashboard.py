@@ -12,12 +12,16 @@ offsets of topics the token may read). Bounded: at most ``MAX_TOPICS`` topics,
 ``MAX_PARTITIONS`` partitions, ``MAX_EDGES`` edge streams (most recently seen first) and
 ``MAX_GROUPS`` groups; ``truncated`` names what was cut, so a page never claims it shows
 everything when it does not. Building it is a walk over these bounded lists on the event
-loop (well under a millisecond for the maximum).
+loop: at every maximum at once (2,000 partitions, 200 groups, 500 of 10,000 remembered
+edge streams) about 5 ms to build and 4 ms to encode 0.5 MB of JSON on a busy 2-core
+machine, under 2 ms for a token scoped to one topic (scope checks are cached per request).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -28,18 +32,20 @@ from ..broker import Broker
 from .errors import endpoint
 from .params import authorize
 
+Allowed = Callable[[str], bool]  # a scope check of the caller's token
+
 MAX_TOPICS = 200
 MAX_PARTITIONS = 2_000
 MAX_EDGES = 500
 MAX_GROUPS = 200
 
 
-def _topics(broker: Broker, principal: Principal, truncated: list[str]
+def _topics(broker: Broker, may_topic: Allowed, truncated: list[str]
             ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     budget = MAX_PARTITIONS
     for name in broker.store.topics():
-        if not principal.may_topic(name):
+        if not may_topic(name):
             continue
         if len(out) >= MAX_TOPICS or budget <= 0:
             truncated.append("topics")
@@ -53,19 +59,19 @@ def _topics(broker: Broker, principal: Principal, truncated: list[str]
     return out
 
 
-def _groups(broker: Broker, principal: Principal, truncated: list[str]
+def _groups(broker: Broker, may_group: Allowed, may_topic: Allowed, truncated: list[str]
             ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for name in sorted(broker.groups.groups):
-        if not principal.may_group(name):
+        if not may_group(name):
             continue
         if len(out) >= MAX_GROUPS:
             truncated.append("groups")
             break
         desc = broker.groups.describe(name)
-        offsets = [o for o in desc["offsets"] if principal.may_topic(o["topic"])]
+        offsets = [o for o in desc["offsets"] if may_topic(o["topic"])]
         members = [{"member_id": m["member_id"],
-                    "assignment": [a for a in m["assignment"] if principal.may_topic(a["topic"])]}
+                    "assignment": [a for a in m["assignment"] if may_topic(a["topic"])]}
                    for m in desc["members"]]
         out.append({"group": name, "state": desc["state"], "generation": desc["generation"],
                     "members": members, "offsets": offsets,
@@ -76,7 +82,8 @@ def _groups(broker: Broker, principal: Principal, truncated: list[str]
 def snapshot(broker: Broker, principal: Principal, now: float) -> dict[str, Any]:
     """The dashboard's document as ``principal`` may see it."""
     truncated: list[str] = []
-    edges = broker.edges.recent(MAX_EDGES + 1, principal.may_topic)
+    may_topic = functools.cache(principal.may_topic)  # a few topics, many edges and groups
+    edges = broker.edges.recent(MAX_EDGES + 1, may_topic)
     if len(edges) > MAX_EDGES:
         truncated.append("edges")
         edges = edges[:MAX_EDGES]
@@ -84,11 +91,10 @@ def snapshot(broker: Broker, principal: Principal, now: float) -> dict[str, Any]
     return {
         "time": now,
         "healthy": healthy,
-        "topics": _topics(broker, principal, truncated),
+        "topics": _topics(broker, may_topic, truncated),
         "edges": edges,
-        "groups": _groups(broker, principal, truncated),
-        "mirrors": [m for m in broker.mirrors.status()
-                    if principal.may_topic(str(m.get("topic")))],
+        "groups": _groups(broker, principal.may_group, may_topic, truncated),
+        "mirrors": [m for m in broker.mirrors.status() if may_topic(str(m.get("topic")))],
         # totals over every topic: only for a token that may see every topic
         "ingest": dataclasses.asdict(broker.ingestor.stats) if principal.topics == ALL
         else None,
