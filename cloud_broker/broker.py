@@ -17,6 +17,7 @@ from supervision import Supervisor, task_problems
 from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
 from .datadir import DataDirLock
+from .edges import EdgeActivity
 from .groups import GroupCoordinator
 from .ingest import Ingestor
 from .kafka import KafkaServer
@@ -63,6 +64,7 @@ class Broker:
         self.ingestor.recover(exclude_topics=frozenset(self.mirror_targets))
         self.ingestor.write_protected = self.mirror_targets
         self.tokens = TokenStore(config)
+        self.edges = EdgeActivity()  # what the dashboard shows of each edge stream
         self.metrics = BrokerMetrics(self.store)
         self.ingestor.on_written = (
             lambda topic, n: self.metrics.ingest_records.labels(topic).inc(n))
