@@ -134,3 +134,48 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
                 if "edge-agent.service" in line and "mosquitto.service" not in line
                 and "network-online.target" not in line]
     assert not problems, "\n".join(problems)
+
+
+def _run_token_script(script: str, env: dict[str, str], tmp_path: Path) -> None:
+    """A deploy file's shell script issuing tokens, run here: its paths moved into
+    ``tmp_path``, ``cloud-broker`` as this checkout's module."""
+    import os
+    import sys
+
+    tmp_path.mkdir(parents=True)
+    cfg = tmp_path / "cloud.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}/broker"\n[auth]\n'
+                   f'tokens_db = "{tmp_path}/broker/tokens.db"\n')
+    script = (script.replace("/etc/cloud-broker/cloud.toml", str(cfg))
+              .replace("/var/lib/edgestream", str(tmp_path))
+              .replace("cloud-broker ", f"{sys.executable} -m cloud_broker.cli "))
+    res = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, res.stderr
+
+
+def test_k8s_and_compose_issue_their_tokens(tmp_path: Path) -> None:
+    from cloud_broker.auth import digest, lookup
+
+    sts = yaml.safe_load((DEPLOY / "cloud/k8s/statefulset.yaml").read_text())
+    [init] = sts["spec"]["template"]["spec"]["initContainers"]
+    secret = yaml.safe_load((DEPLOY / "cloud/k8s/secret.yaml").read_text())["stringData"]
+    env = {e["name"]: secret[e["valueFrom"]["secretKeyRef"]["key"]] for e in init["env"]}
+    _run_token_script(init["args"][0], env, tmp_path / "k8s")
+    db = tmp_path / "k8s/broker/tokens.db"
+    assert lookup(db, digest(secret["admin-token"])).permissions == {"admin"}
+    assert lookup(db, digest(secret["reader-token"])).permissions == {"read"}
+
+    compose = yaml.safe_load((DEPLOY / "cloud/compose.yaml").read_text())
+    svc = compose["services"]["tokens"]
+    env = {k: v.split(":-", 1)[1].rstrip("}") for k, v in svc["environment"].items()}
+    _run_token_script(svc["command"][0], env, tmp_path / "compose")
+    db = tmp_path / "compose/broker/tokens.db"
+    edge_cfg = _toml(DEPLOY / "cloud/edge.toml")
+    edge = lookup(db, digest(edge_cfg["uplink"]["token"]))
+    assert edge is not None and edge.may_ingest_as(edge_cfg["edge_id"])
+    assert compose["services"]["edge-agent"]["environment"]["EDGE_AGENT__UPLINK__TOKEN"] \
+        == "${EDGE_TOKEN:-" + edge_cfg["uplink"]["token"] + "}"
+    # the nats-server of the stack is used by a mirror
+    cloud = parse_cloud(_toml(DEPLOY / "cloud/cloud.toml"), DEPLOY / "cloud")
+    assert any("nats:4222" in str(m) for m in cloud.mirrors.values())
