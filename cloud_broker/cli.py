@@ -93,6 +93,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from .config_reference import generate
+
+    sys.stdout.write(generate())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloud-broker", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     consume_cli.add_parser(sub)
     add_tokens_parser(sub)
+    ref = sub.add_parser("config-reference", help="print the cloud.toml reference (markdown)")
+    ref.set_defaults(func=cmd_config_reference)
     mirror_cli.add_parser(sub, serve_mirror_ops)
     return parser
 
