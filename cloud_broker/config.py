@@ -59,9 +59,9 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tomlconf import ConfigError, Section, load_toml, parse_listen
@@ -304,5 +304,5 @@ def load_config(path: str | os.PathLike[str]) -> BrokerConfig:
     return parse_config(load_toml(p), p.parent)
 
 
-__all__ = ["DEFAULT_MAX_TOPICS", "unknown_topic", "PERMISSIONS", "BrokerConfig", "ConfigError", "ConnectionLimits",
-           "TokenConfig", "TopicConfig", "load_config", "parse_config"]
+__all__ = ["DEFAULT_MAX_TOPICS", "PERMISSIONS", "BrokerConfig", "ConfigError", "ConnectionLimits",
+           "TokenConfig", "TopicConfig", "load_config", "parse_config", "unknown_topic"]
