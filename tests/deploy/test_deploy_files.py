@@ -103,11 +103,41 @@ def test_gateway_mosquitto_conf_is_accepted_by_mosquitto(tmp_path: Path) -> None
                 .replace("/var/lib/mosquitto/", f"{tmp_path}/")
                 .replace("listener 1883 0.0.0.0", f"listener {free_port()} 127.0.0.1")
                 .replace("log_dest syslog", "log_dest stderr"))
+    # Debian's main config sets it: not a setting here (only in comments)
+    assert not any(ln.startswith("persistence_location") for ln in text.splitlines())
     conf = tmp_path / "m.conf"
     # Started as root, Mosquitto drops to its own user, which cannot read pytest's tmp dir.
-    conf.write_text(text + "\nuser root\n")
+    conf.write_text(text + f"\npersistence_location {tmp_path}/\nuser root\n")
     # Mosquitto has no check-only flag: start it and make sure it stays up, then stop it.
     proc = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(1.5)
+    finally:
+        proc.kill()
+        err = proc.communicate()[1].decode()
+    assert "Error" not in err, err
+
+
+def test_gateway_mosquitto_conf_is_a_debian_drop_in(tmp_path: Path) -> None:
+    """As docs/deploy.md says: Debian's own mosquitto.conf (persistence_location, a log
+    file, include_dir) plus ours in conf.d starts; no "Duplicate" error."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(mosquitto).exists():
+        pytest.skip("mosquitto is not installed")
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "passwd").write_text("")
+    (tmp_path / "acl").write_text((DEPLOY / "edge/acl").read_text())
+    (tmp_path / "conf.d/edge.conf").write_text(
+        (DEPLOY / "edge/mosquitto.conf").read_text()
+        .replace("/etc/mosquitto/", f"{tmp_path}/")
+        .replace("listener 1883 0.0.0.0", f"listener {free_port()} 127.0.0.1")
+        + "\nuser root\n")
+    main = tmp_path / "mosquitto.conf"  # Debian's, with its paths moved here
+    main.write_text(f"pid_file {tmp_path}/m.pid\npersistence true\n"
+                    f"persistence_location {tmp_path}/\nlog_dest stderr\n"
+                    f"include_dir {tmp_path}/conf.d\n")
+    proc = subprocess.Popen([mosquitto, "-c", str(main)], stderr=subprocess.PIPE)
     try:
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(1.5)
