@@ -18,6 +18,7 @@ import time
 from collections import deque
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -27,6 +28,7 @@ from .top_doc import StatusError, fetch
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 60
 MAX_STREAMS_SHOWN = 50
+SPARK_WIDTH = 10
 EXIT_UNREACHABLE = 3
 
 
@@ -89,34 +91,42 @@ class History:
             self.oldest = {k: v for k, v in self.oldest.items() if k in names}
 
 
-def _stream_table(doc: dict[str, Any], hist: History) -> Table:
-    t = Table(show_header=True, header_style="bold", expand=False, pad_edge=False)
-    for col, right in (("stream", False), ("recv/s", True), ("append/s", True),
-                       ("sent/s", True), ("acked/s", True), ("backlog", True),
-                       ("bytes", True), ("backlog 60s", False), ("oldest unsent", True),
-                       ("age trend", False), ("acked offset", True), ("drops", False),
-                       ("dead letters", False)):
-        t.add_column(col, justify="right" if right else "left", no_wrap=not right)
+def _table(*columns: tuple[str, bool, int]) -> Table:
+    t = Table(show_header=True, header_style="bold", box=box.SQUARE, pad_edge=False)
+    for name, right, width in columns:
+        t.add_column(name, justify="right" if right else "left", no_wrap=True,
+                     min_width=width, max_width=16 if name == "stream" else None)
+    return t
+
+
+def _stream_tables(doc: dict[str, Any], hist: History) -> list[Table]:
+    """Two tables, so that an 80-column terminal holds each: the flow (rates, backlog)
+    and the state (oldest unsent, acked offset, drops, dead letters)."""
+    flow = _table(("stream", False, 6), ("recv/s", True, 6), ("app/s", True, 5),
+                  ("sent/s", True, 6), ("ack/s", True, 5), ("backlog", True, 7),
+                  ("bytes", True, 7), ("last 60s", False, SPARK_WIDTH))
+    state = _table(("stream", False, 6), ("oldest unsent", True, 13),
+                   ("age trend", False, SPARK_WIDTH), ("acked offset", True, 12),
+                   ("drops", False, 5), ("dead letters", False, 12))
     dead = (doc.get("dead_letter") or {}).get("by_stream") or {}
     streams = doc.get("streams") or []
     for s in streams[:MAX_STREAMS_SHOWN]:
         name = s["name"]
+        label = Text(cut(name, 20), style="red" if s.get("write_error") else "")
         backlog_hist = s.get("backlog_history") or [s.get("backlog_records") or 0]
-        write_error = s.get("write_error")
-        t.add_row(
-            Text(cut(name, 24), style="red" if write_error else ""),
-            rate(s.get("received_rate")), rate(s.get("ingest_rate")),
-            rate(s.get("sent_rate")), rate(s.get("drain_rate")),
-            str(s.get("backlog_records", "-")), size(s.get("backlog_bytes")),
-            Text(sparkline(backlog_hist), style="cyan"),
-            age(s.get("oldest_unsent_age_s")),
-            Text(sparkline(hist.oldest.get(name, ())), style="yellow"),
-            "-" if s.get("acked_offset") is None else str(s["acked_offset"]),
-            Text(counts(s.get("drops"))), Text(counts(dead.get(name)) if name in dead
-                                               else str(s.get("dead_lettered", 0))))
+        flow.add_row(label, rate(s.get("received_rate")), rate(s.get("ingest_rate")),
+                     rate(s.get("sent_rate")), rate(s.get("drain_rate")),
+                     str(s.get("backlog_records", "-")), size(s.get("backlog_bytes")),
+                     Text(sparkline(backlog_hist, SPARK_WIDTH), style="cyan"))
+        state.add_row(label, age(s.get("oldest_unsent_age_s")),
+                      Text(sparkline(hist.oldest.get(name, ()), SPARK_WIDTH), style="yellow"),
+                      "-" if s.get("acked_offset") is None else str(s["acked_offset"]),
+                      Text(counts(s.get("drops"))),
+                      Text(counts(dead.get(name)) if name in dead
+                           else str(s.get("dead_lettered", 0))))
     if len(streams) > MAX_STREAMS_SHOWN:
-        t.caption = f"... and {len(streams) - MAX_STREAMS_SHOWN} more streams"
-    return t
+        state.caption = f"... and {len(streams) - MAX_STREAMS_SHOWN} more streams"
+    return [flow, state]
 
 
 _STATE_STYLE = {"connected": "green", "idle": "yellow", "retrying": "red", "stopped": "red"}
@@ -135,7 +145,7 @@ def view(doc: dict[str, Any], hist: History, source: str = "") -> Group:
                     " (counters count from the agent's start)")
     if source:
         head.append(f"  {cut(source, 60)}", style="dim")
-    parts: list[Any] = [head, _stream_table(doc, hist)]
+    parts: list[Any] = [head, *_stream_tables(doc, hist)]
     up = doc.get("uplink") or {}
     line = Text("uplink: ")
     state = up.get("state") or "?"

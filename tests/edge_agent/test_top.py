@@ -32,8 +32,8 @@ def top_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def frame(url: str) -> tuple[int, str]:
-    out = io.StringIO()
-    rc = top.once(url, Console(file=out, width=250, color_system=None))
+    out = io.StringIO()  # an 80-column terminal, as over SSH
+    rc = top.once(url, Console(file=out, width=80, color_system=None))
     return rc, out.getvalue()
 
 
@@ -69,13 +69,13 @@ require_sequence = true
         assert st_["backlog_history"][-1] == 30
         rc, text = frame(f"http://127.0.0.1:{status_port}")
         assert rc == 1, text
-        row = next(ln for ln in text.splitlines() if ln.lstrip("│┃ ").startswith("telemetry"))
-        cells = [c.strip() for c in row.replace("┃", "│").split("│") if c.strip()]
-        assert cells[0] == "telemetry"
-        assert cells[5] == "30"  # backlog records
-        assert cells[10] == "-1"  # nothing acked yet
-        assert "malformed=1" in cells[12]  # dead letters by reason
-        assert cells[11] == "-"  # no drops
+        flow, state = [[c.strip() for c in ln.split("│")[1:-1]] for ln in text.splitlines()
+                       if ln.startswith("│telemetry")]
+        assert flow[5] == "30"  # backlog records
+        assert flow[7].endswith("█")  # the backlog's sparkline: at its peak now
+        assert state[3] == "-1"  # nothing acked yet
+        assert state[4] == "-"  # no drops
+        assert "malformed=1" in state[5]  # dead letters by reason
         assert "unhealthy" in text and "uplink: retrying" in text
         assert "problem: stream telemetry: stuck: 30 records" in text
         assert "mqtt agent-telemetry: connected" in text
