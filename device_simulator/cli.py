@@ -109,7 +109,9 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="device-sim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="device-sim", description="Run a simulated fleet against an MQTT broker, verify "
+        "what reached the cloud. Exit codes: docs/simulator.md.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_verify(sub)

@@ -87,3 +87,15 @@ def test_same_refusal_same_code(tmp_path: Path, manifest: Path) -> None:
         assert "404" in c.stderr
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("command", [
+    ("cloud_broker.cli",), ("cloud_broker.cli", "consume"), ("cloud_broker.cli", "tokens"),
+    ("cloud_broker.cli", "mirror"), ("edge_agent.cli",), ("edge_agent.cli", "top"),
+    ("device_simulator.cli",), ("shared_log.cli",)], ids=" ".join)
+def test_help_is_usage_not_design_notes(command: tuple[str, ...]) -> None:
+    res, _ = run(*command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert "usage:" in res.stdout
+    for note in ("Strategy", "``", "argparse"):
+        assert note not in res.stdout, (note, res.stdout)
