@@ -68,8 +68,8 @@ def test_broker_config_types_its_mirrors() -> None:
 
     hints = typing.get_type_hints(BrokerConfig, localns={"MirrorConfig": MirrorConfig})
     assert hints["mirrors"] == dict[str, MirrorConfig]
-    cfg = parse_config({"data_dir": "d", "mirrors": {"a": {"topic": "t", "target": "sql",
-                                                           "path": "a.db"}}})
+    cfg = parse_config({"data_dir": "d", "topics": {"t": {}},
+                        "mirrors": {"a": {"topic": "t", "target": "sql", "path": "a.db"}}})
     assert isinstance(cfg.mirrors["a"], MirrorConfig)
 
 
@@ -154,7 +154,8 @@ def test_a_nats_mirror_without_nats_py_is_a_config_error(monkeypatch: pytest.Mon
                                                          ) -> None:
     from cloud_broker.config import parse_config
 
-    raw = {"data_dir": "d", "mirrors": {"js": {"topic": "t", "target": "nats"}}}
+    raw = {"data_dir": "d", "topics": {"t": {}},
+           "mirrors": {"js": {"topic": "t", "target": "nats"}}}
     assert parse_config(raw).mirrors["js"].target == "nats"  # installed: fine
     monkeypatch.setitem(sys.modules, "nats", None)  # as if nats-py were not installed
     with pytest.raises(ConfigError) as err:
