@@ -70,7 +70,8 @@ class Broker:
             lambda topic, n: self.metrics.ingest_records.labels(topic).inc(n))
         self.mirrors = MirrorManager(
             config.data_dir, LocalSource(self.store),
-            [m for m in config.mirrors.values() if m.run == "broker"])
+            [m for m in config.mirrors.values() if m.run == "broker"],
+            topics=None if config.auto_create_partitions else self.store.topics)
         self.metrics.registry.register(MirrorCollector(self.mirrors))
         self.groups = GroupCoordinator(self.store, config.data_dir / "groups.db")
         self.metrics.watch_groups(self.groups)

@@ -1,6 +1,7 @@
 """``cloud-broker``: run the broker.
 
-Strategy: argparse subcommands, each a small function; configuration errors print the
+Strategy: argparse subcommands, each a small function (``--help`` shows ``USAGE``, not
+this docstring); configuration errors print the
 key that is wrong and exit 2 instead of a traceback. ``serve`` takes everything the
 configuration names before the app starts (startup.py): the data directory lock, the TLS
 files, the listen socket.
@@ -24,7 +25,19 @@ from .http import ConnectionGuard, create_app, serve_mirror_ops
 from .mirrors import standalone as mirror_cli
 from .netaddr import parse_listen
 from .redact import install_log_masking, mask_secrets
-from .startup import bind, check_tls, raise_fd_limit
+from .startup import bind, check_tls, raise_fd_limit, warn_about_tokens
+from .tokens_cli import add_parser as add_tokens_parser
+
+USAGE = """The cloud broker: ingest from edges, partitions, consumers, mirrors.
+
+  cloud-broker serve --config cloud.toml                 run the broker
+  cloud-broker tokens add --config cloud.toml --role edge --edge-id gw-001
+  cloud-broker consume --url http://127.0.0.1:8080 --topic telemetry
+  cloud-broker config-reference                          every cloud.toml key
+
+Exit codes: 0 ok; 1 the check failed or nothing matched; 2 configuration or usage
+error (a bad option, URL or key); 3 the broker cannot be reached or answered
+unexpectedly; 4 the broker refused the token (401/403). See docs/consumers.md."""
 
 
 def uvicorn_config(cfg: BrokerConfig, app: object, log_level: str = "info",
@@ -69,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = bind(cfg.host, cfg.port, listen_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     raise_fd_limit(cfg.limits.max_connections)
+    warn_about_tokens(cfg)
     guard = ConnectionGuard(cfg.limits)
     app = create_app(cfg, data_lock=lock)
     app.state.connection_guard = guard
@@ -79,14 +93,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from .config_reference import generate
+
+    sys.stdout.write(generate())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cloud-broker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cloud-broker", description=USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the broker")
     serve.add_argument("--config", required=True, help="path to cloud.toml")
     serve.add_argument("--listen", help="override listen address host:port")
     serve.set_defaults(func=cmd_serve)
     consume_cli.add_parser(sub)
+    add_tokens_parser(sub)
+    ref = sub.add_parser("config-reference", help="print the cloud.toml reference (markdown)")
+    ref.set_defaults(func=cmd_config_reference)
     mirror_cli.add_parser(sub, serve_mirror_ops)
     return parser
 

@@ -59,6 +59,7 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,6 +175,11 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         for k in ("cert", "key"):
             tls.required(k, "[tls] needs cert and key")
 
+    mirrors = _mirrors(doc.get("mirrors", {}), base_dir)
+    auto_create = doc.integer("auto_create_partitions", 0, minimum=0)
+    for m in mirrors.values():
+        if m.run == "broker" and not auto_create and m.topic not in topics:
+            raise ConfigError(f"mirrors.{m.name}.topic", unknown_topic(m.topic, topics))
     d = BrokerConfig(data_dir=data_dir)
     max_topics = doc.integer("max_topics", DEFAULT_MAX_TOPICS, minimum=1)
     if len(topics) > max_topics:
@@ -196,16 +202,24 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         commit_interval_ms=doc.number("commit_interval_ms", d.commit_interval_ms, minimum=0),
         state_checkpoint_ms=doc.integer("state_checkpoint_ms", d.state_checkpoint_ms,
                                         minimum=10),
-        auto_create_partitions=doc.integer("auto_create_partitions", 0, minimum=0),
+        auto_create_partitions=auto_create,
         max_topics=max_topics,
         retention_check_ms=doc.integer("retention_check_ms", d.retention_check_ms, minimum=10),
-        mirrors=_mirrors(doc.get("mirrors", {}), base_dir),
+        mirrors=mirrors,
         limits=_limits(doc.section("limits", known=ConnectionLimits.__slots__)),
         protect_metrics=auth.boolean("protect_metrics", False),
         kafka=_kafka(doc.section("kafka", known={
             "listen", "advertised", "sasl", "compression", "max_request_bytes",
             "max_connections"})) if doc.has("kafka") else None,
     )
+
+
+def unknown_topic(topic: str, known: Iterable[str]) -> str:
+    """Why a mirror of ``topic`` is refused: the broker has no such topic and will not
+    create one (a mirror of it would wait for ever)."""
+    names = ", ".join(sorted(known)[:20]) or "none"
+    return (f"topic {topic!r} does not exist on this broker (topics: {names}): add "
+            f"[topics.{topic}] or set auto_create_partitions")
 
 
 def _kafka(k: Section) -> KafkaConfig:
@@ -291,4 +305,4 @@ def load_config(path: str | os.PathLike[str]) -> BrokerConfig:
 
 
 __all__ = ["DEFAULT_MAX_TOPICS", "PERMISSIONS", "BrokerConfig", "ConfigError", "ConnectionLimits",
-           "TokenConfig", "TopicConfig", "load_config", "parse_config"]
+           "TokenConfig", "TopicConfig", "load_config", "parse_config", "unknown_topic"]

@@ -8,6 +8,7 @@ instead of a traceback from deep inside uvicorn or asyncio.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import socket
@@ -74,6 +75,32 @@ def bind(host: str, port: int, key: str) -> socket.socket:
     return sock
 
 
+def warn_about_tokens(cfg: BrokerConfig) -> None:
+    """A broker that will refuse every request (auth on, no token anywhere) or that
+    accepts anyone (auth off) says so at start, with the command that fixes it."""
+    if not cfg.auth_required:
+        log.warning("auth.required = false: anyone who reaches %s:%d may ingest, read and "
+                    "administer (local demos only)", cfg.host, cfg.port)
+        return
+    if cfg.tokens or (cfg.tokens_db is not None and count_tokens(cfg.tokens_db)):
+        return
+    where = (f"the tokens table {cfg.tokens_db} is empty" if cfg.tokens_db is not None
+             else "cloud.toml has no [[tokens]] and no [auth] tokens_db")
+    log.warning("no tokens: %s, so every request is refused with 401; issue one with "
+                "'cloud-broker tokens add --config <cloud.toml> --role edge --edge-id <id>' "
+                "(needs [auth] tokens_db) or add a [[tokens]] table", where)
+
+
+def count_tokens(db_path: Path) -> int:
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+            return int(db.execute("select count(*) from tokens").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
 def raise_fd_limit(max_connections: int) -> None:
     """Raise the soft open-files limit to the hard one, so the connection cap (not EMFILE,
     which makes asyncio stop accepting for a while) is what bounds connections."""
@@ -91,4 +118,4 @@ def raise_fd_limit(max_connections: int) -> None:
                     soft, FD_HEADROOM)
 
 
-__all__ = ["bind", "check_tls", "raise_fd_limit"]
+__all__ = ["bind", "check_tls", "count_tokens", "raise_fd_limit", "warn_about_tokens"]

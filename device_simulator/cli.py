@@ -6,8 +6,9 @@
 
 Exit codes: ``run`` 0 when every worker finished and every connection came up,
 1 otherwise; ``verify`` 0 when nothing is missing, duplicated or out of order,
-1 when something is, 2 when the records or the manifest could not be read.
-Usage errors exit 2.  See docs/simulator.md.
+1 when something is (or the topic does not exist), 2 when the manifest cannot be read
+or the URL is not http(s), 3 when the broker cannot be reached, 4 when it refuses the
+token (401/403). Usage errors exit 2.  See docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="device-sim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="device-sim", description="Run a simulated fleet against an MQTT broker, verify "
+        "what reached the cloud. Exit codes: docs/simulator.md.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_verify(sub)
@@ -197,8 +200,9 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         manifest = Manifest.read(args.manifest)
         report = asyncio.run(_verify(args, manifest))
     except (ManifestError, SourceError) as exc:
-        console.print(f"[red]verify: {exc}[/red]")
-        return 2
+        err = Console(stderr=True)  # errors on stderr, whatever the report's format
+        err.print(f"verify: {exc}", style="red", markup=False, highlight=False)
+        return exc.exit_code if isinstance(exc, SourceError) else 2
     if args.json:
         print(json.dumps(report, indent=1))
     elif args.quiet:

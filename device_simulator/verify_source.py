@@ -22,7 +22,12 @@ from urllib.parse import urlsplit
 
 
 class SourceError(Exception):
-    """The records could not be read (unreachable, refused, unknown topic...)."""
+    """The records could not be read (unreachable, refused, unknown topic...);
+    ``exit_code`` is what ``device-sim verify`` exits with (docs/configuration.md)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +65,19 @@ class BrokerSource:
     def __init__(self, url: str, topic: str, token: str | None = None,
                  retry_for_s: float = 15.0) -> None:
         try:
-            from cloud_broker.client import BrokerClient, ConsumerError
+            from cloud_broker.client import BrokerClient, ConsumerError, exit_code
         except ImportError as exc:  # pragma: no cover - the broker package is part of the repo
             raise SourceError(f"the cloud broker client is not available: {exc}") from exc
         self.topic = topic
         self._client = BrokerClient(url, token=token, retry_for_s=retry_for_s)
         self._error_type = ConsumerError
+        self._exit_code = exit_code
 
     async def partitions(self) -> list[PartitionInfo]:
         try:
             doc = await self._client.topic(self.topic)
         except self._error_type as exc:
-            raise SourceError(f"topic {self.topic!r}: {exc}") from exc
+            raise SourceError(f"topic {self.topic!r}: {exc}", self._exit_code(exc)) from exc
         try:
             return [PartitionInfo(int(p["partition"]), int(p["start_offset"]),
                                   int(p["end_offset"])) for p in doc["partitions"]]
@@ -82,18 +88,20 @@ class BrokerSource:
         try:
             resp = await self._client.fetch(self.topic, partition, offset, max_records)
         except self._error_type as exc:
-            raise SourceError(f"{self.topic}/{partition} at {offset}: {exc}") from exc
+            raise SourceError(f"{self.topic}/{partition} at {offset}: {exc}",
+                              self._exit_code(exc)) from exc
         return Page(resp.records, resp.next_offset, resp.end_offset, list(resp.skipped))
 
     async def close(self) -> None:
         await self._client.close()
 
 
-def open_source(url: str, topic: str, token: str | None = None) -> RecordSource:
+def open_source(url: str, topic: str, token: str | None = None,
+                retry_for_s: float = 15.0) -> RecordSource:
     """The source for ``url``: http(s):// is a cloud broker."""
     scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
-        return BrokerSource(url, topic, token)
+        return BrokerSource(url, topic, token, retry_for_s)
     raise SourceError(f"unsupported source {url!r}: expected an http(s):// broker URL")
 
 

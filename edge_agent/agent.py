@@ -176,8 +176,9 @@ class Agent:
             observe_fsync=self.metrics.observer(sc.name),
             max_batch=ing.batch_max_messages, window_s=ing.batch_window_ms / 1000,
             retry_s=ing.backpressure_retry_ms / 1000)
+        now = time.time()
         tracker = status_mod.StreamTracker(store.acked_offset, store.log.end_offset, 0,
-                                           time.time())
+                                           now, sampled_at=now)
         return _Stream(store, marks, pipeline, sender, tracker, session)
 
     def _wire_unmatched(self, route: Router) -> tuple[StreamIngest, MqttSession]:
@@ -282,7 +283,9 @@ class Agent:
             for s in self.streams:
                 st = s.store
                 s.tracker.observe(now, st.acked_offset, st.log.end_offset,
-                                  s.ingest.stats.appended, st.backlog_records)
+                                  s.ingest.stats.appended, st.backlog_records,
+                                  received=s.ingest.stats.received,
+                                  sent=s.sender.stats.records_sent)
             tick += 1
             if tick % 5 == 0:
                 await self._write_status_file()

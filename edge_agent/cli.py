@@ -1,6 +1,7 @@
 """``edge-agent``: run the agent, show its status.
 
-Strategy: argparse subcommands, each a small function. Configuration problems (the file,
+Strategy: argparse subcommands, each a small function (``--help`` shows ``USAGE``, not
+this docstring). Configuration problems (the file,
 a key, an environment override, a port that cannot be bound, a data directory in use)
 print the key that is wrong and exit 2 instead of a traceback. Logs are plain text, or
 one JSON object per line with ``status.json_logs = true``.
@@ -20,6 +21,16 @@ import signal
 import sys
 
 from .config import ConfigError, EdgeConfig, load_config
+
+USAGE = """Run the edge agent on a gateway and watch it.
+
+  edge-agent check-config --config edge.toml   validate the configuration
+  edge-agent run --config edge.toml            run the agent
+  edge-agent status --config edge.toml         backlog, offsets, drops per stream
+  edge-agent top --config edge.toml            the same, live (or --url http://host:9100)
+
+Exit codes: 0 ok; 1 unhealthy; 2 configuration or usage error; 3 the agent cannot be
+reached or did not answer a status document. See docs/edge-agent.md."""
 
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -141,6 +152,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if doc.get("healthy") else 1
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from . import top
+    from .status_view import status_url
+
+    if args.url:
+        url = args.url
+        if not url.startswith(("http://", "https://")):
+            url = f"http://{url}"
+    elif args.config:
+        url = status_url(load_config(args.config))
+    else:
+        print("edge-agent top: give --config edge.toml or --url http://host:port",
+              file=sys.stderr)
+        return 2
+    console = Console()
+    if args.once:
+        return top.once(url, console, timeout=args.timeout)
+    return top.live(url, console, interval=args.interval, timeout=args.timeout)
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0.1 <= v <= 3600:
+        raise argparse.ArgumentTypeError(f"must be in 0.1..3600 seconds, got {text}")
+    return v
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     print(f"{args.config}: ok ({len(cfg.streams)} streams, data_dir {cfg.data_dir})")
@@ -148,7 +191,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
+    parser = argparse.ArgumentParser(prog="edge-agent", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent")
@@ -159,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", required=True, help="path to edge.toml")
     st.add_argument("--json", action="store_true", help="print the status document as JSON")
     st.set_defaults(func=cmd_status)
+    top = sub.add_parser("top", help="live view of a running agent (rates, backlog, uplink)")
+    top.add_argument("--config", help="path to edge.toml (its status.listen is asked)")
+    top.add_argument("--url", help="status address instead, e.g. http://127.0.0.1:9100")
+    top.add_argument("--interval", type=_positive, default=1.0,
+                     help="seconds between frames (default 1)")
+    top.add_argument("--timeout", type=_positive, default=2.0,
+                     help="seconds to wait for the agent's answer (default 2)")
+    top.add_argument("--once", action="store_true",
+                     help="print one frame and exit (0 healthy, 1 unhealthy, 3 unreachable)")
+    top.set_defaults(func=cmd_top)
     chk = sub.add_parser("check-config", help="validate edge.toml and exit")
     chk.add_argument("--config", required=True, help="path to edge.toml")
     chk.set_defaults(func=cmd_check)

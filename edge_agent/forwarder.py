@@ -40,7 +40,13 @@ from uplink import Ack, Batch, RecordBlock, Refusal, RefusalMove, SenderState
 
 from .config import UplinkConfig
 from .streams import StreamStore
-from .uplink_http import FatalUplinkError, RetryableUplinkError, TlsUplinkError, Uplink
+from .uplink_http import (
+    FatalUplinkError,
+    RetryableUplinkError,
+    TlsUplinkError,
+    Uplink,
+    announce,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +229,7 @@ class Forwarder:
         self._tasks: set[asyncio.Task[None]] = set()
         self._persist_lock = threading.Lock()
         self.connected = True
+        self._announced = False
 
     def notify(self) -> None:
         """Data became durable in some stream's log: look for batches to send.
@@ -320,6 +327,9 @@ class Forwarder:
     async def run(self, persist_interval_s: float = 0.5) -> None:
         """Run until cancelled; acked offsets are persisted periodically and on exit."""
         last_persist = time.monotonic()
+        if not self._announced:  # once: say now whether the cloud can be reached at all
+            self._announced = True
+            self._tasks.add(asyncio.create_task(announce(self.uplink, self.cfg)))
         try:
             while True:
                 self._wakeup.clear()

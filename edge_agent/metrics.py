@@ -17,6 +17,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .payload import REASONS
+
+#: label values known in advance, exported as 0 from the start so that a dashboard's
+#: rate() and an alert on "> 0" see the series before the first increment
+DROP_REASONS = ("full", "drop_oldest")
+RESET_CAUSES = ("epoch", "window")
+
 _STREAM_COUNTERS = (
     # (metric name, status key, help)
     ("edge_ingest_received", "received", "MQTT messages received for the stream"),
@@ -68,14 +75,17 @@ class _StatusCollector(Collector):
             "edge_ingest_dropped", "Readings dropped, by reason (full: QoS 0 while the log "
             "was full; drop_oldest: deleted by the full policy)", labels=["stream", "reason"])
         for s in streams:
-            for reason, n in sorted(s.get("drops", {}).items()):
+            drops = dict.fromkeys(DROP_REASONS, 0) | s.get("drops", {})
+            for reason, n in sorted(drops.items()):
                 dropped.add_metric([s["name"], reason], n)
         yield dropped
         dead = CounterMetricFamily("edge_ingest_dead_lettered",
                                    "Messages written to the dead-letter log, by reason",
                                    labels=["stream", "reason"])
-        for stream, reasons in sorted(doc.get("dead_letter", {}).get("by_stream", {}).items()):
-            for reason, n in sorted(reasons.items()):
+        by_stream = {s["name"]: {} for s in streams} | doc.get("dead_letter", {}).get(
+            "by_stream", {})
+        for stream, reasons in sorted(by_stream.items()):
+            for reason, n in sorted((dict.fromkeys(REASONS, 0) | reasons).items()):
                 dead.add_metric([stream, reason], n)
         yield dead
         resets = CounterMetricFamily(
@@ -83,7 +93,8 @@ class _StatusCollector(Collector):
             "boot epoch; window: the sequence fell back more than ingest.dedup_window)",
             labels=["stream", "cause"])
         for s in streams:
-            for cause, n in sorted(s.get("sequence_resets", {}).items()):
+            causes = dict.fromkeys(RESET_CAUSES, 0) | s.get("sequence_resets", {})
+            for cause, n in sorted(causes.items()):
                 resets.add_metric([s["name"], cause], n)
         yield resets
         writable = GaugeMetricFamily("edge_stream_writable",

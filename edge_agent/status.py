@@ -24,8 +24,9 @@ Health rules (each failing rule adds a human-readable problem; 503 when any fail
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared_log import Log, OffsetOutOfRange
@@ -34,6 +35,8 @@ from .mqtt_guard import FAST_PATHS
 from .supervisor import task_problems
 
 StatusDoc = dict[str, Any]
+#: samples (one a second) of backlog kept per stream for the status document
+HISTORY = 60
 
 
 @dataclass
@@ -48,15 +51,30 @@ class StreamTracker:
     drain_rate: float = 0.0
     acked_records: int = 0
     sampled_at: float = 0.0
+    received: int = 0
+    sent: int = 0
+    received_rate: float = 0.0
+    sent_rate: float = 0.0
+    #: the backlog (records) at the last HISTORY samples, oldest first: what ``edge-agent
+    #: top`` draws as a sparkline from its first frame on
+    backlog_history: deque[int] = field(default_factory=lambda: deque(maxlen=HISTORY))
     _oldest: tuple[int, int] | None = None  # (offset, timestamp ms) cache
 
     def observe(self, now: float, acked: int, end: int, appended: int, backlog: int,
-                alpha: float = 0.3) -> None:
+                alpha: float = 0.3, *, received: int | None = None,
+                sent: int | None = None) -> None:
         """Fold in one sample (the agent samples every second)."""
         dt = now - self.sampled_at if self.sampled_at else 0.0
+        received = self.received if received is None else received
+        sent = self.sent if sent is None else sent
         if dt > 0:
             self.ingest_rate += alpha * (max(0, appended - self.appended) / dt - self.ingest_rate)
             self.drain_rate += alpha * (max(0, acked - self.acked_offset) / dt - self.drain_rate)
+            self.received_rate += alpha * (max(0, received - self.received) / dt
+                                           - self.received_rate)
+            self.sent_rate += alpha * (max(0, sent - self.sent) / dt - self.sent_rate)
+        self.received, self.sent = received, sent
+        self.backlog_history.append(backlog)
         if acked > self.acked_offset:
             self.acked_records += acked - self.acked_offset
             self.progress_at = now
@@ -230,6 +248,8 @@ def stream_status(s: Any, now: float) -> StatusDoc:
         "oldest_unsent_age_s": None if oldest is None else max(0.0, now - oldest / 1000),
         "drain_eta_s": drain_eta(backlog, tr.drain_rate),
         "ingest_rate": tr.ingest_rate, "drain_rate": tr.drain_rate,
+        "received_rate": tr.received_rate, "sent_rate": tr.sent_rate,
+        "backlog_history": list(tr.backlog_history),
         "acked_moved_at": tr.progress_at, "acked_records": tr.acked_records,
         "received": st.received, "appended": st.appended, "pubacks": st.pubacks,
         "deduplicated": st.deduplicated, "dead_lettered": st.dead_lettered,

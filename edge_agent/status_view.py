@@ -23,15 +23,20 @@ from .status import drain_eta, health
 from .streams import ACKED_FILE, GENERATION_FILE
 
 
-def fetch_live(cfg: EdgeConfig, timeout: float = 2.0) -> dict[str, Any]:
-    import httpx
-
+def status_url(cfg: EdgeConfig) -> str:
+    """Where the agent of ``cfg`` answers (a wildcard listen address: on loopback)."""
     host, port = parse_listen(cfg.status.listen)
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    resp = httpx.get(f"http://{host}:{port}/status", timeout=timeout)
+    return f"http://{host}:{port}"
+
+
+def fetch_live(cfg: EdgeConfig, timeout: float = 2.0) -> dict[str, Any]:
+    import httpx
+
+    resp = httpx.get(f"{status_url(cfg)}/status", timeout=timeout)
     resp.raise_for_status()
     return resp.json()
 

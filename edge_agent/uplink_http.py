@@ -15,10 +15,11 @@ tests.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -33,6 +34,9 @@ from uplink import (
 )
 
 from .ratelimit import TokenBucket
+from .status import masked_url as mask_url
+
+log = logging.getLogger(__name__)
 
 
 class UplinkError(Exception):
@@ -112,6 +116,30 @@ class HttpUplink:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def probe(self) -> str | None:
+        """Why the cloud cannot be reached (``GET /healthz``), or None when it answers."""
+        try:
+            await self._client.get(f"{self.url}/healthz", timeout=5.0)
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            return _tls_failure(exc) or f"{type(exc).__name__}: {exc}"
+        return None
+
+
+async def announce(uplink: Uplink, cfg: Any) -> None:
+    """At start, warn about an uplink that cannot work: no token (a broker with auth
+    refuses every batch), or a cloud that does not answer. Readings are kept either way;
+    this only makes the problem visible before the first batch is due."""
+    if not cfg.token:
+        log.warning("uplink.token is not set: a cloud broker with auth (the default) "
+                    "refuses every batch with 401; set it, or EDGE_AGENT__UPLINK__TOKEN")
+    probe = getattr(uplink, "probe", None)
+    reason = await probe() if probe is not None else None
+    if reason is not None:
+        log.warning("uplink %s does not answer (%s): readings are kept in the local log "
+                    "until it does; check uplink.url", mask_url(cfg.url), reason)
+    elif probe is not None:
+        log.info("uplink %s answers", mask_url(cfg.url))
 
 
 _TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)

@@ -140,8 +140,11 @@ def _print_verify(report: VerifyReport, out: TextIO) -> None:
     w = out.write
     nrec = sum(s.records for s in report.segments)
     nbytes = sum(s.bytes for s in report.segments)
-    w(f"verify {report.directory}: {len(report.segments)} segments, offsets "
-      f"{report.start_offset}..{report.end_offset - 1}, {nrec} good records, {nbytes} bytes\n")
+    span = (f"offsets {report.start_offset}..{report.end_offset - 1}"
+            if report.end_offset > report.start_offset
+            else f"no records (next offset {report.end_offset})")
+    w(f"verify {report.directory}: {len(report.segments)} segments, {span}, {nrec} good "
+      f"records, {nbytes} bytes\n")
     for p in report.problems:
         w(f"{p.severity.value.upper()} {p.kind.value}: {_describe(p)}: {p.message}\n")
     verdict = "OK" if report.ok else "FAILED"

@@ -14,6 +14,7 @@ The rooms::
     _section.py   Section: one table being validated; typed getters that name the key
     _net.py       listen addresses, URLs and host names
     _load.py      reading a TOML file, and environment overrides (PREFIX__SECTION__KEY)
+    _reference.py a reference of every key, recorded from the getters as they validate
 
 Strategy: validation is plain code over the parsed document (tomllib's dicts) into the
 caller's frozen dataclasses, in one pass at start: no schema language, no coercion. A
@@ -24,7 +25,9 @@ Absent keys (and JSON ``null``) take the caller's default, which is not re-check
 from ._errors import MASK, ConfigError, mask_secrets, shown
 from ._load import apply_env, load_toml
 from ._net import is_host, parse_listen, parse_url
+from ._reference import Key, collect, recording, reference
 from ._section import Section
 
-__all__ = ["MASK", "ConfigError", "Section", "apply_env", "is_host", "load_toml", "mask_secrets",
-           "parse_listen", "parse_url", "shown"]
+__all__ = ["MASK", "ConfigError", "Key", "Section", "apply_env", "collect", "is_host",
+           "load_toml", "mask_secrets", "parse_listen", "parse_url", "recording", "reference",
+           "shown"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._errors import ConfigError, shown
+from ._reference import note
 
 T = TypeVar("T")
 
@@ -52,6 +53,7 @@ class Section:
     def only(self, known: Iterable[str], what: str = "") -> None:
         """Refuse any key not in ``known`` (``what`` qualifies: "for a nats mirror")."""
         allowed = set(known)
+        note(self, "", "known", sorted(allowed), what)
         for k in self.raw:
             if k not in allowed:
                 qualifier = f" {what}" if what else ""
@@ -63,6 +65,7 @@ class Section:
 
     def get(self, key: str, default: Any = None) -> Any:
         """The raw value (None when absent): for checks no getter below expresses."""
+        note(self, key, "value", default)
         v = self.raw.get(key)
         return default if v is None else v
 
@@ -71,11 +74,13 @@ class Section:
     def section(self, key: str, *, known: Iterable[str] | None = None,
                 what: str = "") -> Section:
         """The table at ``key`` (an empty one when absent)."""
+        note(self, key, "table", None)
         v = self.raw.get(key)
         return Section({} if v is None else v, self.key(key), known=known, what=what)
 
     def tables(self, key: str) -> list[Section]:
         """An array of tables (``[[streams]]``): a section per element, ``key[i]``."""
+        note(self, key, "array of tables", None)
         v = self.raw.get(key, [])
         if not isinstance(v, list):
             raise self.error(key, f"must be an array of tables ([[{key}]])")
@@ -83,6 +88,7 @@ class Section:
 
     def named_tables(self, key: str, what: str = "tables") -> list[tuple[str, Any]]:
         """A table of named tables (``[topics.<name>]``): (name, raw table) pairs."""
+        note(self, key, "named tables", None)
         v = self.raw.get(key, {})
         if not isinstance(v, Mapping):
             raise self.error(key, f"must be a table of {what}")
@@ -91,6 +97,7 @@ class Section:
     # -- scalars -------------------------------------------------------------------------
 
     def required(self, key: str, why: str = "") -> Any:
+        note(self, key, "required", None, why)
         v = self.raw.get(key)
         if v is None:
             raise self.error(key, "is required" + (f": {why}" if why else ""))
@@ -98,6 +105,7 @@ class Section:
 
     def integer(self, key: str, default: T, *, minimum: int,
                 maximum: int | None = None) -> int | T:
+        note(self, key, "integer", default, _bounds(minimum, maximum))
         v = self.raw.get(key)
         if v is None:
             return default
@@ -109,6 +117,7 @@ class Section:
 
     def number(self, key: str, default: T, *, minimum: float,
                maximum: float | None = None) -> float | T:
+        note(self, key, "number", default, _bounds(minimum, maximum))
         v = self.raw.get(key)
         if v is None:
             return default
@@ -119,6 +128,7 @@ class Section:
         return float(v)
 
     def boolean(self, key: str, default: bool) -> bool:
+        note(self, key, "boolean", default)
         v = self.raw.get(key)
         if v is None:
             return default
@@ -131,13 +141,16 @@ class Section:
                nonempty: bool = False, secret: bool = False) -> str | T:
         """A string; ``choices`` lists the allowed values, or ``check`` (a predicate)
         with ``form`` (what it wants, "must match [A-Za-z0-9]...") judges it."""
+        choices = tuple(choices) if choices is not None else None
+        note(self, key, "secret string" if secret else "string", default,
+             f"one of {', '.join(choices)}" if choices is not None else form, secret=secret)
         v = self.raw.get(key)
         if v is None:
             return default
         got = "" if secret else f", got {shown(v)}"
         if not isinstance(v, str) or (nonempty and not v):
             raise self.error(key, f"must be a {'non-empty ' if nonempty else ''}string{got}")
-        if choices is not None and v not in (allowed := tuple(choices)):
+        if choices is not None and v not in (allowed := choices):
             raise self.error(key, f"must be one of {', '.join(allowed)}{got}")
         if check is not None and not check(v):
             raise self.error(key, f"{form or 'is not valid'}{got}")
@@ -146,6 +159,7 @@ class Section:
     def strings(self, key: str, default: T, *, check: Callable[[str], object],
                 form: str, max_items: int | None = None) -> tuple[str, ...] | T:
         """A list of strings, each passing ``check``; ``form`` says what it must be."""
+        note(self, key, "list of strings", default, form)
         v = self.raw.get(key)
         if v is None:
             return default
@@ -156,6 +170,7 @@ class Section:
 
     def path(self, key: str, base: Path, default: T = None) -> Path | T:  # type: ignore[assignment]
         """A file or directory; relative paths are taken from ``base`` (the file's dir)."""
+        note(self, key, "path", default, "relative to the file's directory")
         v = self.raw.get(key)
         if v is None:
             return default
@@ -163,3 +178,7 @@ class Section:
             raise self.error(key, f"must be a non-empty path string, got {shown(v)}")
         p = Path(os.path.expanduser(v))
         return p if p.is_absolute() else base / p
+
+
+def _bounds(minimum: float, maximum: float | None) -> str:
+    return f">= {minimum}" if maximum is None else f"{minimum}..{maximum}"

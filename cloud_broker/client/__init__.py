@@ -15,6 +15,7 @@ from .transport import (
     ConsumerError,
     OffsetOutOfRangeError,
     RebalanceError,
+    exit_code,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "FetchResponse",
     "OffsetOutOfRangeError",
     "RebalanceError",
+    "exit_code",
 ]

@@ -15,9 +15,16 @@ import logging
 import os
 import sys
 
+from tomlconf import ConfigError, parse_url
+
 from ..record_codec import record_json
 from ..redact import mask_secrets
 from .consumer import Consumer, ConsumerError
+from .transport import EXIT_USAGE, BrokerClient, exit_code
+
+#: how long the first contact may take before the command gives up; once it has reached
+#: the broker, a consumer rides out restarts (Consumer's own retry_for_s)
+CONNECT_FOR_S = 5.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--encoding", choices=["utf8", "base64"], default="utf8",
                    help="how keys and values are printed (utf8 falls back to base64)")
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument("--connect-timeout", type=float, default=CONNECT_FOR_S, metavar="S",
+                   help="give up when the broker cannot be reached within S seconds at "
+                        f"start (default {CONNECT_FOR_S:g}; exit 3)")
     p.set_defaults(func=cmd_consume)
 
 
@@ -45,7 +55,19 @@ def _start(text: str) -> str | int:
     raise SystemExit(f"cloud-broker consume: --from must be earliest, latest or N, not {text!r}")
 
 
+async def probe(args: argparse.Namespace) -> None:
+    """Reach the broker once, quickly: a wrong URL, a refused port, a bad token or an
+    unknown topic fails here in seconds, with its exit code, not after a minute."""
+    client = BrokerClient(args.url, args.token, retry_for_s=args.connect_timeout)
+    try:
+        for topic in args.topic:
+            await client.topic(topic)
+    finally:
+        await client.close()
+
+
 async def consume(args: argparse.Namespace) -> int:
+    await probe(args)
     consumer = Consumer(args.url, topics=args.topic, group=args.group, token=args.token,
                         start=_start(args.start), session_timeout_ms=args.session_timeout_ms)
     n = 0
@@ -72,9 +94,14 @@ def cmd_consume(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        parse_url(args.url, "--url", ("http", "https"))
+    except ConfigError as exc:
+        print(f"cloud-broker consume: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         return asyncio.run(consume(args))
     except ConsumerError as exc:
         print(f"cloud-broker consume: {mask_secrets(str(exc))}", file=sys.stderr)
-        return 1
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130

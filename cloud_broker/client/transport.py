@@ -56,6 +56,21 @@ class BrokerUnavailable(ConsumerError):
     pass
 
 
+#: exit codes of the commands that talk to a broker (cloud-broker consume, device-sim
+#: verify, edge-agent top): one meaning each, documented in docs/configuration.md
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 2, 3, 4
+
+
+def exit_code(exc: ConsumerError) -> int:
+    """The exit code a command reports for ``exc``: 4 the token was refused (401/403),
+    3 the broker could not be reached, 1 any other refusal (unknown topic...)."""
+    if exc.status in (401, 403):
+        return EXIT_REFUSED
+    if isinstance(exc, BrokerUnavailable):
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED
+
+
 class _Unavailable(Exception):
     """503 from the broker: worth retrying."""
 
@@ -91,8 +106,9 @@ class BrokerClient:
                     if resp.status_code == 503:
                         raise _Unavailable(resp.text[:200])
         except (httpx.TransportError, _Unavailable) as exc:
-            raise BrokerUnavailable(f"{method} {path}: broker unavailable for "
-                                    f"{self.retry_for_s:g}s: {exc!r}") from exc
+            raise BrokerUnavailable(f"cannot reach the broker at {self._http.base_url} "
+                                    f"({method} {path}) for {self.retry_for_s:g}s: "
+                                    f"{_reason(exc)}") from exc
         if resp.status_code >= 400:
             raise _error(resp)
         return resp
@@ -187,6 +203,13 @@ class PendingFetch:
 
     async def aclose(self) -> None:
         await self._resp.aclose()
+
+
+def _reason(exc: Exception) -> str:
+    """A transport failure in a few words (httpx's repr is noisy, its str may be empty)."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc) or (str(cause) if cause else "") or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:200]
 
 
 def _error(resp: httpx.Response) -> ConsumerError:

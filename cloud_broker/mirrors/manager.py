@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tomlconf import ConfigError
+
+from ..config import unknown_topic
 from .checkpoints import DB_NAME, CheckpointStore
 from .runner import MirrorRunner
 from .settings import MirrorConfig, parse_mirror
@@ -57,8 +60,12 @@ class MirrorExists(ValueError):
 
 class MirrorManager:
     def __init__(self, data_dir: Path, source: Source, configs: Iterable[MirrorConfig] = (),
-                 *, base_dir: Path | None = None, load_defined: bool = True) -> None:
+                 *, base_dir: Path | None = None, load_defined: bool = True,
+                 topics: Callable[[], Iterable[str]] | None = None) -> None:
+        """``topics``: the topics a mirror may read (None: any); a mirror of another
+        topic is refused when added, and a stored one is not started."""
         self.source = source
+        self._topics = topics
         self.base_dir = base_dir or Path(data_dir)
         self.checkpoints = CheckpointStore(Path(data_dir) / DB_NAME)
         self.configs: dict[str, MirrorConfig] = {c.name: c for c in configs}
@@ -70,7 +77,9 @@ class MirrorManager:
                                 "the config wins", name)
                     continue
                 try:
-                    self.configs[name] = parse_mirror(name, raw, self.base_dir, f"{name}.")
+                    cfg = parse_mirror(name, raw, self.base_dir, f"{name}.")
+                    self._check_topic(cfg, f"{name}.topic")
+                    self.configs[name] = cfg
                     self.dynamic.add(name)
                 except ValueError as exc:
                     log.error("stored mirror %s is invalid, not started: %s", name, exc)
@@ -100,6 +109,7 @@ class MirrorManager:
         raw = dict(raw)
         name = raw.pop("name", None)
         cfg = parse_mirror(name, raw, self.base_dir, "")
+        self._check_topic(cfg, "topic")
         if name in self.runners:
             raise MirrorExists(f"mirror {name!r} already exists")
         await asyncio.to_thread(self.checkpoints.put_definition, name, raw)
@@ -107,6 +117,13 @@ class MirrorManager:
         self.dynamic.add(name)
         self._start(cfg)
         return cfg
+
+    def _check_topic(self, cfg: MirrorConfig, key: str) -> None:
+        if self._topics is None:
+            return
+        known = list(self._topics())
+        if cfg.topic not in known:
+            raise ConfigError(key, unknown_topic(cfg.topic, known))
 
     async def remove(self, name: str) -> bool:
         """Stop a mirror added by the API and forget it with its checkpoints."""

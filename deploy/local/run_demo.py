@@ -11,16 +11,19 @@ reordered. Everything lives in a fresh work directory (default `.demo/`).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,9 @@ BIN = Path(sys.executable).parent
 console = Console()
 EDGE_TOKEN = "demo-edge-token-0001"
 READ_TOKEN = "demo-reader-token-0001"
+# The parts run the code of this checkout, whatever the environment has installed.
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
 
 
 def free_port() -> int:
@@ -66,7 +72,7 @@ class Processes:
     def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.workdir)
+                                start_new_session=True, cwd=self.workdir, env=CHILD_ENV)
         log.close()
         self.procs.append((name, proc))
         return proc
@@ -138,15 +144,32 @@ def backlog_of(doc: dict[str, Any] | None) -> int | None:
 
 
 class BacklogWatch(threading.Thread):
-    """Prints the edge backlog every few seconds and remembers its peak."""
+    """Prints the edge backlog every few seconds, remembers its peak, and times the drain
+    after an outage: from the moment the uplink is restored until the backlog is back to
+    its level before the cut (readings keep arriving, so that level is rarely 0)."""
 
-    def __init__(self, status_port: int, every: float = 5.0, sample: float = 0.5) -> None:
+    def __init__(self, status_port: int, every: float = 5.0, sample: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.status_port = status_port
         self.every = every
         self.sample = sample
         self.peak = 0
         self.stop = threading.Event()
+        self.recent: deque[int] = deque(maxlen=int(3 / sample))
+        self.baseline: int | None = None
+        self.restored_at: float | None = None
+        self.drained_at: float | None = None
+
+    def cut(self) -> None:
+        self.baseline = max(self.recent, default=0)
+
+    def restored(self) -> None:
+        self.restored_at = time.monotonic()
+
+    def drain_s(self) -> float | None:
+        if self.restored_at is None or self.drained_at is None:
+            return None
+        return self.drained_at - self.restored_at
 
     def run(self) -> None:
         last_print = time.monotonic()
@@ -156,27 +179,91 @@ class BacklogWatch(threading.Thread):
             if doc is None or backlog is None:
                 continue
             self.peak = max(self.peak, backlog)
+            self.recent.append(backlog)
+            if (self.restored_at is not None and self.drained_at is None
+                    and backlog <= (self.baseline or 0)):
+                self.drained_at = time.monotonic()
             if time.monotonic() - last_print >= self.every:
                 last_print = time.monotonic()
                 state = doc["uplink"]["state"]
                 console.print(f"[dim]edge backlog {backlog:>8} readings, uplink {state}[/dim]")
 
 
-def outage(proxy: Any, at: float, duration: float, stop: threading.Event) -> None:
+def outage(proxy: Any, at: float, duration: float, stop: threading.Event,
+           watch: BacklogWatch) -> None:
     if stop.wait(at):
         return
     console.print(f"[bold red]uplink cut for {duration:.0f} s[/bold red]")
+    watch.cut()
     proxy.down()
     stop.wait(duration)
     proxy.up()
+    watch.restored()
     console.print("[bold green]uplink restored[/bold green]")
+
+
+def decode(value: bytes) -> Any:
+    from device_simulator.payloads import decode as decode_payload
+
+    return decode_payload(value)
+
+
+class LiveConsumer:
+    """A consumer reading both topics while the demo runs, as an application would:
+    one long-poll per partition, and for each reading the time from the device's
+    timestamp (``ts`` in its payload) to the moment the consumer holds it."""
+
+    def __init__(self, cloud_port: int, topics: list[str]) -> None:
+        self.url = f"http://127.0.0.1:{cloud_port}"
+        self.http = httpx.Client(base_url=self.url, timeout=10,
+                                 headers={"Authorization": f"Bearer {READ_TOKEN}",
+                                          "Accept": "application/json"})
+        self.latency: dict[str, list[float]] = {t: [] for t in topics}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._tail, args=(t, p), daemon=True)
+                        for t in topics for p in range(self._partitions(t))]
+        for th in self.threads:
+            th.start()
+
+    def _partitions(self, topic: str) -> int:
+        return len(self.http.get(f"/v1/topics/{topic}").raise_for_status().json()["partitions"])
+
+    def _tail(self, topic: str, partition: int) -> None:
+        offset = 0
+        path = f"/v1/topics/{topic}/partitions/{partition}/records"
+        while not self.stop.is_set():
+            try:
+                body = self.http.get(path, params={"offset": offset, "max_records": 5000,
+                                                   "wait_ms": 500, "encoding": "base64"}).json()
+            except (httpx.HTTPError, ValueError):
+                self.stop.wait(0.2)
+                continue
+            now_ms = time.time() * 1000
+            for r in body.get("records", []):
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    reading = decode(base64.b64decode(r["value"]))  # JSON or CBOR
+                    self.latency[topic].append(now_ms - float(reading["ts"]))
+            offset = body.get("next_offset", offset)
+
+    def close(self) -> None:
+        self.stop.set()
+        for th in self.threads:
+            th.join(5)
+        self.http.close()
+
+    def quantile(self, topic: str, q: float) -> float | None:
+        xs = self.latency[topic]
+        if len(xs) < 2:
+            return xs[0] if xs else None
+        return statistics.quantiles(xs, n=100, method="inclusive")[int(q * 100) - 1]
 
 
 def verify(cloud_port: int, topic: str, kind: str, manifest: Path) -> dict[str, Any]:
     res = subprocess.run(
         [str(BIN / "device-sim"), "verify", "--from", f"http://127.0.0.1:{cloud_port}",
          "--topic", topic, "--kind", kind, "--manifest", str(manifest), "--token", READ_TOKEN,
-         "--settle", "20", "--json"], capture_output=True, text=True, timeout=300)
+         "--settle", "20", "--json"], capture_output=True, text=True, timeout=300,
+        env=CHILD_ENV)
     if res.returncode not in (0, 1):
         raise RuntimeError(f"verify {topic} failed ({res.returncode}): {res.stderr[-2000:]}")
     report = json.loads(res.stdout)
@@ -185,7 +272,8 @@ def verify(cloud_port: int, topic: str, kind: str, manifest: Path) -> dict[str, 
 
 
 def report_table(reports: dict[str, dict[str, Any]], sent: int, elapsed: float,
-                 drained_s: float, peak_backlog: int, mqtt: str) -> Table:
+                 drain: tuple[str, float | None], peak_backlog: int, mqtt: str,
+                 consumer: LiveConsumer) -> Table:
     table = Table(title=f"demo result (MQTT: {mqtt})", show_header=True)
     table.add_column("")
     for topic in reports:
@@ -195,15 +283,17 @@ def report_table(reports: dict[str, dict[str, Any]], sent: int, elapsed: float,
             ("sent malformed on purpose", "malformed_received")]
     for label, key in rows:
         table.add_row(label, *(str(r["totals"].get(key, 0)) for r in reports.values()))
-    for q in ("p50", "p99"):
-        table.add_row(f"latency {q} (ms)", *(
-            f"{r['latency_ms'][q]:.1f}" if r.get("latency_ms") else "-" for r in reports.values()))
+    for q in (0.5, 0.99):
+        table.add_row(f"device → consumer p{q * 100:.0f} (ms)", *(
+            f"{v:.1f}" if (v := consumer.quantile(t, q)) is not None else "-"
+            for t in reports))
     table.add_section()
     table.add_row("readings published", str(sent), *([""] * (len(reports) - 1)))
     table.add_row("throughput (readings/s)", f"{sent / elapsed:,.0f}" if elapsed else "-",
                   *([""] * (len(reports) - 1)))
     table.add_row("peak edge backlog", str(peak_backlog), *([""] * (len(reports) - 1)))
-    table.add_row("backlog drained after (s)", f"{drained_s:.1f}", *([""] * (len(reports) - 1)))
+    table.add_row(drain[0], "-" if drain[1] is None else f"{drain[1]:.1f}",
+                  *([""] * (len(reports) - 1)))
     return table
 
 
@@ -226,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     proxy = None
     watch = None
+    consumer = None
     try:
         mqtt_port, cloud_port, status_port = free_port(), free_port(), free_port()
         uplink_port = cloud_port
@@ -241,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.start("cloud-broker", [str(BIN / "cloud-broker"), "serve", "--config",
                                      str(cloud_toml)])
         wait_until(lambda: (procs.check(), port_open(cloud_port))[1], 30, "the cloud broker")
+        consumer = LiveConsumer(cloud_port, ["telemetry", "alarms"])
         procs.start("edge-agent", [str(BIN / "edge-agent"), "run", "--config", str(edge_toml)])
         wait_until(lambda: (procs.check(), edge_status(status_port) is not None)[1], 30,
                    "the edge agent")
@@ -252,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         watch = BacklogWatch(status_port)
         watch.start()
         if proxy is not None:
-            threading.Thread(target=outage, args=(proxy, args.outage_at, args.outage_for, stop),
-                             daemon=True).start()
+            threading.Thread(target=outage, daemon=True,
+                             args=(proxy, args.outage_at, args.outage_for, stop, watch)).start()
         manifest = args.workdir / "run.json"
         started = time.monotonic()
         sim = subprocess.run(
@@ -262,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
              "--duration", str(args.duration), "--qos", "1", "--alarm-ratio", "0.01",
              "--mqtt-version", "3.1.1" if protocol == "3.1.1" else "5",
              "--manifest", str(manifest), "--json"],
-            capture_output=True, text=True, timeout=args.duration + 300)
+            capture_output=True, text=True, timeout=args.duration + 300, env=CHILD_ENV)
         elapsed = time.monotonic() - started
         if sim.returncode != 0:
             raise RuntimeError(f"device-sim run failed: {sim.stderr[-2000:]}")
@@ -272,11 +364,18 @@ def main(argv: list[str] | None = None) -> int:
         drain_started = time.monotonic()
         wait_until(lambda: (procs.check(), backlog_of(edge_status(status_port)) == 0)[1],
                    300, "the edge backlog to drain")
-        drained_s = time.monotonic() - drain_started
+        if proxy is not None:
+            wait_until(lambda: watch.drain_s() is not None, 60, "the drain to be timed")
+            drain = ("backlog drained, s after the uplink came back", watch.drain_s())
+        else:
+            drain = ("backlog drained, s after the last reading", time.monotonic()
+                     - drain_started)
         reports = {topic: verify(cloud_port, topic, kind, manifest)
                    for topic, kind in (("telemetry", "telemetry"), ("alarms", "alarm"))}
         watch.stop.set()
-        console.print(report_table(reports, sent, elapsed, drained_s, watch.peak, mqtt_name))
+        consumer.close()
+        console.print(report_table(reports, sent, elapsed, drain, watch.peak, mqtt_name,
+                                   consumer))
         ok = all(r["exit_code"] == 0 for r in reports.values())
         console.print("[bold green]OK: nothing lost, duplicated or reordered[/bold green]" if ok
                       else "[bold red]FAILED: see the table and .demo/*.log[/bold red]")
@@ -288,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         if watch is not None:
             watch.stop.set()
+        if consumer is not None:
+            consumer.close()
         procs.stop_all()
         if proxy is not None:
             proxy.stop()

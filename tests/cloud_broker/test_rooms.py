@@ -46,7 +46,7 @@ ROOMS: dict[str, list[str]] = {
         "problem_response", "serve_mirror_ops"],
     "cloud_broker.client": [
         "BrokerClient", "BrokerUnavailable", "Consumer", "ConsumerError", "ConsumerRecord",
-        "FetchResponse", "OffsetOutOfRangeError", "RebalanceError"],
+        "FetchResponse", "OffsetOutOfRangeError", "RebalanceError", "exit_code"],
     "cloud_broker.mirrors": [
         "CheckpointStore", "HttpSource", "LocalSource", "MirrorCollector", "MirrorConfig",
         "MirrorExists", "MirrorManager", "MirrorRunner", "PartitionStatus", "Source",

@@ -103,11 +103,41 @@ def test_gateway_mosquitto_conf_is_accepted_by_mosquitto(tmp_path: Path) -> None
                 .replace("/var/lib/mosquitto/", f"{tmp_path}/")
                 .replace("listener 1883 0.0.0.0", f"listener {free_port()} 127.0.0.1")
                 .replace("log_dest syslog", "log_dest stderr"))
+    # Debian's main config sets it: not a setting here (only in comments)
+    assert not any(ln.startswith("persistence_location") for ln in text.splitlines())
     conf = tmp_path / "m.conf"
     # Started as root, Mosquitto drops to its own user, which cannot read pytest's tmp dir.
-    conf.write_text(text + "\nuser root\n")
+    conf.write_text(text + f"\npersistence_location {tmp_path}/\nuser root\n")
     # Mosquitto has no check-only flag: start it and make sure it stays up, then stop it.
     proc = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(1.5)
+    finally:
+        proc.kill()
+        err = proc.communicate()[1].decode()
+    assert "Error" not in err, err
+
+
+def test_gateway_mosquitto_conf_is_a_debian_drop_in(tmp_path: Path) -> None:
+    """As docs/deploy.md says: Debian's own mosquitto.conf (persistence_location, a log
+    file, include_dir) plus ours in conf.d starts; no "Duplicate" error."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(mosquitto).exists():
+        pytest.skip("mosquitto is not installed")
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "passwd").write_text("")
+    (tmp_path / "acl").write_text((DEPLOY / "edge/acl").read_text())
+    (tmp_path / "conf.d/edge.conf").write_text(
+        (DEPLOY / "edge/mosquitto.conf").read_text()
+        .replace("/etc/mosquitto/", f"{tmp_path}/")
+        .replace("listener 1883 0.0.0.0", f"listener {free_port()} 127.0.0.1")
+        + "\nuser root\n")
+    main = tmp_path / "mosquitto.conf"  # Debian's, with its paths moved here
+    main.write_text(f"pid_file {tmp_path}/m.pid\npersistence true\n"
+                    f"persistence_location {tmp_path}/\nlog_dest stderr\n"
+                    f"include_dir {tmp_path}/conf.d\n")
+    proc = subprocess.Popen([mosquitto, "-c", str(main)], stderr=subprocess.PIPE)
     try:
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(1.5)
@@ -134,3 +164,48 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
                 if "edge-agent.service" in line and "mosquitto.service" not in line
                 and "network-online.target" not in line]
     assert not problems, "\n".join(problems)
+
+
+def _run_token_script(script: str, env: dict[str, str], tmp_path: Path) -> None:
+    """A deploy file's shell script issuing tokens, run here: its paths moved into
+    ``tmp_path``, ``cloud-broker`` as this checkout's module."""
+    import os
+    import sys
+
+    tmp_path.mkdir(parents=True)
+    cfg = tmp_path / "cloud.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}/broker"\n[auth]\n'
+                   f'tokens_db = "{tmp_path}/broker/tokens.db"\n')
+    script = (script.replace("/etc/cloud-broker/cloud.toml", str(cfg))
+              .replace("/var/lib/edgestream", str(tmp_path))
+              .replace("cloud-broker ", f"{sys.executable} -m cloud_broker.cli "))
+    res = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, res.stderr
+
+
+def test_k8s_and_compose_issue_their_tokens(tmp_path: Path) -> None:
+    from cloud_broker.auth import digest, lookup
+
+    sts = yaml.safe_load((DEPLOY / "cloud/k8s/statefulset.yaml").read_text())
+    [init] = sts["spec"]["template"]["spec"]["initContainers"]
+    secret = yaml.safe_load((DEPLOY / "cloud/k8s/secret.yaml").read_text())["stringData"]
+    env = {e["name"]: secret[e["valueFrom"]["secretKeyRef"]["key"]] for e in init["env"]}
+    _run_token_script(init["args"][0], env, tmp_path / "k8s")
+    db = tmp_path / "k8s/broker/tokens.db"
+    assert lookup(db, digest(secret["admin-token"])).permissions == {"admin"}
+    assert lookup(db, digest(secret["reader-token"])).permissions == {"read"}
+
+    compose = yaml.safe_load((DEPLOY / "cloud/compose.yaml").read_text())
+    svc = compose["services"]["tokens"]
+    env = {k: v.split(":-", 1)[1].rstrip("}") for k, v in svc["environment"].items()}
+    _run_token_script(svc["command"][0], env, tmp_path / "compose")
+    db = tmp_path / "compose/broker/tokens.db"
+    edge_cfg = _toml(DEPLOY / "cloud/edge.toml")
+    edge = lookup(db, digest(edge_cfg["uplink"]["token"]))
+    assert edge is not None and edge.may_ingest_as(edge_cfg["edge_id"])
+    assert compose["services"]["edge-agent"]["environment"]["EDGE_AGENT__UPLINK__TOKEN"] \
+        == "${EDGE_TOKEN:-" + edge_cfg["uplink"]["token"] + "}"
+    # the nats-server of the stack is used by a mirror
+    cloud = parse_cloud(_toml(DEPLOY / "cloud/cloud.toml"), DEPLOY / "cloud")
+    assert any("nats:4222" in str(m) for m in cloud.mirrors.values())

@@ -23,7 +23,14 @@ from edge_agent_testing import (
 
 from edge_agent.uplink_http import HttpUplink, TlsUplinkError
 from tests.cloud_broker.test_tls import make_certs, one_batch
-from tests.helpers import Server, find_binary, free_port, wait_for, write_broker_config
+from tests.helpers import (
+    Server,
+    broker_server,
+    find_binary,
+    free_port,
+    wait_for,
+    write_broker_config,
+)
 
 
 def agent_up(config: Path, status_port: int, log_path: Path) -> Server:
@@ -127,3 +134,35 @@ def test_mqtt_port_closed_is_reported_before_stuck_after_s(tmp_path: Path) -> No
         assert any("ConnectionRefusedError" in p for p in problems), problems
     finally:
         agent.stop()
+
+
+def test_an_uplink_without_token_or_cloud_is_announced_at_start(tmp_path: Path,
+                                                                mosquitto: Server) -> None:
+    """Nothing to send yet, so no batch would fail: the start itself says that the
+    uplink has no token and that the cloud does not answer; a reachable cloud with a
+    token is announced as such, without the warnings."""
+    cfg, status_port = write_config(tmp_path, mosquitto.port)  # no token, nothing listens
+    log = tmp_path / "agent.out"
+    agent = agent_server(cfg, status_port, log).start()
+    try:
+        wait_for(lambda: "does not answer" in log.read_text(), 20)
+        text = log.read_text()
+        assert "uplink.token is not set" in text
+        assert "readings are kept in the local log" in text
+    finally:
+        agent.stop()
+    broker = broker_server(tmp_path / "cloud").start()
+    try:
+        (tmp_path / "b").mkdir()
+        cfg, status_port = write_config(tmp_path / "b", mosquitto.port, cloud_port=broker.port)
+        cfg.write_text(cfg.read_text().replace("[uplink]\n", '[uplink]\ntoken = "t0ken-123"\n'))
+        log = tmp_path / "agent2.out"
+        agent = agent_server(cfg, status_port, log).start()
+        try:
+            wait_for(lambda: "answers" in log.read_text(), 20)
+        finally:
+            agent.stop()
+        assert "does not answer" not in log.read_text()
+        assert "uplink.token is not set" not in log.read_text()
+    finally:
+        broker.stop()

@@ -18,6 +18,7 @@ from shared_log import StoredRecord
 def test_a_cloud_toml_with_every_target(tmp_path: Path) -> None:
     cfg = parse_config({
         "data_dir": "data",
+        "topics": {"telemetry": {}, "a.b": {}},
         "mirrors": {
             "dr": {"topic": "telemetry", "target": "broker", "url": "https://dr:8080/",
                    "token": "secret-token"},

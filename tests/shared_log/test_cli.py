@@ -116,6 +116,14 @@ def test_verify_clean_log_exits_0(log_dir: Path) -> None:
     assert sum(s["records"] for s in report["segments"]) == BATCHES * PER_BATCH
 
 
+def test_verify_empty_log_says_no_records(tmp_path: Path) -> None:
+    Log(tmp_path / "empty", CONFIG).close()
+    result = run("verify", tmp_path / "empty", module=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no records (next offset 0)" in result.stdout
+    assert "0..-1" not in result.stdout
+
+
 def test_python_dash_m_entry_point(log_dir: Path) -> None:
     result = run("verify", log_dir, module=True)
     assert result.returncode == 0, result.stderr

@@ -17,8 +17,9 @@ import tomlconf
 from tomlconf import ConfigError, Section, apply_env, load_toml
 
 ROOT = Path(__file__).parents[2]
-EXPORTED = ["MASK", "ConfigError", "Section", "apply_env", "is_host", "load_toml",
-            "mask_secrets", "parse_listen", "parse_url", "shown"]
+EXPORTED = ["MASK", "ConfigError", "Key", "Section", "apply_env", "collect", "is_host",
+            "load_toml", "mask_secrets", "parse_listen", "parse_url", "recording", "reference",
+            "shown"]
 
 
 def test_exports_are_pinned() -> None:
@@ -67,8 +68,8 @@ def test_broker_config_types_its_mirrors() -> None:
 
     hints = typing.get_type_hints(BrokerConfig, localns={"MirrorConfig": MirrorConfig})
     assert hints["mirrors"] == dict[str, MirrorConfig]
-    cfg = parse_config({"data_dir": "d", "mirrors": {"a": {"topic": "t", "target": "sql",
-                                                           "path": "a.db"}}})
+    cfg = parse_config({"data_dir": "d", "topics": {"t": {}},
+                        "mirrors": {"a": {"topic": "t", "target": "sql", "path": "a.db"}}})
     assert isinstance(cfg.mirrors["a"], MirrorConfig)
 
 
@@ -153,7 +154,8 @@ def test_a_nats_mirror_without_nats_py_is_a_config_error(monkeypatch: pytest.Mon
                                                          ) -> None:
     from cloud_broker.config import parse_config
 
-    raw = {"data_dir": "d", "mirrors": {"js": {"topic": "t", "target": "nats"}}}
+    raw = {"data_dir": "d", "topics": {"t": {}},
+           "mirrors": {"js": {"topic": "t", "target": "nats"}}}
     assert parse_config(raw).mirrors["js"].target == "nats"  # installed: fine
     monkeypatch.setitem(sys.modules, "nats", None)  # as if nats-py were not installed
     with pytest.raises(ConfigError) as err:
