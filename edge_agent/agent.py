@@ -134,7 +134,7 @@ class Agent:
                      forwarder: Forwarder, route: Router) -> _Stream:
         """Connect one stream's pipeline, every part at construction (see the module doc)."""
         cfg = self.config
-        ing, mq, sc = cfg.ingest, cfg.mqtt, store.config
+        ing, sc = cfg.ingest, store.config
         assert self.deadletters is not None
         rules = PayloadRules(payload=sc.payload, device_key=sc.device_key,
                              sequence_field=ing.sequence_field,

@@ -47,8 +47,8 @@ from mqttproto import (
     Publish,
     Pubrel,
     ReasonCode,
-    Subscribe,
     Suback,
+    Subscribe,
     Unsuback,
     Unsubscribe,
     encode,
@@ -94,8 +94,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         transport.set_write_buffer_limits(high=self.server.cfg.max_buffered_bytes)
@@ -220,7 +219,6 @@ class Connection(asyncio.Protocol):
     async def _connect(self, c: Connect) -> None:
         server = self.server
         self.version = c.protocol_level
-        self.reader.version = c.protocol_level
         ssl_obj = self.transport.get_extra_info("ssl_object") if self.transport else None
         cert = ssl_obj.getpeercert() if ssl_obj is not None else None
         try:
@@ -253,7 +251,8 @@ class Connection(asyncio.Protocol):
                 server.sessions.live[self.client_id].conn is not self:
             self._close()  # gone, or taken over while the session was written
             return
-        self._send(Connack(present, 0, verdict.connack_properties(server.cfg)))
+        props = verdict.connack_properties(server.cfg) if self.version == V5 else {}
+        self._send(Connack(present and bool(self.expiry_s), 0, props))
         self.state = _CONNECTED
         server.stats.connects += 1
         if self._timer is not None:
@@ -344,7 +343,9 @@ class Connection(asyncio.Protocol):
             return
         if reason != ReasonCode.SESSION_TAKEN_OVER:
             self.server.stats.disconnects[_name(reason)] += 1
-            self.server.note(f"{self.peer} ({self.client_id or 'no client id'}): {message}")
+            if message:
+                self.server.note(f"{self.peer} ({self.client_id or 'no client id'}): "
+                                 f"{message}")
         if self.state == _AUTHENTICATING:
             self._send(Connack(False, reason))
         elif self.state == _CONNECTING:

@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mqttproto import ReasonCode
 from mqttproto import Property as P
-
+from mqttproto import ReasonCode
 from tomlconf import parse_listen
 
 from ..inbox import Inbox, InMessage
@@ -130,9 +129,10 @@ class Listener:
         """Listen until cancelled (supervised: a failure is restarted with a new socket)."""
         host, port = parse_listen(self.cfg.listen, "mqtt_listener.listen")
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol, host or None, port, ssl=self.tls, backlog=1024,
-            reuse_address=True, ssl_handshake_timeout=self.cfg.connect_timeout_s)
+        tls: dict[str, Any] = {} if self.tls is None else {
+            "ssl": self.tls, "ssl_handshake_timeout": self.cfg.connect_timeout_s}
+        self._server = await loop.create_server(self._protocol, host or None, port,
+                                                backlog=1024, reuse_address=True, **tls)
         sock = self._server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
         log.info("mqtt listener: serving on %s:%d%s", sock[0], sock[1],
@@ -160,7 +160,12 @@ class Listener:
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a bug: said, not lost
+            log.error("mqtt listener: a connection task failed", exc_info=task.exception())
 
     async def close(self) -> None:
         """Stop accepting, tell connected MQTT 5 devices the server is going (0x8B), and
@@ -168,7 +173,7 @@ class Listener:
         if self._server is not None:
             self._server.close()
         for conn in list(self.conns.values()):
-            conn.fail(ReasonCode.SERVER_SHUTTING_DOWN, "the agent is stopping")
+            conn.fail(ReasonCode.SERVER_SHUTTING_DOWN, "")
         for h, _will in self._wills.values():
             h.cancel()
         for t in list(self._tasks):
