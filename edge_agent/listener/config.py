@@ -20,10 +20,13 @@ Example::
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from tomlconf import ConfigError, Section, parse_listen
+
+from .auth import PasswordFileError, load_passwords
 
 #: an ACL pattern: an MQTT topic filter with at most one ``{device}`` per level
 _ACL = re.compile(r"^(?:[^#+/]*|\+)(?:/(?:[^#+/]*|\+))*(?:/#)?$|^#$")
@@ -103,14 +106,22 @@ def parse_listener(s: Section, base: Path) -> ListenerConfig:
     return cfg
 
 
+def server_tls(cfg: ListenerConfig) -> ssl.SSLContext | None:
+    if cfg.tls_cert is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+    if cfg.tls_client_ca is not None:
+        ctx.load_verify_locations(cafile=str(cfg.tls_client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def check_listener_files(cfg: ListenerConfig | None) -> None:
     """The files named in the section load now, not at the first device (``load_config``;
     ``parse_listener`` stays free of file access for tests and tools)."""
     if cfg is None:
         return
-    from .auth import PasswordFileError, load_passwords
-    from .server import server_tls
-
     try:
         server_tls(cfg)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
@@ -123,4 +134,4 @@ def check_listener_files(cfg: ListenerConfig | None) -> None:
             raise ConfigError("mqtt_listener.password_file", str(exc)) from exc
 
 
-__all__ = ["ListenerConfig", "check_listener_files", "parse_listener"]
+__all__ = ["ListenerConfig", "check_listener_files", "parse_listener", "server_tls"]

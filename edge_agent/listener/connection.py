@@ -33,7 +33,8 @@ import asyncio
 import logging
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from mqttproto import (
     V5,
@@ -55,11 +56,29 @@ from mqttproto import (
 )
 from mqttproto import Property as P
 
-from .auth import may_publish
+from ..inbox import InMessage
+from .auth import Authenticator, may_publish
+from .config import ListenerConfig
 from .rules import connect_verdict, session_expiry
+from .sessions import Sessions
 
-if TYPE_CHECKING:
-    from .server import Listener
+
+class Host(Protocol):
+    """What a connection needs of its server (``server.Listener``)."""
+
+    cfg: ListenerConfig
+    stats: Any  # server.ListenerStats
+    sessions: Sessions
+    auth: Authenticator
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+    def submit(self, msg: InMessage) -> None: ...
+    def forget(self, conn: Connection) -> None: ...
+    def congested(self) -> bool: ...
+    def wait_for_room(self, conn: Connection) -> None: ...
+    def will_later(self, client_id: str, will: Any, expiry_s: int) -> None: ...
+    def session_started(self, client_id: str, clean_start: bool) -> None: ...
+    def note(self, message: str) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +88,7 @@ _CONNECTING, _AUTHENTICATING, _CONNECTED, _CLOSED = range(4)
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, server: Listener, number: int) -> None:
+    def __init__(self, server: Host, number: int) -> None:
         self.server = server
         self.number = number  # the "epoch" the pipeline hands back with each PUBACK
         self.reader = PacketReader(server.cfg.max_packet_size)

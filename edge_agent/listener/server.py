@@ -25,7 +25,6 @@ import contextlib
 import itertools
 import logging
 import resource
-import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -39,7 +38,7 @@ from tomlconf import parse_listen
 
 from ..inbox import Inbox, InMessage
 from .auth import Authenticator, PasswordFile
-from .config import ListenerConfig
+from .config import ListenerConfig, server_tls
 from .connection import Connection
 from .sessions import Sessions
 
@@ -75,17 +74,6 @@ def raise_nofile(wanted: int) -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
             soft = new
     return soft
-
-
-def server_tls(cfg: ListenerConfig) -> ssl.SSLContext | None:
-    if cfg.tls_cert is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
-    if cfg.tls_client_ca is not None:
-        ctx.load_verify_locations(cafile=str(cfg.tls_client_ca))
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
 
 
 class Listener:
@@ -294,4 +282,4 @@ class _Refuse(asyncio.Protocol):
         transport.close()
 
 
-__all__ = ["Listener", "ListenerStats", "raise_nofile", "server_tls"]
+__all__ = ["Listener", "ListenerStats", "raise_nofile"]
