@@ -10,14 +10,13 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 import pytest
 from gmqtt import Client as GmqttClient
-from gmqtt.mqtt.constants import MQTTv311, MQTTv50
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import HeapPersistentStorage
 from listener_testing import agent, listener_status, readings_of, write_config
 
