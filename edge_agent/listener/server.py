@@ -138,7 +138,14 @@ class Listener:
         conn = Connection(self, next(self._numbers))
         self._open += 1
         self.conns[conn.number] = conn
+        if self.tls is not None:  # a failed handshake never reaches the connection
+            asyncio.get_running_loop().call_later(self.cfg.connect_timeout_s + 1.0,
+                                                  self._unmade, conn)
         return conn
+
+    def _unmade(self, conn: Connection) -> None:
+        if conn.transport is None:
+            self.forget(conn)
 
     def forget(self, conn: Connection) -> None:
         if self.conns.pop(conn.number, None) is not None:
