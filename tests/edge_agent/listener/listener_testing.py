@@ -27,7 +27,10 @@ device_key = "topic:devices/{device}/telemetry"
 _HTTP = httpx.Client(timeout=2)
 
 
-def write_config(tmp: Path, *, listener: str = "allow_anonymous = true",
+ANONYMOUS = "allow_anonymous = true\nconnect_timeout_s = 2"
+
+
+def write_config(tmp: Path, *, listener: str = ANONYMOUS,
                  extra: str = "", streams: str = STREAMS,
                  mqtt_port: int | None = None) -> tuple[Path, int, int]:
     """An edge.toml with an ``[mqtt_listener]``; returns (path, status port, MQTT port).
@@ -39,7 +42,6 @@ edge_id = "gw-test"
 data_dir = "{tmp / 'data'}"
 [mqtt_listener]
 listen = "127.0.0.1:{mqtt_port}"
-connect_timeout_s = 2
 {listener}
 [uplink]
 url = "http://127.0.0.1:{free_port()}"

@@ -92,6 +92,7 @@ def test_a_user_added_to_the_file_can_connect_without_a_restart(
 def test_tls_client_certificates_name_the_device(tmp_path: Path) -> None:
     certs = certificates(tmp_path, ["sensor-7"])
     cfg, status_port, port = write_config(tmp_path, listener=f"""
+connect_timeout_s = 2
 tls_cert = "{certs['server']}"
 tls_key = "{certs['server_key']}"
 tls_client_ca = "{certs['ca']}"
