@@ -171,7 +171,8 @@ def test_sessions_survive_a_restart_and_expire(tmp_path: Path) -> None:
 def test_sessions_are_bounded(tmp_path: Path) -> None:
     s = Sessions(tmp_path, max_sessions=3)
     for i in range(3):
-        s.attach(f"c{i}", False, 600, f"conn{i}")
-        s.detach(f"c{i}", f"conn{i}")
+        conn = object()
+        s.attach(f"c{i}", False, 600, conn)
+        s.detach(f"c{i}", conn)
     s.attach("new", False, 600, "connN")
     assert len(s.live) == 3 and "c0" not in s.live  # the longest-disconnected one goes
