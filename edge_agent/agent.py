@@ -2,10 +2,11 @@
 
 Strategy: this module owns lifecycles and nothing else. Per stream there is one bundle:
 its storage (streams.StreamStore), dedup marks, ingest pipeline, forwarder sender and
-progress tracker, and one persistent MQTT session subscribed to that stream's topics. A
-session per stream keeps streams independent: a stream held back by a full log stops
-acknowledging only its own session, so Mosquitto keeps delivering the others (a single
-session would stall every stream once ``receive_maximum`` messages were held).
+progress tracker, and its ingest adapter (``_adapter``): either the MQTT listener that
+devices publish to (``listener/``, one for all streams, routing by topic), or one
+persistent MQTT session to Mosquitto subscribed to that stream's topics. A session per
+stream keeps streams independent: a stream held back by a full log stops acknowledging
+only its own session, so Mosquitto keeps delivering the others.
 
 The pipeline is wired in one place, ``Agent._wire_stream``, at construction: per stream,
 MQTT session -> ``inbox.Inbox`` -> ``ingest.StreamIngest`` -> the stream's log (bad

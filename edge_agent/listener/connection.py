@@ -33,8 +33,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from mqttproto import (
     V5,
@@ -56,29 +55,9 @@ from mqttproto import (
 )
 from mqttproto import Property as P
 
-from ..inbox import InMessage
-from .auth import Authenticator, may_publish
-from .config import ListenerConfig
+from .auth import may_publish
 from .rules import connect_verdict, session_expiry
-from .sessions import Sessions
-
-
-class Host(Protocol):
-    """What a connection needs of its server (``server.Listener``)."""
-
-    cfg: ListenerConfig
-    stats: Any  # server.ListenerStats
-    sessions: Sessions
-    auth: Authenticator
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
-    def submit(self, msg: InMessage) -> None: ...
-    def forget(self, conn: Connection) -> None: ...
-    def congested(self) -> bool: ...
-    def wait_for_room(self, conn: Connection) -> None: ...
-    def will_later(self, client_id: str, will: Any, expiry_s: int) -> None: ...
-    def session_started(self, client_id: str, clean_start: bool) -> None: ...
-    def note(self, message: str) -> None: ...
+from .stats import Host, reason_label
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +76,7 @@ class Connection(asyncio.Protocol):
         self.client_id = ""
         self.device = ""
         self.acl: tuple[str, ...] = ()
+        self._allowed: dict[str, bool] = {}  # topic -> the ACL's answer
         self.keepalive = 0
         self.expiry_s = 0
         self.will: Any = None
@@ -195,7 +175,12 @@ class Connection(asyncio.Protocol):
         st = self.server.stats
         st.publishes += 1
         topic = p.topic
-        if not may_publish(self.acl, topic):
+        allowed = self._allowed.get(topic)
+        if allowed is None:  # a device publishes to a few topics: check each once
+            if len(self._allowed) >= 64:
+                self._allowed.clear()
+            allowed = self._allowed[topic] = may_publish(self.acl, topic)
+        if not allowed:
             st.acl_denied += 1
             if self.version != V5:  # no way to refuse in a 3.1.1 PUBACK: never fake one
                 self.fail(ReasonCode.NOT_AUTHORIZED, f"may not publish to {topic[:200]!r}")
@@ -250,7 +235,7 @@ class Connection(asyncio.Protocol):
             return
         if verdict is None or verdict.reason:
             reason = verdict.reason if verdict else ReasonCode.UNSPECIFIED_ERROR
-            server.stats.refused[_name(reason)] += 1
+            server.stats.refused[reason_label(reason)] += 1
             self._send(Connack(False, reason))
             self._close()
             return
@@ -264,8 +249,15 @@ class Connection(asyncio.Protocol):
             server.stats.takeovers += 1
             old.fail(ReasonCode.SESSION_TAKEN_OVER, "another connection took the session")
         server.session_started(self.client_id, c.clean_start)
-        if wait:
-            await server.sessions.durable()
+        if wait:  # the session set must be on disk before a device is told about it
+            try:
+                async with asyncio.timeout(server.cfg.connect_timeout_s):
+                    await server.sessions.durable()
+            except TimeoutError:
+                server.sessions.detach(self.client_id, self, 0)
+                self.attached = False
+                self.fail(ReasonCode.SERVER_UNAVAILABLE, "the session could not be recorded")
+                return
         if self.state == _CLOSED or server.sessions.live.get(self.client_id) is None or \
                 server.sessions.live[self.client_id].conn is not self:
             self._close()  # gone, or taken over while the session was written
@@ -361,7 +353,7 @@ class Connection(asyncio.Protocol):
         if self.state == _CLOSED:
             return
         if reason != ReasonCode.SESSION_TAKEN_OVER:
-            self.server.stats.disconnects[_name(reason)] += 1
+            self.server.stats.disconnects[reason_label(reason)] += 1
             if message:
                 self.server.note(f"{self.peer} ({self.client_id or 'no client id'}): "
                                  f"{message}")
@@ -387,10 +379,3 @@ class Connection(asyncio.Protocol):
         if t is not None and not t.is_closing():
             t.write(data)
 
-
-def _name(reason: int) -> str:
-    """A reason code's label for the counters ("not_authorized")."""
-    try:
-        return ReasonCode(reason).name.lower()
-    except ValueError:
-        return f"{reason:#04x}"

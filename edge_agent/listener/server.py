@@ -26,9 +26,7 @@ import itertools
 import logging
 import resource
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from .auth import Authenticator, PasswordFile
 from .config import ListenerConfig, server_tls
 from .connection import Connection
 from .sessions import Sessions
+from .stats import ListenerStats
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +47,6 @@ _INBOX_HIGH = 20_000
 _INBOX_LOW = 5_000
 _FD_MARGIN = 256  # files the agent needs beside device sockets (logs, HTTP, uplink)
 _NOTE_EVERY_S = 10.0
-
-
-@dataclass
-class ListenerStats:
-    connects: int = 0
-    publishes: int = 0
-    pubacks: int = 0
-    acl_denied: int = 0
-    malformed: int = 0
-    takeovers: int = 0
-    over_limit: int = 0  # sockets closed at once: max_connections reached
-    wills: int = 0
-    refused: Counter[str] = field(default_factory=Counter)  # CONNACK refusals by reason
-    disconnects: Counter[str] = field(default_factory=Counter)  # by reason
-    last_error: str = ""
 
 
 def raise_nofile(wanted: int) -> int:

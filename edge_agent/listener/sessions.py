@@ -154,7 +154,11 @@ class Sessions:
                 continue
             self._dirty.clear()
             version, data = self._version, json.dumps(self._snapshot()).encode()
-            await asyncio.to_thread(atomic_write, self.path, data)
+            try:
+                await asyncio.to_thread(atomic_write, self.path, data)
+            except BaseException:  # ENOSPC...: the restarted task writes it again
+                self._dirty.set()
+                raise
             self.writes += 1
             self._written = version
             self._written_event.set()

@@ -217,3 +217,22 @@ def test_a_second_connection_takes_the_session_over(served: tuple[Server, int, i
     finally:
         old.client.loop_stop()
         new.close()
+
+
+def test_status_and_metrics_show_the_listener(served: tuple[Server, int, int]) -> None:
+    import httpx
+
+    _, status_port, port = served
+    d = _PahoDevice(port, "metrics-dev", mqtt.MQTTv5).connect()
+    try:
+        d.client.publish("devices/metrics-dev/telemetry", '{"seq": 1}', qos=1).wait_for_publish(10)
+        doc = listener_status(status_port)
+        assert doc["serving"] and doc["connections"] >= 1 and doc["pubacks"] >= 1
+        text = httpx.get(f"http://127.0.0.1:{status_port}/metrics", timeout=5).text
+        line = next(ln for ln in text.splitlines() if ln.startswith("edge_listener_pubacks_total"))
+        assert float(line.split()[-1]) >= 1
+        assert "edge_listener_connections" in text
+        health = httpx.get(f"http://127.0.0.1:{status_port}/healthz", timeout=5)
+        assert health.status_code == 200, health.text
+    finally:
+        d.close()
