@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -234,5 +235,8 @@ def test_status_and_metrics_show_the_listener(served: tuple[Server, int, int]) -
         assert "edge_listener_connections" in text
         health = httpx.get(f"http://127.0.0.1:{status_port}/healthz", timeout=5)
         assert health.status_code == 200, health.text
+        view = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--config",
+                               served[0].args[-1]], capture_output=True, text=True, timeout=30)
+        assert "mqtt listener 127.0.0.1:" in view.stdout, view.stdout + view.stderr
     finally:
         d.close()
