@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 _PUBACK = struct.Struct("!BBH").pack  # 0x40, 2, packet id: a success PUBACK in 3.1.1 and 5
 _PINGRESP = b"\xd0\x00"
 _CONNECTING, _AUTHENTICATING, _CONNECTED, _CLOSED = range(4)
+#: DISCONNECT reasons that CONNACK may not carry, and what a CONNACK says instead
+_CONNACK_INSTEAD = {ReasonCode.SESSION_TAKEN_OVER: ReasonCode.SERVER_UNAVAILABLE,
+                    ReasonCode.SERVER_SHUTTING_DOWN: ReasonCode.SERVER_UNAVAILABLE}
 
 
 class Connection(asyncio.Protocol):
@@ -357,8 +360,8 @@ class Connection(asyncio.Protocol):
             if message:
                 self.server.note(f"{self.peer} ({self.client_id or 'no client id'}): "
                                  f"{message}")
-        if self.state == _AUTHENTICATING:
-            self._send(Connack(False, reason))
+        if self.state == _AUTHENTICATING:  # taken over or stopping: no CONNACK code of its own
+            self._send(Connack(False, _CONNACK_INSTEAD.get(reason, reason)))
         elif self.state == _CONNECTING:
             if reason == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:  # 3.1.1's return code 1
                 self._write(encode(Connack(False, reason), 4))
