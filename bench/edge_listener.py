@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/edge_listener.py            # 1,000 devices x 5/s for 30 s each
     .venv/bin/python bench/edge_listener.py --quick    # 8 s each, small throughput feed
     .venv/bin/python bench/edge_listener.py --no-listener   # (b) and (c) only
+    .venv/bin/python bench/edge_listener.py --repeat 2       # docs/benchmarks.md
 
 Strategy: one run, the same fleet three times, one edge after the other (nothing else of
 the bench running meanwhile): ``device-sim`` at ``--devices`` x ``--rate`` readings/s
@@ -25,10 +26,14 @@ acknowledged reading is at the cloud (the cloud broker's topic for (a)/(b): the 
 backlog is 0 and it appended them all; (c): the cloud Mosquitto's
 ``$SYS/broker/publish/messages/received``), divided by the readings the devices had
 acknowledged. The cloud side's CPU is not counted. Targets: (a) <= 2x (c), and (a) < (b).
+With ``--repeat N`` the three runs alternate N times and each edge keeps its lowest figure
+(interference on a shared machine only ever adds CPU).
 
 Then ingest throughput at QoS 1, listener vs the Mosquitto path, cloud down (the uplink
 points at a closed port, as in bench/edge_ingest.py): ``--feed-devices`` ``mosquitto_pub
--l -q 1`` processes each publish ``--feed-messages`` readings as fast as they can; rate =
+-l -q 1`` processes (MQTT 5 unless ``--feed-protocol 311``: each publisher keeps as many
+readings in flight as the edge's CONNACK Receive Maximum allows, 3.1.1 ones
+libmosquitto's 20) each publish ``--feed-messages`` readings as fast as they can; rate =
 readings / (time until the agent had PUBACKed them all: to the devices (a), or to
 Mosquitto after its own commit (b)).
 
@@ -215,7 +220,8 @@ def write_feed(path: Path, messages: int) -> None:
             f.write(f'{{"seq":{i},"ts":{1_700_000_000_000 + i},"temp":21.5,"hum":40.2}}\n')
 
 
-def throughput_run(mode: str, devices: int, feed: Path, total: int) -> dict[str, Any]:
+def throughput_run(mode: str, devices: int, feed: Path, total: int,
+                   protocol: str) -> dict[str, Any]:
     stack = Stack(mode, cloud_up=False)
     pubs: list[subprocess.Popen[bytes]] = []
     try:
@@ -225,7 +231,8 @@ def throughput_run(mode: str, devices: int, feed: Path, total: int) -> dict[str,
         for d in range(devices):
             with open(feed, "rb") as lines:
                 pubs.append(subprocess.Popen(
-                    ["mosquitto_pub", "-p", str(stack.port), "-i", f"feed-{d:03d}",
+                    ["mosquitto_pub", "-V", protocol, "-p", str(stack.port),
+                     "-i", f"feed-{d:03d}",
                      "-t", f"devices/feed-{d:03d}/telemetry", "-q", "1", "-l"],
                     stdin=lines, stdout=subprocess.DEVNULL))
         deadline = time.monotonic() + 300
@@ -272,6 +279,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of each fleet run")
     ap.add_argument("--feed-devices", type=int, default=20)
     ap.add_argument("--feed-messages", type=int, default=5000, help="per feed device")
+    ap.add_argument("--feed-protocol", choices=("5", "311"), default="5")
+    ap.add_argument("--repeat", type=int, default=1, help="alternate the runs; keep the best")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-listener", action="store_true",
                     help="skip (a): for an agent without [mqtt_listener]")
@@ -285,12 +294,15 @@ def main() -> int:
           f"{os.getloadavg()[0]:.2f}; fleet {args.devices} x {args.rate}/s = "
           f"{args.devices * args.rate:,.0f} readings/s, QoS 1, {args.duration:.0f} s per edge"
           + ("" if listener else "; (a) skipped: this agent has no [mqtt_listener]"))
-    rows = []
-    for mode in modes:
-        rows.append(cpu_run(mode, args))
-        print(f"  {LABELS[mode]}: {rows[-1]['edge_us']:.1f} us/reading "
-              f"({rows[-1]['at_cloud']:,}/{rows[-1]['acked']:,} at the cloud)", flush=True)
-    by_mode = print_cpu_table(rows)
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(args.repeat):
+        for mode in modes:
+            row = cpu_run(mode, args)
+            print(f"  {LABELS[mode]}: {row['edge_us']:.1f} us/reading "
+                  f"({row['at_cloud']:,}/{row['acked']:,} at the cloud)", flush=True)
+            if mode not in best or row["edge_us"] < best[mode]["edge_us"]:
+                best[mode] = row
+    by_mode = print_cpu_table([best[m] for m in modes])
     if listener:
         a, b, c = by_mode["listener"], by_mode["mosquitto"], by_mode["bridge"]
         print(f"\ntarget (a) <= 2x (c): {a / c:.2f}x, {'met' if a <= 2 * c else 'MISSED'}; "
@@ -299,18 +311,22 @@ def main() -> int:
         feed = Path(tempfile.mkdtemp(prefix="edge-listener-feed-")) / "feed.txt"
         write_feed(feed, args.feed_messages)
         total = args.feed_devices * args.feed_messages
-        thr = [throughput_run(m, args.feed_devices, feed, total)
-               for m in modes if m != "bridge"]
+        thr: dict[str, dict[str, Any]] = {}
+        for _ in range(args.repeat):
+            for m in modes[:-1]:  # not the bridge
+                r = throughput_run(m, args.feed_devices, feed, total, args.feed_protocol)
+                if m not in thr or r["rate"] > thr[m]["rate"]:
+                    thr[m] = r
         shutil.rmtree(feed.parent, ignore_errors=True)
-        print(f"\ningest throughput at QoS 1, {args.feed_devices} x mosquitto_pub -l -q 1 x "
-              f"{args.feed_messages:,} readings, cloud down:")
+        print(f"\ningest throughput at QoS 1, {args.feed_devices} x mosquitto_pub -V "
+              f"{args.feed_protocol} -l -q 1 x {args.feed_messages:,} readings, cloud down:")
         print("| edge | PUBACKed after commit | readings/s | edge CPU us/reading |")
         print("|---|---:|---:|---:|")
-        for r in thr:
+        for r in thr.values():
             print(f"| {LABELS[r['mode']]} | {r['acked']:,} | {r['rate']:,.0f} | "
                   f"{r['edge_us']:.1f} |")
         if listener:
-            lr, mr = thr[0]["rate"], thr[1]["rate"]
+            lr, mr = thr["listener"]["rate"], thr["mosquitto"]["rate"]
             print(f"target listener >= Mosquitto path: {lr / mr:.2f}x, "
                   f"{'met' if lr >= mr else 'MISSED'}")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
