@@ -292,7 +292,7 @@ class Connection(asyncio.Protocol):
             self._close()  # gone, or taken over while the session was written
             return
         props = verdict.connack_properties(server.cfg) if self.version == V5 else {}
-        self._send(Connack(present and bool(self.expiry_s), 0, props))
+        self._send(Connack(present, 0, props))
         self.state = _CONNECTED
         server.stats.connects += 1
         if self._timer is not None:

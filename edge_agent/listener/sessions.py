@@ -23,6 +23,7 @@ listener's event loop only (the file write runs in a worker thread on a snapshot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -55,6 +56,7 @@ class Sessions:
         self._version = 0  # bumped by every change of the persistent set
         self._written = 0  # the version on disk
         self._dirty = asyncio.Event()
+        self._urgent = asyncio.Event()  # a change a CONNACK may be waiting for
         self._written_event = asyncio.Event()
 
     def load(self) -> int:
@@ -127,6 +129,7 @@ class Sessions:
     def _changed(self) -> None:
         self._version += 1
         self._dirty.set()
+        self._urgent.set()
 
     def _snapshot(self) -> dict[str, list[Any]]:
         return {cid: [s.expiry_s, s.disconnected_at] for cid, s in self.live.items()
@@ -152,7 +155,13 @@ class Sessions:
                 self.sweep()
             if not self._dirty.is_set():
                 continue
+            if self._written == self._version:  # only disconnect times: no one waits, so a
+                # burst of disconnects shares one write (a new session cuts the wait short)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._urgent.wait()
             self._dirty.clear()
+            self._urgent.clear()
             version, data = self._version, json.dumps(self._snapshot()).encode()
             try:
                 await asyncio.to_thread(atomic_write, self.path, data)

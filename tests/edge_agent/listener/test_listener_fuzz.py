@@ -105,7 +105,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     lp.close()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(chunks=hostile())
 def test_no_bytes_crash_a_connection(loop: asyncio.AbstractEventLoop, tmp_path: Path,
