@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from plot import plot_printed_tables  # bench/ is on sys.path (a script)
 
 from cloud_broker.client import BrokerClient, Consumer
 from cloud_broker.config import TopicConfig
@@ -168,6 +169,7 @@ def best(fn: Callable[[], tuple[int, float]], n: int, repeat: int,
 
 
 def main(argv: list[str] | None = None) -> int:
+    plot_printed_tables("consume")
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--records", type=int, default=2_000_000)
     p.add_argument("--value-size", type=int, default=100)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from plot import plot_printed_tables  # bench/ is on sys.path (a script)
 from rich.console import Console
 from rich.table import Table
 
@@ -209,6 +210,7 @@ def pct(samples: list[float]) -> dict[str, float]:
 
 
 def main() -> int:
+    plot_printed_tables("e2e_latency")
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=1000)

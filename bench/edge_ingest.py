@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 import httpx
+from plot import plot_printed_tables  # bench/ is on sys.path (a script)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -289,6 +290,7 @@ def prefill(data_dir: Path, gigabytes: float) -> tuple[int, float]:
 # -- main ----------------------------------------------------------------------------------
 
 def main() -> int:
+    plot_printed_tables("edge_ingest")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=25_000, help="per device")
     ap.add_argument("--devices", type=int, default=4)

@@ -35,6 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plot import plot_printed_tables  # bench/ is on sys.path (a script)
+
 from device_simulator import payloads, sensors
 from edge_agent.config import parse_config
 from edge_agent.edgeproc import derived_streams
@@ -152,6 +154,7 @@ def scenario(root: Path, devices: int, rate: float, seconds: int,
 
 
 def main() -> None:
+    plot_printed_tables("edge_transforms")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dir", type=Path, default=None)

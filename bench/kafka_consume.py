@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from consume import TOPIC, best, consumer_loop, prefill, start_broker
+from plot import plot_printed_tables  # bench/ is on sys.path (a script)
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,6 +79,7 @@ def kcat(bootstrap: str, n: int) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    plot_printed_tables("kafka_consume")
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=3)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import sqlite_utils
 from log_children import measure_reopen, measure_rss  # bench/ is on sys.path (a script)
+from plot import plot_rows  # bench/ is on sys.path (a script)
 
 from shared_log import CommitMode, CommitPolicy, Log, LogConfig, Record
 
@@ -211,6 +212,7 @@ def print_table(rows: list[Row], markdown: bool) -> None:
          "" if r.met is None else ("met" if r.met else "MISSED"), r.detail)
         for r in rows
     ]
+    plot_rows("log_append", head, cells[1:])
     if markdown:
         for k, c in enumerate(cells):
             print("| " + " | ".join(c) + " |")

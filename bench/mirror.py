@@ -57,6 +57,8 @@ from shared_log import Record
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from plot import plot_rows  # noqa: E402 - bench/ is on sys.path (a script)
+
 from tests.mirrors.pg_server import PASSWORD, PostgresServer  # noqa: E402
 
 TOPIC = "bench"
@@ -307,6 +309,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'':44} {'records/s':>12}  ratio")
         for name, rate, ratio in rows:
             print(f"{name:44} {rate:12,.0f}  {ratio}")
+        plot_rows("mirror", ("path", "records/s"), [(n, r) for n, r, _ in rows])
         store.close()
     finally:
         for p in procs:

@@ -45,6 +45,8 @@ import threading
 import time
 from pathlib import Path
 
+from plot import plot_rows  # bench/ is on sys.path (a script)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SYS_TOPIC = "$SYS/broker/publish/messages/received"
@@ -322,6 +324,10 @@ def main() -> None:
         print(f"{r['scenario']:34} {r['connections']:>6,} {r['target']:>9,.0f} "
               f"{r['achieved']:>11,.0f} {r['broker_rate']:>15,.0f} {r['sim_us']:>11.1f} "
               f"{r['publish_us']:>11.1f} {r['mosq_us']:>12.1f}")
+    plot_rows("simulator_scale", ("scenario", "connections", "achieved msg/s",
+                                  "mosquitto rx msg/s", "sim CPU us/msg", "mosq CPU us/msg"),
+              [(r["scenario"], r["connections"], r["achieved"], r["broker_rate"], r["sim_us"],
+                r["mosq_us"]) for r in rows])
     print("sim us/msg: CPU of every device-sim process over the whole run (start-up and "
           "connecting included);\npublishing: worker CPU per reading while publishing; "
           "mosq us/msg: Mosquitto's CPU per message received.")

@@ -44,6 +44,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from plot import plot_printed_tables  # noqa: E402 - bench/ is on sys.path (a script)
+
 from cloud_broker.cli import tune_gc  # noqa: E402
 from edge_agent.config import EdgeConfig, StreamConfig, UplinkConfig  # noqa: E402
 from edge_agent.forwarder import Forwarder, StreamSender  # noqa: E402
@@ -365,6 +367,7 @@ def parse_settings(text: str) -> list[Setting]:
 
 
 def main() -> int:
+    plot_printed_tables("uplink_drain")
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)

@@ -9,12 +9,15 @@ serves it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
+
+from supervision import Supervisor, task_problems
 
 from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
 from .datadir import DataDirLock
+from .edges import EdgeActivity
 from .groups import GroupCoordinator
 from .ingest import Ingestor
 from .kafka import KafkaServer
@@ -24,6 +27,10 @@ from .storage import PartitionStore, UnknownTopic
 from .trust import MirrorTargets, TopicLimitReached
 
 log = logging.getLogger(__name__)
+
+#: health stays failing this long after a background task failed (a crash loop shows
+#: even when it is caught between restarts)
+TASK_FAILURE_WINDOW_S = 60.0
 
 
 class Broker:
@@ -57,6 +64,7 @@ class Broker:
         self.ingestor.recover(exclude_topics=frozenset(self.mirror_targets))
         self.ingestor.write_protected = self.mirror_targets
         self.tokens = TokenStore(config)
+        self.edges = EdgeActivity()  # what the dashboard shows of each edge stream
         self.metrics = BrokerMetrics(self.store)
         self.ingestor.on_written = (
             lambda topic, n: self.metrics.ingest_records.labels(topic).inc(n))
@@ -66,7 +74,8 @@ class Broker:
         self.metrics.registry.register(MirrorCollector(self.mirrors))
         self.groups = GroupCoordinator(self.store, config.data_dir / "groups.db")
         self.metrics.watch_groups(self.groups)
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor()
+        self.metrics.watch_tasks(self.supervisor)
         self.kafka = KafkaServer(self) if config.kafka is not None else None
 
     def _reopen_auto_created(self) -> None:
@@ -92,9 +101,10 @@ class Broker:
             self.store.ensure_topic(TopicConfig(topic, self.config.auto_create_partitions))
 
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self.ingestor.run_checkpoints()))
-        self._tasks.append(asyncio.create_task(self._retention_loop()))
-        self._tasks.append(asyncio.create_task(self.groups.run_expiry()))
+        sup = self.supervisor
+        sup.spawn("ingest-checkpoints", self.ingestor.run_checkpoints)
+        sup.spawn("retention", self._retention_loop)
+        sup.spawn("group-expiry", self.groups.run_expiry)
         await self.mirrors.start()
         if self.kafka is not None:
             await self.kafka.start()
@@ -113,11 +123,8 @@ class Broker:
         if self.kafka is not None:
             await self.kafka.stop()
         await self.mirrors.stop()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        self.supervisor.cancel()
+        await self.supervisor.wait()
         try:
             await self.ingestor.checkpoint()
         except Exception as exc:
@@ -128,8 +135,11 @@ class Broker:
 
     def health(self) -> tuple[bool, dict[str, object]]:
         failed = [f"{p.topic}/{p.index}" for p in self.store if p.failed is not None]
-        return (not failed), {"status": "ok" if not failed else "failing",
-                              "failed_partitions": failed, "topics": self.store.topics()}
+        tasks = self.supervisor.status()
+        problems = task_problems(tasks, time.time(), TASK_FAILURE_WINDOW_S)
+        ok = not failed and not problems
+        return ok, {"status": "ok" if ok else "failing", "failed_partitions": failed,
+                    "task_problems": problems, "tasks": tasks, "topics": self.store.topics()}
 
 
 __all__ = ["Broker"]

@@ -8,10 +8,10 @@ time from the logs themselves instead of being kept in step by hand.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .storage import PartitionStoreAPI
@@ -49,9 +49,36 @@ class BrokerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30))
         r.register(_PartitionCollector(store))
 
+    def watch_tasks(self, supervisor: _TaskSource) -> None:
+        """Export the restarts of the broker's supervised background tasks."""
+        self.registry.register(_TaskCollector(supervisor))
+
     def watch_groups(self, groups: _GroupSource) -> None:
         """Export consumer lag of ``groups`` (a GroupCoordinator), computed at scrape time."""
         self.registry.register(_LagCollector(groups))
+
+
+class _TaskSource(Protocol):  # what _TaskCollector needs of a Supervisor
+    def status(self) -> list[dict[str, Any]]: ...
+
+
+class _TaskCollector(Collector):
+    def __init__(self, supervisor: _TaskSource) -> None:
+        self.supervisor = supervisor
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        restarts = CounterMetricFamily(
+            "broker_task_restarts", "Background tasks that ended unexpectedly and were "
+            "restarted, by reason (the exception type, or 'returned')",
+            labels=["task", "reason"])
+        up = GaugeMetricFamily("broker_task_up", "1 while a background task is running",
+                               labels=["task"])
+        for t in self.supervisor.status():
+            up.add_metric([t["name"]], 1 if t["running"] else 0)
+            for reason, n in sorted(t["restarts"].items()):
+                restarts.add_metric([t["name"], reason], n)
+        yield restarts
+        yield up
 
 
 class _GroupSource(Protocol):  # what _LagCollector needs of a GroupCoordinator

@@ -197,6 +197,8 @@ _RUNNER_COUNTERS = (
      "Re-derived records that differ from the stored ones (must stay 0)"),
     ("edge_transform_lost", "lost",
      "Raw readings deleted by the full policy before they were transformed"),
+    ("edge_transform_internal_errors", "internal_errors",
+     "Readings a transform failed on with a bug of ours (dead-lettered as internal)"),
 )
 
 

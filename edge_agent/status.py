@@ -255,12 +255,15 @@ def stream_status(s: Any, now: float) -> StatusDoc:
 
 def create_app(snapshot: Callable[[], StatusDoc], metrics_body: Callable[[], tuple[bytes, str]],
                stuck_after_s: float, local: Any = None) -> Any:
-    """A tiny Starlette app: GET /status, /healthz, /metrics, and the local consumers'
-    ``/v1/streams/{name}/records`` (``local``: a local_read.LocalReader)."""
+    """A tiny Starlette app: GET /status, /healthz, /metrics, the local consumers'
+    ``/v1/streams/{name}/records`` (``local``: a local_read.LocalReader), and the
+    operators' page at ``/ui`` (opsui), which polls /status."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
+
+    from opsui import ui_routes
 
     async def status(request: Request) -> Response:
         return JSONResponse(snapshot())
@@ -283,4 +286,5 @@ def create_app(snapshot: Callable[[], StatusDoc], metrics_body: Callable[[], tup
 
     return Starlette(routes=[Route("/status", status), Route("/healthz", healthz),
                              Route("/metrics", metrics),
-                             Route("/v1/streams/{name}/records", records)])
+                             Route("/v1/streams/{name}/records", records),
+                             *ui_routes("agent")])

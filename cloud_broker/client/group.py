@@ -60,6 +60,9 @@ class Membership:
                 except RebalanceError as exc:  # the barrier timed out: still waiting
                     log.info("join %s: %s", self.group, exc)
                     code = exc.body.get("code")
+                    held = exc.body.get("member_secret")
+                    if isinstance(held, str) and held:
+                        self.secret = held  # our first join timed out: join again as us
                     if code == "unknown_member":
                         self.secret = None  # it expired: join as a new member
                     elif code == "member_in_use":  # wait for that session to expire
@@ -106,6 +109,12 @@ class Membership:
             except (RebalanceError, BrokerUnavailable) as exc:
                 log.info("heartbeat %s: %s", self.group, exc)
                 self.on_rebalance()
+            except ConsumerError as exc:
+                # A refusal that is not a rebalance (403 after a token change, a 5xx): the
+                # fence still runs out on its own, so keep beating instead of ending silently.
+                log.warning("heartbeat %s refused: %s", self.group, exc)
+            except Exception:  # a bug must not end the heartbeats (the fence would expire)
+                log.exception("heartbeat %s failed", self.group)
 
     async def leave(self) -> None:
         await self.stop()

@@ -147,8 +147,10 @@ class GroupCoordinator:
                                     "it rebalanced: join again")
             if not g.ready(member_id):
                 waiting = sorted(set(g.members) - g.pending)
-                raise RebalanceInProgress(f"group {name!r} still waits for {waiting} to "
+                exc = RebalanceInProgress(f"group {name!r} still waits for {waiting} to "
                                           "join again: join again")
+                exc.member_secret = held  # a first join's secret is not lost with it
+                raise exc
         return {**self.member_view(g, member_id), "member_secret": held}
 
     async def heartbeat(self, name: str, member_id: str, generation: int,

@@ -62,6 +62,9 @@ MAX_SESSION_MS = 300_000
 
 class GroupError(Exception):
     code = "group_error"
+    #: set on a join's refusal when the member holds a secret by now (a first join that
+    #: timed out at the barrier): the caller needs it to join again as the same member
+    member_secret: str | None = None
 
 
 class UnknownMember(GroupError):

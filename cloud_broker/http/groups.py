@@ -69,8 +69,9 @@ async def _call(request: Request, broker: Broker, op: str, *args: Any) -> Respon
         result = await getattr(coordinator, op)(*args)
     except GroupError as exc:
         g = coordinator.groups.get(request.path_params["group"])
+        extra = {"member_secret": exc.member_secret} if exc.member_secret else {}
         raise Problem(409, str(exc), code=exc.code,
-                      generation=g.generation if g else None) from exc
+                      generation=g.generation if g else None, **extra) from exc
     except UnknownTopic as exc:
         raise Problem(404, str(exc), "topic") from exc
     except ValueError as exc:

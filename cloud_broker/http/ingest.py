@@ -84,19 +84,26 @@ async def ingest(request: Request, broker: Broker) -> Response:
         raise Problem(400, str(exc), exc.field) from exc
     if not principal.may_ingest_as(batch.edge_id):
         raise Problem(403, f"this token may not ingest as edge {batch.edge_id!r}", "edge_id")
+    seen = (batch.edge_id, batch.stream, topic, batch.generation)
     try:
         broker.ensure_topic_for_ingest(topic)
         reply = await broker.ingestor.ingest(topic, batch)
     except UnknownTopic as exc:
+        broker.edges.failed(*seen, f"404 {exc}")
         raise Problem(404, str(exc), "topic") from exc
     except RejectedBatch as exc:
+        broker.edges.failed(*seen, f"400 {exc.message}")
         raise Problem(400, exc.message, exc.field) from exc
     except IngestUnavailable as exc:
+        broker.edges.failed(*seen, f"503 not durable: {exc}")
         raise unavailable(f"not durable now, retry: {exc}") from exc
     if isinstance(reply, Ack):
         broker.metrics.ingest_outcomes.labels(reply.status.value).inc()
+        broker.edges.acked(*seen, reply.acked_offset, len(batch.records))
         return _reply(request, 200, reply.to_dict(), encode_ack(reply))
     broker.metrics.ingest_outcomes.labels(reply.code.value).inc()
+    broker.edges.failed(*seen, f"409 {reply.code.value}: resend from "
+                        f"{reply.expected_offset}")
     return _reply(request, 409, reply.to_dict(), encode_refusal(reply))
 
 

@@ -82,6 +82,14 @@ OPENAPI: dict[str, Any] = {
                                            "503": {"description": "a partition is unwritable"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
                              "responses": {"200": {"description": "text exposition format"}}}},
+        "/v1/dashboard": {"get": {
+            "summary": "What the dashboard at /ui shows: partitions, edges, groups, mirrors "
+                       "of the token's scopes (read; docs/dashboard.md)",
+            "responses": {"200": {"description": "one snapshot", "content": {
+                "application/json": {"schema": {"type": "object", "required": [
+                    "time", "healthy", "topics", "edges", "groups", "mirrors", "truncated"]}}}},
+                "401": _err("No or unknown bearer token"),
+                "403": _err("The token lacks the read permission")}}},
     },
 }
 

@@ -55,7 +55,10 @@ CONSUME_SCHEMAS: dict[str, Any] = {
                                                         "not_assigned", "assignor_mismatch",
                                                         "group_active", "member_in_use",
                                                         "rebalance_in_progress"]},
-                       generation={"type": ["integer", "null"]}),
+                       generation={"type": ["integer", "null"]},
+                       member_secret={"type": "string", "description":
+                                      "on a join refused at the barrier: the secret this "
+                                      "member holds, to send when it joins again"}),
     "Record": _obj(["offset", "timestamp", "key", "value", "headers", "encoding"],
                    offset=OFFSET, timestamp={"type": "integer"}, key={"type": "string"},
                    value={"type": "string"},

@@ -2,15 +2,18 @@
 
 Where a request goes: ingest.py (edges write), replicate.py (a mirror writes at its
 offsets), consume.py (topics and fetch), stream.py (SSE), groups.py (consumer groups),
-mirrors.py (mirror admin), ops.py (health, metrics, the API description). docs/api.md,
+mirrors.py (mirror admin), ops.py (health, metrics, the API description), dashboard.py
+(the data of the operators' page at /ui, served from the opsui package). docs/api.md,
 docs/consumers.md and docs/mirrors.md document every route listed here.
 """
 
 from __future__ import annotations
 
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from . import consume, groups, ingest, mirrors, ops, replicate, stream
+from opsui import ui_routes
+
+from . import consume, dashboard, groups, ingest, mirrors, ops, replicate, stream
 
 _PARTITION = "/v1/topics/{topic}/partitions/{partition}"
 
@@ -28,7 +31,7 @@ CONSUME_ROUTES = [
     Route("/v1/groups/{group}/offsets", groups.committed, methods=["GET"]),
 ]
 
-BROKER_ROUTES = [
+BROKER_ROUTES: list[BaseRoute] = [
     Route("/v1/ingest/{topic}", ingest.ingest, methods=["POST"]),
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
@@ -38,7 +41,9 @@ BROKER_ROUTES = [
     Route("/v1/mirrors", mirrors.list_mirrors, methods=["GET"]),
     Route("/v1/mirrors", mirrors.add_mirror, methods=["POST"]),
     Route("/v1/mirrors/{name}", mirrors.delete_mirror, methods=["DELETE"]),
+    Route("/v1/dashboard", dashboard.dashboard, methods=["GET"]),
     *CONSUME_ROUTES,
+    *ui_routes("broker"),
 ]
 
 #: what ``cloud-broker mirror --listen`` serves (http.mirror_app)

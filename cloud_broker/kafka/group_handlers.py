@@ -15,15 +15,11 @@ from typing import Any
 from ..auth import Principal
 from ..groups import GroupError, KafkaGroupError
 from ..storage import UnknownTopic
-from .handlers import NODE_ID, TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PARTITION
+from .handlers import NODE_ID, TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PARTITION, millis
 from .service import BrokerView
 
 GROUP_AUTHORIZATION_FAILED, COORDINATOR_NOT_AVAILABLE = 30, 15
 UNKNOWN_MEMBER_ID, OFFSET_METADATA_TOO_LARGE, INVALID_COMMIT_OFFSET_SIZE = 25, 12, 28
-
-
-def _ms(v: Any) -> int:
-    return int(v.total_seconds() * 1000) if hasattr(v, "total_seconds") else int(v)
 
 
 def find_coordinator(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
@@ -45,8 +41,8 @@ async def join_group(broker: BrokerView, who: Principal, req: Any, client_id: st
     rebalance = getattr(req, "rebalance_timeout", req.session_timeout)
     try:
         return await broker.groups.kafka.join(
-            req.group_id, req.member_id, client_id or "consumer", _ms(req.session_timeout),
-            _ms(rebalance), req.protocol_type,
+            req.group_id, req.member_id, client_id or "consumer", millis(req.session_timeout),
+            millis(rebalance), req.protocol_type,
             [(p.name, bytes(p.metadata)) for p in req.protocols])
     except KafkaGroupError as exc:
         return {"error_code": exc.code, "generation_id": -1, "member_id": req.member_id}

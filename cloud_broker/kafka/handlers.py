@@ -30,7 +30,8 @@ INLINE_READ_RECORDS = 512  # smaller reads stay on the event loop
 SCAN_CHUNK = 10_000
 
 
-def _millis(v: Any) -> int:
+def millis(v: Any) -> int:
+    """kio decodes durations as timedelta; older request versions give plain ints."""
     return int(v.total_seconds() * 1000) if hasattr(v, "total_seconds") else int(v)
 
 
@@ -146,7 +147,7 @@ async def _read_one(broker: BrokerView, part: PartitionLog, offset: int, max_byt
 async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
     """Read every requested partition; when all are empty, wait for data (long-poll)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(_millis(req.max_wait), MAX_WAIT_MS) / 1000
+    deadline = loop.time() + min(millis(req.max_wait), MAX_WAIT_MS) / 1000
     wanted = []
     for t in req.topics:
         for p in t.partitions:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class TransformRunner:
         self.raw_ct = _CT.get(raw.config.payload, JSON_CT)
         self.stats = RunnerStats(per_output=dict.fromkeys(outputs, 0))
         self.path = raw.directory / CHECKPOINT_FILE
+        self._write_lock = threading.Lock()
         self.ops: list[Op] = []
         self.input_next = 0
         self._pending: dict[str, list[Record]] = {n: [] for n in outputs}
@@ -173,7 +175,7 @@ class TransformRunner:
         doc, data = self._snapshot()
         for o in self.outputs.values():
             o.log.flush()
-        atomic_write(self.path, data)
+        self._write(data)
         self._checkpointed(doc)
 
     async def checkpoint(self) -> None:
@@ -181,8 +183,15 @@ class TransformRunner:
         for o in self.outputs.values():
             if o.log.end_offset > 0:
                 await o.log.wait_durable_async(o.log.end_offset - 1)
-        await asyncio.to_thread(atomic_write, self.path, data)
+        await asyncio.to_thread(self._write, data)
         self._checkpointed(doc)
+
+    def _write(self, data: bytes) -> None:
+        """One writer of the checkpoint file at a time. Cancelling ``checkpoint`` does not
+        stop its thread, so the agent's last ``checkpoint_now`` at shutdown could otherwise
+        share the temp file with it, or be overwritten by the older checkpoint."""
+        with self._write_lock:
+            atomic_write(self.path, data)
 
     def _checkpointed(self, doc: dict[str, Any]) -> None:
         self.stats.checkpoints += 1

@@ -250,3 +250,29 @@ def test_corrupt_batches_are_reported_as_skipped(tmp_path: Path) -> None:
         assert lost["first"] not in offsets and offsets == sorted(offsets)
         assert offsets[0] == 0 and lost["last"] + 1 in offsets
         assert 'broker_fetch_skipped_offsets_total{topic="c"} 5.0' in c.get("/metrics").text
+
+
+def test_a_join_refused_at_the_barrier_answers_the_members_secret(tmp_path: Path) -> None:
+    """Over HTTP, a first join that times out at the barrier carries ``member_secret`` in
+    its 409, and a join again with it is the same member (not ``member_in_use``)."""
+    cfg = parse_config({"data_dir": str(tmp_path), "topics": {"t": {"partitions": 2}},
+                        "tokens": [{"token": READ, "permissions": ["read"]}]})
+    with TestClient(create_app(cfg)) as c:
+        frozen = c.app.state.broker.groups.clock()  # type: ignore[attr-defined]
+        c.app.state.broker.groups.clock = lambda: frozen  # type: ignore[attr-defined]
+        join = "/v1/groups/g/join"
+        first = c.post(join, json={"member_id": "a", "topics": ["t"],
+                                   "session_timeout_ms": 1000}, headers=auth(READ))
+        assert first.status_code == 200, first.text
+        body = refused(c.post(join, json={"member_id": "b", "topics": ["t"],
+                                          "session_timeout_ms": 1000}, headers=auth(READ)),
+                       409)
+        assert body["code"] == "rebalance_in_progress" and body["member_secret"]
+        again = refused(c.post(join, json={"member_id": "b", "topics": ["t"],
+                                           "session_timeout_ms": 1000}, headers=auth(READ)),
+                        409)
+        assert again["code"] == "member_in_use" and "member_secret" not in again
+        rejoin = c.post(join, json={"member_id": "b", "topics": ["t"], "session_timeout_ms":
+                                    1000, "member_secret": body["member_secret"]},
+                        headers=auth(READ))
+        assert rejoin.status_code == 409 and rejoin.json()["code"] == "rebalance_in_progress"

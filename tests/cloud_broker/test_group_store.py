@@ -123,3 +123,27 @@ def test_join_waits_for_the_barrier(store: PartitionStore, tmp_path: Path) -> No
         c.close()
 
     asyncio.run(run())
+
+
+def test_a_first_join_refused_at_the_barrier_hands_over_its_secret(
+        store: PartitionStore, tmp_path: Path) -> None:
+    """A new member whose first join times out at the barrier already holds a secret:
+    without it, its next join would be refused as ``member_in_use`` until its session
+    expired."""
+    clock = Clock()
+
+    async def run() -> None:
+        c = GroupCoordinator(store, tmp_path / "groups.db", clock)
+        a = (await c.join("g", "a", ["t"], 1000, None))["member_secret"]
+        with pytest.raises(RebalanceInProgress) as refused:  # a never rejoins in time
+            await asyncio.wait_for(c.join("g", "b", ["t"], 1000, None), 10)
+        b = refused.value.member_secret
+        assert isinstance(b, str) and b and b != a
+        with pytest.raises(MemberInUse):  # the secret is what proves b is b
+            await c.join("g", "b", ["t"], 1000, None)
+        await asyncio.wait_for(asyncio.gather(c.join("g", "a", ["t"], 1000, None, a),
+                                              c.join("g", "b", ["t"], 1000, None, b)), 10)
+        assert sorted(c.groups["g"].assignment) == ["a", "b"]
+        c.close()
+
+    asyncio.run(run())

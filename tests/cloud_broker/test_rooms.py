@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("shared_log", "uplink", "tomlconf", "edge_agent", "cloud_broker",
+PACKAGES = ("shared_log", "uplink", "tomlconf", "supervision", "opsui", "edge_agent",
+            "cloud_broker",
             "device_simulator", "mqttproto")
 #: the only modules of cloud_broker that may import these (the HTTP room and the CLI)
 WEB = {"starlette": ("cloud_broker.http",), "uvicorn": ("cloud_broker.http", "cloud_broker.cli")}

@@ -130,6 +130,7 @@ def run_with_kills(tmp_path: Path, mosquitto: Server, kills: int, seed: int) -> 
         assert window["name"] == "1:window" and window["readings_in"] > 0
         metrics = http_get(port, "/metrics").text
         assert 'edge_transform_windows_total{stream="telemetry",transform="1:window"}' in metrics
+        assert 'edge_transform_internal_errors_total{stream="telemetry"} 0.0' in metrics
     finally:
         for p in pubs:
             p.close()

@@ -6,8 +6,10 @@ changed chain or a lost checkpoint starts over from the raw log."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import pytest
 from edge_agent_testing import read_stream
 from transform_testing import open_all, run_to_end, write_raw
 
@@ -140,3 +142,45 @@ def test_a_restarted_run_task_recovers_from_its_checkpoint(tmp_path: Path) -> No
     close(raw, outs)
     for name in ("telemetry-edge", "alarms"):
         same_offsets(work, tmp_path / "calm", name)
+
+
+def test_a_cancelled_checkpoint_write_never_overwrites_the_last_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At shutdown the agent cancels the runner, then writes a last checkpoint. The thread
+    of a cancelled ``checkpoint()`` goes on: it must finish before the last one is written,
+    never after it (an older checkpoint over a newer one) nor beside it (one temp file)."""
+    import asyncio
+    import json
+    import threading
+
+    from edge_agent.transforms import runner as runner_mod
+
+    work = reference(tmp_path, 3000)
+    _c, r, raw, outs = open_all(work, batch=500, segment_bytes=SEG)
+    r.step()
+    in_thread = threading.Event()
+    real_write = runner_mod.atomic_write
+
+    def slow_write(path, data):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is not threading.main_thread():
+            in_thread.set()
+            time.sleep(0.3)  # the stale write is still going when the last one starts
+        real_write(path, data)
+
+    monkeypatch.setattr(runner_mod, "atomic_write", slow_write)
+
+    async def go() -> None:
+        task = asyncio.create_task(r.checkpoint())
+        deadline = time.monotonic() + 10
+        while not in_thread.is_set():
+            assert time.monotonic() < deadline, "checkpoint never reached its write"
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        while r.step():  # more input after the cancelled checkpoint's snapshot
+            pass
+        r.checkpoint_now()  # the agent's last checkpoint
+    asyncio.run(go())
+    saved = json.loads((raw.directory / runner_mod.CHECKPOINT_FILE).read_text())
+    assert saved["input"] == r.input_next == raw.log.end_offset
+    close(raw, outs)

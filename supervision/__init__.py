@@ -1,0 +1,6 @@
+"""Crash-only supervision of a service's long-lived asyncio tasks, shared by the edge agent
+and the cloud broker (G9: nothing dies silently). See ``_supervisor`` for the strategy."""
+
+from ._supervisor import Factory, Supervisor, TaskState, failure_reason, task_problems
+
+__all__ = ["Factory", "Supervisor", "TaskState", "failure_reason", "task_problems"]
