@@ -187,8 +187,8 @@ def _peer_payloads():  # type: ignore[no-untyped-def]
 
 
 async def _peer_ours(port: int, conns: int, seconds: float) -> tuple[int, float]:
-    from device_simulator.mqtt_codec import topic_field
     from device_simulator.mqtt_pub import BrokerAddress, ConnectOptions, MqttConnection
+    from mqttproto import topic_field
 
     make = _peer_payloads()
     options = ConnectOptions(BrokerAddress("127.0.0.1", port))

@@ -24,10 +24,11 @@ from typing import Any
 
 from rich.console import Console
 
+from mqttproto import V5, V311
+
 from .config import ConfigError, RunConfig
 from .faults import Burst, FaultConfig, FaultSpecError, parse_faults
 from .manifest import Manifest, ManifestError
-from .mqtt_codec import V5, V311
 from .payloads import FORMATS
 
 

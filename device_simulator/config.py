@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from mqttproto import V5, V311
 from tomlconf import ConfigError
 
 from .faults import FaultConfig
-from .mqtt_codec import V5, V311
 from .mqtt_pub import BrokerAddress
 from .payloads import FORMATS
 

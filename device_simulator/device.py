@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import time
 
+from mqttproto import topic_field
+
 from . import faults, payloads, sensors
 from .config import RunConfig
 from .manifest import DeviceRecord
-from .mqtt_codec import topic_field
 from .mqtt_pub import MqttConnection
 
 _DUPLICATE, _MALFORMED, _OVERSIZED = faults.DUPLICATE, faults.MALFORMED, faults.OVERSIZED

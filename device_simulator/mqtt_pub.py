@@ -12,8 +12,9 @@ paho the 2 cores would top out near 45k msg/s with nothing else running, below
 the target; with this adapter the bench reached ~59k msg/s on 10,000
 connections when the shared machine was quiet.  aiomqtt adds a future per
 publish on top of paho.  A publisher needs little of MQTT (CONNECT, PUBLISH,
-PINGREQ, DISCONNECT out; CONNACK, PUBACK, PINGRESP in), so the protocol lives
-in the sans-IO ``mqtt_codec`` and this module is only the asyncio side.
+PINGREQ, DISCONNECT out; CONNACK, PUBACK, PINGRESP in); the protocol is the
+project's sans-IO codec ``mqttproto`` (its precomputed-topic ``publish_frame`` is the
+hot path) and this module is only the asyncio side.
 
 Strategy: ``MqttConnection`` is an ``asyncio.Protocol``.  Writes are corked:
 ``publish`` appends the frame to a list and registers the connection in a
@@ -42,7 +43,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import mqtt_codec as codec
+import mqttproto
+from mqttproto import Connack, Connect, PacketReader, Puback
+
+#: the largest packet taken from a broker: a publisher only receives small acks
+MAX_RECEIVED_PACKET = 65536
 
 
 class MqttError(Exception):
@@ -91,7 +96,7 @@ class ConnectOptions:
     ssl_context: ssl.SSLContext | None = None
     keepalive: int = 60
     clean_session: bool = True
-    version: int = codec.V311
+    version: int = mqttproto.V311
     max_inflight: int = 100
     max_pending: int = 1000
     connect_timeout: float = 15.0
@@ -116,13 +121,14 @@ class MqttConnection(asyncio.Protocol):
         self.options = options
         self._dirty = dirty
         self._on_rejected = on_rejected
-        self._connect_packet = codec.connect(
-            client_id, keepalive=options.keepalive, clean=options.clean_session,
-            username=options.address.username, password=options.address.password,
-            version=options.version)
+        password = options.address.password
+        self._connect_packet = mqttproto.encode(Connect(
+            options.version, client_id, options.clean_session, options.keepalive,
+            options.address.username, password.encode() if password is not None else None),
+            options.version)
         self._transport: asyncio.Transport | None = None
-        self._reader = codec.PacketReader()
-        self._connack: asyncio.Future[codec.Connack] | None = None
+        self._reader = PacketReader(MAX_RECEIVED_PACKET, options.version)
+        self._connack: asyncio.Future[Connack] | None = None
         self._lost: asyncio.Future[None] | None = None
         self._out: list[bytes] = []
         self._paused = False
@@ -157,7 +163,7 @@ class MqttConnection(asyncio.Protocol):
                     lambda: self, addr.host, addr.port, ssl=self.options.ssl_context,
                     server_hostname=addr.host if self.options.ssl_context else None)
                 connack = await self._connack
-        except (OSError, TimeoutError, ssl.SSLError, codec.MqttProtocolError) as exc:
+        except (OSError, TimeoutError, ssl.SSLError, mqttproto.MqttProtocolError) as exc:
             self._abort_transport()
             self.connection_errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -178,7 +184,7 @@ class MqttConnection(asyncio.Protocol):
         # Resend what the broker never acknowledged, in order, flagged DUP.
         for pid in sorted(self.inflight):
             frame, _tag = self.inflight[pid]
-            self._write(codec.with_dup(frame))
+            self._write(mqttproto.with_dup(frame))
         self._fill_inflight()
         self.flush()
 
@@ -189,7 +195,8 @@ class MqttConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._reader = codec.PacketReader()  # no bytes of an old connection
+        # no bytes of an old connection
+        self._reader = PacketReader(MAX_RECEIVED_PACKET, self.options.version)
         self._paused = False
         transport.write(self._connect_packet)  # type: ignore[attr-defined]
 
@@ -238,7 +245,7 @@ class MqttConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._handle(self._reader.feed(data))
-        except codec.MqttProtocolError as exc:
+        except mqttproto.MqttProtocolError as exc:
             # A broker speaking nonsense: drop the connection (and reconnect if we were up).
             self.last_error = f"protocol error: {exc}"
             if self._connack is not None and not self._connack.done():
@@ -250,22 +257,22 @@ class MqttConnection(asyncio.Protocol):
             self._fill_inflight()
         self.flush()
 
-    def _handle(self, packets: list[tuple[int, int, bytes]]) -> None:
-        for ptype, _flags, body in packets:
-            if ptype == codec.PUBACK:
-                pid, reason = codec.parse_puback(body)
-                entry = self.inflight.pop(pid, None)
+    def _handle(self, packets: list[mqttproto.Packet]) -> None:
+        for packet in packets:
+            if type(packet) is Puback:
+                entry = self.inflight.pop(packet.packet_id, None)
                 if entry is None:
                     continue
+                reason = packet.reason_code
                 if reason >= 0x80:
                     self.rejected += 1
                     if self._on_rejected is not None:
                         self._on_rejected(entry[1], reason)
                 else:
                     self.acked += 1
-            elif (ptype == codec.CONNACK and self._connack is not None
+            elif (type(packet) is Connack and self._connack is not None
                   and not self._connack.done()):
-                self._connack.set_result(codec.parse_connack(body, self.options.version))
+                self._connack.set_result(packet)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -297,10 +304,10 @@ class MqttConnection(asyncio.Protocol):
     def _send_publish(self, topic: bytes, payload: bytes, qos: int, tag: Any) -> None:
         if qos:
             pid = self._next_packet_id()
-            frame = codec.publish(topic, payload, qos, pid, self.options.version)
+            frame = mqttproto.publish_frame(topic, payload, qos, pid, self.options.version)
             self.inflight[pid] = (frame, tag)
         else:
-            frame = codec.publish(topic, payload, 0, 0, self.options.version)
+            frame = mqttproto.publish_frame(topic, payload, 0, 0, self.options.version)
         self._write(frame)
         self.sent += 1
 
@@ -342,7 +349,7 @@ class MqttConnection(asyncio.Protocol):
     def keepalive(self, now: float) -> None:
         """Send PINGREQ when nothing was written for half the keepalive interval."""
         if self.connected and self._keepalive and now - self.last_write > self._keepalive / 2:
-            self._write(codec.PINGREQ_PACKET)
+            self._write(mqttproto.PINGREQ_PACKET)
             self.flush()
 
     # -- closing ------------------------------------------------------------------------
@@ -370,7 +377,7 @@ class MqttConnection(asyncio.Protocol):
             return
         if self.connected:
             self.connected = False
-            self._write(codec.DISCONNECT_PACKET)
+            self._write(mqttproto.DISCONNECT_PACKET)
             self.flush()
         # Let the broker close first so TIME_WAIT lands on its side, not on our ports.
         with contextlib.suppress(TimeoutError):

@@ -2,10 +2,11 @@
 
 Strategy: this module owns lifecycles and nothing else. Per stream there is one bundle:
 its storage (streams.StreamStore), dedup marks, ingest pipeline, forwarder sender and
-progress tracker, and one persistent MQTT session subscribed to that stream's topics. A
-session per stream keeps streams independent: a stream held back by a full log stops
-acknowledging only its own session, so Mosquitto keeps delivering the others (a single
-session would stall every stream once ``receive_maximum`` messages were held).
+progress tracker, and its ingest adapter (``_adapter``): either the MQTT listener that
+devices publish to (``listener/``, one for all streams, routing by topic), or one
+persistent MQTT session to Mosquitto subscribed to that stream's topics. A session per
+stream keeps streams independent: a stream held back by a full log stops acknowledging
+only its own session, so Mosquitto keeps delivering the others.
 
 The pipeline is wired in one place, ``Agent._wire_stream``, at construction: per stream,
 MQTT session -> ``inbox.Inbox`` -> ``ingest.StreamIngest`` -> the stream's log (bad
@@ -35,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.client import topic_matches_sub
-
 from . import status as status_mod
 from .config import EdgeConfig
 from .deadletter import DeadLetterLog
@@ -44,11 +43,13 @@ from .dedup import HighWaterMarks, load_marks, save_marks
 from .edgeproc import EdgeProcessing
 from .forwarder import Forwarder, StreamSender
 from .inbox import Inbox
-from .ingest import StreamIngest
+from .ingest import AckFn, StreamIngest
+from .listener import Listener
 from .metrics import AgentMetrics
 from .mqtt_ingest import MqttSession
 from .payload import PayloadRules
 from .ratelimit import TokenBucket
+from .routing import Router, parse_listen
 from .streams import StreamStore, open_stream
 from .supervisor import Supervisor
 from .uplink_http import HttpUplink, Uplink
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 LOCK_FILE = "agent.lock"
-_MISSING = object()
 
 
 class StartupError(Exception):
@@ -71,31 +71,7 @@ class _Stream:
     ingest: StreamIngest
     sender: StreamSender
     tracker: status_mod.StreamTracker
-    session: MqttSession
-
-
-class Router:
-    """topic -> the first stream (config order) with a matching filter, cached."""
-
-    def __init__(self, filters: list[tuple[str, tuple[str, ...]]]) -> None:
-        self.filters = filters
-        self._cache: dict[str, str | None] = {}
-
-    def __call__(self, topic: str) -> str | None:
-        hit = self._cache.get(topic, _MISSING)
-        if hit is not _MISSING:
-            return hit  # type: ignore[return-value]
-        owner = next((name for name, subs in self.filters
-                      if any(topic_matches_sub(s, topic) for s in subs)), None)
-        if len(self._cache) >= 65536:
-            self._cache.clear()
-        self._cache[topic] = owner
-        return owner
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    session: MqttSession | None  # None when devices publish to the listener
 
 
 class Agent:
@@ -105,6 +81,7 @@ class Agent:
         self.streams: list[_Stream] = []
         self.sessions: list[MqttSession] = []
         self.unmatched: StreamIngest | None = None
+        self.listener: Listener | None = None  # devices publish to the agent itself
         self.deadletters: DeadLetterLog | None = None
         self.forwarder: Forwarder | None = None
         self.edge = EdgeProcessing(config)  # derived streams, transforms, local readers
@@ -158,7 +135,7 @@ class Agent:
                      forwarder: Forwarder, route: Router) -> _Stream:
         """Connect one stream's pipeline, every part at construction (see the module doc)."""
         cfg = self.config
-        ing, mq, sc = cfg.ingest, cfg.mqtt, store.config
+        ing, sc = cfg.ingest, store.config
         assert self.deadletters is not None
         rules = PayloadRules(payload=sc.payload, device_key=sc.device_key,
                              sequence_field=ing.sequence_field,
@@ -167,11 +144,10 @@ class Agent:
                              require_sequence=sc.require_sequence,
                              max_payload_bytes=ing.max_payload_bytes)
         inbox = Inbox()
-        session = MqttSession(mq, f"{mq.client_id}-{sc.name}",
-                              [(t, sc.qos) for t in sc.topics], inbox.submit)
+        session, ack = self._adapter(inbox, sc.name, [(t, sc.qos) for t in sc.topics])
         pipeline = StreamIngest(
             sc.name, store, rules, marks, self.deadletters, route,
-            inbox=inbox, ack=session.ack,
+            inbox=inbox, ack=ack,
             on_durable=self.edge.on_raw_durable(store, forwarder.notify),
             observe_fsync=self.metrics.observer(sc.name),
             max_batch=ing.batch_max_messages, window_s=ing.batch_window_ms / 1000,
@@ -181,16 +157,27 @@ class Agent:
                                            now, sampled_at=now)
         return _Stream(store, marks, pipeline, sender, tracker, session)
 
-    def _wire_unmatched(self, route: Router) -> tuple[StreamIngest, MqttSession]:
+    def _adapter(self, inbox: Inbox, name: str, subscriptions: list[tuple[str, int]]
+                 ) -> tuple[MqttSession | None, AckFn]:
+        """What fills ``inbox`` and takes its PUBACKs: the listener when there is one
+        (``name`` "" is its unmatched-topics inbox), else a Mosquitto session."""
+        if self.listener is not None:
+            if name:
+                self.listener.inboxes[name] = inbox
+            return None, self.listener.ack
+        mq = self.config.mqtt
+        session = MqttSession(mq, f"{mq.client_id}-{name or 'unmatched'}", subscriptions,
+                              inbox.submit)
+        return session, session.ack
+
+    def _wire_unmatched(self, route: Router) -> tuple[StreamIngest, MqttSession | None]:
         """The pipeline of topics no stream matches: dead letters only."""
         cfg = self.config
-        mq = cfg.mqtt
         assert self.deadletters is not None
-        inbox = Inbox()
-        session = MqttSession(mq, f"{mq.client_id}-unmatched",
-                              [(t, 1) for t in cfg.ingest.unmatched_topics], inbox.submit)
+        inbox = self.listener.unmatched if self.listener is not None else Inbox()
+        session, ack = self._adapter(inbox, "", [(t, 1) for t in cfg.ingest.unmatched_topics])
         pipeline = StreamIngest("", None, None, None, self.deadletters, route, inbox=inbox,
-                                ack=session.ack, max_batch=cfg.ingest.batch_max_messages)
+                                ack=ack, max_batch=cfg.ingest.batch_max_messages)
         return pipeline, session
 
     def _make_uplink(self) -> Uplink:
@@ -230,28 +217,38 @@ class Agent:
             self.forwarder = Forwarder(forwarded, self.uplink, cfg.uplink)
             sup.spawn("forwarder", self.forwarder.run)
             route = Router([(s.name, s.topics) for s in cfg.streams])
+            if cfg.mqtt_listener is not None:
+                self.listener = Listener(cfg.mqtt_listener, cfg.data_dir / "listener", route,
+                                         {}, Inbox())
+                self.listener.open()
             for (store, marks), sender in zip(opened, senders, strict=True):
                 s = self._wire_stream(store, marks, sender, self.forwarder, route)
                 self.streams.append(s)
-                self.sessions.append(s.session)
+                if s.session is not None:
+                    self.sessions.append(s.session)
                 # A failed pipeline may have taken readings it never acknowledged:
                 # reconnect its session so Mosquitto redelivers them (dedup drops what
-                # was stored).
+                # was stored), or drop the listener's connections that wait for PUBACKs.
                 sup.spawn(f"ingest-{store.config.name}", s.ingest.run,
-                          on_failure=_reconnector(s.session))
+                          on_failure=self._reconnector(s.session))
             self.edge.spawn([s.store for s in self.streams], sup, self.forwarder.notify)
         except BaseException:
             for store, _ in opened[len(self.streams):]:  # stop() closes the wired ones
                 store.log.close()
             raise
-        if cfg.ingest.unmatched_topics:
+        if cfg.ingest.unmatched_topics or self.listener is not None:
             self.unmatched, sess = self._wire_unmatched(route)
-            self.sessions.append(sess)
-            sup.spawn("ingest-unmatched", self.unmatched.run, on_failure=_reconnector(sess))
+            if sess is not None:
+                self.sessions.append(sess)
+            sup.spawn("ingest-unmatched", self.unmatched.run,
+                      on_failure=self._reconnector(sess))
         sup.spawn("sampler", self._sample_loop)
         sup.spawn("dedup-checkpoints", self._dedup_loop)
         for sess in self.sessions:
             sup.spawn(f"mqtt-{sess.client_id}", sess.run)
+        if self.listener is not None:
+            sup.spawn("mqtt-listener-sessions", self.listener.sessions.run)
+            sup.spawn("mqtt-listener", self.listener.run)
 
     def _serve_status(self) -> Any:
         """A fresh uvicorn server on the status socket (a new socket after a failure)."""
@@ -272,6 +269,12 @@ class Agent:
         self._server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                               lifespan="off", http="h11", ws="none"))
         return self._server.serve(sockets=[sock])
+
+    def _reconnector(self, session: MqttSession | None) -> Any:
+        why = "its ingest pipeline failed"
+        if session is None:
+            return lambda: self.listener and self.listener.drop_unacknowledged(why)
+        return lambda: session.reconnect(why)
 
     # -- background loops ----------------------------------------------------------------
 
@@ -347,6 +350,8 @@ class Agent:
         for sess in self.sessions:
             with contextlib.suppress(Exception):
                 await sess.close()
+        if self.listener is not None:
+            await self.listener.close()
         sup = self.supervisor
         sup.cancel({n for n in sup.tasks if n not in ("forwarder", "status-server")})
         for s in self.streams:
@@ -390,8 +395,6 @@ async def run_agent(config: EdgeConfig, stop: asyncio.Event, *,
     return agent
 
 
-def _reconnector(session: MqttSession) -> Any:
-    return lambda: session.reconnect("its ingest pipeline failed")
 
 
 def status_file(data_dir: Path) -> Path:

@@ -13,9 +13,9 @@ Example (see docs/edge-agent.md for every key)::
     edge_id = "gw-001"
     data_dir = "/var/lib/edge-agent"
 
-    [mqtt]
-    host = "127.0.0.1"
-    port = 1883
+    [mqtt_listener]            # devices publish to the agent itself (or [mqtt]: Mosquitto)
+    listen = "0.0.0.0:1883"
+    password_file = "/etc/edge-agent/passwd"
 
     [uplink]
     url = "https://cloud.example:8443"
@@ -26,12 +26,6 @@ Example (see docs/edge-agent.md for every key)::
     topics = ["devices/+/alarm"]
     priority = 0
     device_key = "topic:devices/{device}/alarm"
-
-    [[streams]]
-    name = "telemetry"
-    topics = ["devices/+/telemetry"]
-    priority = 5
-    device_key = "topic:devices/{device}/telemetry"
 """
 
 from __future__ import annotations
@@ -48,6 +42,7 @@ import tomlconf
 from tomlconf import ConfigError, Section, is_host, load_toml, parse_listen, parse_url, shown
 from uplink import is_safe_name
 
+from .listener.config import ListenerConfig, check_listener_files, parse_listener
 from .transforms.spec import TransformSpec, derived_names, parse_transforms
 
 ENV_PREFIX = "EDGE_AGENT__"
@@ -174,6 +169,7 @@ class EdgeConfig:
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    mqtt_listener: ListenerConfig | None = None  # None: devices publish to Mosquitto
 
     def stream(self, name: str) -> StreamConfig:
         for s in self.streams:
@@ -326,7 +322,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     """Validate a parsed edge.toml document (environment overrides already applied)."""
     base = base_dir or Path.cwd()
     doc = Section(raw, known={"edge_id", "data_dir", "mqtt", "uplink", "ingest", "status",
-                              "streams"})
+                              "streams", "mqtt_listener"})
     edge_id = doc.string("edge_id", None, check=is_safe_name, form=_SAFE_NAME)
     if edge_id is None:
         raise doc.error("edge_id", "is required")
@@ -338,16 +334,19 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     status = _status(doc.section("status", known=StatusConfig.__slots__))
     if not isinstance(raw.get("streams"), list) or not raw["streams"]:
         raise doc.error("streams", "at least one [[streams]] table is required")
-    if ingest.dedup_window < mqtt.receive_maximum:  # G5: a redelivery reaches that far back
-        raise doc.error("ingest.dedup_window", f"must be at least mqtt.receive_maximum "
-                        f"({mqtt.receive_maximum}), got {ingest.dedup_window}")
+    listener = parse_listener(doc.section("mqtt_listener", known=ListenerConfig.__slots__),
+                              base) if doc.has("mqtt_listener") else None
+    rmax = max(mqtt.receive_maximum, listener.receive_maximum if listener else 0)
+    if ingest.dedup_window < rmax:  # G5: a redelivery reaches that far back
+        raise doc.error("ingest.dedup_window", f"must be at least the MQTT receive_maximum "
+                        f"({rmax}), got {ingest.dedup_window}")
     streams = tuple(_stream(t) for t in doc.tables("streams"))
     names = [st.name for st in streams]
     for n in names:
         if names.count(n) > 1:
             raise doc.error("streams", f"stream name {n!r} is used twice")
     cfg = EdgeConfig(edge_id=edge_id, data_dir=data_dir, streams=streams, mqtt=mqtt,
-                     uplink=uplink, ingest=ingest, status=status)
+                     uplink=uplink, ingest=ingest, status=status, mqtt_listener=listener)
     owners: dict[str, str] = {}
     for i, s in enumerate(streams):
         for t in derived_names(s.derived, s.transforms):
@@ -376,6 +375,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     cfg = parse_config(raw, p.parent)
     _check_ca(cfg.uplink.ca_file, "uplink.ca_file")
     _check_ca(cfg.mqtt.tls_ca, "mqtt.tls_ca")
+    check_listener_files(cfg.mqtt_listener)
     return cfg
 
 

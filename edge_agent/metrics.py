@@ -148,6 +148,44 @@ class _StatusCollector(Collector):
         healthy.add_metric([], 0 if doc.get("problems") else 1)
         yield healthy
         yield from _transform_metrics(doc.get("transforms", []))
+        if doc.get("mqtt_listener"):
+            yield from _listener_metrics(doc["mqtt_listener"])
+
+
+_LISTENER_COUNTERS = (
+    ("edge_listener_connects", "connects", "Device connections accepted (CONNACK 0)"),
+    ("edge_listener_publishes", "publishes", "PUBLISH packets received from devices"),
+    ("edge_listener_pubacks", "pubacks", "PUBACKs sent to devices (each after its reading "
+     "was durable, or refusing it)"),
+    ("edge_listener_acl_denied", "acl_denied", "PUBLISHes the ACL refused"),
+    ("edge_listener_malformed", "malformed", "Connections closed for a malformed packet"),
+    ("edge_listener_takeovers", "takeovers", "Sessions taken over by a new connection"),
+    ("edge_listener_over_limit", "over_limit", "Sockets closed at once: max_connections"),
+    ("edge_listener_wills", "wills", "Will messages published into the pipeline"),
+)
+
+
+def _listener_metrics(m: dict[str, Any]) -> Iterator[Metric]:
+    """The MQTT listener's counters (``GET /status`` ``mqtt_listener``)."""
+    for name, key, text in _LISTENER_COUNTERS:
+        fam = CounterMetricFamily(name, text)
+        fam.add_metric([], m.get(key, 0))
+        yield fam
+    for name, key, text in (("edge_listener_connections", "connections",
+                             "Device sockets open now"),
+                            ("edge_listener_sessions", "sessions", "Sessions kept now"),
+                            ("edge_listener_inflight", "inflight",
+                             "QoS 1 readings received, not yet PUBACKed")):
+        gauge = GaugeMetricFamily(name, text)
+        gauge.add_metric([], m.get(key, 0))
+        yield gauge
+    for name, key, text in (("edge_listener_refused", "refused", "CONNECTs refused, by reason"),
+                            ("edge_listener_disconnects", "disconnects",
+                             "Connections ended, by reason")):
+        fam = CounterMetricFamily(name, text, labels=["reason"])
+        for reason, n in sorted(m.get(key, {}).items()):
+            fam.add_metric([reason], n)
+        yield fam
 
 
 _TRANSFORM_COUNTERS = (

@@ -5,7 +5,8 @@ some thirty entries each, filled and cleared attribute by attribute), an
 ``MQTTMessage``, formats a debug log call, and matches the topic against the
 per-filter callbacks under two locks: together more CPU than everything the agent
 does with a reading (bench/edge_ingest.py). ``IngestClient._handle_publish`` decodes
-the common case itself - QoS 0 or 1, no v5 properties, manual acks - and calls
+the common case itself with the project's codec (``mqttproto.split_publish``) - QoS 0
+or 1, no v5 properties, manual acks - and calls
 ``deliver(topic, payload, qos, mid)``; anything else (properties present, QoS 2, a
 packet it cannot parse) goes through paho's own ``_handle_publish``, which also raises
 paho's errors for malformed packets. PUBACKs stay paho's (``Client.ack``), as do
@@ -16,7 +17,7 @@ paho internals relied on (checked against paho-mqtt 2.2.0), beside those listed 
 for each PUBLISH with ``self._in_packet["command"]`` (the fixed header's first byte) and
 ``self._in_packet["packet"]`` (the bytes after the remaining length), and returns an
 ``MQTTErrorCode``; ``self._protocol`` and ``self._manual_ack`` hold the constructor's
-arguments. tests/edge_agent/test_mqtt_client.py checks the decoder against paho's
+arguments. tests/edge_agent/test_mqtt_client.py checks the split against paho's
 ``decode_publish`` and the client against a real Mosquitto.
 
 The guard (``mqtt_guard``): when the paho version is not one we checked or these
@@ -34,33 +35,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from mqttproto import split_publish
+
 from .mqtt_guard import FAST_PATHS, PUBLISH_DECODE
 from .mqtt_socket import BufferingClient
 
 #: (topic bytes, payload, qos, packet id)
 PublishCallback = Callable[[bytes, bytes, int, int], None]
-
-
-def parse_publish(packet: bytes, qos: int, v5: bool) -> tuple[bytes, int, bytes] | None:
-    """(topic, packet id, payload) of a PUBLISH body without v5 properties; None when it
-    has properties or does not parse (the caller then lets paho decode it)."""
-    n = len(packet)
-    if n < 2:
-        return None
-    topic_end = end = 2 + ((packet[0] << 8) | packet[1])
-    mid = 0
-    if qos:
-        if n < end + 2:
-            return None
-        mid = (packet[end] << 8) | packet[end + 1]
-        end += 2
-    if v5:
-        if n <= end or packet[end] != 0:  # a non-zero property length: paho's path
-            return None
-        end += 1
-    elif n < end:
-        return None
-    return packet[2:topic_end], mid, packet[end:]
 
 
 class IngestClient(BufferingClient):
@@ -79,7 +60,7 @@ class IngestClient(BufferingClient):
                 parsed = None
             else:
                 v5 = self._protocol == mqtt.MQTTv5
-                parsed = parse_publish(bytes(self._in_packet["packet"]),  # paho's: bytearray
+                parsed = split_publish(bytes(self._in_packet["packet"]),  # paho's: bytearray
                                        qos, v5)
                 if parsed is not None and not parsed[0] and not v5:
                     parsed = None  # an empty topic is legal only in v5: paho refuses it

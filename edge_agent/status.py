@@ -200,6 +200,7 @@ def build_status(agent: Any, now: float) -> StatusDoc:
                   "refused": m.refused, "connect_failures": m.connect_failures,
                   "disconnected_since": m.disconnected_since} for m in agent.sessions],
         "mqtt_fast_paths": FAST_PATHS.status(),
+        "mqtt_listener": agent.listener.status() if getattr(agent, "listener", None) else None,
         "uplink": {
             "url": masked_url(agent.config.uplink.url),
             "state": uplink_state(fwd.connected if fwd else False, senders),

@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline on one machine, then a verdict.
 
-Starts an MQTT broker (Mosquitto when installed, otherwise the embedded amqtt broker),
-a cloud broker, an edge agent and the device simulator; optionally cuts the uplink for a
+Starts a cloud broker, an edge agent whose MQTT listener the simulated devices publish
+to (``--mqtt mosquitto``: a Mosquitto broker in front of the agent instead), and the
+device simulator; optionally cuts the uplink for a
 while (`--outage-at/--outage-for`, what `make demo-outage` does); waits for the edge
 backlog to drain; runs the verifier on both cloud topics; prints a short report and
 stops everything it started. Exit status 0 only when nothing was lost, duplicated or
@@ -95,29 +96,39 @@ class Processes:
                 proc.wait(5)
 
 
-def mqtt_broker(procs: Processes, port: int, prefer: str = "auto") -> tuple[str, str]:
-    """Mosquitto when installed (and not ``prefer="embedded"``), else the embedded broker.
-    Returns (name, MQTT protocol version to speak)."""
-    mosquitto = None if prefer == "embedded" else shutil.which("mosquitto") or next(
+def mqtt_broker(procs: Processes, port: int, mode: str = "listener") -> tuple[str, str]:
+    """What the devices publish to: the agent's own MQTT listener (no broker process), or
+    Mosquitto (``mode="mosquitto"``). Returns (name, the agent's MQTT mode: "listener" or
+    the protocol version its Mosquitto sessions speak)."""
+    if mode == "listener":
+        return "edge agent's MQTT listener", "listener"
+    mosquitto = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
         None)
-    if mosquitto:
-        conf = procs.workdir / "mosquitto.conf"
-        conf.write_text(
-            (HERE / "mosquitto.conf").read_text()
-            .replace("@PORT@", str(port)).replace("@DATA@", str(procs.workdir) + "/")
-            + ("user root\n" if os.geteuid() == 0 else ""))
-        procs.start("mosquitto", [mosquitto, "-c", str(conf)])
-        return "mosquitto", "5"
-    procs.start("mqtt", [sys.executable, str(HERE / "embedded_mqtt.py"), str(port)])
-    return "embedded amqtt", "3.1.1"
+    if mosquitto is None:
+        raise RuntimeError("--mqtt mosquitto: mosquitto is not installed")
+    conf = procs.workdir / "mosquitto.conf"
+    conf.write_text(
+        (HERE / "mosquitto.conf").read_text()
+        .replace("@PORT@", str(port)).replace("@DATA@", str(procs.workdir) + "/")
+        + ("user root\n" if os.geteuid() == 0 else ""))
+    procs.start("mosquitto", [mosquitto, "-c", str(conf)])
+    return "mosquitto", "5"
+
+
+def mqtt_section(mode: str, port: int) -> str:
+    """edge.toml's MQTT table: the listener, or the sessions to Mosquitto (``mode`` is
+    their protocol version)."""
+    if mode == "listener":
+        return f'[mqtt_listener]\nlisten = "127.0.0.1:{port}"\nallow_anonymous = true\n'
+    return f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nprotocol = "{mode}"\n'
 
 
 def write_configs(workdir: Path, mqtt_port: int, mqtt_protocol: str, cloud_port: int,
                   uplink_port: int, status_port: int) -> tuple[Path, Path]:
-    subst = {"@WORK@": str(workdir), "@MQTT_PORT@": str(mqtt_port),
+    subst = {"@WORK@": str(workdir), "@MQTT@": mqtt_section(mqtt_protocol, mqtt_port),
              "@CLOUD_PORT@": str(cloud_port), "@UPLINK_PORT@": str(uplink_port),
-             "@STATUS_PORT@": str(status_port), "@MQTT_PROTOCOL@": mqtt_protocol,
+             "@STATUS_PORT@": str(status_port),
              "@EDGE_TOKEN@": EDGE_TOKEN, "@READ_TOKEN@": READ_TOKEN}
     out = []
     for name in ("cloud.toml", "edge.toml"):
@@ -135,6 +146,14 @@ def edge_status(status_port: int) -> dict[str, Any] | None:
         return httpx.get(f"http://127.0.0.1:{status_port}/status", timeout=2).json()
     except (httpx.HTTPError, ValueError):
         return None
+
+
+def mqtt_ready(doc: dict[str, Any] | None, mqtt_port: int) -> bool:
+    if not doc:
+        return False
+    if doc.get("mqtt_listener"):
+        return bool(doc["mqtt_listener"]["serving"]) and port_open(mqtt_port)
+    return all(m["subscribed"] for m in doc["mqtt"])
 
 
 def backlog_of(doc: dict[str, Any] | None) -> int | None:
@@ -306,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outage-at", type=float, default=None, help="cut the uplink at T s")
     p.add_argument("--outage-for", type=float, default=20.0)
     p.add_argument("--workdir", type=Path, default=REPO / ".demo")
-    p.add_argument("--mqtt", choices=("auto", "embedded"), default="auto",
-                   help="auto: Mosquitto when installed, else the embedded broker")
+    p.add_argument("--mqtt", choices=("listener", "mosquitto"), default="listener",
+                   help="devices publish to the agent's listener, or through Mosquitto")
     args = p.parse_args(argv)
 
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -328,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         mqtt_name, protocol = mqtt_broker(procs, mqtt_port, args.mqtt)
         cloud_toml, edge_toml = write_configs(args.workdir, mqtt_port, protocol, cloud_port,
                                               uplink_port, status_port)
-        wait_until(lambda: port_open(mqtt_port), 20, "the MQTT broker")
+        if protocol != "listener":
+            wait_until(lambda: port_open(mqtt_port), 20, "the MQTT broker")
         procs.start("cloud-broker", [str(BIN / "cloud-broker"), "serve", "--config",
                                      str(cloud_toml)])
         wait_until(lambda: (procs.check(), port_open(cloud_port))[1], 30, "the cloud broker")
@@ -336,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.start("edge-agent", [str(BIN / "edge-agent"), "run", "--config", str(edge_toml)])
         wait_until(lambda: (procs.check(), edge_status(status_port) is not None)[1], 30,
                    "the edge agent")
-        wait_until(lambda: all(m["subscribed"] for m in edge_status(status_port)["mqtt"]), 30,
-                   "the edge agent's MQTT subscription")
+        wait_until(lambda: mqtt_ready(edge_status(status_port), mqtt_port), 30,
+                   "the edge agent's MQTT listener or subscription")
         console.print(f"[bold]pipeline up[/bold]: {mqtt_name} :{mqtt_port} → edge agent → "
                       f"cloud broker :{cloud_port}; {args.devices} devices x {args.rate}/s "
                       f"for {args.duration:.0f} s")
@@ -352,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             [str(BIN / "device-sim"), "run", "--broker", f"mqtt://127.0.0.1:{mqtt_port}",
              "--devices", str(args.devices), "--rate", str(args.rate),
              "--duration", str(args.duration), "--qos", "1", "--alarm-ratio", "0.01",
-             "--mqtt-version", "3.1.1" if protocol == "3.1.1" else "5",
+             "--mqtt-version", "5",
              "--manifest", str(manifest), "--json"],
             capture_output=True, text=True, timeout=args.duration + 300, env=CHILD_ENV)
         elapsed = time.monotonic() - started

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("shared_log", "uplink", "tomlconf", "supervision", "opsui", "edge_agent",
             "cloud_broker",
-            "device_simulator")
+            "device_simulator", "mqttproto")
 #: the only modules of cloud_broker that may import these (the HTTP room and the CLI)
 WEB = {"starlette": ("cloud_broker.http",), "uvicorn": ("cloud_broker.http", "cloud_broker.cli")}
 MAX_LINES = 400

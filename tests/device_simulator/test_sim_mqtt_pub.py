@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from device_simulator import mqtt_codec as codec
+import mqttproto as mp
 from device_simulator.mqtt_pub import (
     BrokerAddress,
     ConnectOptions,
@@ -20,7 +20,7 @@ from device_simulator.mqtt_pub import (
     MqttConnection,
 )
 
-TOPIC = codec.topic_field("devices/d1/telemetry")
+TOPIC = mp.topic_field("devices/d1/telemetry")
 
 
 def run_async(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
@@ -39,7 +39,7 @@ class ScriptedBroker:
     def __init__(self, connack: bytes = b"\x20\x02\x00\x00", auto_ack: bool = False) -> None:
         self.connack = connack
         self.auto_ack = auto_ack
-        self.packets: list[tuple[int, int, bytes]] = []
+        self.packets: list[mp.Packet] = []
         self.writers: list[asyncio.StreamWriter] = []
         self.arrived = asyncio.Condition()
         self.server: asyncio.Server | None = None
@@ -52,37 +52,27 @@ class ScriptedBroker:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
-        parser = codec.PacketReader()
+        parser = mp.PacketReader()  # the server's side: CONNECT first
         while data := await reader.read(65536):
-            for ptype, flags, body in parser.feed(data):
+            for packet in parser.feed(data):
                 async with self.arrived:
-                    self.packets.append((ptype, flags, body))
+                    self.packets.append(packet)
                     self.arrived.notify_all()
-                if ptype == codec.CONNECT:
+                if isinstance(packet, mp.Connect):
                     writer.write(self.connack)
-                elif ptype == codec.PUBLISH and self.auto_ack and flags & 0x06:
-                    self.ack(self.packet_id(body))
-                elif ptype == codec.PINGREQ:
+                elif isinstance(packet, mp.Publish) and self.auto_ack and packet.qos:
+                    self.ack(packet.packet_id)
+                elif isinstance(packet, mp.Pingreq):
                     writer.write(b"\xd0\x00")
-                elif ptype == codec.DISCONNECT:
+                elif isinstance(packet, mp.Disconnect):
                     writer.close()
-
-    @staticmethod
-    def packet_id(body: bytes) -> int:
-        n = int.from_bytes(body[:2], "big")
-        return int.from_bytes(body[2 + n:4 + n], "big")
 
     def ack(self, pid: int) -> None:
         self.writers[-1].write(b"\x40\x02" + pid.to_bytes(2, "big"))
 
-    def publishes(self) -> list[tuple[int, bytes]]:
-        """(flags, payload) of every PUBLISH received, in order (3.1.1, QoS 1)."""
-        out = []
-        for ptype, flags, body in self.packets:
-            if ptype == codec.PUBLISH:
-                n = int.from_bytes(body[:2], "big")
-                out.append((flags, body[2 + n + (2 if flags & 0x06 else 0):]))
-        return out
+    def publishes(self) -> list[tuple[bool, bytes]]:
+        """(dup, payload) of every PUBLISH received, in order."""
+        return [(p.dup, p.payload) for p in self.packets if isinstance(p, mp.Publish)]
 
     async def wait_publishes(self, n: int, timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout), self.arrived:
@@ -111,7 +101,7 @@ def _flush(dirty: list[MqttConnection]) -> None:
 async def test_the_window_never_exceeds_the_mqtt5_receive_maximum():
     # CONNACK v5 with properties: receive maximum 2.
     broker = await ScriptedBroker(connack=b"\x20\x06\x00\x00\x03\x21\x00\x02").start()
-    conn, dirty = _conn(broker.port, version=codec.V5, max_inflight=100)
+    conn, dirty = _conn(broker.port, version=mp.V5, max_inflight=100)
     await conn.connect()
     for i in range(5):
         assert conn.publish(TOPIC, b"m%d" % i, 1, ("d1", i))
@@ -142,9 +132,9 @@ async def test_after_a_cut_unacked_messages_are_resent_with_dup_then_the_buffere
     assert conn.unconfirmed() == [("d1", 1), ("d1", 2), ("d1", 3)]
     broker.auto_ack = True
     await broker.wait_publishes(6)
-    flags, payloads = zip(*broker.publishes(), strict=True)
+    dups, payloads = zip(*broker.publishes(), strict=True)
     assert payloads == (b"m0", b"m1", b"m2", b"m1", b"m2", b"m3")
-    assert [bool(f & 0x08) for f in flags] == [False, False, False, True, True, False]
+    assert dups == (False, False, False, True, True, False)
     await asyncio.sleep(0.1)
     assert conn.reconnects == 1 and conn.idle and conn.unconfirmed() == []
     await conn.close(1.0)
@@ -182,13 +172,13 @@ async def test_an_idle_connection_sends_pingreq_and_disconnects_cleanly():
     conn, _ = _conn(broker.port, keepalive=2)
     await conn.connect()
     conn.keepalive(conn.last_write + 0.5)
-    assert not any(p[0] == codec.PINGREQ for p in broker.packets)
+    assert not any(isinstance(p, mp.Pingreq) for p in broker.packets)
     conn.keepalive(conn.last_write + 1.5)
     await asyncio.sleep(0.1)
-    assert any(p[0] == codec.PINGREQ for p in broker.packets)
+    assert any(isinstance(p, mp.Pingreq) for p in broker.packets)
     await conn.close(1.0)
     await asyncio.sleep(0.05)
-    assert broker.packets[-1][0] == codec.DISCONNECT
+    assert isinstance(broker.packets[-1], mp.Disconnect)
     await broker.close()
 
 

@@ -1,4 +1,5 @@
-"""IngestClient's PUBLISH decoder, checked against paho's own ``decode_publish``."""
+"""The agent's PUBLISH split (``mqttproto.split_publish``), checked against paho's own
+``decode_publish`` as IngestClient calls it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from edge_agent.mqtt_client import parse_publish
+from mqttproto import split_publish
 
 
 def body(topic: bytes, qos: int, mid: int, payload: bytes, v5: bool,
@@ -30,13 +31,13 @@ def test_decodes_what_paho_decodes(topic: bytes, qos: int, mid: int, payload: by
     packet = body(topic, qos, mid, payload, v5)
     proto = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
     theirs = _packet.decode_publish(0x30 | qos << 1, bytearray(packet), proto)
-    assert parse_publish(packet, qos, v5) == (theirs.topic, theirs.mid, theirs.payload)
+    assert split_publish(packet, qos, v5) == (theirs.topic, theirs.mid, theirs.payload)
 
 
 def test_v5_properties_go_to_paho() -> None:
     # message expiry interval (0x02) = 60 s: not ours to decode
     packet = body(b"devices/a/telemetry", 1, 7, b"{}", True, props=b"\x02\x00\x00\x00\x3c")
-    assert parse_publish(packet, 1, True) is None
+    assert split_publish(packet, 1, True) is None
 
 
 @pytest.mark.parametrize(("packet", "qos", "v5"), [
@@ -47,4 +48,4 @@ def test_v5_properties_go_to_paho() -> None:
     (b"\x00\x01a", 0, True),  # no property length
 ])
 def test_short_packets_go_to_paho(packet: bytes, qos: int, v5: bool) -> None:
-    assert parse_publish(packet, qos, v5) is None
+    assert split_publish(packet, qos, v5) is None

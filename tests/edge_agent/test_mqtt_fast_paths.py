@@ -99,7 +99,7 @@ def test_an_exception_in_the_publish_override_falls_back_to_paho(
     def reshaped(packet: bytes, qos: int, v5: bool) -> None:
         raise KeyError("packet")
 
-    monkeypatch.setattr(mqtt_client, "parse_publish", reshaped)
+    monkeypatch.setattr(mqtt_client, "split_publish", reshaped)
     cfg = MqttConfig(port=mosquitto.port, keepalive_s=60, reconnect_max_s=0.5)
     n = 500
     got, buffered = _session(cfg, f"fallback-{qos}", lambda: _publish(mosquitto.port, n, qos),

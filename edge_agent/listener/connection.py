@@ -1,0 +1,399 @@
+"""One device connection: MQTT packets in, CONNACK/PUBACK/PINGRESP/DISCONNECT out.
+
+Strategy: an ``asyncio.Protocol`` (10,000 devices are 10,000 of these, no stream reader
+each) around ``mqttproto.PacketReader``, which refuses a malformed or oversized packet
+before buffering it. Any ``MqttProtocolError`` ends the connection cleanly (DISCONNECT
+with its reason in MQTT 5, a plain close in 3.1.1); nothing raises out of
+``data_received``, and a read is handled 16 KiB per loop turn.
+
+States: *connecting* (only CONNECT, within ``connect_timeout_s`` of the socket opening,
+TLS included), *authenticating* (the CONNECT checked off the loop, the session recorded;
+reading paused, later packets wait), *connected*.
+
+A QoS 1 PUBLISH enters ``inflight`` (packet id -> PUBACK reason, None until durable) and
+goes to the pipeline with this connection's number; the pipeline calls ``puback`` once
+the group commit covers it. PUBACKs leave in PUBLISH order (MQTT 4.6), so one also means
+every earlier reading of the connection is durable. Flow control: a v5 client is told
+``receive_maximum`` (exceeding it: 0x93); a 3.1.1 client is not read from while it has
+that many waiting, nor is any client while the pipeline's inbox is over its bound. A full
+log thus reaches devices as withheld PUBACKs, then TCP back-pressure.
+
+Refusals (the table is in docs/edge-agent.md): QoS 2 (0x9B), topic aliases (0x94), a
+PUBLISH the ACL forbids (PUBACK 0x87 in MQTT 5; in 3.1.1, which cannot refuse in a PUBACK,
+the connection is closed rather than PUBACK what was not stored), SUBSCRIBE (SUBACK 0x87
+/ 0x80). Not thread-safe: the listener's event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import deque
+from typing import Any
+
+from mqttproto import (
+    V5,
+    Connack,
+    Connect,
+    Disconnect,
+    MqttProtocolError,
+    PacketReader,
+    Pingreq,
+    Puback,
+    Publish,
+    Pubrel,
+    ReasonCode,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    encode,
+)
+from mqttproto import Property as P
+
+from .auth import may_publish
+from .rules import connect_verdict, session_expiry
+from .stats import Host, reason_label
+
+log = logging.getLogger(__name__)
+
+_PUBACK = struct.Struct("!BBH").pack  # 0x40, 2, packet id: a success PUBACK in 3.1.1 and 5
+_PINGRESP = b"\xd0\x00"
+_SLICE = 16 * 1024  # bytes handled per event-loop turn (about 0.5k small PUBLISHes)
+_CONNECTING, _AUTHENTICATING, _CONNECTED, _CLOSED = range(4)
+#: DISCONNECT reasons that CONNACK may not carry, and what a CONNACK says instead
+_CONNACK_INSTEAD = {ReasonCode.SESSION_TAKEN_OVER: ReasonCode.SERVER_UNAVAILABLE,
+                    ReasonCode.SERVER_SHUTTING_DOWN: ReasonCode.SERVER_UNAVAILABLE}
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: Host, number: int) -> None:
+        self.server = server
+        self.number = number  # the "epoch" the pipeline hands back with each PUBACK
+        self.reader = PacketReader(server.cfg.max_packet_size)
+        self._rmax = server.cfg.receive_maximum
+        self.state = _CONNECTING
+        self.version = 4
+        self.client_id = ""
+        self.acl: tuple[str, ...] = ()
+        self._allowed: dict[str, bool] = {}  # topic -> the ACL's answer
+        self.keepalive = 0
+        self.expiry_s = 0
+        self.will: Any = None
+        self.inflight: dict[int, int | None] = {}
+        self._order: deque[int] = deque()  # inflight's packet ids in PUBLISH order
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.last_rx = time.monotonic()
+        self.paused = False
+        self._queued: list[Any] = []  # packets that came while authenticating
+        self._rest = b""  # received bytes not yet handled (see _consume)
+        self._timer: asyncio.TimerHandle | None = None
+        self._send_will = True  # until a normal DISCONNECT
+        self.attached = False  # holds its session (detached when the socket closes)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        transport.set_write_buffer_limits(high=self.server.cfg.max_buffered_bytes)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.server.cfg.connect_timeout_s, self._connect_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == _CLOSED:
+            return
+        self.last_rx = time.monotonic()
+        if self._rest:  # still working through an earlier read (reading is paused)
+            self._rest += data
+        elif len(data) <= _SLICE:  # the usual case: a device's few packets
+            self._process(data)
+            self.flow()
+        else:
+            self._consume(data)
+
+    def _consume(self, data: bytes | None = None) -> None:
+        """Handle ``data`` (or the rest left) a slice at a time, yielding the loop between
+        slices: 256 KiB of small PUBLISHes would otherwise hold it for tens of ms."""
+        if data is None:
+            data = self._rest if self.state != _CLOSED else b""
+        self._rest = b""
+        while data and self.state != _CLOSED:
+            chunk, data = data[:_SLICE], data[_SLICE:]
+            self._process(chunk)
+            if data and self.state != _CLOSED:
+                self._rest = data
+                self._pause()
+                asyncio.get_running_loop().call_soon(self._consume)
+                return
+        self.flow()
+
+    def _process(self, data: bytes) -> None:
+        try:
+            packets = self.reader.feed(data)
+        except MqttProtocolError as exc:
+            self.server.stats.malformed += 1
+            self.fail(exc.reason_code, exc.message)
+            return
+        self._handle_all(packets)
+
+    def _handle_all(self, packets: list[Any]) -> None:
+        for i, p in enumerate(packets):
+            if self.state == _AUTHENTICATING:
+                self._queued.extend(packets[i:])
+                return
+            try:
+                self._handle(p)
+            except MqttProtocolError as exc:
+                self.fail(exc.reason_code, exc.message)
+            if self.state == _CLOSED:
+                return
+
+    def pause_writing(self) -> None:  # the device does not read its PUBACKs
+        self.fail(ReasonCode.QUOTA_EXCEEDED, "the client does not read what it is sent")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        self.server.forget(self)
+        if self.attached:
+            self.server.sessions.detach(self.client_id, self, None)
+            if self.will is not None and self._send_will:
+                self.server.will_later(self.client_id, self.will, self.expiry_s)
+
+    def _handle(self, p: Any) -> None:
+        if self.state == _CONNECTING:
+            if type(p) is not Connect:
+                raise MqttProtocolError(ReasonCode.PROTOCOL_ERROR, "first packet not CONNECT")
+            self.state = _AUTHENTICATING
+            self._pause()
+            self.server.spawn(self._connect(p))
+            return
+        t = type(p)
+        if t is Publish:
+            self._publish(p)
+        elif t is Pingreq:
+            self._write(_PINGRESP)
+        elif t is Disconnect:
+            self._disconnect(p)
+        elif t is Subscribe:  # devices here publish only (docs/edge-agent.md)
+            code = ReasonCode.NOT_AUTHORIZED if self.version == V5 else 0x80
+            self._send(Suback(p.packet_id, tuple(code for _ in p.subscriptions)))
+        elif t is Unsubscribe:
+            codes = tuple(ReasonCode.NO_SUBSCRIPTION_EXISTED for _ in p.topic_filters)
+            self._send(Unsuback(p.packet_id, codes if self.version == V5 else ()))
+        elif t is Pubrel:  # only after a QoS 2 PUBLISH, which is refused
+            raise MqttProtocolError(ReasonCode.PROTOCOL_ERROR, "PUBREL without QoS 2")
+        elif t is Connect:
+            raise MqttProtocolError(ReasonCode.PROTOCOL_ERROR, "a second CONNECT")
+        else:  # CONNACK, PUBACK, SUBACK...: server-to-client packets, or AUTH
+            raise MqttProtocolError(ReasonCode.PROTOCOL_ERROR,
+                                    f"unexpected {t.__name__.upper()} from a client")
+
+    def _publish(self, p: Publish) -> None:
+        qos = p.qos
+        if qos == 2:
+            raise MqttProtocolError(ReasonCode.QOS_NOT_SUPPORTED, "QoS 2 is not supported")
+        if p.properties and P.TOPIC_ALIAS in p.properties:
+            raise MqttProtocolError(ReasonCode.TOPIC_ALIAS_INVALID, "topic aliases are off")
+        st = self.server.stats
+        st.publishes += 1
+        topic = p.topic
+        allowed = self._allowed.get(topic)
+        if allowed is None:  # a device publishes to a few topics: check each once
+            if len(self._allowed) >= 64:
+                self._allowed.clear()
+            allowed = self._allowed[topic] = may_publish(self.acl, topic)
+        if not allowed:
+            st.acl_denied += 1
+            if self.version != V5:  # no way to refuse in a 3.1.1 PUBACK: never fake one
+                self.fail(ReasonCode.NOT_AUTHORIZED, f"may not publish to {topic[:200]!r}")
+            elif qos:
+                self._queue_ack(p.packet_id, ReasonCode.NOT_AUTHORIZED)
+            return
+        if qos:
+            pid = p.packet_id
+            inflight = self.inflight
+            if pid in inflight:
+                return  # a resend of a reading still in flight: its PUBACK answers both
+            if len(inflight) >= self._rmax and self.version == V5:
+                raise MqttProtocolError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
+                                        "more unacknowledged QoS 1 readings than allowed")
+            inflight[pid] = None
+            self._order.append(pid)
+            self.server.submit((topic, p.payload, 1, pid, self.number))
+        else:
+            self.server.submit((topic, p.payload, 0, 0, self.number))
+
+    def _queue_ack(self, pid: int, reason: int) -> None:
+        if pid not in self.inflight:
+            self.inflight[pid] = reason
+            self._order.append(pid)
+            self.release()
+
+    def _disconnect(self, p: Disconnect) -> None:
+        if p.reason_code != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE:
+            self._send_will = False
+        new_expiry = p.properties.get(P.SESSION_EXPIRY_INTERVAL) if p.properties else None
+        if new_expiry is not None:
+            if self.expiry_s == 0 and new_expiry:  # spec 3.14.2.2.2
+                raise MqttProtocolError(ReasonCode.PROTOCOL_ERROR,
+                                        "session expiry set on DISCONNECT after 0")
+            self.expiry_s = session_expiry(new_expiry, self.server.cfg.session_expiry_max_s)
+            self.server.sessions.detach(self.client_id, self, self.expiry_s)
+        self.server.stats.disconnects["client"] += 1
+        self._close()
+
+    async def _connect(self, c: Connect) -> None:
+        server = self.server
+        self.version = c.protocol_level
+        ssl_obj = self.transport.get_extra_info("ssl_object") if self.transport else None
+        cert = ssl_obj.getpeercert() if ssl_obj is not None else None
+        try:
+            verdict = await connect_verdict(c, cert, server.auth, server.cfg)
+        except Exception as exc:  # a bug or an unreadable password file: refuse, log
+            log.exception("mqtt listener: checking a CONNECT from %s failed", self.peer)
+            verdict = None
+            server.stats.refused[f"error: {type(exc).__name__}"] += 1
+        if self.state == _CLOSED:
+            return
+        if verdict is None or verdict.reason:
+            reason = verdict.reason if verdict else ReasonCode.UNSPECIFIED_ERROR
+            server.stats.refused[reason_label(reason)] += 1
+            self._send(Connack(False, reason))
+            self._close()
+            return
+        self.client_id = verdict.client_id
+        self.acl, self.keepalive, self.expiry_s = verdict.acl, c.keepalive, verdict.expiry_s
+        self.will = c.will
+        present, old, wait = server.sessions.attach(self.client_id, c.clean_start,
+                                                    self.expiry_s, self)
+        self.attached = True
+        if old is not None and old is not self:
+            server.stats.takeovers += 1
+            old.fail(ReasonCode.SESSION_TAKEN_OVER, "another connection took the session")
+        server.session_started(self.client_id, c.clean_start)
+        if wait:  # the session set must be on disk before a device is told about it
+            try:
+                async with asyncio.timeout(server.cfg.connect_timeout_s):
+                    await server.sessions.durable()
+            except TimeoutError:
+                server.sessions.detach(self.client_id, self, 0)
+                self.attached = False
+                self.fail(ReasonCode.SERVER_UNAVAILABLE, "the session could not be recorded")
+                return
+        if self.state == _CLOSED or server.sessions.live.get(self.client_id) is None or \
+                server.sessions.live[self.client_id].conn is not self:
+            self._close()  # gone, or taken over while the session was written
+            return
+        props = verdict.connack_properties(server.cfg) if self.version == V5 else {}
+        self._send(Connack(present, 0, props))
+        self.state = _CONNECTED
+        server.stats.connects += 1
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.keepalive:
+            self._arm_keepalive(self.keepalive * 1.5)
+        queued, self._queued = self._queued, []
+        self._handle_all(queued)
+        self.flow()
+
+    def settle(self, pid: int) -> bool:
+        """The pipeline made reading ``pid`` durable; True when ``release`` is due."""
+        inflight = self.inflight
+        if inflight.get(pid, 0) is None:
+            inflight[pid] = 0
+            return self._order[0] == pid
+        return False
+
+    def release(self) -> None:
+        """Send the PUBACKs whose readings, and every earlier one, are settled."""
+        inflight, order = self.inflight, self._order
+        out = []
+        while order:
+            reason = inflight[order[0]]
+            if reason is None:
+                break
+            pid = order.popleft()
+            del inflight[pid]
+            out.append(_PUBACK(0x40, 2, pid) if reason == 0 or self.version != V5
+                       else encode(Puback(pid, reason), V5))
+        if not out:
+            return
+        self.server.stats.pubacks += len(out)
+        self._write(b"".join(out) if len(out) > 1 else out[0])
+        if self.paused and self.state == _CONNECTED:
+            self.flow()
+
+    def flow(self) -> None:
+        """Pause reading while this client or the pipeline has too much waiting."""
+        if self.state != _CONNECTED or self._rest:
+            return  # _consume calls again once the rest is handled
+        full = len(self.inflight) >= self._rmax
+        if full or self.server.congested:
+            if not full:
+                self.server.wait_for_room(self)
+            self._pause()
+        elif self.paused:
+            self.paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.paused = True
+            self.transport.pause_reading()
+
+    def _connect_timeout(self) -> None:
+        if self.state in (_CONNECTING, _AUTHENTICATING):
+            self.server.stats.disconnects["connect timeout"] += 1
+            self._close()
+
+    def _arm_keepalive(self, delay: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(delay, self._keepalive_check)
+
+    def _keepalive_check(self) -> None:
+        limit = self.keepalive * 1.5
+        idle = time.monotonic() - self.last_rx
+        if idle >= limit:
+            self.fail(ReasonCode.KEEP_ALIVE_TIMEOUT, f"silent for {idle:.1f}s")
+        elif self.state == _CONNECTED:
+            self._arm_keepalive(limit - idle)
+
+    def fail(self, reason: int, message: str) -> None:
+        """End the connection for ``reason``: a refusing CONNACK while connecting, a
+        DISCONNECT in MQTT 5 once connected (3.1.1 has none: a plain close)."""
+        if self.state == _CLOSED:
+            return
+        if reason != ReasonCode.SESSION_TAKEN_OVER:
+            self.server.stats.disconnects[reason_label(reason)] += 1
+            if message:
+                self.server.note(f"{self.peer} ({self.client_id or 'no client id'}): "
+                                 f"{message}")
+        if self.state == _AUTHENTICATING:  # taken over or stopping: no CONNACK code of its own
+            self._send(Connack(False, _CONNACK_INSTEAD.get(reason, reason)))
+        elif self.state == _CONNECTING:
+            if reason == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:  # 3.1.1's return code 1
+                self._write(encode(Connack(False, reason), 4))
+        elif self.version == V5:
+            self._send(Disconnect(reason))
+        self._close()
+
+    def _close(self) -> None:
+        self.state = _CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def _send(self, packet: Any) -> None:
+        self._write(encode(packet, self.version))
+
+    def _write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
