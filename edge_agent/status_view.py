@@ -154,6 +154,12 @@ def render(doc: dict[str, Any]) -> None:
         conn = "connected" if m.get("connected") else "disconnected"
         console.print(f"mqtt {m['client_id']}: {conn}, connects {m.get('connects', 0)}"
                       + (f", last error: {m['last_error']}" if m.get("last_error") else ""))
+    lis = doc.get("mqtt_listener")
+    if lis:
+        console.print(f"mqtt listener {lis['listen']}: {lis['connections']} connections, "
+                      f"{lis['sessions']} sessions, {lis['pubacks']} PUBACKs, refused "
+                      f"{sum(lis['refused'].values())}, ACL denied {lis['acl_denied']}"
+                      + (f", last: {lis['last_error']}" if lis.get("last_error") else ""))
     for t in doc.get("tasks", []):
         if t.get("failures"):
             state = "running" if t.get("running") else "down"

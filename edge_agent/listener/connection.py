@@ -1,30 +1,27 @@
 """One device connection: MQTT packets in, CONNACK/PUBACK/PINGRESP/DISCONNECT out.
 
-Strategy: an ``asyncio.Protocol`` (no stream reader per connection: 10,000 devices are
-10,000 of these) around ``mqttproto.PacketReader``, which refuses a malformed or
-oversized packet before buffering it. Any ``MqttProtocolError`` ends the connection
-cleanly (DISCONNECT with its reason code in MQTT 5, a plain close in 3.1.1); nothing a
-device sends raises out of ``data_received``.
+Strategy: an ``asyncio.Protocol`` (10,000 devices are 10,000 of these, no stream reader
+each) around ``mqttproto.PacketReader``, which refuses a malformed or oversized packet
+before buffering it. Any ``MqttProtocolError`` ends the connection cleanly (DISCONNECT
+with its reason in MQTT 5, a plain close in 3.1.1); nothing raises out of
+``data_received``, and a read is handled 16 KiB per loop turn.
 
-The states: *connecting* (only CONNECT is accepted, within ``connect_timeout_s`` of the
-socket opening, TLS handshake included), *authenticating* (the CONNECT is checked off the
-loop and the session recorded; later packets wait, reading is paused), *connected*.
+States: *connecting* (only CONNECT, within ``connect_timeout_s`` of the socket opening,
+TLS included), *authenticating* (the CONNECT checked off the loop, the session recorded;
+reading paused, later packets wait), *connected*.
 
-PUBLISH at QoS 1 enters ``inflight`` (packet id -> PUBACK reason, None while the reading
-is not yet durable) and goes to the pipeline with this connection's number; the pipeline
-calls back ``puback`` once the group commit covers it. PUBACKs leave in the order the
-PUBLISHes came (MQTT 4.6), so a PUBACK also means every earlier reading of the connection
-is durable. Flow control: a v5 client is told ``receive_maximum`` and one that exceeds it
-is disconnected (0x93); a 3.1.1 client, which cannot be told, is simply not read from
-while it has that many readings waiting, and neither is any client while the pipeline's
-inbox is over its bound (``Listener.congested``). A full log thus reaches the device as
-withheld PUBACKs, then TCP back-pressure: nothing acknowledged is ever dropped.
+A QoS 1 PUBLISH enters ``inflight`` (packet id -> PUBACK reason, None until durable) and
+goes to the pipeline with this connection's number; the pipeline calls ``puback`` once
+the group commit covers it. PUBACKs leave in PUBLISH order (MQTT 4.6), so one also means
+every earlier reading of the connection is durable. Flow control: a v5 client is told
+``receive_maximum`` (exceeding it: 0x93); a 3.1.1 client is not read from while it has
+that many waiting, nor is any client while the pipeline's inbox is over its bound. A full
+log thus reaches devices as withheld PUBACKs, then TCP back-pressure.
 
-Refusals (see docs/edge-agent.md for the table): QoS 2 (0x9B, MQTT 5 tells it in CONNACK
-as Maximum QoS 1), topic aliases (0x94; Topic Alias Maximum is 0), a PUBLISH the ACL
-forbids (PUBACK 0x87 in MQTT 5; 3.1.1 has no refusal in PUBACK, so the connection is
-closed rather than PUBACK a reading that was not stored), SUBSCRIBE (SUBACK 0x87 / 0x80:
-devices here publish only). Not thread-safe: the listener's event loop only.
+Refusals (the table is in docs/edge-agent.md): QoS 2 (0x9B), topic aliases (0x94), a
+PUBLISH the ACL forbids (PUBACK 0x87 in MQTT 5; in 3.1.1, which cannot refuse in a PUBACK,
+the connection is closed rather than PUBACK what was not stored), SUBSCRIBE (SUBACK 0x87
+/ 0x80). Not thread-safe: the listener's event loop only.
 """
 
 from __future__ import annotations
@@ -63,7 +60,11 @@ log = logging.getLogger(__name__)
 
 _PUBACK = struct.Struct("!BBH").pack  # 0x40, 2, packet id: a success PUBACK in 3.1.1 and 5
 _PINGRESP = b"\xd0\x00"
+_SLICE = 16 * 1024  # bytes handled per event-loop turn (about 0.5k small PUBLISHes)
 _CONNECTING, _AUTHENTICATING, _CONNECTED, _CLOSED = range(4)
+#: DISCONNECT reasons that CONNACK may not carry, and what a CONNACK says instead
+_CONNACK_INSTEAD = {ReasonCode.SESSION_TAKEN_OVER: ReasonCode.SERVER_UNAVAILABLE,
+                    ReasonCode.SERVER_SHUTTING_DOWN: ReasonCode.SERVER_UNAVAILABLE}
 
 
 class Connection(asyncio.Protocol):
@@ -86,6 +87,7 @@ class Connection(asyncio.Protocol):
         self.last_rx = time.monotonic()
         self.paused = False
         self._queued: list[Any] = []  # packets that came while authenticating
+        self._rest = b""  # received bytes not yet handled (see _consume)
         self._timer: asyncio.TimerHandle | None = None
         self._send_will = True  # until a normal DISCONNECT
         self.attached = False  # holds its session (detached when the socket closes)
@@ -104,23 +106,49 @@ class Connection(asyncio.Protocol):
         if self.state == _CLOSED:
             return
         self.last_rx = time.monotonic()
+        if self._rest:  # still working through an earlier read (reading is paused)
+            self._rest += data
+            return
+        self._consume(data)
+
+    def _consume(self, data: bytes) -> None:
+        """Handle ``data`` a slice at a time, yielding the loop between slices: a read of
+        256 KiB of small PUBLISHes would otherwise hold it for tens of milliseconds."""
+        self._rest = b""
+        while data and self.state != _CLOSED:
+            chunk, data = data[:_SLICE], data[_SLICE:]
+            self._process(chunk)
+            if data and self.state != _CLOSED:
+                self._rest = data
+                self._pause()
+                asyncio.get_running_loop().call_soon(self._consume_rest)
+                return
+        self.flow()
+
+    def _consume_rest(self) -> None:
+        if self.state != _CLOSED and self._rest:
+            self._consume(self._rest)
+
+    def _process(self, data: bytes) -> None:
         try:
             packets = self.reader.feed(data)
         except MqttProtocolError as exc:
             self.server.stats.malformed += 1
             self.fail(exc.reason_code, exc.message)
             return
-        for p in packets:
+        self._handle_all(packets)
+
+    def _handle_all(self, packets: list[Any]) -> None:
+        for i, p in enumerate(packets):
             if self.state == _AUTHENTICATING:
-                self._queued.append(p)
-                continue
+                self._queued.extend(packets[i:])
+                return
             try:
                 self._handle(p)
             except MqttProtocolError as exc:
                 self.fail(exc.reason_code, exc.message)
             if self.state == _CLOSED:
                 return
-        self.flow()
 
     def pause_writing(self) -> None:  # the device does not read its PUBACKs
         self.fail(ReasonCode.QUOTA_EXCEEDED, "the client does not read what it is sent")
@@ -268,17 +296,10 @@ class Connection(asyncio.Protocol):
         server.stats.connects += 1
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = None
         if self.keepalive:
             self._arm_keepalive(self.keepalive * 1.5)
         queued, self._queued = self._queued, []
-        for p in queued:
-            try:
-                self._handle(p)
-            except MqttProtocolError as exc:
-                self.fail(exc.reason_code, exc.message)
-            if self.state == _CLOSED:
-                return
+        self._handle_all(queued)
         self.flow()
 
     # -- acknowledgements and flow control -------------------------------------------------
@@ -311,8 +332,8 @@ class Connection(asyncio.Protocol):
 
     def flow(self) -> None:
         """Pause reading while this client or the pipeline has too much waiting."""
-        if self.state != _CONNECTED:
-            return
+        if self.state != _CONNECTED or self._rest:
+            return  # _consume calls again once the rest is handled
         full = len(self.inflight) >= self.server.cfg.receive_maximum
         if full or self.server.congested():
             if not full:
@@ -328,8 +349,6 @@ class Connection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
 
-    # -- timers and endings ----------------------------------------------------------------
-
     def _connect_timeout(self) -> None:
         if self.state in (_CONNECTING, _AUTHENTICATING):
             self.server.stats.disconnects["connect timeout"] += 1
@@ -342,7 +361,6 @@ class Connection(asyncio.Protocol):
         limit = self.keepalive * 1.5
         idle = time.monotonic() - self.last_rx
         if idle >= limit:
-            self.server.stats.disconnects["keepalive"] += 1
             self.fail(ReasonCode.KEEP_ALIVE_TIMEOUT, f"silent for {idle:.1f}s")
         elif self.state == _CONNECTED:
             self._arm_keepalive(limit - idle)
@@ -357,8 +375,8 @@ class Connection(asyncio.Protocol):
             if message:
                 self.server.note(f"{self.peer} ({self.client_id or 'no client id'}): "
                                  f"{message}")
-        if self.state == _AUTHENTICATING:
-            self._send(Connack(False, reason))
+        if self.state == _AUTHENTICATING:  # taken over or stopping: no CONNACK code of its own
+            self._send(Connack(False, _CONNACK_INSTEAD.get(reason, reason)))
         elif self.state == _CONNECTING:
             if reason == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:  # 3.1.1's return code 1
                 self._write(encode(Connack(False, reason), 4))

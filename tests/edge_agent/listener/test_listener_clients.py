@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from gmqtt import Client as GmqttClient
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import HeapPersistentStorage
-from listener_testing import agent, listener_status, readings_of, write_config
+from listener_testing import agent, listener_status, readings_of, status, write_config
 
 from tests.helpers import Server, find_binary, wait_for
 
@@ -234,5 +235,23 @@ def test_status_and_metrics_show_the_listener(served: tuple[Server, int, int]) -
         assert "edge_listener_connections" in text
         health = httpx.get(f"http://127.0.0.1:{status_port}/healthz", timeout=5)
         assert health.status_code == 200, health.text
+        view = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--config",
+                               served[0].args[-1]], capture_output=True, text=True, timeout=30)
+        assert "mqtt listener 127.0.0.1:" in view.stdout, view.stdout + view.stderr
+    finally:
+        d.close()
+
+
+def test_a_topic_of_no_stream_is_dead_lettered_then_acknowledged(
+        served: tuple[Server, int, int]) -> None:
+    _, status_port, port = served
+    d = _PahoDevice(port, "nostream", mqtt.MQTTv5).connect()
+    try:
+        info = d.client.publish("devices/nostream/unknown-kind", '{"seq": 1}', qos=1)
+        info.wait_for_publish(10)
+        wait_for(lambda: info.mid in d.acked, 10, message="the PUBACK")
+        assert not d.acked[info.mid].is_failure  # durable in the dead-letter log
+        doc = status(status_port)
+        assert doc is not None and doc["dead_letter"]["by_stream"][""]["no_stream"] >= 1
     finally:
         d.close()

@@ -100,3 +100,37 @@ def test_sigkill_loses_no_acknowledged_reading(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_20_times_loses_no_acknowledged_reading(tmp_path: Path) -> None:
     _run(tmp_path, kills=20)
+
+
+def test_a_session_is_still_present_after_a_kill(tmp_path: Path) -> None:
+    """The session-present flag survives kill -9: a device told "not present" would
+    discard the readings it had not had acknowledged."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    cfg, status_port, port = write_config(tmp_path)
+    server = agent(cfg, status_port, port, tmp_path / "agent.log").start()
+
+    def connect() -> bool:
+        flags: list[bool] = []
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="keeper",
+                        protocol=mqtt.MQTTv5)
+        c.on_connect = lambda _c, _u, f, _rc, _p: flags.append(bool(f.session_present))
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        c.connect("127.0.0.1", port, clean_start=False, properties=props)
+        deadline = time.monotonic() + 10
+        while not flags and time.monotonic() < deadline:
+            c.loop(0.05)
+        c.disconnect()
+        assert flags, "no CONNACK"
+        return flags[0]
+
+    try:
+        assert connect() is False  # a new session
+        server.kill()  # no clean stop: only what was written before the CONNACK counts
+        server.start()
+        assert connect() is True
+    finally:
+        server.stop()
