@@ -44,7 +44,7 @@ _PUBACKS: dict[int, Puback] = {}
 class PacketReader:
     """Bytes in, packets out; see the module docstring for the bounds."""
 
-    __slots__ = ("_buf", "max_packet_size", "version")
+    __slots__ = ("_buf", "_need", "max_packet_size", "version")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE,
                  version: int | None = None) -> None:
@@ -54,7 +54,9 @@ class PacketReader:
             raise ValueError(f"protocol version {version!r} is not 4 or 5")
         self.max_packet_size = max_packet_size
         self.version = version
-        self._buf = b""
+        self._buf = bytearray()
+        #: bytes the incomplete packet in ``_buf`` needs before it is worth parsing again
+        self._need = 0
 
     def buffered(self) -> int:
         """Bytes of an incomplete packet held until the rest arrives."""
@@ -62,16 +64,24 @@ class PacketReader:
 
     def feed(self, data: bytes) -> list[Packet]:
         """The packets completed by ``data``, in order."""
-        if self._buf:
-            data = self._buf + data
+        buf = self._buf
+        if buf:
+            # Appending is amortised O(len(data)) and nothing is parsed until the packet
+            # is complete: a peer dripping a large packet byte by byte costs linear time.
+            buf += data
+            if len(buf) < self._need:
+                return []
+            data = bytes(buf)
+            buf.clear()
         packets: list[Packet] = []
         try:
             pos = self._split(data, packets)
         except MqttProtocolError as exc:
-            self._buf = b""
+            self._buf = bytearray()
             exc.packets = packets  # type: ignore[attr-defined]
             raise
-        self._buf = data[pos:] if pos < len(data) else b""
+        if pos < len(data):
+            self._buf = bytearray(memoryview(data)[pos:])
         return packets
 
     def _split(self, data: bytes, packets: list[Packet]) -> int:
@@ -93,7 +103,8 @@ class PacketReader:
             shift = 0
             while True:
                 if i >= end:
-                    return pos  # the fixed header is not complete yet
+                    self._need = end - pos + 1  # the fixed header is not complete yet
+                    return pos
                 byte = data[i]
                 i += 1
                 length |= (byte & 0x7F) << shift
@@ -107,7 +118,8 @@ class PacketReader:
                 raise MqttProtocolError(PACKET_TOO_LARGE, f"packet of {stop - pos} bytes "
                                                           f"exceeds the limit of {limit}")
             if stop > end:
-                return pos  # wait for the rest of the body
+                self._need = stop - pos  # wait for the rest of the body
+                return pos
             if ptype == PUBLISH and version is not None:
                 append(decode_publish(first, data, i, stop, version))
             elif ptype == PUBACK and length == 2 and version is not None:

@@ -3,6 +3,7 @@ never another exception, and a reader that never holds more than its limit."""
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from typing import Any
 
@@ -227,3 +228,20 @@ def test_bad_headers_and_fields(first: int, body: bytes, version: int) -> None:
     with pytest.raises(m.MqttProtocolError) as err:
         m.decode(first, body, version)
     assert err.value.reason_code >= 0x80
+
+
+def test_a_large_packet_dripped_byte_by_byte_costs_linear_time() -> None:
+    """Each feed of an incomplete packet appends, nothing is re-parsed or copied whole: 256
+    KiB in 1-byte reads takes well under a second (copying the buffer on every read would
+    move 32 GB)."""
+    size = 256 * 1024
+    frame = m.publish_frame(m.topic_field("t"), b"x" * (size - 7), 0)
+    reader = m.PacketReader(size, m.V311)
+    feed = reader.feed
+    started = time.process_time()
+    for i in range(len(frame) - 1):
+        feed(frame[i:i + 1])
+    assert reader.buffered() == len(frame) - 1
+    [packet] = reader.feed(frame[-1:])
+    assert len(packet.payload) == size - 7 and reader.buffered() == 0
+    assert time.process_time() - started < 5.0
