@@ -12,8 +12,10 @@ Bounds (per reader, i.e. per connection):
   incomplete packet whose whole size (fixed header included, as MQTT 5's Maximum Packet
   Size counts it) is at most ``max_packet_size``, or up to 5 bytes of a fixed header;
 * during a call, that plus the caller's ``data`` (the caller bounds its reads);
-* the packets returned hold at most the bytes fed, plus a bounded number of Python
-  objects per packet (``MAX_USER_PROPERTIES`` caps the largest count).
+* the packets a call returns take at most ~32 bytes of Python objects per byte fed
+  (the worst case is a stream of minimal 5-byte PUBLISHes, one object each; a packet's
+  lists grow with its size, user properties are capped by ``MAX_USER_PROPERTIES``), so
+  a caller bounds that memory and the decoding time by the size of what it feeds.
 
 Roles: a server's reader starts with ``version=None``; the first packet must be CONNECT
 (anything else is PROTOCOL_ERROR before it is buffered) and its protocol level becomes

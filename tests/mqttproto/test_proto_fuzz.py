@@ -245,3 +245,24 @@ def test_a_large_packet_dripped_byte_by_byte_costs_linear_time() -> None:
     [packet] = reader.feed(frame[-1:])
     assert len(packet.payload) == size - 7 and reader.buffered() == 0
     assert time.process_time() - started < 5.0
+
+
+@pytest.mark.parametrize(("packet", "version"), [
+    (m.Publish("t"), m.V311),  # the smallest packet that makes an object
+    (m.Publish("t"), m.V5),
+    (m.Puback(5, 0x10), m.V5),
+    (m.Subscribe(1, tuple(m.Subscription("a") for _ in range(2000))), m.V311),
+    (m.Publish("t", properties={m.Property.USER_PROPERTY: [("a", "b")] * 256}), m.V5),
+])
+def test_decoded_packets_take_about_32_bytes_per_byte_fed(packet: Any, version: int) -> None:
+    raw = m.encode(packet, version)
+    data = raw * max(1, 50_000 // len(raw))
+    reader = m.PacketReader(version=version)
+    tracemalloc.start()
+    try:
+        out = reader.feed(data)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert out[0] == packet and len(out) == len(data) // len(raw)
+    assert held <= 40 * len(data)  # 32 measured for the worst, on CPython 3.11
