@@ -30,6 +30,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections import deque
 from typing import Any
 
 from mqttproto import (
@@ -72,16 +73,17 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.number = number  # the "epoch" the pipeline hands back with each PUBACK
         self.reader = PacketReader(server.cfg.max_packet_size)
+        self._rmax = server.cfg.receive_maximum
         self.state = _CONNECTING
         self.version = 4
         self.client_id = ""
-        self.device = ""
         self.acl: tuple[str, ...] = ()
         self._allowed: dict[str, bool] = {}  # topic -> the ACL's answer
         self.keepalive = 0
         self.expiry_s = 0
         self.will: Any = None
         self.inflight: dict[int, int | None] = {}
+        self._order: deque[int] = deque()  # inflight's packet ids in PUBLISH order
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.last_rx = time.monotonic()
@@ -108,12 +110,17 @@ class Connection(asyncio.Protocol):
         self.last_rx = time.monotonic()
         if self._rest:  # still working through an earlier read (reading is paused)
             self._rest += data
-            return
-        self._consume(data)
+        elif len(data) <= _SLICE:  # the usual case: a device's few packets
+            self._process(data)
+            self.flow()
+        else:
+            self._consume(data)
 
-    def _consume(self, data: bytes) -> None:
-        """Handle ``data`` a slice at a time, yielding the loop between slices: a read of
-        256 KiB of small PUBLISHes would otherwise hold it for tens of milliseconds."""
+    def _consume(self, data: bytes | None = None) -> None:
+        """Handle ``data`` (or the rest left) a slice at a time, yielding the loop between
+        slices: 256 KiB of small PUBLISHes would otherwise hold it for tens of ms."""
+        if data is None:
+            data = self._rest if self.state != _CLOSED else b""
         self._rest = b""
         while data and self.state != _CLOSED:
             chunk, data = data[:_SLICE], data[_SLICE:]
@@ -121,13 +128,9 @@ class Connection(asyncio.Protocol):
             if data and self.state != _CLOSED:
                 self._rest = data
                 self._pause()
-                asyncio.get_running_loop().call_soon(self._consume_rest)
+                asyncio.get_running_loop().call_soon(self._consume)
                 return
         self.flow()
-
-    def _consume_rest(self) -> None:
-        if self.state != _CLOSED and self._rest:
-            self._consume(self._rest)
 
     def _process(self, data: bytes) -> None:
         try:
@@ -162,8 +165,6 @@ class Connection(asyncio.Protocol):
             self.server.sessions.detach(self.client_id, self, None)
             if self.will is not None and self._send_will:
                 self.server.will_later(self.client_id, self.will, self.expiry_s)
-
-    # -- packets -------------------------------------------------------------------------
 
     def _handle(self, p: Any) -> None:
         if self.state == _CONNECTING:
@@ -220,10 +221,11 @@ class Connection(asyncio.Protocol):
             inflight = self.inflight
             if pid in inflight:
                 return  # a resend of a reading still in flight: its PUBACK answers both
-            if len(inflight) >= self.server.cfg.receive_maximum and self.version == V5:
+            if len(inflight) >= self._rmax and self.version == V5:
                 raise MqttProtocolError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
                                         "more unacknowledged QoS 1 readings than allowed")
             inflight[pid] = None
+            self._order.append(pid)
             self.server.submit((topic, p.payload, 1, pid, self.number))
         else:
             self.server.submit((topic, p.payload, 0, 0, self.number))
@@ -231,6 +233,7 @@ class Connection(asyncio.Protocol):
     def _queue_ack(self, pid: int, reason: int) -> None:
         if pid not in self.inflight:
             self.inflight[pid] = reason
+            self._order.append(pid)
             self.release()
 
     def _disconnect(self, p: Disconnect) -> None:
@@ -245,8 +248,6 @@ class Connection(asyncio.Protocol):
             self.server.sessions.detach(self.client_id, self, self.expiry_s)
         self.server.stats.disconnects["client"] += 1
         self._close()
-
-    # -- CONNECT ---------------------------------------------------------------------------
 
     async def _connect(self, c: Connect) -> None:
         server = self.server
@@ -267,7 +268,7 @@ class Connection(asyncio.Protocol):
             self._send(Connack(False, reason))
             self._close()
             return
-        self.client_id, self.device = verdict.client_id, verdict.device
+        self.client_id = verdict.client_id
         self.acl, self.keepalive, self.expiry_s = verdict.acl, c.keepalive, verdict.expiry_s
         self.will = c.will
         present, old, wait = server.sessions.attach(self.client_id, c.clean_start,
@@ -302,31 +303,30 @@ class Connection(asyncio.Protocol):
         self._handle_all(queued)
         self.flow()
 
-    # -- acknowledgements and flow control -------------------------------------------------
-
-    def puback(self, pids: list[int]) -> None:
-        """The pipeline made these readings durable."""
+    def settle(self, pid: int) -> bool:
+        """The pipeline made reading ``pid`` durable; True when ``release`` is due."""
         inflight = self.inflight
-        for pid in pids:
-            if pid in inflight:
-                inflight[pid] = 0
-        self.release()
+        if inflight.get(pid, 0) is None:
+            inflight[pid] = 0
+            return self._order[0] == pid
+        return False
 
     def release(self) -> None:
         """Send the PUBACKs whose readings, and every earlier one, are settled."""
-        inflight = self.inflight
+        inflight, order = self.inflight, self._order
         out = []
-        for pid, reason in inflight.items():
+        while order:
+            reason = inflight[order[0]]
             if reason is None:
                 break
+            pid = order.popleft()
+            del inflight[pid]
             out.append(_PUBACK(0x40, 2, pid) if reason == 0 or self.version != V5
                        else encode(Puback(pid, reason), V5))
         if not out:
             return
-        for _ in out:
-            inflight.pop(next(iter(inflight)))
         self.server.stats.pubacks += len(out)
-        self._write(b"".join(out))
+        self._write(b"".join(out) if len(out) > 1 else out[0])
         if self.paused and self.state == _CONNECTED:
             self.flow()
 
@@ -334,8 +334,8 @@ class Connection(asyncio.Protocol):
         """Pause reading while this client or the pipeline has too much waiting."""
         if self.state != _CONNECTED or self._rest:
             return  # _consume calls again once the rest is handled
-        full = len(self.inflight) >= self.server.cfg.receive_maximum
-        if full or self.server.congested():
+        full = len(self.inflight) >= self._rmax
+        if full or self.server.congested:
             if not full:
                 self.server.wait_for_room(self)
             self._pause()

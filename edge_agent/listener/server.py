@@ -75,6 +75,8 @@ class Listener:
         self.conns: dict[int, Connection] = {}
         self.max_connections = cfg.max_connections
         self.address: tuple[str, int] | None = None
+        #: some stream's inbox went over _INBOX_HIGH: connections stop being read from
+        self.congested = False
         self._numbers = itertools.count(-1, -1)  # never a Mosquitto session's epoch (> 0)
         self._open = 0  # sockets open (connections before and after CONNECT)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -174,29 +176,21 @@ class Listener:
 
     def submit(self, msg: InMessage) -> None:
         owner = self.route(msg[0])
-        inbox = self.inboxes.get(owner) if owner is not None else None
-        (inbox if inbox is not None else self.unmatched).submit(msg)
+        inbox = self.inboxes.get(owner, self.unmatched) if owner is not None else self.unmatched
+        inbox.submit(msg)
+        if len(inbox.messages) > _INBOX_HIGH:
+            self.congested = True  # cleared by _resume_waiting
 
     def ack(self, acks: list[tuple[int, int]]) -> None:
         """The pipelines' ``AckFn``: PUBACK (packet id, connection number) pairs."""
         conns = self.conns
-        if len(acks) == 1:
-            pid, number = acks[0]
-            conn = conns.get(number)
-            if conn is not None:
-                conn.puback([pid])
-            return
-        by_conn: dict[int, list[int]] = {}
+        due = []
         for pid, number in acks:
-            by_conn.setdefault(number, []).append(pid)
-        for number, pids in by_conn.items():
             conn = conns.get(number)
-            if conn is not None:
-                conn.puback(pids)
-
-    def congested(self) -> bool:
-        return any(len(i) > _INBOX_HIGH for i in self.inboxes.values()) or \
-            len(self.unmatched) > _INBOX_HIGH
+            if conn is not None and conn.settle(pid):
+                due.append(conn)
+        for conn in due:
+            conn.release()
 
     def wait_for_room(self, conn: Connection) -> None:
         self._waiting.add(conn)
@@ -208,6 +202,7 @@ class Listener:
         if any(len(i) > _INBOX_LOW for i in (*self.inboxes.values(), self.unmatched)):
             self._poll = asyncio.get_running_loop().call_later(0.01, self._resume_waiting)
             return
+        self.congested = False
         waiting, self._waiting = self._waiting, set()
         for conn in waiting:
             conn.flow()
