@@ -43,6 +43,7 @@ Not a test: nothing asserts; targets are marked met/missed. Prints the load aver
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -54,6 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 from e2e_latency import _demo, cpu_seconds
 
@@ -158,6 +160,18 @@ class Stack:
             return int(doc["mqtt_listener"]["pubacks"])
         return sum(s["pubacks"] for s in doc.get("streams", []))
 
+    def fsync_ms(self) -> float:
+        """Mean time from an append to the group commit that made it durable (/metrics)."""
+        total = count = 0.0
+        with contextlib.suppress(httpx.HTTPError):
+            text = httpx.get(f"http://127.0.0.1:{self.status_port}/metrics", timeout=5).text
+            for line in text.splitlines():
+                if line.startswith("edge_fsync_latency_seconds_sum"):
+                    total += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("edge_fsync_latency_seconds_count"):
+                    count += float(line.rsplit(" ", 1)[1])
+        return total / count * 1000 if count else float("nan")
+
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.edge.items()}
 
@@ -226,6 +240,7 @@ def throughput_run(mode: str, devices: int, feed: Path, total: int,
     pubs: list[subprocess.Popen[bytes]] = []
     try:
         time.sleep(1.0)
+        feed0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu0 = stack.cpu()
         t0 = time.monotonic()
         for d in range(devices):
@@ -241,15 +256,20 @@ def throughput_run(mode: str, devices: int, feed: Path, total: int,
             time.sleep(0.01 if done >= 0.9 * total else 0.1)
         elapsed = time.monotonic() - t0
         cpu = {name: sec - cpu0[name] for name, sec in stack.cpu().items()}
+        fsync_ms = stack.fsync_ms()
         for p in pubs:
             p.wait(60)
+        feed1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # only the publishers ended
     finally:
         for p in pubs:
             if p.poll() is None:
                 p.kill()
         stack.stop()
+    feed_cpu = feed1.ru_utime + feed1.ru_stime - feed0.ru_utime - feed0.ru_stime
     return {"mode": mode, "acked": done, "rate": done / elapsed,
-            "edge_us": sum(cpu.values()) / max(done, 1) * 1e6}
+            "edge_us": sum(cpu.values()) / max(done, 1) * 1e6,
+            "busy": sum(cpu.values()) / elapsed, "feed_busy": feed_cpu / elapsed,
+            "fsync_ms": fsync_ms}
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -285,6 +305,7 @@ def main() -> int:
     ap.add_argument("--no-listener", action="store_true",
                     help="skip (a): for an agent without [mqtt_listener]")
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--no-cpu", action="store_true", help="only the throughput runs")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.feed_messages = 8.0, 2000
@@ -295,15 +316,15 @@ def main() -> int:
           f"{args.devices * args.rate:,.0f} readings/s, QoS 1, {args.duration:.0f} s per edge"
           + ("" if listener else "; (a) skipped: this agent has no [mqtt_listener]"))
     best: dict[str, dict[str, Any]] = {}
-    for _ in range(args.repeat):
+    for _ in range(0 if args.no_cpu else args.repeat):
         for mode in modes:
             row = cpu_run(mode, args)
             print(f"  {LABELS[mode]}: {row['edge_us']:.1f} us/reading "
                   f"({row['at_cloud']:,}/{row['acked']:,} at the cloud)", flush=True)
             if mode not in best or row["edge_us"] < best[mode]["edge_us"]:
                 best[mode] = row
-    by_mode = print_cpu_table([best[m] for m in modes])
-    if listener:
+    by_mode = print_cpu_table([best[m] for m in modes]) if best else {}
+    if listener and by_mode:
         a, b, c = by_mode["listener"], by_mode["mosquitto"], by_mode["bridge"]
         print(f"\ntarget (a) <= 2x (c): {a / c:.2f}x, {'met' if a <= 2 * c else 'MISSED'}; "
               f"target (a) < (b): {a:.1f} vs {b:.1f} us, {'met' if a < b else 'MISSED'}")
@@ -320,11 +341,13 @@ def main() -> int:
         shutil.rmtree(feed.parent, ignore_errors=True)
         print(f"\ningest throughput at QoS 1, {args.feed_devices} x mosquitto_pub -V "
               f"{args.feed_protocol} -l -q 1 x {args.feed_messages:,} readings, cloud down:")
-        print("| edge | PUBACKed after commit | readings/s | edge CPU us/reading |")
-        print("|---|---:|---:|---:|")
+        print("| edge | PUBACKed after commit | readings/s | edge CPU us/reading "
+              "| edge busy (cores) | publishers busy (cores) | append to fsync, mean ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for r in thr.values():
             print(f"| {LABELS[r['mode']]} | {r['acked']:,} | {r['rate']:,.0f} | "
-                  f"{r['edge_us']:.1f} |")
+                  f"{r['edge_us']:.1f} | {r['busy']:.2f} | {r['feed_busy']:.2f} | "
+                  f"{r['fsync_ms']:.1f} |")
         if listener:
             lr, mr = thr["listener"]["rate"], thr["mosquitto"]["rate"]
             print(f"target listener >= Mosquitto path: {lr / mr:.2f}x, "

@@ -4,7 +4,9 @@ Strategy: one class per packet type, the same for MQTT 3.1.1 and 5; fields 3.1.1
 room for (properties, most reason codes) are simply empty/0 there. Reason codes are
 always MQTT 5 codes (``ReasonCode``): ``encode`` maps a CONNACK's to the 3.1.1 return
 code and ``decode`` maps back, so a server writes its logic once for both versions.
-Text is ``str`` (checked UTF-8), payloads and passwords are ``bytes``.
+Text is ``str`` (checked UTF-8), payloads and passwords are ``bytes``. Treat a decoded
+packet's ``properties`` as read-only: the reader hands out one shared ``Puback`` per
+packet id for successful acks.
 """
 
 from __future__ import annotations

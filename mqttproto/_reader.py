@@ -12,8 +12,10 @@ Bounds (per reader, i.e. per connection):
   incomplete packet whose whole size (fixed header included, as MQTT 5's Maximum Packet
   Size counts it) is at most ``max_packet_size``, or up to 5 bytes of a fixed header;
 * during a call, that plus the caller's ``data`` (the caller bounds its reads);
-* the packets returned hold at most the bytes fed, plus a bounded number of Python
-  objects per packet (``MAX_USER_PROPERTIES`` caps the largest count).
+* the packets a call returns take at most ~32 bytes of Python objects per byte fed
+  (the worst case is a stream of minimal 5-byte PUBLISHes, one object each; a packet's
+  lists grow with its size, user properties are capped by ``MAX_USER_PROPERTIES``), so
+  a caller bounds that memory and the decoding time by the size of what it feeds.
 
 Roles: a server's reader starts with ``version=None``; the first packet must be CONNECT
 (anything else is PROTOCOL_ERROR before it is buffered) and its protocol level becomes
@@ -44,7 +46,7 @@ _PUBACKS: dict[int, Puback] = {}
 class PacketReader:
     """Bytes in, packets out; see the module docstring for the bounds."""
 
-    __slots__ = ("_buf", "max_packet_size", "version")
+    __slots__ = ("_buf", "_need", "max_packet_size", "version")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE,
                  version: int | None = None) -> None:
@@ -54,7 +56,9 @@ class PacketReader:
             raise ValueError(f"protocol version {version!r} is not 4 or 5")
         self.max_packet_size = max_packet_size
         self.version = version
-        self._buf = b""
+        self._buf = bytearray()
+        #: bytes the incomplete packet in ``_buf`` needs before it is worth parsing again
+        self._need = 0
 
     def buffered(self) -> int:
         """Bytes of an incomplete packet held until the rest arrives."""
@@ -62,16 +66,24 @@ class PacketReader:
 
     def feed(self, data: bytes) -> list[Packet]:
         """The packets completed by ``data``, in order."""
-        if self._buf:
-            data = self._buf + data
+        buf = self._buf
+        if buf:
+            # Appending is amortised O(len(data)) and nothing is parsed until the packet
+            # is complete: a peer dripping a large packet byte by byte costs linear time.
+            buf += data
+            if len(buf) < self._need:
+                return []
+            data = bytes(buf)
+            buf.clear()
         packets: list[Packet] = []
         try:
             pos = self._split(data, packets)
         except MqttProtocolError as exc:
-            self._buf = b""
+            self._buf = bytearray()
             exc.packets = packets  # type: ignore[attr-defined]
             raise
-        self._buf = data[pos:] if pos < len(data) else b""
+        if pos < len(data):
+            self._buf = bytearray(memoryview(data)[pos:])
         return packets
 
     def _split(self, data: bytes, packets: list[Packet]) -> int:
@@ -93,7 +105,8 @@ class PacketReader:
             shift = 0
             while True:
                 if i >= end:
-                    return pos  # the fixed header is not complete yet
+                    self._need = end - pos + 1  # the fixed header is not complete yet
+                    return pos
                 byte = data[i]
                 i += 1
                 length |= (byte & 0x7F) << shift
@@ -107,7 +120,8 @@ class PacketReader:
                 raise MqttProtocolError(PACKET_TOO_LARGE, f"packet of {stop - pos} bytes "
                                                           f"exceeds the limit of {limit}")
             if stop > end:
-                return pos  # wait for the rest of the body
+                self._need = stop - pos  # wait for the rest of the body
+                return pos
             if ptype == PUBLISH and version is not None:
                 append(decode_publish(first, data, i, stop, version))
             elif ptype == PUBACK and length == 2 and version is not None:
