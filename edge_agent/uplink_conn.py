@@ -49,12 +49,13 @@ class Reply:
 
 
 class _Conn:
-    __slots__ = ("h11", "reader", "writer")
+    __slots__ = ("h11", "loop", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.h11 = h11.Connection(h11.CLIENT)
+        self.loop = asyncio.get_running_loop()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -103,9 +104,13 @@ class LeanClient:
                 raise ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def _reusable(self) -> _Conn | None:
-        """An idle connection still open (the server may have closed it meanwhile)."""
+        """An idle connection still open (the server may have closed it meanwhile) and
+        of this event loop (a client may outlive one ``asyncio.run``)."""
+        loop = asyncio.get_running_loop()
         while self._idle:
             conn = self._idle.pop()
+            if conn.loop is not loop:
+                continue  # its loop is gone or elsewhere: its transport is not ours to use
             if conn.reader.at_eof() or conn.writer.is_closing() \
                     or conn.reader.exception() is not None:
                 conn.close()

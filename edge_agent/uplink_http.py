@@ -91,9 +91,11 @@ class HttpUplink:
         self.client = client or ("httpx" if _proxied(self.url) else "lean")
         self._lean: LeanClient | None = None
         if self.client == "lean":
-            self._lean = LeanClient(
-                self.url, headers, timeout_s=timeout_s, max_connections=max_connections,
-                ssl_context=verify if isinstance(verify, ssl.SSLContext) else None)
+            # without a ca_file, the CAs httpx would trust (certifi, SSL_CERT_FILE)
+            context = verify if isinstance(verify, ssl.SSLContext) else (
+                httpx.create_ssl_context() if self.url.startswith("https:") else None)
+            self._lean = LeanClient(self.url, headers, timeout_s=timeout_s,
+                                    max_connections=max_connections, ssl_context=context)
         self._client = httpx.AsyncClient(
             headers=headers, timeout=timeout_s, verify=verify,
             limits=httpx.Limits(max_connections=max_connections,

@@ -202,3 +202,19 @@ def test_both_clients_sort_replies_the_same(client: str, status: int, body: byte
                 await up.aclose()
 
     asyncio.run(main())
+
+
+def test_a_client_outliving_its_event_loop_opens_a_new_connection() -> None:
+    async def post(client: LeanClient) -> int:
+        return (await client.post("/x", b"b", {})).status
+
+    async def serve_twice() -> None:
+        async with serving(answer_each) as (port, accepted):
+            client = LeanClient(f"http://127.0.0.1:{port}", {}, timeout_s=5)
+            assert await post(client) == 200
+            # the next "run" of the client happens on another event loop (a thread here)
+            assert await asyncio.to_thread(asyncio.run, post(client)) == 200
+            assert accepted[0] == 2
+            await client.aclose()
+
+    asyncio.run(serve_twice())
