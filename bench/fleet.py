@@ -242,8 +242,12 @@ def main() -> int:
     results = []
     try:
         assert server.proc is not None
-        if args.py_spy:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+        spy_bin = Path(sys.executable).parent / "py-spy"
+        if args.py_spy and not spy_bin.exists():
+            console.print("py-spy is not installed (pip install 'edgestream[bench]'): "
+                          "running without the profile")
+        elif args.py_spy:
+            spy = subprocess.Popen([str(spy_bin), "record", "-p",
                                     str(server.proc.pid), "-o", args.py_spy, "-f", "raw",
                                     "--gil", "-r", "100"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
