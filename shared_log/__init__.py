@@ -5,6 +5,7 @@ topic-partition). Knows nothing of MQTT or HTTP. See docs/log-format.md.
 """
 
 from ._columns import ColumnFetch, RecordColumns, fetch_columns
+from ._commit import SharedFlusher
 from ._config import CommitMode, CommitPolicy, FullPolicy, LogConfig
 from ._errors import (
     CorruptBatch,
@@ -42,6 +43,7 @@ __all__ = [
     "OffsetOutOfRange",
     "Record",
     "RecordColumns",
+    "SharedFlusher",
     "StoredRecord",
     "append_durable",
     "atomic_write",

@@ -56,4 +56,4 @@ def reopen_empty_at(log: Log, base: int) -> Log:
     (directory / segment_name(base, LOG_SUFFIX)).touch()
     write_checkpoint(directory / RECOVERY_POINT, {"offset": base})
     fsync_dir(directory)
-    return Log(directory, config)
+    return Log(directory, config, flusher=log.flusher)

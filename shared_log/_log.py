@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._commit import DurabilityWaiters, GroupCommitter
+from ._commit import DurabilityWaiters, FlushMember, GroupCommitter, SharedFlusher
 from ._config import CommitMode, FullPolicy, LogConfig
 from ._errors import DiskFull, LogClosed, LogFull
 from ._fetch import fetch_records
@@ -45,8 +45,8 @@ class Log:
     """A segmented, checksummed, append-only log in one directory."""
 
     def __init__(self, directory: str | os.PathLike[str], config: LogConfig | None = None,
-                 *, read_only: bool = False) -> None:
-        self.directory = Path(directory)
+                 *, read_only: bool = False, flusher: SharedFlusher | None = None) -> None:
+        self.directory, self.flusher = Path(directory), flusher
         self.config = config or LogConfig()
         self.read_only = read_only
         self.stats = LogStats()
@@ -68,11 +68,11 @@ class Log:
         self._size = sum(s.size for s in self._segments)
         self._waiters = DurabilityWaiters()
         self._waiters.advance(self.end_offset)  # everything recovered is on disk
-        self._committer: GroupCommitter | None = None
+        self._committer: GroupCommitter | FlushMember | None = None
         if not read_only and self.config.commit.mode is CommitMode.GROUP:
-            c = self.config.commit
-            self._committer = GroupCommitter(self.flush, c.interval_ms, c.max_records,
-                                             self._flush_failed)
+            c = self.config.commit  # a shared flusher has its own interval
+            self._committer = flusher.register(self.flush, self._flush_failed) if flusher \
+                else GroupCommitter(self.flush, c.interval_ms, c.max_records, self._flush_failed)
 
     # -- properties ----------------------------------------------------------------------
 

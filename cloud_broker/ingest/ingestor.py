@@ -305,7 +305,11 @@ async def _durable_after(prev: asyncio.Future[None] | None,
                          waits: list[tuple[PartitionLog, int]]) -> None:
     if prev is not None:
         await prev
-    await asyncio.gather(*(p.wait_durable(last) for p, last in waits))
+    if len(waits) == 1:  # the common case of a small batch: no gather, no extra task
+        part, last = waits[0]
+        await part.wait_durable(last)
+    elif waits:
+        await asyncio.gather(*(p.wait_durable(last) for p, last in waits))
 
 
 def _chain(prev: asyncio.Future[None] | None,

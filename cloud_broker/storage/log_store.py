@@ -23,6 +23,7 @@ from shared_log import (
     Log,
     LogConfig,
     Record,
+    SharedFlusher,
     fetch_columns,
     read_checkpoint,
     reopen_empty_at,
@@ -132,12 +133,17 @@ class Partition:
 
 
 class PartitionStore:
-    """All topic-partitions of one broker. Single event loop writes; reads may be threads."""
+    """All topic-partitions of one broker. Single event loop writes; reads may be threads.
+
+    One flusher thread serves every partition (``shared_log.SharedFlusher``): per commit
+    interval one pass fsyncs the partitions with pending appends, and each partition's
+    waiters (the acks) are woken only by its own fsync."""
 
     def __init__(self, data_dir: Path, commit_interval_ms: float = 1.0) -> None:
         self.root = Path(data_dir) / "topics"
         self.root.mkdir(parents=True, exist_ok=True)
         self.commit_interval_ms = commit_interval_ms
+        self.flusher = SharedFlusher(commit_interval_ms, name="partition-flusher")
         self._topics: dict[str, list[Partition]] = {}
         self._configs: dict[str, TopicConfig] = {}
 
@@ -164,7 +170,8 @@ class PartitionStore:
             retention_ms=cfg.retention_ms,
         )
         for i in range(len(parts), cfg.partitions):
-            parts.append(Partition(cfg.name, i, Log(tdir / str(i), log_cfg)))
+            parts.append(Partition(cfg.name, i, Log(tdir / str(i), log_cfg,
+                                                    flusher=self.flusher)))
         self._topics[cfg.name] = parts
         self._configs[cfg.name] = cfg
         return parts
@@ -196,5 +203,8 @@ class PartitionStore:
         return sum(p.enforce_retention() for p in self)
 
     def close(self) -> None:
-        for p in self:
-            p.close()
+        try:
+            for p in self:
+                p.close()
+        finally:
+            self.flusher.stop()

@@ -1,0 +1,139 @@
+"""A quiet gateway: the edge agent's CPU at 100 readings/s, against Mosquitto's.
+
+Runs Mosquitto, the cloud broker and the edge agent with their default settings (the
+`make demo` configuration) and 10 ``mosquitto_pub -l`` devices (QoS 1), each fed one
+JSON reading every 100 ms (100 readings/s in all). Measures each process's CPU from /proc
+over ``--duration`` seconds of traffic, then over ``--idle`` seconds with no traffic at
+all. Target: the agent ≤ 1 % of a core at 100 readings/s (ack after fsync, forwarding
+included). Prints a table and the load average; nothing asserts.
+
+    .venv/bin/python bench/quiet_gateway.py                 # 30 s of traffic, 10 s idle
+    .venv/bin/python bench/quiet_gateway.py --duration 10   # a shorter run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BIN = Path(sys.executable).parent
+console = Console(width=120)
+TARGET_CORE = 0.01
+
+
+def _demo() -> Any:
+    spec = importlib.util.spec_from_file_location("run_demo", REPO / "deploy/local/run_demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def feed(pubs: list[subprocess.Popen[bytes]], rate_per_device: float, seconds: float) -> int:
+    """Write one reading per device every 1/rate s to its mosquitto_pub; readings sent."""
+    period = 1.0 / rate_per_device
+    start = time.monotonic()
+    sent, tick = 0, 0
+    while True:
+        at = start + tick * period
+        if at - start >= seconds:
+            return sent
+        time.sleep(max(0.0, at - time.monotonic()))
+        ts = int(time.time() * 1000)
+        for d, pub in enumerate(pubs):
+            assert pub.stdin is not None
+            pub.stdin.write(json.dumps({"device": f"quiet-{d:02d}", "seq": tick, "ts": ts,
+                                        "temp": 21.5, "hum": 48.0}).encode() + b"\n")
+            pub.stdin.flush()
+            sent += 1
+        tick += 1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", type=int, default=10)
+    ap.add_argument("--rate", type=float, default=10.0, help="readings/s per device")
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--idle", type=float, default=10.0)
+    args = ap.parse_args()
+    if shutil.which("mosquitto_pub") is None:
+        console.print("mosquitto_pub is not installed (apt-get install mosquitto-clients)")
+        return 2
+    demo = _demo()
+    work = Path(tempfile.mkdtemp(prefix="quiet-gateway-"))
+    procs = demo.Processes(work)
+    pubs: list[subprocess.Popen[bytes]] = []
+    try:
+        mqtt_port, cloud_port, status_port = (demo.free_port() for _ in range(3))
+        name, protocol = demo.mqtt_broker(procs, mqtt_port, prefer="mosquitto")
+        demo.wait_until(lambda: demo.port_open(mqtt_port), 20, "mqtt")
+        cloud_toml, edge_toml = demo.write_configs(work, mqtt_port, protocol, cloud_port,
+                                                   cloud_port, status_port)
+        procs.start("cloud-broker", [str(BIN / "cloud-broker"), "serve", "--config",
+                                     str(cloud_toml)])
+        demo.wait_until(lambda: demo.port_open(cloud_port), 30, "cloud broker")
+        procs.start("edge-agent", [str(BIN / "edge-agent"), "run", "--config", str(edge_toml)])
+        demo.wait_until(lambda: (demo.edge_status(status_port) or {}).get("mqtt") and all(
+            m["subscribed"] for m in demo.edge_status(status_port)["mqtt"]), 30, "edge agent")
+        pubs = [subprocess.Popen(
+            ["mosquitto_pub", "-p", str(mqtt_port), "-q", "1", "-l", "-i", f"quiet-{d:02d}",
+             "-t", f"devices/quiet-{d:02d}/telemetry"], stdin=subprocess.PIPE)
+            for d in range(args.devices)]
+        watched = {n: p.pid for n, p in procs.procs}
+        feed(pubs, args.rate, 3.0)  # warm-up: connections, first batches
+        before = {n: cpu_seconds(pid) for n, pid in watched.items()}
+        t0 = time.monotonic()
+        sent = feed(pubs, args.rate, args.duration)
+        busy_s = time.monotonic() - t0
+        busy = {n: cpu_seconds(pid) - before[n] for n, pid in watched.items()}
+        load = os.getloadavg()[0]
+        demo.wait_until(lambda: demo.backlog_of(demo.edge_status(status_port)) == 0, 30,
+                        "drain")
+        time.sleep(1.0)
+        before = {n: cpu_seconds(pid) for n, pid in watched.items()}
+        time.sleep(args.idle)
+        idle = {n: cpu_seconds(pid) - before[n] for n, pid in watched.items()}
+    finally:
+        for pub in pubs:
+            if pub.stdin is not None:
+                pub.stdin.close()
+            pub.wait(10)
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    rate = sent / busy_s
+    table = Table(title=f"{name}; {args.devices} mosquitto_pub devices (QoS 1), "
+                        f"{rate:,.0f} readings/s for {busy_s:.0f} s")
+    for col in ("process", "% of a core at load", "µs per reading", "% of a core idle"):
+        table.add_column(col, justify="right" if col != "process" else "left")
+    for n in busy:
+        table.add_row(n, f"{busy[n] / busy_s:.2%}", f"{busy[n] / max(sent, 1) * 1e6:.0f}",
+                      f"{idle[n] / args.idle:.2%}")
+    console.print(table)
+    agent = busy["edge-agent"] / busy_s
+    console.print(f"edge agent {agent:.2%} of a core (target ≤ {TARGET_CORE:.0%}: "
+                  f"{'met' if agent <= TARGET_CORE else 'missed'}); load average {load:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
