@@ -8,11 +8,10 @@ persistent MQTT session to Mosquitto subscribed to that stream's topics. A sessi
 stream keeps streams independent: a stream held back by a full log stops acknowledging
 only its own session, so Mosquitto keeps delivering the others.
 
-The pipeline is wired in one place, ``Agent._wire_stream``, at construction: per stream,
-MQTT session -> ``inbox.Inbox`` -> ``ingest.StreamIngest`` -> the stream's log (bad
-input to the dead-letter log). One durability waiter per append then serves both ways
-out: it releases the PUBACKs to the same session (``ack=session.ack``) and wakes the
-forwarder (``on_durable=forwarder.notify``), whose ``StreamSender`` reads the same log.
+The pipeline is wired in one place, ``Agent._wire_stream``: per stream, adapter ->
+``inbox.Inbox`` -> ``ingest.StreamIngest`` -> the stream's log (bad input to the
+dead-letter log). One durability waiter per append releases the PUBACKs to the adapter
+and wakes the forwarder, whose ``StreamSender`` reads the same log.
 
 Start order: lock the data directory, open the dead-letter log and every stream (log
 recovery, generation, dedup marks from checkpoint + log tail), start the status server,
