@@ -11,17 +11,27 @@ trusted, or the handshake fails) is a ``TlsUplinkError``: still retried, since t
 transient error: the forwarder backs off to ``retry_max_s`` at once and ``/healthz``
 reports it until a send succeeds. ``MemoryUplink`` is the in-process implementation for
 tests.
+
+Failover: ``HttpUplink`` may be given several broker URLs (the nodes of one cluster,
+sharing one partition store). ``Endpoints`` keeps it on one node while that node answers
+and moves it to the next on any retryable failure (connect error, timeout, 5xx, 429, TLS);
+the forwarder's backoff paces the attempts, so a dead node costs one failed attempt per
+switch, not a storm. Which offsets go, and what a reply means, stays in ``uplink``'s
+``SenderState``: a batch retried on another node is a duplicate there (the nodes share the
+positions), a gap is refused with the expected offset, exactly as on one node.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 
+from tomlconf import mask_secrets
 from uplink import (
     Ack,
     Batch,
@@ -33,6 +43,8 @@ from uplink import (
 )
 
 from .ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
 
 
 class UplinkError(Exception):
@@ -62,13 +74,41 @@ class Uplink(Protocol):
     async def aclose(self) -> None: ...
 
 
-class HttpUplink:
-    """POST /v1/ingest/{topic} with keep-alive; see docs/protocol.md for the bytes."""
+class Endpoints:
+    """The broker URLs and the one in use: sticky while it answers, the next one after a
+    retryable failure. Only a failure seen on the URL in use moves it, so the replies of
+    several batches that were in flight to a dead node move it once, not once each."""
 
-    def __init__(self, url: str, token: str | None = None, *, compression: str = "zstd",
-                 timeout_s: float = 10.0, ca_file: Path | None = None,
-                 max_connections: int = 8, bandwidth: TokenBucket | None = None) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("at least one uplink URL is needed")
+        self.urls = tuple(u.rstrip("/") for u in urls)
+        self.index = 0
+        self.switches = 0  # how many times the uplink moved to another URL
+
+    @property
+    def current(self) -> str:
+        return self.urls[self.index]
+
+    def failed(self, url: str) -> None:
+        """A send to ``url`` failed retryably: move on if it is still the one in use."""
+        if len(self.urls) > 1 and url == self.current:
+            self.index = (self.index + 1) % len(self.urls)
+            self.switches += 1
+            log.warning("uplink: %s failed, switching to %s", mask_secrets(url),
+                        mask_secrets(self.current))
+
+
+class HttpUplink:
+    """POST /v1/ingest/{topic} with keep-alive; see docs/protocol.md for the bytes.
+
+    ``url`` is one broker URL or the list of a cluster's nodes (``Endpoints``)."""
+
+    def __init__(self, url: str | Sequence[str], token: str | None = None, *,
+                 compression: str = "zstd", timeout_s: float = 10.0,
+                 ca_file: Path | None = None, max_connections: int = 8,
+                 bandwidth: TokenBucket | None = None) -> None:
+        self.endpoints = Endpoints([url] if isinstance(url, str) else url)
         self.bandwidth = bandwidth
         self.compression = compression
         headers = {"content-type": "application/cbor", "accept": "application/cbor"}
@@ -88,8 +128,21 @@ class HttpUplink:
         data, encoding = encode_batch(batch, self.compression)  # type: ignore[arg-type]
         if self.bandwidth is not None:
             await self.bandwidth.take(len(data))
+        url = self.endpoints.current
         try:
-            resp = await self._client.post(f"{self.url}/v1/ingest/{topic}", content=data,
+            return await self._post(url, topic, data, encoding)
+        except RetryableUplinkError:
+            self.endpoints.failed(url)
+            raise
+
+    @property
+    def url(self) -> str:
+        """The broker URL in use."""
+        return self.endpoints.current
+
+    async def _post(self, url: str, topic: str, data: bytes, encoding: str) -> Ack | Refusal:
+        try:
+            resp = await self._client.post(f"{url}/v1/ingest/{topic}", content=data,
                                            headers={"content-encoding": encoding})
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             tls = _tls_failure(exc)

@@ -17,8 +17,8 @@ import tomlconf
 from tomlconf import ConfigError, Section, apply_env, load_toml
 
 ROOT = Path(__file__).parents[2]
-EXPORTED = ["MASK", "ConfigError", "Section", "apply_env", "is_host", "load_toml",
-            "mask_secrets", "parse_listen", "parse_url", "shown"]
+EXPORTED = ["MASK", "ConfigError", "Section", "apply_env", "check_ca_file", "is_host", "load_toml",
+            "mask_secrets", "parse_listen", "parse_url", "parse_urls", "shown"]
 
 
 def test_exports_are_pinned() -> None:
