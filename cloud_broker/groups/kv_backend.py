@@ -40,7 +40,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
 
-from .backend import Commit, GroupConflict, Record, Versioned
+from .backend import Commit, GroupConflict, Record, Versioned, from_live
 from .store import GroupStoreError
 
 log = logging.getLogger(__name__)
@@ -61,16 +61,18 @@ def name_of(key: str) -> str | None:
         return None
 
 
-def _decode(key: str, value: bytes | None) -> Record | None:
-    """A record another node stored, or None (logged) if it is not one."""
+def decode(key: str, value: bytes | None) -> Record | None:
+    """A record another node stored, or None (logged) if it is not one: valid JSON, the
+    name its key says, and a group ``from_live`` can rebuild."""
     try:
         record = json.loads(value or b"")
-    except ValueError:
-        record = None
-    if not isinstance(record, dict) or record.get("name") != name_of(key):
-        log.warning("group bucket: ignoring unreadable value under %r", key)
-        return None
-    return record
+        if isinstance(record, dict) and record.get("name") == name_of(key):
+            from_live(record)
+            return record
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError):
+        pass
+    log.warning("group bucket: ignoring unreadable value under %r", key)
+    return None
 
 
 _NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
@@ -122,7 +124,7 @@ class KvGroupBackend:
             return None
         except _NATS_ERRORS as exc:
             raise GroupStoreError(f"cannot read group {name!r}: {exc}") from exc
-        record = _decode(key, entry.value)
+        record = decode(key, entry.value)
         if record is None:
             raise GroupStoreError(f"group {name!r}: the stored record is unreadable")
         return Versioned(record, int(entry.revision))
@@ -161,7 +163,7 @@ class KvGroupBackend:
         if entry.operation in ("DEL", "PURGE"):
             self._remember(name, None)
             return
-        record = _decode(entry.key, entry.value)
+        record = decode(entry.key, entry.value)
         if record is not None:
             self._remember(name, Versioned(record, int(entry.revision)))
 
@@ -189,4 +191,4 @@ class KvGroupBackend:
             self._task.cancel()
 
 
-__all__ = ["DEFAULT_BUCKET", "KvGroupBackend", "key_of", "name_of"]
+__all__ = ["DEFAULT_BUCKET", "KvGroupBackend", "decode", "key_of", "name_of"]

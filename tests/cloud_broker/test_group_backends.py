@@ -21,6 +21,8 @@ from typing import Any
 
 import nats
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloud_broker.config import TopicConfig
 from cloud_broker.groups import (
@@ -30,7 +32,7 @@ from cloud_broker.groups import (
     UnknownMember,
 )
 from cloud_broker.groups.backend import GroupConflict, LocalGroupBackend, from_live, live_form
-from cloud_broker.groups.kv_backend import KvGroupBackend, key_of
+from cloud_broker.groups.kv_backend import KvGroupBackend, decode, key_of
 from cloud_broker.groups.state import Group
 from cloud_broker.storage import PartitionStore
 from shared_log import Record
@@ -243,3 +245,23 @@ async def _until(cond: Callable[[], Any], timeout: float) -> bool:
             raise AssertionError(f"timed out after {timeout}s")
         await asyncio.sleep(0.02)
     return True
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats()
+                     | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=30)
+_fields = st.fixed_dictionaries({"name": st.just("g")}, optional={
+    "generation": _json, "assignor": _json, "members": _json, "assignment": _json,
+    "counts": _json, "state": _json, "offsets": _json, "live": _json})
+
+
+@given(_fields)
+def test_any_value_under_a_group_key_decodes_or_is_refused(record: dict[str, Any]) -> None:
+    """Whatever sits in the bucket, decode either returns a record from_live rebuilds or
+    None (the node answers 503 for that group); it never raises."""
+    got = decode(key_of("g"), json.dumps(record).encode())
+    if got is not None:
+        from_live(got)
+    assert decode(key_of("g"), b"\xff") is None
+    assert decode(key_of("other"), json.dumps(record).encode()) is None
