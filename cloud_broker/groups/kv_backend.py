@@ -36,6 +36,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import nats
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
@@ -88,6 +89,7 @@ class KvGroupBackend:
         self.on_change: Callable[[str, Versioned | None], None] | None = None
         self._records = records
         self._task: asyncio.Task[None] | None = None
+        self._nc: Any = None  # the connection ``connect`` made (closed by ``aclose``)
         self.watch_restarts = 0
 
     @classmethod
@@ -111,6 +113,34 @@ class KvGroupBackend:
         except _NATS_ERRORS as exc:
             raise GroupStoreError(f"cannot open the group bucket {bucket!r}: {exc}") from exc
         backend._task = asyncio.create_task(backend._watch(watcher), name="groups-kv-watch")
+        return backend
+
+    @classmethod
+    async def connect(cls, connection: Any, replicas: int,
+                      bucket: str = DEFAULT_BUCKET) -> KvGroupBackend:
+        """Open the bucket over a connection of its own on this event loop. ``connection``
+        is the store's ``[storage.jetstream]`` connection (servers, credentials,
+        timeouts); the connection reconnects forever, as the store's does."""
+        opts: dict[str, Any] = {
+            "servers": list(connection.servers), "name": "cloud-broker groups",
+            "connect_timeout": connection.connect_timeout_s, "max_reconnect_attempts": -1,
+            "error_cb": _quiet, "disconnected_cb": _nothing, "reconnected_cb": _nothing}
+        for ours, theirs in (("user", "user"), ("password", "password"), ("token", "token"),
+                             ("creds_file", "user_credentials")):
+            if getattr(connection, ours, None) is not None:
+                opts[theirs] = getattr(connection, ours)
+        try:
+            nc = await nats.connect(**opts)
+        except _NATS_ERRORS as exc:
+            raise GroupStoreError(f"cannot connect to {list(connection.servers)}: {exc}"
+                                  ) from exc
+        try:
+            backend = await cls.open(nc.jetstream(timeout=connection.request_timeout_s),
+                                     bucket, replicas)
+        except BaseException:
+            await nc.close()
+            raise
+        backend._nc = nc
         return backend
 
     def snapshot(self) -> dict[str, Versioned]:
@@ -189,6 +219,23 @@ class KvGroupBackend:
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._nc is not None:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await self._nc.close()
+
+
+async def _quiet(exc: Exception) -> None:
+    log.debug("group bucket connection: %s", exc)  # reconnects are expected in a cluster
+
+
+async def _nothing() -> None:
+    return None
 
 
 __all__ = ["DEFAULT_BUCKET", "KvGroupBackend", "decode", "key_of", "name_of"]

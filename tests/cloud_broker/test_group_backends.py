@@ -17,9 +17,9 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import nats
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -53,16 +53,15 @@ def parts(tmp_path: Path) -> Iterator[PartitionStore]:
 
 @asynccontextmanager
 async def kv_backends(cluster: NatsCluster, n: int = 1) -> AsyncIterator[list[KvGroupBackend]]:
-    conns = [await nats.connect(cluster.urls) for _ in range(n)]
-    backends = [await KvGroupBackend.open(c.jetstream(), "groups_test", replicas=1)
-                for c in conns]
+    """``n`` broker nodes' backends, each over its own connection (``connect``)."""
+    conn = SimpleNamespace(servers=tuple(cluster.urls), user=None, password=None, token=None,
+                           creds_file=None, connect_timeout_s=5.0, request_timeout_s=5.0)
+    backends = [await KvGroupBackend.connect(conn, 1, "groups_test") for _ in range(n)]
     try:
         yield backends
     finally:
         for b in backends:
-            b.close()
-        for c in conns:
-            await c.close()
+            await b.aclose()
 
 
 @asynccontextmanager
