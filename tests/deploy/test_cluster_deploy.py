@@ -9,8 +9,10 @@ name every NATS node; the NATS configs are accepted by nats-server itself (``-t`
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ import pytest
 import yaml
 
 from cloud_broker.config import parse_config as parse_cloud
+from edge_agent.config import parse_config as parse_edge
 from tests.cluster.natsd import nats_server_binary
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 CLUSTER = REPO / "deploy" / "cluster"
 
@@ -110,3 +113,38 @@ def test_nats_configs_are_accepted_by_nats_server(tmp_path: Path) -> None:
     _check_nats_conf((CLUSTER / "nats.conf").read_text(), tmp_path, "SERVER_NAME")
     _check_nats_conf(_k8s()[("ConfigMap", "nats")]["data"]["nats.conf"], tmp_path,
                      "POD_NAME")
+
+
+def _load(name: str) -> Any:
+    full = f"deploy_local_{name}"
+    spec = importlib.util.spec_from_file_location(full, REPO / "deploy/local" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_cluster_configs_render_valid(tmp_path: Path) -> None:
+    """What `make demo-cluster` writes: NATS configs nats-server accepts, broker nodes on
+    the cluster, an edge listing both nodes."""
+    demo, cd = _load("run_demo"), _load("cluster_demo")
+    nodes = cd.nats_nodes(tmp_path, free_port)
+    assert len({n.port for n in nodes} | {n.cluster_port for n in nodes}) == 6
+    for n in nodes:
+        assert n.conf.read_text().count("nats-route://") == 2
+        res = subprocess.run([str(nats_server_binary()), "-t", "-c", str(n.conf)],
+                             capture_output=True, text=True, timeout=30, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+    _, edge = demo.write_configs(tmp_path, 1883, "5", 8080, 8080, 9100)
+    template = (REPO / "deploy/local/cloud.toml").read_text()
+    subst = {"@WORK@": str(tmp_path), "@EDGE_TOKEN@": "e" * 20, "@READ_TOKEN@": "r" * 20}
+    tomls = [cd.broker_config(template, subst, tmp_path, f"broker-{i}", 9000 + i, nodes)
+             for i in (1, 2)]
+    cfgs = [parse_cloud(tomllib.loads(t.read_text()), tmp_path) for t in tomls]
+    assert cfgs[0].data_dir != cfgs[1].data_dir and cfgs[0].listen != cfgs[1].listen
+    raw = tomllib.loads(tomls[0].read_text())
+    assert raw["storage"]["jetstream"]["servers"] == [n.url for n in nodes]
+    cd.edge_urls(edge, [9001, 9002])
+    ecfg = parse_edge(tomllib.loads(edge.read_text()), tmp_path)
+    assert ecfg.uplink.endpoints == ("http://127.0.0.1:9001", "http://127.0.0.1:9002")
