@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from device_simulator.netfault import FaultProxy
-from edge_agent.config import ConfigError, load_config, parse_config
+from edge_agent.config import ConfigError, UplinkConfig, load_config, parse_config
 from edge_agent.forwarder import Forwarder, StreamSender
+from edge_agent.status import _endpoints as uplink_endpoints
 from edge_agent.uplink_http import Endpoints, HttpUplink, RetryableUplinkError
 from tests.helpers import broker_server, free_port
 from tests.helpers_uplink import (
@@ -176,3 +178,16 @@ def test_exactly_once_when_the_first_address_dies_mid_drain(tmp_path: Path) -> N
     verify_cloud(read_cloud(tmp_path / "broker" / "data"),
                  {("edge-1", "telemetry", store.generation): range(store.log.end_offset)})
     store.log.close()
+
+
+def test_status_shows_the_node_in_use_every_node_and_the_switches() -> None:
+    urls = ("http://edge:secret@a:1", B)
+    up = HttpUplink(urls)
+    up.endpoints.failed(up.url)
+    agent = SimpleNamespace(config=SimpleNamespace(uplink=UplinkConfig(url=urls[0], urls=urls)),
+                            forwarder=SimpleNamespace(uplink=up))
+    doc = uplink_endpoints(agent)
+    assert doc == {"url": B, "urls": ["http://***@a:1", B], "switches": 1}
+    asyncio.run(up.aclose())
+    agent.forwarder = None  # not started yet: the first URL, no switches
+    assert uplink_endpoints(agent)["url"] == "http://***@a:1"
