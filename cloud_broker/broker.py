@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
@@ -64,8 +65,9 @@ class Broker:
             config.data_dir, LocalSource(self.store),
             [m for m in config.mirrors.values() if m.run == "broker"])
         self.metrics.registry.register(MirrorCollector(self.mirrors))
-        self.groups = GroupCoordinator(self.store, config.data_dir / "groups.db")
-        self.metrics.watch_groups(self.groups)
+        if self._cluster_storage() is None:
+            self.groups = GroupCoordinator(self.store, config.data_dir / "groups.db")
+            self.metrics.watch_groups(self.groups)
         self._tasks: list[asyncio.Task[None]] = []
         self.kafka = KafkaServer(self) if config.kafka is not None else None
 
@@ -91,7 +93,25 @@ class Broker:
                 raise TopicLimitReached(topic, self.config.max_topics) from None
             self.store.ensure_topic(TopicConfig(topic, self.config.auto_create_partitions))
 
+    def _cluster_storage(self) -> Any:
+        """``[storage.jetstream]`` in cluster mode, else None."""
+        storage = getattr(self.config, "storage", None)
+        return storage.jetstream if storage is not None and storage.backend == "jetstream" \
+            else None
+
+    async def _open_shared_groups(self, settings: Any) -> None:
+        """Cluster mode: groups and committed offsets in the JetStream KV bucket every
+        broker node shares (docs/cluster.md); needs the event loop, hence here."""
+        from .groups.kv_backend import KvGroupBackend
+
+        backend = await KvGroupBackend.connect(settings.connection, settings.replicas)
+        self.groups = GroupCoordinator(self.store, backend)
+        self.metrics.watch_groups(self.groups)
+
     async def start(self) -> None:
+        settings = self._cluster_storage()
+        if settings is not None:
+            await self._open_shared_groups(settings)
         self._tasks.append(asyncio.create_task(self.ingestor.run_checkpoints()))
         self._tasks.append(asyncio.create_task(self._retention_loop()))
         self._tasks.append(asyncio.create_task(self.groups.run_expiry()))
@@ -122,6 +142,9 @@ class Broker:
             await self.ingestor.checkpoint()
         except Exception as exc:
             log.warning("final ingest checkpoint failed: %s", exc)
+        aclose = getattr(self.groups.backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
         self.groups.close()
         self.store.close()
         self._release_lock()
