@@ -75,12 +75,12 @@ def _kill_run(tmp_path: Path, cluster: NatsCluster, kills: int, seed: int) -> No
         task = asyncio.create_task(fwd.run(persist_interval_s=0.1))
         try:
             for k in range(kills):
-                fill(store, 3000, DEVICES, start=store.log.end_offset)
+                fill(store, 2000, DEVICES, start=store.log.end_offset)
                 fwd.notify()
                 victim = nodes[rng.randrange(2)]
                 await asyncio.sleep(rng.uniform(0.05, 0.5))  # mid-drain
                 await asyncio.to_thread(victim.kill)
-                target = store.acked_offset + 500
+                target = store.acked_offset + 300
                 await _until(lambda t=target: store.acked_offset >= t or fwd.drained(), 60,
                              f"edge progress on the surviving node after kill {k + 1}")
                 assert not task.done(), task
