@@ -87,8 +87,7 @@ def _kill_run(tmp_path: Path, cluster: NatsCluster, kills: int, seed: int) -> No
                 await asyncio.to_thread(victim.start)
             await _until(fwd.drained, 120, "the edge to drain")
             end = store.log.end_offset
-            ends = await _partition_ends(urls[0])
-            assert sum(ends.values()) == end
+            ends = await _partition_ends(urls[0])  # duplicates, if any: verify_cloud
             await _until(lambda: _committed_all(urls[1], ends), 120,
                          "the group to commit every partition's end")
         finally:
