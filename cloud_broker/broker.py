@@ -17,11 +17,11 @@ from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
 from .datadir import DataDirLock
 from .groups import GroupCoordinator
-from .ingest import Ingestor
 from .kafka import KafkaServer
 from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
-from .storage import PartitionStore, UnknownTopic
+from .storage import UnknownTopic
+from .storage.open import open_store
 from .trust import MirrorTargets, TopicLimitReached
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,15 @@ class Broker:
             self.data_lock.release()
 
     def _open(self, config: BrokerConfig) -> None:
-        self.store = PartitionStore(config.data_dir, config.commit_interval_ms)
+        #: the local store's directory; mirror-target markers live here in either mode
+        self.topics_root = config.data_dir / "topics"
+        self.store, ingestor_type = open_store(config)
         for topic in config.topics.values():
             self.store.ensure_topic(topic)
         self._reopen_auto_created()
-        self.mirror_targets = MirrorTargets(self.store.root)
-        self.ingestor = Ingestor(self.store, config.data_dir,
-                                 config.state_checkpoint_ms / 1000)
+        self.mirror_targets = MirrorTargets(self.topics_root)
+        self.ingestor = ingestor_type(self.store, config.data_dir,
+                                      config.state_checkpoint_ms / 1000)
         self.ingestor.recover(exclude_topics=frozenset(self.mirror_targets))
         self.ingestor.write_protected = self.mirror_targets
         self.tokens = TokenStore(config)
@@ -75,7 +77,8 @@ class Broker:
         """Topics created on first ingest are not in the config: reopen them from disk."""
         if not self.config.auto_create_partitions:
             return
-        for tdir in sorted(self.store.root.iterdir()) if self.store.root.exists() else []:
+        root = self.topics_root
+        for tdir in sorted(root.iterdir()) if root.exists() else []:
             if tdir.is_dir() and tdir.name not in self.config.topics:
                 # Data on disk is reopened even past max_topics (a lowered limit).
                 self.store.ensure_topic(

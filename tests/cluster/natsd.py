@@ -5,7 +5,8 @@ extras), found through the package's own file list, never from PATH: the machine
 packaged nats-server is too old for ``sync_interval`` and atomic batches, and port 4222
 belongs to it. Every node gets free loopback ports (client, cluster route, monitoring),
 its own ``server_name`` and ``jetstream.store_dir``, a config file, and runs in its own
-session (process group) with a parent-death signal so a killed test run leaves nothing.
+session (process group) with a parent-death signal (when started from the main thread:
+the signal follows the forking thread) so a killed test run leaves nothing.
 Ports and directories are fixed when the node is made, so ``kill()`` (SIGKILL) then
 ``start()`` brings the same node back with its data: that is how fault tests restart it.
 
@@ -24,6 +25,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -126,9 +128,14 @@ class NatsNode:
             raise RuntimeError(f"{self.name} is already running")
         self.write_config()
         log = open(self.dir / "nats.out", "ab")  # noqa: SIM115 - lives as long as the process
+        # The parent-death signal fires when the *thread* that forked exits: a node restarted
+        # from a worker thread (asyncio.to_thread) would die with that thread. Only the main
+        # thread's children get it; the fixtures' teardown kills the rest.
+        on_main = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen([str(nats_server_binary()), "-c", str(self.config_path)],
                                      stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+                                     start_new_session=True,
+                                     preexec_fn=_die_with_parent if on_main else None)
         log.close()
 
     def healthy(self) -> bool:

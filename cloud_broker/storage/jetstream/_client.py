@@ -84,6 +84,8 @@ class ClientThread:
             "servers": list(c.servers), "connect_timeout": c.connect_timeout_s,
             "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
             "allow_reconnect": True, "name": "cloud-broker-store",
+            # a frozen server (not a closed socket) is noticed in ~10 s, not nats-py's 4 min
+            "ping_interval": 5, "max_outstanding_pings": 2,
         }
         if c.user is not None:
             opts["user"], opts["password"] = c.user, c.password
