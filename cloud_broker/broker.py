@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from .auth import TokenStore
 from .config import BrokerConfig, TopicConfig
@@ -22,6 +21,7 @@ from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
 from .storage import UnknownTopic
 from .storage.open import open_store
+from .storage.settings import JetStreamConfig
 from .trust import MirrorTargets, TopicLimitReached
 
 log = logging.getLogger(__name__)
@@ -96,18 +96,18 @@ class Broker:
                 raise TopicLimitReached(topic, self.config.max_topics) from None
             self.store.ensure_topic(TopicConfig(topic, self.config.auto_create_partitions))
 
-    def _cluster_storage(self) -> Any:
+    def _cluster_storage(self) -> JetStreamConfig | None:
         """``[storage.jetstream]`` in cluster mode, else None."""
-        storage = getattr(self.config, "storage", None)
+        storage = self.config.storage
         return storage.jetstream if storage is not None and storage.backend == "jetstream" \
             else None
 
-    async def _open_shared_groups(self, settings: Any) -> None:
+    async def _open_shared_groups(self, js: JetStreamConfig) -> None:
         """Cluster mode: groups and committed offsets in the JetStream KV bucket every
         broker node shares (docs/cluster.md); needs the event loop, hence here."""
-        from .groups.kv_backend import KvGroupBackend
+        from .groups.kv_backend import KvGroupBackend, bucket_for
 
-        backend = await KvGroupBackend.connect(settings.connection, settings.replicas)
+        backend = await KvGroupBackend.connect(js, js.replicas, bucket_for(js.stream_prefix))
         self.groups = GroupCoordinator(self.store, backend)
         self.metrics.watch_groups(self.groups)
 

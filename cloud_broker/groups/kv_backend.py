@@ -45,8 +45,14 @@ from .backend import Commit, GroupConflict, Record, Versioned, from_live
 from .store import GroupStoreError
 
 log = logging.getLogger(__name__)
-DEFAULT_BUCKET = "cloud_broker_groups"
+DEFAULT_BUCKET = "es_groups"
 _PREFIX = "g."
+
+
+def bucket_for(stream_prefix: str) -> str:
+    """The bucket of a deployment: ``<stream_prefix>_groups`` (``[storage.jetstream]``),
+    so deployments sharing one NATS cluster keep their groups apart."""
+    return f"{stream_prefix}_groups"
 
 
 def key_of(name: str) -> str:
@@ -119,16 +125,17 @@ class KvGroupBackend:
     async def connect(cls, connection: Any, replicas: int,
                       bucket: str = DEFAULT_BUCKET) -> KvGroupBackend:
         """Open the bucket over a connection of its own on this event loop. ``connection``
-        is the store's ``[storage.jetstream]`` connection (servers, credentials,
-        timeouts); the connection reconnects forever, as the store's does."""
+        is ``[storage.jetstream]`` (servers, credentials, request timeout); the connection
+        reconnects forever, as the store's does."""
         opts: dict[str, Any] = {
             "servers": list(connection.servers), "name": "cloud-broker groups",
-            "connect_timeout": connection.connect_timeout_s, "max_reconnect_attempts": -1,
+            "connect_timeout": getattr(connection, "connect_timeout_s", 5.0),
+            "max_reconnect_attempts": -1,
             "error_cb": _quiet, "disconnected_cb": _nothing, "reconnected_cb": _nothing}
         for ours, theirs in (("user", "user"), ("password", "password"), ("token", "token"),
                              ("creds_file", "user_credentials")):
             if getattr(connection, ours, None) is not None:
-                opts[theirs] = getattr(connection, ours)
+                opts[theirs] = str(getattr(connection, ours))
         try:
             nc = await nats.connect(**opts)
         except _NATS_ERRORS as exc:
@@ -238,4 +245,4 @@ async def _nothing() -> None:
     return None
 
 
-__all__ = ["DEFAULT_BUCKET", "KvGroupBackend", "decode", "key_of", "name_of"]
+__all__ = ["DEFAULT_BUCKET", "KvGroupBackend", "bucket_for", "decode", "key_of", "name_of"]

@@ -23,10 +23,8 @@ from typing import Any
 
 import httpx
 import nats
-import pytest
 
 from cloud_broker.client import BrokerClient, Consumer
-from cloud_broker.config import BrokerConfig
 from cloud_broker.groups.kv_backend import DEFAULT_BUCKET, decode, key_of
 from cloud_broker.ingest import parse_origin
 from tests.helpers import Server, free_port
@@ -34,12 +32,6 @@ from tests.helpers_uplink import CloudRecord, CloudView
 
 TOPIC = "telemetry"
 PARTITIONS = 4
-
-#: cluster mode's ``[storage] backend = "jetstream"`` (the JetStream partition store and
-#: its config) is in this build: the tests that run broker nodes on it need it
-HAS_STORAGE_CONFIG = "storage" in BrokerConfig.__dataclass_fields__
-needs_storage_config = pytest.mark.skipif(
-    not HAS_STORAGE_CONFIG, reason="[storage] backend = \"jetstream\" is not in this build")
 
 
 def write_cluster_config(tmp: Path, port: int, nats_urls: list[str],

@@ -31,14 +31,12 @@ from tests.cluster.cluster_testing import (
     cluster_broker,
     committed_json,
     group_member,
-    needs_storage_config,
     read_cloud_http,
 )
 from tests.cluster.lb import RoundRobinProxy
 from tests.cluster.natsd import NatsCluster
 from tests.helpers_uplink import edge_config, fill, open_edge, verify_cloud
 
-pytestmark = needs_storage_config
 DEVICES = 40
 GROUP = "readers"
 
