@@ -64,8 +64,10 @@ def test_tomlconf_is_bottom_layer_and_mirror_settings_import_no_broker_module() 
 def test_broker_config_types_its_mirrors() -> None:
     from cloud_broker.config import BrokerConfig, parse_config
     from cloud_broker.mirrors.settings import MirrorConfig
+    from cloud_broker.storage.settings import StorageConfig
 
-    hints = typing.get_type_hints(BrokerConfig, localns={"MirrorConfig": MirrorConfig})
+    hints = typing.get_type_hints(BrokerConfig, localns={"MirrorConfig": MirrorConfig,
+                                                         "StorageConfig": StorageConfig})
     assert hints["mirrors"] == dict[str, MirrorConfig]
     cfg = parse_config({"data_dir": "d", "mirrors": {"a": {"topic": "t", "target": "sql",
                                                            "path": "a.db"}}})
