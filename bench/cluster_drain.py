@@ -93,8 +93,8 @@ def run_drain(work: Path, template: Path, s: Setting, name: str, extra: str,
         broker.stop(timeout=60)
     result.name = f"{name} {s.label}"
     if extra:
-        result.note = f"nats-server CPU {(nats_cpu(cluster) - nats0) / result.readings * 1e6:.1f}" \
-                      " us/rdg (3 nodes)"
+        us = (nats_cpu(cluster) - nats0) / result.readings * 1e6
+        result.note += ("; " if result.note else "") + f"nats-server CPU {us:.1f} us/rdg (3 nodes)"
     result.data_dir = run_dir / "broker" / "data"  # type: ignore[attr-defined]
     return result
 

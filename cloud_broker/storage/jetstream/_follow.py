@@ -30,11 +30,18 @@ READ_AHEAD = 64
 
 
 def piece_of(seq: int, headers: dict[str, str] | None, size: int) -> Piece:
+    """The view's entry for message ``seq``; ViewError when its headers are not ours (a
+    message some other publisher put on the subject cannot be given offsets)."""
     h = headers or {}
-    origin = h.get(H_ORIGIN)
-    tag = h.get(H_TAG)
-    return Piece(seq, int(h.get(H_BASE, "0")), int(h.get(H_COUNT, "0")), size,
-                 int(h.get(H_MAXTS, "0")), origin.encode() if origin else None,
+    origin, tag = h.get(H_ORIGIN), h.get(H_TAG)
+    try:
+        base, count, max_ts = (int(h.get(H_BASE, "")), int(h.get(H_COUNT, "")),
+                               int(h.get(H_MAXTS, "0")))
+    except ValueError:
+        raise ViewError(f"message {seq} has no valid {H_BASE}/{H_COUNT} headers") from None
+    if base < 0 or count < 0:
+        raise ViewError(f"message {seq} claims offsets {base}+{count}")
+    return Piece(seq, base, count, size, max_ts, origin.encode() if origin else None,
                  tag.encode() if tag else None)
 
 
@@ -85,7 +92,11 @@ class StreamFollower:
                         view.skip_to(s + 1)
                         continue
                     headers, body = msg
-                    piece = piece_of(s, headers, len(body))
+                    try:
+                        piece = piece_of(s, headers, len(body))
+                    except ViewError as exc:
+                        self._failed = exc
+                        raise JetStreamUnavailable(f"{self.stream}: {exc}") from exc
                     self._apply(piece, body or None)
                     applied += 1
                     if tag is not None and piece.tag == tag:
@@ -124,7 +135,7 @@ class StreamFollower:
                 await self.catch_up()
             except JetStreamUnavailable as exc:
                 log.debug("catch-up of %s: %s", self.stream, exc)
-            except ViewError as exc:  # pragma: no cover - a broken chain: stop serving it
-                self._failed = exc
-                return
+            except Exception:  # crash-only: log it, keep following (G9)
+                log.exception("following %s failed; retrying", self.stream)
+                await asyncio.sleep(self.follow_interval_s)
 

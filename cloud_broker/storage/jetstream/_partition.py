@@ -188,6 +188,8 @@ class JetStreamPartition(StreamFollower, Waiters):
         stream holds it (replicated). StaleMark when the source's mark is no longer
         ``floor``; JetStreamUnavailable when the cluster cannot take it now."""
         self._check_open()
+        if self._failed is not None:
+            raise JetStreamUnavailable(f"partition failed: {self._failed}")
         item = _Item(body, count, max_timestamp, source=source, floor=floor,
                      origin=source + str(last_edge_offset).encode())
         self.client.loop.call_soon_threadsafe(self._queue.put_nowait, item)
