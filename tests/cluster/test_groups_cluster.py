@@ -33,7 +33,6 @@ def _leader_kills(tmp_path: Path, cluster: NatsCluster, kills: int) -> None:
     conn = SimpleNamespace(servers=tuple(cluster.urls), user=None, password=None, token=None,
                            creds_file=None, connect_timeout_s=5.0, request_timeout_s=2.0)
     rng = random.Random(kills)
-    unavailable: list[int] = []
 
     async def retrying(call):  # type: ignore[no-untyped-def]
         """What the client does with a 503: try again (another node, after a pause)."""
@@ -41,7 +40,6 @@ def _leader_kills(tmp_path: Path, cluster: NatsCluster, kills: int) -> None:
             try:
                 return await call()
             except GroupStoreError:
-                unavailable.append(1)
                 await asyncio.sleep(0.1)
         raise AssertionError("the group stayed unavailable for 20 s")
 
@@ -87,7 +85,6 @@ def _leader_kills(tmp_path: Path, cluster: NatsCluster, kills: int) -> None:
     finally:
         parts.close()
     assert acked > 0
-    print(f"{len(watch.history)} revisions, {len(unavailable)} refusals during elections")
     assert not watch.moved_backwards(), watch.moved_backwards()[:10]
     assert watch.history and watch.history[-1] == {0: acked}
 
