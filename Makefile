@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-outage test lint bench clean
+.PHONY: demo demo-outage demo-cluster test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: $(STAMP)
 # The same, with the uplink cut for 20 s in the middle of the run.
 demo-outage: $(STAMP)
 	$(BIN)/python deploy/local/run_demo.py --devices $(DEVICES) --rate $(RATE) --duration $(DURATION) --outage-at 20 --outage-for 20
+
+# The same on a local 3-node NATS JetStream cluster with two broker nodes; one NATS node
+# and one broker node are killed with SIGKILL mid-run (docs/cluster.md).
+demo-cluster: $(STAMP)
+	$(BIN)/python deploy/local/run_demo.py --cluster --devices $(DEVICES) --rate $(RATE) --duration $(DURATION)
 
 bench: $(STAMP)
 	$(BIN)/python bench/log_append.py --quick

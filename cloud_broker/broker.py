@@ -19,11 +19,12 @@ from .config import BrokerConfig, TopicConfig
 from .datadir import DataDirLock
 from .edges import EdgeActivity
 from .groups import GroupCoordinator
-from .ingest import Ingestor
 from .kafka import KafkaServer
 from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
-from .storage import PartitionStore, UnknownTopic
+from .storage import UnknownTopic
+from .storage.open import open_store
+from .storage.settings import JetStreamConfig
 from .trust import MirrorTargets, TopicLimitReached
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,15 @@ class Broker:
             self.data_lock.release()
 
     def _open(self, config: BrokerConfig) -> None:
-        self.store = PartitionStore(config.data_dir, config.commit_interval_ms)
+        #: the local store's directory; mirror-target markers live here in either mode
+        self.topics_root = config.data_dir / "topics"
+        self.store, ingestor_type = open_store(config)
         for topic in config.topics.values():
             self.store.ensure_topic(topic)
         self._reopen_auto_created()
-        self.mirror_targets = MirrorTargets(self.store.root)
-        self.ingestor = Ingestor(self.store, config.data_dir,
-                                 config.state_checkpoint_ms / 1000)
+        self.mirror_targets = MirrorTargets(self.topics_root)
+        self.ingestor = ingestor_type(self.store, config.data_dir,
+                                      config.state_checkpoint_ms / 1000)
         self.ingestor.recover(exclude_topics=frozenset(self.mirror_targets))
         self.ingestor.write_protected = self.mirror_targets
         self.tokens = TokenStore(config)
@@ -73,8 +76,9 @@ class Broker:
             [m for m in config.mirrors.values() if m.run == "broker"],
             topics=None if config.auto_create_partitions else self.store.topics)
         self.metrics.registry.register(MirrorCollector(self.mirrors))
-        self.groups = GroupCoordinator(self.store, config.data_dir / "groups.db")
-        self.metrics.watch_groups(self.groups)
+        if self._cluster_storage() is None:
+            self.groups = GroupCoordinator(self.store, config.data_dir / "groups.db")
+            self.metrics.watch_groups(self.groups)
         self.supervisor = Supervisor()
         self.metrics.watch_tasks(self.supervisor)
         self.kafka = KafkaServer(self) if config.kafka is not None else None
@@ -83,7 +87,8 @@ class Broker:
         """Topics created on first ingest are not in the config: reopen them from disk."""
         if not self.config.auto_create_partitions:
             return
-        for tdir in sorted(self.store.root.iterdir()) if self.store.root.exists() else []:
+        root = self.topics_root
+        for tdir in sorted(root.iterdir()) if root.exists() else []:
             if tdir.is_dir() and tdir.name not in self.config.topics:
                 # Data on disk is reopened even past max_topics (a lowered limit).
                 self.store.ensure_topic(
@@ -101,7 +106,25 @@ class Broker:
                 raise TopicLimitReached(topic, self.config.max_topics) from None
             self.store.ensure_topic(TopicConfig(topic, self.config.auto_create_partitions))
 
+    def _cluster_storage(self) -> JetStreamConfig | None:
+        """``[storage.jetstream]`` in cluster mode, else None."""
+        storage = self.config.storage
+        return storage.jetstream if storage is not None and storage.backend == "jetstream" \
+            else None
+
+    async def _open_shared_groups(self, js: JetStreamConfig) -> None:
+        """Cluster mode: groups and committed offsets in the JetStream KV bucket every
+        broker node shares (docs/cluster.md); needs the event loop, hence here."""
+        from .groups.kv_backend import KvGroupBackend, bucket_for
+
+        backend = await KvGroupBackend.connect(js, js.replicas, bucket_for(js.stream_prefix))
+        self.groups = GroupCoordinator(self.store, backend)
+        self.metrics.watch_groups(self.groups)
+
     async def start(self) -> None:
+        settings = self._cluster_storage()
+        if settings is not None:
+            await self._open_shared_groups(settings)
         sup = self.supervisor
         sup.spawn("ingest-checkpoints", self.ingestor.run_checkpoints)
         sup.spawn("retention", self._retention_loop)
@@ -130,6 +153,9 @@ class Broker:
             await self.ingestor.checkpoint()
         except Exception as exc:
             log.warning("final ingest checkpoint failed: %s", exc)
+        aclose = getattr(self.groups.backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
         self.groups.close()
         self.store.close()
         self._release_lock()

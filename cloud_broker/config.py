@@ -69,6 +69,7 @@ from uplink import is_safe_name
 
 if TYPE_CHECKING:
     from .mirrors.settings import MirrorConfig
+    from .storage.settings import StorageConfig
 
 PERMISSIONS = frozenset({"ingest", "read", "admin"})
 DEFAULT_MAX_TOPICS = 100
@@ -153,6 +154,8 @@ class BrokerConfig:
     protect_metrics: bool = False
     #: [kafka]: the Kafka listener, None when off
     kafka: KafkaConfig | None = None
+    #: [storage]: where partitions live (cloud_broker.storage.settings); None: local files
+    storage: StorageConfig | None = None
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerConfig:
@@ -162,7 +165,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         "data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
         "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions", "mirrors",
         "retention_check_ms", "max_decompressed_bytes", "max_records_per_request",
-        "max_topics", "limits", "kafka"})
+        "max_topics", "limits", "kafka", "storage"})
     doc.required("data_dir")
     data_dir = doc.path("data_dir", base_dir)
     host, port = parse_listen(doc.get("listen", "127.0.0.1:8080"), "listen")
@@ -211,6 +214,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         kafka=_kafka(doc.section("kafka", known={
             "listen", "advertised", "sasl", "compression", "max_request_bytes",
             "max_connections"})) if doc.has("kafka") else None,
+        storage=_storage(doc, base_dir),
     )
 
 
@@ -296,6 +300,14 @@ def _mirrors(raw: Any, base_dir: Path) -> dict[str, MirrorConfig]:
     from .mirrors.settings import parse_mirrors
 
     return parse_mirrors(raw, base_dir)
+
+
+def _storage(doc: Section, base_dir: Path) -> StorageConfig:
+    # Late, as _mirrors: cloud_broker.storage's __init__ imports the stores, which import
+    # this module (storage/settings.py itself imports only tomlconf).
+    from .storage.settings import parse_storage
+
+    return parse_storage(doc, base_dir)
 
 
 def load_config(path: str | os.PathLike[str]) -> BrokerConfig:

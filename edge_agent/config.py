@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomlconf
-from tomlconf import ConfigError, Section, is_host, load_toml, parse_listen, parse_url, shown
+from tomlconf import ConfigError, Section, is_host, load_toml, parse_listen, shown
 from uplink import is_safe_name
 
 from .listener.config import ListenerConfig, check_listener_files, parse_listener
@@ -68,7 +67,7 @@ class MqttConfig:
 
 @dataclass(frozen=True, slots=True)
 class UplinkConfig:
-    url: str = "http://127.0.0.1:8080"
+    url: str = "http://127.0.0.1:8080"  # the first of ``urls``
     token: str | None = None
     compression: str = "zstd"
     max_batch_records: int = 5000
@@ -80,6 +79,15 @@ class UplinkConfig:
     bandwidth_bytes_per_s: int = 0
     ca_file: Path | None = None
     retry_max_s: float = 30.0
+    #: the broker nodes of one cluster (``url`` as a list in edge.toml), tried in turn
+    urls: tuple[str, ...] = ()
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self.urls or (self.url,)
+
+
+_UPLINK_KEYS = set(UplinkConfig.__slots__) - {"urls"}  # a list goes in ``url``
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,9 +272,10 @@ def _mqtt(m: Section, edge_id: str, base: Path) -> MqttConfig:
 
 def _uplink(u: Section, base: Path) -> UplinkConfig:
     d = UplinkConfig()
-    url = parse_url(u.get("url", d.url), u.key("url"), ("http", "https"))
+    urls = tomlconf.parse_urls(u.get("url", d.url), u.key("url"), ("http", "https"))
     return UplinkConfig(
-        url=url.rstrip("/"),
+        url=urls[0],
+        urls=urls,
         token=u.string("token", None, secret=True),
         compression=u.string("compression", d.compression, choices=("none", "gzip", "zstd")),
         max_batch_records=u.integer("max_batch_records", d.max_batch_records, minimum=1),
@@ -329,7 +338,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     doc.required("data_dir")
     data_dir = doc.path("data_dir", base)
     mqtt = _mqtt(doc.section("mqtt", known=MqttConfig.__slots__), edge_id, base)
-    uplink = _uplink(doc.section("uplink", known=UplinkConfig.__slots__), base)
+    uplink = _uplink(doc.section("uplink", known=_UPLINK_KEYS), base)
     ingest = _ingest(doc.section("ingest", known=IngestConfig.__slots__))
     status = _status(doc.section("status", known=StatusConfig.__slots__))
     if not isinstance(raw.get("streams"), list) or not raw["streams"]:
@@ -373,23 +382,10 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     p = Path(path)
     raw = apply_env(load_toml(p), os.environ if environ is None else environ)
     cfg = parse_config(raw, p.parent)
-    _check_ca(cfg.uplink.ca_file, "uplink.ca_file")
-    _check_ca(cfg.mqtt.tls_ca, "mqtt.tls_ca")
+    tomlconf.check_ca_file(cfg.uplink.ca_file, "uplink.ca_file")
+    tomlconf.check_ca_file(cfg.mqtt.tls_ca, "mqtt.tls_ca")
     check_listener_files(cfg.mqtt_listener)
     return cfg
-
-
-def _check_ca(path: Path | None, key: str) -> None:
-    """A CA file named in the config loads now, not with a traceback at the first
-    connection (``parse_config`` stays free of file access for tests and tools)."""
-    if path is None:
-        return
-    try:
-        ssl.create_default_context(cafile=str(path))
-    except OSError as exc:  # ssl.SSLError is an OSError too: check it first
-        if isinstance(exc, ssl.SSLError):
-            raise ConfigError(key, f"{path} holds no PEM certificate") from exc
-        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 __all__ = ["ConfigError", "EdgeConfig", "IngestConfig", "MqttConfig", "StatusConfig",

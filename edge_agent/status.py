@@ -165,6 +165,15 @@ def masked_url(url: str) -> str:
     return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
+def _endpoints(agent: Any) -> StatusDoc:
+    """The broker URL in use, every configured one, and how often the uplink switched."""
+    urls = agent.config.uplink.endpoints
+    ends = getattr(agent.forwarder.uplink, "endpoints", None) if agent.forwarder else None
+    return {"url": masked_url(ends.current if ends is not None else urls[0]),
+            "urls": [masked_url(u) for u in urls],
+            "switches": ends.switches if ends is not None else 0}
+
+
 def uplink_state(connected: bool, senders: list[StatusDoc]) -> str:
     if any(s.get("stopped") for s in senders):
         return "stopped"
@@ -202,7 +211,7 @@ def build_status(agent: Any, now: float) -> StatusDoc:
         "mqtt_fast_paths": FAST_PATHS.status(),
         "mqtt_listener": agent.listener.status() if getattr(agent, "listener", None) else None,
         "uplink": {
-            "url": masked_url(agent.config.uplink.url),
+            **_endpoints(agent),
             "state": uplink_state(fwd.connected if fwd else False, senders),
             "in_flight": fwd.in_flight if fwd else 0,
             "retries": sum(x["retries"] for x in senders),

@@ -11,6 +11,14 @@ trusted, or the handshake fails) is a ``TlsUplinkError``: still retried, since t
 transient error: the forwarder backs off to ``retry_max_s`` at once and ``/healthz``
 reports it until a send succeeds. ``MemoryUplink`` is the in-process implementation for
 tests.
+
+Failover: ``HttpUplink`` may be given several broker URLs (the nodes of one cluster,
+sharing one partition store). ``Endpoints`` keeps it on one node while that node answers
+and moves it to the next on any retryable failure (connect error, timeout, 5xx, 429, TLS);
+the forwarder's backoff paces the attempts, so a dead node costs one failed attempt per
+switch, not a storm. Which offsets go, and what a reply means, stays in ``uplink``'s
+``SenderState``: a batch retried on another node is a duplicate there (the nodes share the
+positions), a gap is refused with the expected offset, exactly as on one node.
 """
 
 from __future__ import annotations
@@ -19,13 +27,14 @@ import json
 import logging
 import ssl
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
+from tomlconf import mask_secrets
 from uplink import (
     Ack,
     Batch,
@@ -70,20 +79,46 @@ class Uplink(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Endpoints:
+    """The broker URLs and the one in use: sticky while it answers, the next one after a
+    retryable failure. Only a failure seen on the URL in use moves it, so the replies of
+    several batches that were in flight to a dead node move it once, not once each."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("at least one uplink URL is needed")
+        self.urls = tuple(u.rstrip("/") for u in urls)
+        self.index = 0
+        self.switches = 0  # how many times the uplink moved to another URL
+
+    @property
+    def current(self) -> str:
+        return self.urls[self.index]
+
+    def failed(self, url: str) -> None:
+        """A send to ``url`` failed retryably: move on if it is still the one in use."""
+        if len(self.urls) > 1 and url == self.current:
+            self.index = (self.index + 1) % len(self.urls)
+            self.switches += 1
+            log.warning("uplink: %s failed, switching to %s", mask_secrets(url),
+                        mask_secrets(self.current))
+
+
 class HttpUplink:
     """POST /v1/ingest/{topic} with keep-alive; see docs/protocol.md for the bytes.
 
+    ``url`` is one broker URL or the list of a cluster's nodes (``Endpoints``).
     Requests go through ``uplink_conn.LeanClient`` (h11 on asyncio streams, a tenth of
-    httpx's CPU per request) unless the environment names an HTTP proxy for the cloud's
-    host (``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` without a matching ``NO_PROXY``):
-    then httpx, which speaks to proxies, sends them. ``client`` forces one ("lean",
-    "httpx")."""
+    httpx's CPU per request; one per node, made when first used) unless the environment
+    names an HTTP proxy for the cloud's host (``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``
+    without a matching ``NO_PROXY``): then httpx, which speaks to proxies, sends them.
+    ``client`` forces one ("lean", "httpx")."""
 
-    def __init__(self, url: str, token: str | None = None, *, compression: str = "zstd",
-                 timeout_s: float = 10.0, ca_file: Path | None = None,
-                 max_connections: int = 8, bandwidth: TokenBucket | None = None,
-                 client: str | None = None) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, url: str | Sequence[str], token: str | None = None, *,
+                 compression: str = "zstd", timeout_s: float = 10.0,
+                 ca_file: Path | None = None, max_connections: int = 8,
+                 bandwidth: TokenBucket | None = None, client: str | None = None) -> None:
+        self.endpoints = Endpoints([url] if isinstance(url, str) else url)
         self.bandwidth = bandwidth
         self.compression = compression
         headers = {"content-type": "application/cbor", "accept": "application/cbor"}
@@ -92,14 +127,11 @@ class HttpUplink:
         verify: ssl.SSLContext | bool = True
         if ca_file is not None:
             verify = ssl.create_default_context(cafile=str(ca_file))
-        self.client = client or ("httpx" if _proxied(self.url) else "lean")
-        self._lean: LeanClient | None = None
-        if self.client == "lean":
-            # without a ca_file, the CAs httpx would trust (certifi, SSL_CERT_FILE)
-            context = verify if isinstance(verify, ssl.SSLContext) else (
-                httpx.create_ssl_context() if self.url.startswith("https:") else None)
-            self._lean = LeanClient(self.url, headers, timeout_s=timeout_s,
-                                    max_connections=max_connections, ssl_context=context)
+        proxied = any(_proxied(u) for u in self.endpoints.urls)
+        self.client = client or ("httpx" if proxied else "lean")
+        self._headers, self._verify = headers, verify
+        self._timeout_s, self._max_connections = timeout_s, max_connections
+        self._lean: dict[str, LeanClient] = {}
         self._client = httpx.AsyncClient(
             headers=headers, timeout=timeout_s, verify=verify,
             limits=httpx.Limits(max_connections=max_connections,
@@ -107,14 +139,39 @@ class HttpUplink:
         )
         self.bytes_sent = 0
 
+    @property
+    def url(self) -> str:
+        """The broker URL in use."""
+        return self.endpoints.current
+
     async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
         data, encoding = encode_batch(batch, self.compression)  # type: ignore[arg-type]
         if self.bandwidth is not None:
             await self.bandwidth.take(len(data))
-        if self._lean is not None:
-            return await self._send_lean(topic, data, encoding)
+        url = self.endpoints.current
         try:
-            resp = await self._client.post(f"{self.url}/v1/ingest/{topic}", content=data,
+            if self.client == "lean":
+                return await self._send_lean(url, topic, data, encoding)
+            return await self._post(url, topic, data, encoding)
+        except RetryableUplinkError:
+            self.endpoints.failed(url)
+            raise
+
+    def _lean_for(self, url: str) -> LeanClient:
+        lean = self._lean.get(url)
+        if lean is None:
+            # without a ca_file, the CAs httpx would trust (certifi, SSL_CERT_FILE)
+            verify = self._verify
+            context = verify if isinstance(verify, ssl.SSLContext) else (
+                httpx.create_ssl_context() if url.startswith("https:") else None)
+            lean = self._lean[url] = LeanClient(
+                url, self._headers, timeout_s=self._timeout_s,
+                max_connections=self._max_connections, ssl_context=context)
+        return lean
+
+    async def _post(self, url: str, topic: str, data: bytes, encoding: str) -> Ack | Refusal:
+        try:
+            resp = await self._client.post(f"{url}/v1/ingest/{topic}", content=data,
                                            headers={"content-encoding": encoding})
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             tls = _tls_failure(exc)
@@ -124,11 +181,11 @@ class HttpUplink:
         self.bytes_sent += len(data)
         return _outcome(resp.status_code, resp.content, lambda: _error_text(resp))
 
-    async def _send_lean(self, topic: str, data: bytes, encoding: str) -> Ack | Refusal:
-        assert self._lean is not None
+    async def _send_lean(self, url: str, topic: str, data: bytes, encoding: str
+                         ) -> Ack | Refusal:
         try:
-            reply = await self._lean.post(f"/v1/ingest/{topic}", data,
-                                          {"content-encoding": encoding})
+            reply = await self._lean_for(url).post(f"/v1/ingest/{topic}", data,
+                                                   {"content-encoding": encoding})
         except ConnectionFailed as exc:
             tls = _tls_failure(exc)
             if tls is not None:
@@ -138,8 +195,8 @@ class HttpUplink:
         return _outcome(reply.status, reply.body, lambda: _error_body_text(reply.body))
 
     async def aclose(self) -> None:
-        if self._lean is not None:
-            await self._lean.aclose()
+        for lean in self._lean.values():
+            await lean.aclose()
         await self._client.aclose()
 
     async def probe(self) -> str | None:

@@ -19,12 +19,23 @@ from ._errors import (
 from ._files import atomic_write, read_checkpoint, write_checkpoint
 from ._helpers import append_durable, open_log, reopen_empty_at
 from ._log import FetchResult, Log, LogStats
-from ._records import HEADER_HEAD, RECORD_HEAD, Record, StoredRecord, encode_framed
+from ._records import (
+    HEADER_HEAD,
+    RECORD_HEAD,
+    BatchInfo,
+    Record,
+    StoredRecord,
+    decode_records,
+    encode_framed,
+    parse_header,
+    verify_batch,
+)
 from ._segment import CorruptRange
 
 __all__ = [
     "HEADER_HEAD",
     "RECORD_HEAD",
+    "BatchInfo",
     "ColumnFetch",
     "CommitMode",
     "CommitPolicy",
@@ -47,10 +58,13 @@ __all__ = [
     "StoredRecord",
     "append_durable",
     "atomic_write",
+    "decode_records",
     "encode_framed",
     "fetch_columns",
     "open_log",
+    "parse_header",
     "read_checkpoint",
     "reopen_empty_at",
+    "verify_batch",
     "write_checkpoint",
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.natsd import NatsCluster, jetstream_cluster
 from tests.helpers import Server, broker_server, mosquitto_server, nats_server
 
 
@@ -37,3 +38,17 @@ def broker(tmp_path: Path) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def jetstream_node(tmp_path: Path) -> Iterator[NatsCluster]:
+    """One nats-server >= 2.12 with JetStream (tests/cluster/natsd.py), killed at teardown."""
+    with jetstream_cluster(tmp_path / "jetstream-1", size=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def jetstream_cluster3(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster with an agreed meta leader, killed at teardown."""
+    with jetstream_cluster(tmp_path / "jetstream-3", size=3) as cluster:
+        yield cluster

@@ -24,10 +24,10 @@ Absent keys (and JSON ``null``) take the caller's default, which is not re-check
 
 from ._errors import MASK, ConfigError, mask_secrets, shown
 from ._load import apply_env, load_toml
-from ._net import is_host, parse_listen, parse_url
+from ._net import check_ca_file, is_host, parse_listen, parse_url, parse_urls
 from ._reference import Key, collect, recording, reference
 from ._section import Section
 
-__all__ = ["MASK", "ConfigError", "Key", "Section", "apply_env", "collect", "is_host",
-           "load_toml", "mask_secrets", "parse_listen", "parse_url", "recording", "reference",
-           "shown"]
+__all__ = ["MASK", "ConfigError", "Key", "Section", "apply_env", "check_ca_file", "collect",
+           "is_host", "load_toml", "mask_secrets", "parse_listen", "parse_url", "parse_urls",
+           "recording", "reference", "shown"]

@@ -9,7 +9,9 @@ the expected form instead of a resolver error from deep inside a server or clien
 from __future__ import annotations
 
 import re
+import ssl
 import urllib.parse
+from pathlib import Path
 
 from ._errors import ConfigError, shown
 
@@ -58,6 +60,32 @@ def parse_url(value: object, key: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def parse_urls(value: object, key: str, schemes: tuple[str, ...],
+               max_items: int = 16) -> tuple[str, ...]:
+    """One URL or a list of 1..``max_items`` distinct ones, without trailing slashes."""
+    items = value if isinstance(value, list) else [value]
+    if not items or len(items) > max_items:
+        raise ConfigError(key, f"must be a URL or a list of 1..{max_items} URLs, "
+                               f"got {shown(value)}")
+    urls = tuple(parse_url(v, key, schemes).rstrip("/") for v in items)
+    if len(set(urls)) != len(urls):
+        raise ConfigError(key, f"lists the same URL twice: {shown(value)}")
+    return urls
+
+
 def is_host(value: str) -> bool:
     """A host name, IPv4 address or bare IPv6 literal (no scheme, no port)."""
     return _HOST.fullmatch(value) is not None
+
+
+def check_ca_file(path: Path | None, key: str) -> None:
+    """A CA file named in a config loads now, not with a traceback at the first
+    connection (parsing stays free of file access for tests and tools)."""
+    if path is None:
+        return
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except OSError as exc:  # ssl.SSLError is an OSError too: check it first
+        if isinstance(exc, ssl.SSLError):
+            raise ConfigError(key, f"{path} holds no PEM certificate") from exc
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from exc

@@ -2,10 +2,14 @@
 
 Rooms: ``state`` is the pure state machine of one group (members, generations,
 rebalances, assignors, member secrets; no I/O, no clock of its own); ``coordinator``
-drives every group on the event loop with a clock and the partition counts and persists
-each change before answering; ``store`` is the SQLite database behind it.
+drives every group on the event loop with a clock and the partition counts, deciding
+each change as a compare-and-set on the group's record in a ``backend``: SQLite for one
+process (``LocalGroupBackend`` over ``store``), or a JetStream key-value bucket shared by
+the broker nodes of a cluster (``kv_backend.KvGroupBackend``, imported only in cluster
+mode: it needs nats-py).
 """
 
+from .backend import GroupBackend, GroupConflict, LocalGroupBackend
 from .coordinator import MAX_JOIN_WAIT_S, GroupCoordinator, UnknownGroup
 from .kafka_group import KafkaGroupError, KafkaGroups
 from .state import (
@@ -36,6 +40,8 @@ __all__ = [
     "AssignorMismatch",
     "Group",
     "GroupActive",
+    "GroupBackend",
+    "GroupConflict",
     "GroupCoordinator",
     "GroupError",
     "GroupState",
@@ -43,6 +49,7 @@ __all__ = [
     "GroupStoreError",
     "KafkaGroupError",
     "KafkaGroups",
+    "LocalGroupBackend",
     "MemberInUse",
     "NotAssigned",
     "RebalanceInProgress",

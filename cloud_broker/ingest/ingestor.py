@@ -68,7 +68,7 @@ from uplink import (
 )
 
 from ..storage import InvalidRecord, LogError, PartitionLog, PartitionStoreAPI
-from .framing import frame_block
+from .framing import PartitionPart, frame_block
 from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, first_reserved
 from .state import IngestState, IngestStats, Source, source_key
 
@@ -134,12 +134,12 @@ class Ingestor(IngestState):
         self.stats.batches += 1
         _check_reserved(batch.records)
         waits: list[tuple[PartitionLog, int]] = []
-        if decide(self._acked.get(source), batch).kind is DecisionKind.GAP:
+        if decide(self._known(source), batch).kind is DecisionKind.GAP:
             refusal = await self._wait_for_predecessor(source, batch)
             if refusal is not None:
                 return refusal
         async with self._locks[source]:
-            decision = decide(self._acked.get(source), batch)
+            decision = decide(self._known(source), batch)
             kind = decision.kind
             if kind is DecisionKind.GAP:
                 self.stats.gaps += 1
@@ -184,6 +184,10 @@ class Ingestor(IngestState):
                 p.notify()
         return reply_for(batch, decision)
 
+    def _known(self, source: Source) -> int | None:
+        """The acked offset ``decide`` starts from; None: a position never seen."""
+        return self._acked.get(source)
+
     async def _wait_for_predecessor(self, source: Source, batch: Batch) -> Refusal | None:
         """With several requests in flight, a batch can overtake its predecessor on
         another connection. Refusing it would make the edge resend everything it has in
@@ -192,7 +196,7 @@ class Ingestor(IngestState):
         deadline = time.monotonic() + self.gap_wait_s
         while True:
             async with self._locks[source]:
-                decision = decide(self._acked.get(source), batch)
+                decision = decide(self._known(source), batch)
                 if decision.kind is not DecisionKind.GAP:
                     return None
                 remaining = deadline - time.monotonic()
@@ -229,20 +233,8 @@ class Ingestor(IngestState):
             _check_storable(records)
             records = RecordBlock.from_records(records)
         prefix = f"{source[0]}/{source[1]}/{source[2]}/".encode()  # safe names: ASCII
-        floors = [m.get(source, -1) for m in marks]
-        framed, dedup = frame_block(records[:FRAME_SLICE] if len(records) > FRAME_SLICE
-                                    else records, n, floors, self._partition_cache(n), prefix)
-        for lo in range(FRAME_SLICE, len(records), FRAME_SLICE):
-            await asyncio.sleep(0)
-            more, d = frame_block(records[lo:lo + FRAME_SLICE], n, floors,
-                                  self._partition_cache(n), prefix)
-            dedup += d
-            for into, part in zip(framed, more, strict=True):
-                if part.count:
-                    into.pieces += part.pieces
-                    into.count += part.count
-                    into.max_timestamp = max(into.max_timestamp, part.max_timestamp)
-                    into.last_offset = part.last_offset
+        framed, dedup = await self._frame(records, n, [m.get(source, -1) for m in marks],
+                                          prefix)
         written = 0
         try:
             for p, fp in enumerate(framed):
@@ -268,6 +260,25 @@ class Ingestor(IngestState):
         finally:
             self.stats.records_written += written
             self.stats.records_deduplicated += dedup
+
+    async def _frame(self, records: RecordBlock, n: int, floors: list[int], prefix: bytes
+                     ) -> tuple[list[PartitionPart], int]:
+        """``frame_block`` over ``records`` in slices of ``FRAME_SLICE`` with a yield to
+        the loop between them (see ``_append``); the parts per partition, records skipped."""
+        framed, dedup = frame_block(records[:FRAME_SLICE] if len(records) > FRAME_SLICE
+                                    else records, n, floors, self._partition_cache(n), prefix)
+        for lo in range(FRAME_SLICE, len(records), FRAME_SLICE):
+            await asyncio.sleep(0)
+            more, d = frame_block(records[lo:lo + FRAME_SLICE], n, floors,
+                                  self._partition_cache(n), prefix)
+            dedup += d
+            for into, part in zip(framed, more, strict=True):
+                if part.count:
+                    into.pieces += part.pieces
+                    into.count += part.count
+                    into.max_timestamp = max(into.max_timestamp, part.max_timestamp)
+                    into.last_offset = part.last_offset
+        return framed, dedup
 
     def _reset(self, source: Source) -> None:
         """After a durability failure fall back to what was acked durable."""

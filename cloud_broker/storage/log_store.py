@@ -10,8 +10,6 @@ come from the config; the partition count of an existing topic is recorded in
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -32,19 +30,19 @@ from shared_log import (
 from uplink import is_safe_name
 
 from ..config import TopicConfig
+from ._waiters import Waiters
 from .interface import UnknownTopic
 
 
-class Partition:
+class Partition(Waiters):
     """A topic-partition (``PartitionLog``): its shared_log ``Log`` and a notifier for
-    long-polling readers. Thin: each operation is one call of the log."""
+    long-polling readers (``Waiters``). Thin: each operation is one call of the log."""
 
     def __init__(self, topic: str, index: int, log: Log) -> None:
+        super().__init__()
         self.topic = topic
         self.index = index
         self.log = log
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-        self._lock = threading.Lock()
 
     @property
     def start_offset(self) -> int:
@@ -107,29 +105,10 @@ class Partition:
     def close(self) -> None:
         self.log.close()
 
-    def notify(self) -> None:
-        """Wake long-pollers (called after records became durable)."""
-        with self._lock:
-            waiters, self._waiters = self._waiters, []
-        for loop, ev in waiters:
-            loop.call_soon_threadsafe(ev.set)
-
-    def waiter(self) -> asyncio.Event:
-        ev = asyncio.Event()
-        with self._lock:
-            self._waiters.append((asyncio.get_running_loop(), ev))
-        return ev
-
     def rebase_empty(self, base: int) -> None:
         """Make an empty partition's next offset ``base`` (a mirror's first record);
         ValueError when it holds or held records (shared_log.reopen_empty_at)."""
         self.log = reopen_empty_at(self.log, base)
-
-    def forget(self, ev: asyncio.Event) -> None:
-        """Drop a waiter that stopped waiting (a long-poll that timed out), so an idle
-        partition does not collect one per poll until its next notify()."""
-        with self._lock:
-            self._waiters = [w for w in self._waiters if w[1] is not ev]
 
 
 class PartitionStore:

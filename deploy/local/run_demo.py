@@ -78,6 +78,16 @@ class Processes:
         self.procs.append((name, proc))
         return proc
 
+    def kill(self, name: str) -> list[str]:
+        """SIGKILL ``name`` and forget it; returns its command line to start it again."""
+        for i, (n, proc) in enumerate(self.procs):
+            if n == name:
+                proc.kill()
+                proc.wait(10)
+                del self.procs[i]
+                return list(proc.args)  # type: ignore[arg-type]
+        raise KeyError(name)
+
     def check(self) -> None:
         for name, proc in self.procs:
             if proc.poll() is not None:
@@ -316,6 +326,44 @@ def report_table(reports: dict[str, dict[str, Any]], sent: int, elapsed: float,
     return table
 
 
+def start_cluster(procs: Processes, args: argparse.Namespace, edge_toml: Path,
+                  stop: threading.Event) -> int:
+    """NATS cluster, two broker nodes, the edge pointed at both, the kill plan started.
+    Returns the port of the broker node the verdict is read from."""
+    import cluster_demo as cd
+
+    nodes = cd.nats_nodes(procs.workdir, free_port)
+    for n in nodes:
+        procs.start(f"nats-{n.name}", [cd.nats_server(), "-c", str(n.conf)])
+    wait_until(lambda: (procs.check(), all(n.healthy() for n in nodes))[1], 60,
+               "the NATS cluster")
+    ports = [free_port(), free_port()]
+    subst = {"@WORK@": str(procs.workdir), "@EDGE_TOKEN@": EDGE_TOKEN,
+             "@READ_TOKEN@": READ_TOKEN}
+    template = (HERE / "cloud.toml").read_text()
+    for i, port in enumerate(ports, 1):
+        toml = cd.broker_config(template, subst, procs.workdir, f"broker-{i}", port, nodes)
+        procs.start(f"broker-{i}", [str(BIN / "cloud-broker"), "serve", "--config", str(toml)])
+        wait_until(lambda p=port: (procs.check(), port_open(p))[1], 60, f"broker node {i}")
+    cd.edge_urls(edge_toml, ports)
+    commands: dict[str, list[str]] = {}
+
+    def kill(name: str) -> None:
+        commands[name] = procs.kill(name)
+
+    def restart(name: str) -> None:
+        procs.start(name, commands.pop(name))
+
+    third = args.duration / 3
+    plan = [(third, f"nats-{nodes[0].name}", min(15.0, third / 2)),
+            (2 * third, "broker-1", min(5.0, third / 2))]
+    threading.Thread(target=cd.chaos, args=(kill, restart, console.print, plan, stop),
+                     daemon=True).start()
+    console.print(f"[bold]cluster up[/bold]: NATS {', '.join(n.url for n in nodes)}; broker "
+                  f"nodes :{ports[0]} and :{ports[1]}")
+    return ports[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -327,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=REPO / ".demo")
     p.add_argument("--mqtt", choices=("listener", "mosquitto"), default="listener",
                    help="devices publish to the agent's listener, or through Mosquitto")
+    p.add_argument("--cluster", action="store_true",
+                   help="3 NATS JetStream nodes and 2 broker nodes, one of each killed mid-run")
     args = p.parse_args(argv)
 
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -349,8 +399,11 @@ def main(argv: list[str] | None = None) -> int:
                                               uplink_port, status_port)
         if protocol != "listener":
             wait_until(lambda: port_open(mqtt_port), 20, "the MQTT broker")
-        procs.start("cloud-broker", [str(BIN / "cloud-broker"), "serve", "--config",
-                                     str(cloud_toml)])
+        if args.cluster:
+            cloud_port = start_cluster(procs, args, edge_toml, stop)
+        else:
+            procs.start("cloud-broker", [str(BIN / "cloud-broker"), "serve", "--config",
+                                         str(cloud_toml)])
         wait_until(lambda: (procs.check(), port_open(cloud_port))[1], 30, "the cloud broker")
         consumer = LiveConsumer(cloud_port, ["telemetry", "alarms"])
         procs.start("edge-agent", [str(BIN / "edge-agent"), "run", "--config", str(edge_toml)])

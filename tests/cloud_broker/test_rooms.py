@@ -35,8 +35,10 @@ ROOMS: dict[str, list[str]] = {
         "small_enough_inline"],
     "cloud_broker.groups": [
         "ASSIGNORS", "MAX_JOIN_WAIT_S", "MAX_SESSION_MS", "MIN_SESSION_MS", "AssignorMismatch",
-        "Group", "GroupActive", "GroupCoordinator", "GroupError", "GroupState", "GroupStore",
-        "GroupStoreError", "KafkaGroupError", "KafkaGroups", "MemberInUse", "NotAssigned",
+        "Group", "GroupActive", "GroupBackend", "GroupConflict", "GroupCoordinator",
+        "GroupError", "GroupState", "GroupStore",
+        "GroupStoreError", "KafkaGroupError", "KafkaGroups", "LocalGroupBackend",
+        "MemberInUse", "NotAssigned",
         "RebalanceInProgress",
         "StaleGeneration", "TopicPartition", "UnknownGroup", "UnknownMember", "assign_range",
         "assign_round_robin"],

@@ -17,9 +17,9 @@ import tomlconf
 from tomlconf import ConfigError, Section, apply_env, load_toml
 
 ROOT = Path(__file__).parents[2]
-EXPORTED = ["MASK", "ConfigError", "Key", "Section", "apply_env", "collect", "is_host",
-            "load_toml", "mask_secrets", "parse_listen", "parse_url", "recording", "reference",
-            "shown"]
+EXPORTED = ["MASK", "ConfigError", "Key", "Section", "apply_env", "check_ca_file", "collect",
+            "is_host", "load_toml", "mask_secrets", "parse_listen", "parse_url", "parse_urls",
+            "recording", "reference", "shown"]
 
 
 def test_exports_are_pinned() -> None:
@@ -65,8 +65,10 @@ def test_tomlconf_is_bottom_layer_and_mirror_settings_import_no_broker_module() 
 def test_broker_config_types_its_mirrors() -> None:
     from cloud_broker.config import BrokerConfig, parse_config
     from cloud_broker.mirrors.settings import MirrorConfig
+    from cloud_broker.storage.settings import StorageConfig
 
-    hints = typing.get_type_hints(BrokerConfig, localns={"MirrorConfig": MirrorConfig})
+    hints = typing.get_type_hints(BrokerConfig, localns={"MirrorConfig": MirrorConfig,
+                                                         "StorageConfig": StorageConfig})
     assert hints["mirrors"] == dict[str, MirrorConfig]
     cfg = parse_config({"data_dir": "d", "topics": {"t": {}},
                         "mirrors": {"a": {"topic": "t", "target": "sql", "path": "a.db"}}})
