@@ -6,11 +6,11 @@ Reads both cloud topics in group GROUP and appends one line per record to OUT_FI
 
     topic partition offset record_ts_ms received_ms device boot seq device_ts_ms
 
-(``-`` for fields an undecodable value lacks). Each line is written (one
-``os.write``) before the next record is asked for, so before the commit that covers it, so a SIGKILL loses only
-records that were not committed and are therefore handed out again: the file may hold
-an offset twice (the consumer's at-least-once contract), never miss one. The verdict
-reads each (topic, partition, offset) once.
+(``-`` for fields an undecodable value lacks). Each line is written (one ``os.write``)
+before the next record is asked for, so before the commit that covers it: a SIGKILL
+loses only records that were not committed, which are handed out again. The file may
+hold an offset twice (the consumer's at-least-once contract), never miss one; the
+verdict reads each (topic, partition, offset) once.
 """
 
 from __future__ import annotations

@@ -44,6 +44,11 @@ def print_report(result: dict[str, Any], opts: Any) -> None:
     c.print(f"[bold]soak[/bold] seed {opts.seed}: {opts.devices} devices, {opts.rate:g} "
             f"readings/s for {opts.seconds:g} s (published in "
             f"{result.get('published_s', '-')} s, drained in {result.get('drain_s', '-')} s)")
+    sim = result.get("sim") or {}
+    if sim:
+        c.print(f"device-sim: {sim['readings']} readings at {sim['readings_per_s']:.0f}/s "
+                f"(target {sim['target_rate']:g}/s), {sim['acked']} acknowledged by Mosquitto, "
+                f"{sim['behind']} behind schedule")
     f = result.get("faults", {})
     c.print(f"faults done: {f.get('done', {})}  skipped: {f.get('skipped', {})}")
     sent = result.get("sent", {})

@@ -132,6 +132,13 @@ def judge(o: Options, stack: Stack, result: dict[str, Any]) -> None:
     problems: list[str] = result["problems"]
     manifest = Manifest.read(o.work / "run.json")
     result["sent"] = manifest.totals
+    try:
+        sim = json.loads((o.work / "sim.json").read_text())
+        result["sim"] = {k: sim.get(k) for k in (
+            "readings", "acked", "dropped", "behind", "target_rate", "readings_per_s",
+            "reconnects", "publish_seconds")}
+    except (OSError, ValueError):
+        result["sim"] = None
     records, latency, repeats = verdict.read_members(
         stack.member_out(i) for i in range(MEMBERS))
     result["member_repeats"] = repeats

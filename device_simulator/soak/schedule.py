@@ -91,5 +91,11 @@ def parse_counts(spec: str) -> dict[str, int]:
         if not sep or name.strip() not in DURATIONS:
             raise ValueError(f"fault count {item!r}: expected KIND=N with KIND one of "
                              f"{', '.join(KINDS)}")
-        counts[name.strip()] = int(value)
+        try:
+            n = int(value)
+        except ValueError as exc:
+            raise ValueError(f"fault count {item!r}: {exc}") from exc
+        if n < 0:
+            raise ValueError(f"fault count {item!r}: must be >= 0")
+        counts[name.strip()] = n
     return counts

@@ -108,8 +108,8 @@ class Stack:
     def check_running(self) -> None:
         for name, proc in self.procs.items():
             if proc.starts and not proc.running:
-                raise RuntimeError(f"{name} exited with {proc.proc.returncode if proc.proc else '?'}"
-                                   f":\n{proc.tail()}")
+                rc = proc.proc.returncode if proc.proc else "?"
+                raise RuntimeError(f"{name} exited with {rc}:\n{proc.tail()}")
 
     def teardown(self) -> None:
         self.procs.stop_all()
