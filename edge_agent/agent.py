@@ -144,9 +144,13 @@ class Agent:
             marks, replayed = load_marks(store.directory, store.log, store.generation,
                                          window=ing.dedup_window,
                                          max_devices=ing.dedup_max_devices)
-            # Everything recovered is durable: checkpoint it and keep segments from here.
-            save_marks(store.directory, store.generation, store.log.end_offset, marks.marks)
-            store.delete_floor = store.log.end_offset
+            try:  # everything recovered is durable: checkpoint it, keep segments from here
+                save_marks(store.directory, store.generation, store.log.end_offset, marks.marks)
+                store.delete_floor = store.log.end_offset
+            except OSError as exc:  # a full disk must not stop the start (G7): keep every
+                log.warning("stream %s: dedup checkpoint at start failed: %s", sc.name, exc)
+                marks.dirty = True  # segment until the dedup loop's checkpoint (it retries)
+                store.delete_floor = store.log.start_offset
             opened.append((store, marks))
             log.info("stream %s: generation %s, offsets %d..%d, acked %d, %d devices "
                      "(%d records replayed for dedup)", sc.name, store.generation,
