@@ -1,12 +1,13 @@
 """The soak's resource figures: RSS and fd growth after warm-up, alarm lag, peaks.
 
 Strategy: pure functions over the sampler's JSON lines. Growth is the slope of a least
-squares line through every sample of a role after the warm-up, times the span it covers:
-for a process that ran throughout, its in-process growth; for one that was killed and
-restarted, whether each incarnation ends up bigger than the one before (state reloaded
-at start that only ever grows, say). The bounds below are what the run is judged by,
-and only when at least ``JUDGE_MIN_SPAN_S`` of samples follow the warm-up: a shorter run
-prints the figures without judging them (the allocator has not settled).
+squares line through the samples of a role's longest-lived incarnation after the
+warm-up, times the span it covers: for a process that ran throughout, its in-process
+growth. The same fit across all incarnations is reported too (for a process killed
+every few seconds it shows start-up ramps, so it is not judged). The bounds below are
+what the run is judged by, and only when that incarnation has at least
+``JUDGE_MIN_SPAN_S`` of samples after the warm-up: otherwise the figures are printed
+without a judgement (the allocator has not settled).
 """
 
 from __future__ import annotations
@@ -35,18 +36,34 @@ def load(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _fit(pts: list[tuple[float, float]]) -> tuple[float, float]:
+    """(slope x span, span) of the least squares line through ``pts``."""
+    xs, ys = zip(*pts, strict=True)
+    if len(pts) < 2 or xs[-1] == xs[0]:
+        return 0.0, 0.0
+    return statistics.linear_regression(xs, ys).slope * (xs[-1] - xs[0]), xs[-1] - xs[0]
+
+
 def growth(samples: list[dict[str, Any]], role: str, key: str,
            warmup_s: float) -> dict[str, Any] | None:
-    pts = [(s["t"], s["procs"][role][key]) for s in samples
-           if s["t"] >= warmup_s and role in s["procs"]]
-    if len(pts) < 10:
+    """Growth of ``key`` after warm-up in the role's longest-lived incarnation (the one
+    judged) and, for information, across all of them (a role killed every few seconds
+    shows its start-up ramp there, not a leak)."""
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for s in samples:
+        if s["t"] >= warmup_s and role in s["procs"]:
+            by_pid.setdefault(s["procs"][role]["pid"], []).append(
+                (s["t"], s["procs"][role][key]))
+    if not by_pid:
         return None
-    xs, ys = zip(*pts, strict=True)
-    fit = statistics.linear_regression(xs, ys)
-    span = xs[-1] - xs[0]
+    longest = max(by_pid.values(), key=lambda pts: pts[-1][0] - pts[0][0])
+    every = sorted(p for pts in by_pid.values() for p in pts)
+    g, span = _fit(longest)
+    all_g, all_span = _fit(every)
     pids = {s["procs"][role]["pid"] for s in samples if role in s["procs"]}
-    return {"growth": fit.slope * span, "per_hour": fit.slope * 3600, "span_s": span,
-            "first": ys[0], "last": ys[-1], "max": max(ys), "incarnations": len(pids)}
+    return {"growth": g, "span_s": span, "all_growth": all_g, "all_span_s": all_span,
+            "first": longest[0][1], "last": every[-1][1], "max": max(y for _, y in every),
+            "incarnations": len(pids)}
 
 
 def cpu_mean(samples: list[dict[str, Any]], role: str) -> float | None:
