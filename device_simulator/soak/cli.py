@@ -19,7 +19,7 @@ from typing import Any
 
 from . import schedule
 from .report import print_report
-from .runner import Options, run
+from .runner import Options, rejudge, run
 
 #: faults per 10 minutes of publishing (scaled to the run's length, at least 1 each)
 PER_10_MIN = {"agent_kill": 55, "broker_kill": 22, "mosquitto_restart": 12, "uplink_cut": 22,
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before resource growth is measured "
                         "(default: min(300, 40%% of the run))")
     p.add_argument("--replay", type=Path, help="a schedule.json of an earlier run")
+    p.add_argument("--judge", type=Path, metavar="WORKDIR",
+                   help="judge the files of a finished run again, run nothing")
     p.add_argument("--workdir", type=Path, default=Path(".soak"))
     p.add_argument("--disk-mb", type=int, default=256, help="size of the edge's tmpfs")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -92,6 +94,14 @@ def options(args: argparse.Namespace) -> Options:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.judge:
+        result = rejudge(args.judge)
+        if args.json:
+            print(json.dumps(result, indent=1, default=str))
+        else:
+            args.replay = args.judge / "schedule.json"
+            print_report(result, options(args))
+        return 0 if result["ok"] else 1
     try:
         opts = options(args)
     except (ValueError, KeyError, OSError) as exc:

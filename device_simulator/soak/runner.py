@@ -24,7 +24,7 @@ from .configs import TOPICS
 from .faultrun import FaultRunner
 from .procs import child_env, python
 from .sampler import Sampler
-from .schedule import Fault, dump
+from .schedule import Fault, dump, load
 from .stack import MEMBERS, Stack, wait_until
 
 #: how far the oldest alarm waiting at the edge may be behind the oldest waiting telemetry
@@ -109,10 +109,11 @@ def run(o: Options) -> dict[str, Any]:
         result["problems"] += runner.log.crashes
         sampler.stop()
         stack.procs.stop_all()
-        judge(o, stack, result)
+        judge(o.work, o.warmup_s, list(stack.procs), stack.disk.data_dir / "dead-letter",
+              result)
     except KeyboardInterrupt:
         result["problems"].append("interrupted")
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, TimeoutError, verdict.SoakVerdictError) as exc:
         result["problems"].append(f"harness: {exc}")
     finally:
         if sampler is not None:
@@ -127,27 +128,31 @@ def run(o: Options) -> dict[str, Any]:
     return result
 
 
-def judge(o: Options, stack: Stack, result: dict[str, Any]) -> None:
-    """Fill ``result`` with the verdict and the figures; problems go to result["problems"]."""
+def judge(work: Path, warmup_s: float, roles: list[str], dead_letter_dir: Path | None,
+          result: dict[str, Any]) -> None:
+    """Fill ``result`` with the verdict and the figures, from the files of a finished run
+    in ``work``; problems go to result["problems"]. ``dead_letter_dir`` None: the drops
+    are not reconciled again (result["reconcile"] is kept)."""
     problems: list[str] = result["problems"]
-    manifest = Manifest.read(o.work / "run.json")
+    manifest = Manifest.read(work / "run.json")
     result["sent"] = manifest.totals
     try:
-        sim = json.loads((o.work / "sim.json").read_text())
+        sim = json.loads((work / "sim.json").read_text())
         result["sim"] = {k: sim.get(k) for k in (
             "readings", "acked", "dropped", "behind", "target_rate", "readings_per_s",
             "reconnects", "publish_seconds")}
     except (OSError, ValueError):
         result["sim"] = None
-    records, latency, repeats = verdict.read_members(
-        stack.member_out(i) for i in range(MEMBERS))
-    result["member_repeats"] = repeats
-    result["latency_ms"] = verdict.latency_figures(latency)
+    members = verdict.MemberIndex().read(work / f"member-{i}.out" for i in range(MEMBERS))
+    result["member_repeats"] = members.repeats
+    result["latency_ms"] = verdict.latency_figures(members.latency)
     views: dict[str, Any] = {"group": {}, "mirror": {}}
     for topic in TOPICS:
-        views["group"][topic] = verdict.analyze(manifest, topic, records.get(topic, {}))
+        db = work / f"archive-{topic}.db"
+        views["group"][topic] = verdict.analyze(
+            manifest, topic, lambda gaps, t=topic: members.records(t, gaps))
         views["mirror"][topic] = verdict.analyze(
-            manifest, topic, verdict.read_mirror(o.work / f"archive-{topic}.db"))
+            manifest, topic, lambda gaps, db=db: verdict.mirror_records(db, gaps))
     result["views"] = views
     for view, by_topic in views.items():
         for topic, rep in by_topic.items():
@@ -156,12 +161,13 @@ def judge(o: Options, stack: Stack, result: dict[str, Any]) -> None:
                                      "unexpected") if t[k]}
             if bad or rep["offset_gaps"]:
                 problems.append(f"{view}/{topic}: {bad} offset gaps {rep['offset_gaps']}")
-    letters = verdict.dead_letters(stack.disk.data_dir / "dead-letter")
-    result["reconcile"] = verdict.reconcile(manifest, letters, verdict.delivered_keys(records))
-    if not result["reconcile"]["ok"]:
+    if dead_letter_dir is not None:
+        letters = verdict.dead_letters(dead_letter_dir)
+        result["reconcile"] = verdict.reconcile(manifest, letters, members.keys())
+    if not result.get("reconcile", {}).get("ok", True):
         problems.append(f"drops do not reconcile: {result['reconcile']}")
-    samples = figures.load(o.work / "samples.jsonl")
-    result["resources"], grown = figures.judge(samples, o.warmup_s, list(stack.procs))
+    samples = figures.load(work / "samples.jsonl")
+    result["resources"], grown = figures.judge(samples, warmup_s, roles)
     problems += grown
     result["alarm_lag"] = figures.alarm_lag(samples)
     result["alarm_lag"]["bound_s"] = ALARM_LAG_BOUND_S
@@ -169,3 +175,25 @@ def judge(o: Options, stack: Stack, result: dict[str, Any]) -> None:
         problems.append(f"alarms {result['alarm_lag']['max_s']:.1f} s behind telemetry at "
                         f"{result['alarm_lag']['at_s']} s (bound {ALARM_LAG_BOUND_S} s)")
     result["edge_peaks"] = figures.peaks(samples)
+
+
+def rejudge(work: Path) -> dict[str, Any]:
+    """The verdict of a finished run's files again (``--judge DIR``): after a change to
+    the verdict, or when the harness itself could not finish judging. The edge's tmpfs
+    is gone by then: the dead letters are reconciled again only where they are still on
+    disk (no tmpfs), else the run's own reconciliation is kept."""
+    _, meta = load(work / "schedule.json")
+    try:
+        result = json.loads((work / "result.json").read_text())
+    except (OSError, ValueError):
+        result = {"options": meta}
+    result["problems"] = [p for p in result.get("problems", [])
+                          if not p.startswith(("group/", "mirror/", "drops ", "alarms "))
+                          and " grew " not in p]
+    samples = figures.load(work / "samples.jsonl")
+    roles = sorted({r for s in samples for r in s["procs"]})
+    letters = work / "edge-disk" / "edge" / "dead-letter"
+    judge(work, float(meta["warmup_s"]), roles, letters if letters.exists() else None, result)
+    result["ok"] = not result["problems"]
+    (work / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    return result

@@ -127,8 +127,20 @@ def test_member_output_is_read_once_per_offset_and_torn_lines_are_skipped(
     out = tmp_path / "m.out"
     out.write_text("telemetry 0 0 1 2 dev-1 0 1 1\ntelemetry 0 0 1 2 dev-1 0 1 1\n"
                    "telemetry 0 1 1 3 dev-1 1 1 1\nalarms 1 0 1 2 dev-2 - - -\ntelemetry 0 2 ")
-    records, latency, repeats = verdict.read_members([out])
-    assert repeats == 1 and sorted(records["telemetry"]) == [(0, 0), (0, 1)]
-    assert json.loads(records["telemetry"][(0, 1)].value)["boot"] == 1
-    assert records["alarms"][(1, 0)] == Observed(1, 0, 1, b"dev-2", b"\xff")
-    assert latency["telemetry"] == [1.0, 2.0]
+    members = verdict.MemberIndex().read([out])
+    assert members.repeats == 1
+    gaps: dict[int, int] = {}
+    tele = list(members.records("telemetry", gaps))
+    assert [(r.partition, r.offset) for r in tele] == [(0, 0), (0, 1)] and gaps == {}
+    assert json.loads(tele[1].value) == {"device": "dev-1", "seq": 1, "ts": 1, "boot": 1}
+    assert list(members.records("alarms", gaps)) == [Observed(1, 0, 1, b"dev-2", b"\xff")]
+    assert list(members.latency["telemetry"]) == [1.0, 2.0]
+    assert sorted(members.keys()) == [("dev-1", 0, 1), ("dev-1", 1, 1)]
+
+
+def test_a_hole_in_what_the_members_received_is_a_gap(tmp_path: Path) -> None:
+    out = tmp_path / "m.out"
+    out.write_text("telemetry 3 5 1 2 dev-1 0 1 1\ntelemetry 3 8 1 2 dev-1 0 2 1\n")
+    gaps: dict[int, int] = {}
+    assert len(list(verdict.MemberIndex().read([out]).records("telemetry", gaps))) == 2
+    assert gaps == {3: 2}
