@@ -9,6 +9,7 @@ still active, so the drain at the end starts from a whole pipeline.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,8 +28,11 @@ class FaultLog:
 
 
 class FaultRunner:
-    def __init__(self, stack: Stack, faults: list[Fault], t0: float) -> None:
+    def __init__(self, stack: Stack, faults: list[Fault], t0: float,
+                 progress: Callable[[], str] = lambda: "", every_s: float = 30.0) -> None:
         self.stack, self.faults, self.t0 = stack, faults, t0
+        self.progress, self.every_s = progress, every_s
+        self._next_progress = time.monotonic() + every_s
         self.log = FaultLog()
         self.down: set[str] = set()  # roles stopped on purpose, to start again
         self._actions: list[tuple[float, int, Callable[[], None]]] = []
@@ -83,7 +87,14 @@ class FaultRunner:
         raise ValueError(f"unknown fault kind {f.kind!r}")
 
     def watch(self) -> None:
-        """Record and restart any role that exited without being killed."""
+        """Record and restart any role that exited without being killed; a progress line
+        on stderr every ``every_s``."""
+        now = time.monotonic()
+        if now >= self._next_progress:
+            self._next_progress = now + self.every_s
+            print(f"soak {now - self.t0:6.0f} s: {sum(self.log.done.values())} faults done, "
+                  f"{len(self.log.crashes)} unexpected exits{self.progress()}",
+                  file=sys.stderr, flush=True)
         for name, proc in self.stack.procs.items():
             if name in self.down or not proc.starts or proc.running:
                 continue

@@ -87,7 +87,12 @@ def run(o: Options) -> dict[str, Any]:
         with open(o.work / "sim.json", "wb") as out, open(o.work / "sim.log", "wb") as err:
             sim = subprocess.Popen(_sim_args(o, stack.ports.mqtt, manifest_path), stdout=out,
                                    stderr=err, env=child_env(), start_new_session=True)
-        runner = FaultRunner(stack, o.faults, t0)
+        def progress() -> str:
+            agent = sampler.last_agent if sampler is not None else None
+            backlog = sum(s["backlog"] for s in agent.values()) if agent else "?"
+            return f", edge backlog {backlog}"
+
+        runner = FaultRunner(stack, o.faults, t0, progress)
         runner.play(alive=lambda: sim.poll() is None)
         runner.heal()
         runner.idle_until(lambda: sim.poll() is not None)
