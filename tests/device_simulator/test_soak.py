@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -63,12 +64,15 @@ def test_short_soak_under_every_fault_loses_and_duplicates_nothing(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_ten_minute_soak_at_two_thousand_readings_per_second(tmp_path: Path) -> None:
-    result = _run_soak(tmp_path, 1500, "--minutes", "10", "--rate", "2000", "--devices", "200",
-                       "--seed", "16")
+@pytest.mark.skipif(not os.environ.get("SOAK_MINUTES"),
+                    reason="a long soak: set SOAK_MINUTES (10 = the documented run)")
+def test_long_soak_at_two_thousand_readings_per_second(tmp_path: Path) -> None:
+    minutes = float(os.environ["SOAK_MINUTES"])
+    result = _run_soak(tmp_path, minutes * 60 * 2 + 600, "--minutes", str(minutes),
+                       "--rate", "2000", "--devices", "200", "--seed", "16")
     _assert_whole(result, ("agent_kill", "broker_kill", "mosquitto_restart", "uplink_cut",
                            "consumer_kill"))
-    assert result["faults"]["done"]["agent_kill"] >= 50
+    assert result["faults"]["done"]["agent_kill"] >= round(55 * minutes / 10)
 
 
 # -- the pure parts ------------------------------------------------------------------------
