@@ -51,7 +51,7 @@ def growth(samples: list[dict[str, Any]], role: str, key: str,
     shows its start-up ramp there, not a leak)."""
     by_pid: dict[int, list[tuple[float, float]]] = {}
     for s in samples:
-        if s["t"] >= warmup_s and role in s["procs"]:
+        if s["t"] >= warmup_s and key in s["procs"].get(role, ()):
             by_pid.setdefault(s["procs"][role]["pid"], []).append(
                 (s["t"], s["procs"][role][key]))
     if not by_pid:
@@ -105,10 +105,14 @@ def judge(samples: list[dict[str, Any]], warmup_s: float,
     problems: list[str] = []
     for role in roles:
         rss, fds = growth(samples, role, "rss", warmup_s), growth(samples, role, "fds", warmup_s)
+        net = growth(samples, role, "fds_net", warmup_s) if any(
+            "fds_net" in s["procs"].get(role, {}) for s in samples) else None
         threads = growth(samples, role, "threads", warmup_s)
-        figures[role] = {"rss": rss, "fds": fds, "threads": threads,
+        figures[role] = {"rss": rss, "fds": fds, "threads": threads, "fds_net": net,
                          "cpu_mean": cpu_mean(samples, role)}
-        for fig, bounds, unit, scale in ((rss, RSS_BOUNDS, "MB", MB), (fds, FD_BOUNDS, "fds", 1)):
+        for fig, bounds, unit, scale in ((rss, RSS_BOUNDS, "MB", MB),
+                                         (net or fds, FD_BOUNDS,
+                                          "fds (net of segment files)" if net else "fds", 1)):
             bound = bounds.get(role)
             if fig is None or bound is None or fig["span_s"] < JUDGE_MIN_SPAN_S:
                 continue

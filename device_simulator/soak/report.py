@@ -71,6 +71,10 @@ def print_report(result: dict[str, Any], opts: Any) -> None:
     c.print(f"edge peaks: {result.get('edge_peaks', {})}; member repeats after kills: "
             f"{result.get('member_repeats', '-')}")
     c.print(_resource_table(result))
+    net = (result.get("resources", {}).get("broker") or {}).get("fds_net")
+    if net:
+        c.print(f"broker fds net of its segment files: last {net['last']}, growth "
+                f"{net['growth']:+.1f} (judged instead of the raw fds)")
     for p in result.get("problems_skipped", []):
         c.print(f"[yellow]skipped: {p}[/yellow]")
     if result["ok"]:

@@ -82,7 +82,8 @@ def run(o: Options) -> dict[str, Any]:
         stack.start_all()
         manifest_path = o.work / "run.json"
         t0 = time.monotonic()
-        sampler = Sampler(o.work / "samples.jsonl", stack.procs.pids, stack.ports.status, t0)
+        sampler = Sampler(o.work / "samples.jsonl", stack.procs.pids, stack.ports.status, t0,
+                          segments=o.work / "cloud" / "topics")
         sampler.start()
         with open(o.work / "sim.json", "wb") as out, open(o.work / "sim.log", "wb") as err:
             sim = subprocess.Popen(_sim_args(o, stack.ports.mqtt, manifest_path), stdout=out,

@@ -1,6 +1,10 @@
 """Once a second: RSS, open fds, threads and CPU of every soak process, plus the agent's
 dedup marks, backlog and oldest unsent reading per stream, appended to a JSON-lines file.
 
+The broker's fds are also sampled net of its segment files (``fds_net``): the
+partition store holds one fd per retained segment, which grows with the data until
+retention deletes segments, and is not a leak.
+
 Strategy: a daemon thread that only reads (it never starts or stops anything). Process
 figures come from psutil when installed (the ``soak`` extra), else from ``/proc``
 directly; a process that is down or restarting is simply absent from that second's
@@ -58,9 +62,10 @@ def agent_figures(status_port: int) -> dict[str, Any] | None:
 
 class Sampler(threading.Thread):
     def __init__(self, out: Path, pids: Callable[[], dict[str, int]], status_port: int,
-                 t0: float, every: float = 1.0) -> None:
+                 t0: float, every: float = 1.0, segments: Path | None = None) -> None:
         super().__init__(daemon=True, name="soak-sampler")
         self.out, self.pids, self.status_port = out, pids, status_port
+        self.segments = segments  # the broker's topics directory
         self.t0, self.every = t0, every
         self.stop_event = threading.Event()
         self.last_agent: dict[str, Any] | None = None
@@ -77,6 +82,12 @@ class Sampler(threading.Thread):
                 cpu = (cpu_s - prev[1]) / (now - prev[0]) * 100 if prev and now > prev[0] else None
                 procs[role] = {"pid": pid, "rss": rss, "fds": fds, "threads": threads,
                                "cpu": None if cpu is None else round(cpu, 1)}
+        if "broker" in procs and self.segments is not None:
+            # The partition store keeps one fd per segment file, bounded by retention:
+            # the fds that segments do not explain are the ones that must stay flat.
+            segs = sum(1 for _ in self.segments.glob("*/*/*.log"))
+            procs["broker"]["segments"] = segs
+            procs["broker"]["fds_net"] = procs["broker"]["fds"] - segs
         agent = agent_figures(self.status_port)
         if agent is not None:
             self.last_agent = agent

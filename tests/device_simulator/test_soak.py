@@ -148,3 +148,19 @@ def test_a_hole_in_what_the_members_received_is_a_gap(tmp_path: Path) -> None:
     gaps: dict[int, int] = {}
     assert len(list(verdict.MemberIndex().read([out]).records("telemetry", gaps))) == 2
     assert gaps == {3: 2}
+
+
+def test_broker_fds_are_judged_net_of_its_segment_files() -> None:
+    def samples(leak: int) -> list[dict[str, Any]]:
+        out = []
+        for t in range(400):
+            segs = 16 + t // 20  # a new segment file every 20 s: held open, not a leak
+            fds = 40 + segs + leak * t // 20
+            out.append({"t": float(t), "procs": {"broker": {
+                "pid": 1, "rss": 1, "fds": fds, "threads": 1, "cpu": 1.0, "segments": segs,
+                "fds_net": fds - segs}}})
+        return out
+
+    figs, problems = figures.judge(samples(0), 100, ["broker"])
+    assert problems == [] and figs["broker"]["fds"]["growth"] > 8
+    assert "net of segment files" in figures.judge(samples(1), 100, ["broker"])[1][0]
