@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-outage demo-cluster test test-all lint bench clean
+.PHONY: demo demo-outage demo-cluster test test-all lint bench clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,3 +47,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+
+# The whole pipeline under every fault at once, then a verdict (docs/reliability.md).
+# Options: make soak MINUTES=10 SOAK_ARGS="--rate 2000 --seed 7"
+MINUTES ?= 10
+soak: $(STAMP)
+	$(BIN)/python -m device_simulator.soak --minutes $(MINUTES) $(SOAK_ARGS)

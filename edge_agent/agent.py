@@ -38,7 +38,7 @@ from typing import Any
 from . import status as status_mod
 from .config import EdgeConfig
 from .deadletter import DeadLetterLog
-from .dedup import HighWaterMarks, load_marks, save_marks
+from .dedup import HighWaterMarks, checkpoint_recovered, load_marks, save_marks
 from .edgeproc import EdgeProcessing
 from .forwarder import Forwarder, StreamSender
 from .inbox import Inbox
@@ -120,9 +120,7 @@ class Agent:
             marks, replayed = load_marks(store.directory, store.log, store.generation,
                                          window=ing.dedup_window,
                                          max_devices=ing.dedup_max_devices)
-            # Everything recovered is durable: checkpoint it and keep segments from here.
-            save_marks(store.directory, store.generation, store.log.end_offset, marks.marks)
-            store.delete_floor = store.log.end_offset
+            checkpoint_recovered(store, marks)
             opened.append((store, marks))
             log.info("stream %s: generation %s, offsets %d..%d, acked %d, %d devices "
                      "(%d records replayed for dedup)", sc.name, store.generation,

@@ -50,12 +50,15 @@ Not thread-safe: used from the agent's event loop only.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from shared_log import Log, OffsetOutOfRange, read_checkpoint, write_checkpoint
+
+log = logging.getLogger(__name__)
 
 SEQ_HEADER = "seq"
 EPOCH_HEADER = "epoch"
@@ -237,3 +240,17 @@ def save_marks(directory: Path, generation: str, offset: int,
     write_checkpoint(directory / CHECKPOINT_FILE,
                      {"version": 2, "generation": generation, "offset": offset,
                       "devices": rows})
+
+
+def checkpoint_recovered(store: Any, marks: HighWaterMarks) -> None:
+    """At start, everything recovered is durable: checkpoint the marks and let the stream
+    (an ``edge_agent.streams.StreamStore``) delete segments up to its end. A full disk
+    must not stop the start (G7): then every segment is kept until the dedup loop's own
+    checkpoint succeeds (it retries)."""
+    try:
+        save_marks(store.directory, store.generation, store.log.end_offset, marks.marks)
+        store.delete_floor = store.log.end_offset
+    except OSError as exc:
+        log.warning("stream %s: dedup checkpoint at start failed: %s", store.config.name, exc)
+        marks.dirty = True
+        store.delete_floor = store.log.start_offset

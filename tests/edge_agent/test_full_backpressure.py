@@ -240,3 +240,43 @@ def test_disk_filled_by_another_stream_drop_oldest_keeps_accepting(
     cloud = cloud_seqs(tmp_path / "broker" / "data").get("d0", [])
     missing = set(range(n)) - set(cloud) - set(local)
     assert lost > 0 and len(missing) == lost
+
+
+def _fill(directory: Path) -> Path:
+    """Take every free byte of the filesystem holding ``directory``."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    return filler
+
+
+def test_agent_starts_on_a_full_disk_and_resumes_when_room_returns(
+        tmp_path: Path, mosquitto: Server) -> None:
+    """A restart while the disk is full (a kill during a disk-full spell) comes up blocked,
+    as back-pressure, instead of exiting on the dedup checkpoint it writes at start."""
+    with tiny_fs(tmp_path / "small", "512k") as small:
+        cfg, status_port = write_config(small, mosquitto.port, extra=FAST,
+                                        streams=CAPPED.format(cap="", policy="reject_new"))
+        agent = agent_server(cfg, status_port, tmp_path / "agent.out").start()
+        pub = Publisher(mosquitto.port, "d0")
+        try:
+            publish_until([pub], 50)
+            wait_for(lambda: stream_status(status_port)["pubacks"] >= 50, 30,
+                     message="the first readings stored")
+            agent.kill()
+            filler = _fill(small)
+            agent.start()  # ready = subscribed: it did not exit on ENOSPC
+            for seq in range(50, 100):
+                pub.publish(seq)
+            wait_for(lambda: stream_status(status_port)["write_error"], 30,
+                     message="the full disk reported")
+            filler.unlink()
+            wait_for(lambda: stream_status(status_port)["pubacks"] >= 50, 60, interval=0.2,
+                     message="ingest to resume once room returned")
+            assert agent.running
+        finally:
+            pub.close()
+            agent.stop()
+        local = seqs_by_device(read_stream(small / "data")).get("d0", [])
+    assert local == list(range(100))

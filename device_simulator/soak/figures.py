@@ -1,0 +1,123 @@
+"""The soak's resource figures: RSS and fd growth after warm-up, alarm lag, peaks.
+
+Strategy: pure functions over the sampler's JSON lines. Growth is the slope of a least
+squares line through the samples of a role's longest-lived incarnation after the
+warm-up, times the span it covers: for a process that ran throughout, its in-process
+growth. The same fit across all incarnations is reported too (for a process killed
+every few seconds it shows start-up ramps, so it is not judged). The bounds below are
+what the run is judged by, and only when that incarnation has at least
+``JUDGE_MIN_SPAN_S`` of samples after the warm-up: otherwise the figures are printed
+without a judgement (the allocator has not settled).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+MB = 1024 * 1024
+#: role -> most RSS growth (bytes) allowed after warm-up
+RSS_BOUNDS = {"agent": 2 * MB, "broker": 5 * MB}
+#: role -> most open-fd growth allowed after warm-up ("flat", with room for a socket
+#: or two in flight at the last sample)
+FD_BOUNDS = {"agent": 4, "broker": 8}
+JUDGE_MIN_SPAN_S = 120.0
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for text in path.read_text().splitlines():
+        try:
+            out.append(json.loads(text))
+        except ValueError:
+            continue
+    return out
+
+
+def _fit(pts: list[tuple[float, float]]) -> tuple[float, float]:
+    """(slope x span, span) of the least squares line through ``pts``."""
+    xs, ys = zip(*pts, strict=True)
+    if len(pts) < 2 or xs[-1] == xs[0]:
+        return 0.0, 0.0
+    return statistics.linear_regression(xs, ys).slope * (xs[-1] - xs[0]), xs[-1] - xs[0]
+
+
+def growth(samples: list[dict[str, Any]], role: str, key: str,
+           warmup_s: float) -> dict[str, Any] | None:
+    """Growth of ``key`` after warm-up in the role's longest-lived incarnation (the one
+    judged) and, for information, across all of them (a role killed every few seconds
+    shows its start-up ramp there, not a leak)."""
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for s in samples:
+        if s["t"] >= warmup_s and key in s["procs"].get(role, ()):
+            by_pid.setdefault(s["procs"][role]["pid"], []).append(
+                (s["t"], s["procs"][role][key]))
+    if not by_pid:
+        return None
+    longest = max(by_pid.values(), key=lambda pts: pts[-1][0] - pts[0][0])
+    every = sorted(p for pts in by_pid.values() for p in pts)
+    g, span = _fit(longest)
+    all_g, all_span = _fit(every)
+    pids = {s["procs"][role]["pid"] for s in samples if role in s["procs"]}
+    return {"growth": g, "span_s": span, "all_growth": all_g, "all_span_s": all_span,
+            "first": longest[0][1], "last": every[-1][1], "max": max(y for _, y in every),
+            "incarnations": len(pids)}
+
+
+def cpu_mean(samples: list[dict[str, Any]], role: str) -> float | None:
+    vals = [s["procs"][role]["cpu"] for s in samples
+            if role in s["procs"] and s["procs"][role]["cpu"] is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def alarm_lag(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far the oldest alarm waiting at the edge is behind the oldest telemetry reading
+    waiting, per sample: ``alarm_age - telemetry_age`` (0 when no alarm waits)."""
+    lags = []
+    for s in samples:
+        agent = s.get("agent") or {}
+        alarms, tele = agent.get("alarms"), agent.get("telemetry")
+        if not alarms or not tele:
+            continue
+        a, t = alarms.get("oldest_s"), tele.get("oldest_s")
+        lags.append((s["t"], 0.0 if a is None else a - (t or 0.0)))
+    worst = max(lags, key=lambda x: x[1], default=(None, 0.0))
+    return {"samples": len(lags), "max_s": worst[1], "at_s": worst[0]}
+
+
+def peaks(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for s in samples:
+        for stream, d in (s.get("agent") or {}).items():
+            p = out.setdefault(stream, {"backlog": 0, "marks": 0, "evictions": 0})
+            p["backlog"] = max(p["backlog"], d["backlog"])
+            p["marks"] = max(p["marks"], d["marks"])
+            p["evictions"] = max(p["evictions"], d["evictions"])
+    return out
+
+
+def judge(samples: list[dict[str, Any]], warmup_s: float,
+          roles: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Figures per role and the list of bounds broken (empty: fine)."""
+    figures: dict[str, Any] = {}
+    problems: list[str] = []
+    for role in roles:
+        rss, fds = growth(samples, role, "rss", warmup_s), growth(samples, role, "fds", warmup_s)
+        net = growth(samples, role, "fds_net", warmup_s) if any(
+            "fds_net" in s["procs"].get(role, {}) for s in samples) else None
+        threads = growth(samples, role, "threads", warmup_s)
+        figures[role] = {"rss": rss, "fds": fds, "threads": threads, "fds_net": net,
+                         "cpu_mean": cpu_mean(samples, role)}
+        for fig, bounds, unit, scale in ((rss, RSS_BOUNDS, "MB", MB),
+                                         (net or fds, FD_BOUNDS,
+                                          "fds (net of segment files)" if net else "fds", 1)):
+            bound = bounds.get(role)
+            if fig is None or bound is None or fig["span_s"] < JUDGE_MIN_SPAN_S:
+                continue
+            if fig["growth"] > bound:
+                problems.append(f"{role} grew {fig['growth'] / scale:.2f} {unit} over "
+                                f"{fig['span_s']:.0f} s after warm-up (bound "
+                                f"{bound / scale:g} {unit})")
+    return figures, problems

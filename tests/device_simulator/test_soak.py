@@ -1,0 +1,166 @@
+"""The soak harness end to end (a short run in every ``make test``, longer ones marked
+slow) and its pure parts: the fault schedule, the growth figures, the verdict readers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from device_simulator.soak import figures, schedule, verdict
+from device_simulator.verify import Observed
+from tests.helpers import REPO
+
+
+def _run_soak(tmp_path: Path, deadline_s: float, *args: str) -> dict[str, Any]:
+    """The harness as a subprocess; SIGTERM at the deadline (it stops what it started)."""
+    work = tmp_path / "soak"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device_simulator.soak", "--workdir", str(work), "--json",
+         *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"soak did not finish within {deadline_s} s:\n{err[-3000:]}")
+    result = json.loads(out)
+    assert proc.returncode == (0 if result["ok"] else 1), err[-3000:]
+    return result
+
+
+def _assert_whole(result: dict[str, Any], kinds: tuple[str, ...]) -> None:
+    assert result["ok"], json.dumps(result["problems"], indent=1)[:5000]
+    for kind in kinds:
+        assert result["faults"]["done"].get(kind, 0) >= 1, (kind, result["faults"])
+    for view in ("group", "mirror"):
+        for topic in ("telemetry", "alarms"):
+            t = result["views"][view][topic]["totals"]
+            assert t["delivered"] == t["expected"] > 0, (view, topic, t)
+            assert t["missing"] == t["duplicates"] == t["out_of_order"] == 0
+    assert result["reconcile"]["malformed_dead_lettered"] >= 1
+    assert result["sent"]["reboots"] >= 1
+
+
+def test_short_soak_under_every_fault_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    result = _run_soak(
+        tmp_path, 170, "--seconds", "60", "--rate", "400", "--devices", "40", "--seed", "3",
+        "--reboots", "10", "--malformed", "6",
+        "--faults", "agent_kill=4,broker_kill=2,mosquitto_restart=1,uplink_cut=2,slow_link=1,"
+                    "consumer_kill=2,mirror_kill=1,disk_full=1")
+    kinds = ("agent_kill", "broker_kill", "mosquitto_restart", "uplink_cut", "consumer_kill",
+             "mirror_kill")
+    _assert_whole(result, kinds + (("disk_full",) if not result.get("problems_skipped")
+                                   else ()))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SOAK_MINUTES"),
+                    reason="a long soak: set SOAK_MINUTES (10 = the documented run)")
+def test_long_soak_at_two_thousand_readings_per_second(tmp_path: Path) -> None:
+    minutes = float(os.environ["SOAK_MINUTES"])
+    result = _run_soak(tmp_path, minutes * 60 * 2 + 600, "--minutes", str(minutes),
+                       "--rate", "2000", "--devices", "200", "--seed", "16")
+    _assert_whole(result, ("agent_kill", "broker_kill", "mosquitto_restart", "uplink_cut",
+                           "consumer_kill"))
+    assert result["faults"]["done"]["agent_kill"] >= round(55 * minutes / 10)
+
+
+# -- the pure parts ------------------------------------------------------------------------
+
+def test_the_schedule_is_a_function_of_its_inputs_and_round_trips(tmp_path: Path) -> None:
+    counts = {"agent_kill": 20, "uplink_cut": 5, "consumer_kill": 4}
+    a = schedule.make_schedule(7, counts, 10, 300)
+    assert a == schedule.make_schedule(7, counts, 10, 300)
+    assert a != schedule.make_schedule(8, counts, 10, 300)
+    assert [f.at for f in a] == sorted(f.at for f in a)
+    schedule.dump(a, tmp_path / "s.json", {"seed": 7})
+    assert schedule.load(tmp_path / "s.json") == (a, {"seed": 7})
+
+
+@given(st.integers(0, 2**32), st.dictionaries(st.sampled_from(schedule.KINDS),
+                                              st.integers(0, 80)),
+       st.floats(0, 100), st.floats(1, 3600))
+def test_faults_of_one_kind_never_overlap_and_stay_in_the_window(
+        seed: int, counts: dict[str, int], start: float, length: float) -> None:
+    faults = schedule.make_schedule(seed, counts, start, start + length)
+    for kind, n in counts.items():
+        mine = [f for f in faults if f.kind == kind]
+        assert len(mine) == n
+        for f, g in itertools.pairwise(mine):
+            assert f.at + f.duration <= g.at + 1e-6
+        for f in mine:
+            assert start - 1e-6 <= f.at and f.at + f.duration <= start + length + 1e-3
+
+
+@given(st.text(max_size=60))
+def test_a_fault_count_spec_parses_or_says_what_is_wrong(spec: str) -> None:
+    try:
+        counts = schedule.parse_counts(spec)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        assert set(counts) <= set(schedule.KINDS)
+
+
+def test_growth_is_the_fitted_slope_over_the_span_after_warm_up() -> None:
+    samples = [{"t": float(t), "procs": {"agent": {"pid": 1, "rss": 1000 * t, "fds": 9,
+                                                   "threads": 3, "cpu": 1.0}}}
+               for t in range(0, 400)]
+    g = figures.growth(samples, "agent", "rss", warmup_s=100)
+    assert g is not None and g["growth"] == pytest.approx(1000 * 299)
+    figs, problems = figures.judge(samples, 100, ["agent"])
+    assert figs["agent"]["fds"]["growth"] == pytest.approx(0)
+    assert problems == []  # 0.3 MB < 2 MB
+    leaky = [{**s, "procs": {"agent": {**s["procs"]["agent"], "rss": 20_000 * s["t"]}}}
+             for s in samples]
+    assert "agent grew" in figures.judge(leaky, 100, ["agent"])[1][0]
+
+
+def test_member_output_is_read_once_per_offset_and_torn_lines_are_skipped(
+        tmp_path: Path) -> None:
+    out = tmp_path / "m.out"
+    out.write_text("telemetry 0 0 1 2 dev-1 0 1 1\ntelemetry 0 0 1 2 dev-1 0 1 1\n"
+                   "telemetry 0 1 1 3 dev-1 1 1 1\nalarms 1 0 1 2 dev-2 - - -\ntelemetry 0 2 ")
+    members = verdict.MemberIndex().read([out])
+    assert members.repeats == 1
+    gaps: dict[int, int] = {}
+    tele = list(members.records("telemetry", gaps))
+    assert [(r.partition, r.offset) for r in tele] == [(0, 0), (0, 1)] and gaps == {}
+    assert json.loads(tele[1].value) == {"device": "dev-1", "seq": 1, "ts": 1, "boot": 1}
+    assert list(members.records("alarms", gaps)) == [Observed(1, 0, 1, b"dev-2", b"\xff")]
+    assert list(members.latency["telemetry"]) == [1.0, 2.0]
+    assert sorted(members.keys()) == [("dev-1", 0, 1), ("dev-1", 1, 1)]
+
+
+def test_a_hole_in_what_the_members_received_is_a_gap(tmp_path: Path) -> None:
+    out = tmp_path / "m.out"
+    out.write_text("telemetry 3 5 1 2 dev-1 0 1 1\ntelemetry 3 8 1 2 dev-1 0 2 1\n")
+    gaps: dict[int, int] = {}
+    assert len(list(verdict.MemberIndex().read([out]).records("telemetry", gaps))) == 2
+    assert gaps == {3: 2}
+
+
+def test_broker_fds_are_judged_net_of_its_segment_files() -> None:
+    def samples(leak: int) -> list[dict[str, Any]]:
+        out = []
+        for t in range(400):
+            segs = 16 + t // 20  # a new segment file every 20 s: held open, not a leak
+            fds = 40 + segs + leak * t // 20
+            out.append({"t": float(t), "procs": {"broker": {
+                "pid": 1, "rss": 1, "fds": fds, "threads": 1, "cpu": 1.0, "segments": segs,
+                "fds_net": fds - segs}}})
+        return out
+
+    figs, problems = figures.judge(samples(0), 100, ["broker"])
+    assert problems == [] and figs["broker"]["fds"]["growth"] > 8
+    assert "net of segment files" in figures.judge(samples(1), 100, ["broker"])[1][0]
