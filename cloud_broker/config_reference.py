@@ -61,6 +61,18 @@ permissions = ["ingest"]
 topics = ["telemetry", "alarms"]
 groups = ["dash-*"]
 
+[storage]
+backend = "jetstream"
+
+[storage.jetstream]
+servers = ["nats://nats-1:4222", "nats://nats-2:4222", "nats://nats-3:4222"]
+replicas = 3
+stream_prefix = "es"
+user = "broker"
+password = "nats-s3cret"
+request_timeout_s = 5.0
+cache_bytes = 33554432
+
 [kafka]
 listen = "0.0.0.0:9092"
 advertised = "broker.example.com:9092"
@@ -118,6 +130,7 @@ _SHARED = {k for k in _TARGET_OF if sum(k in keys for keys in PER_TARGET.values(
 
 TYPES = {
     "listen": "string (host:port)",
+    "storage.jetstream.servers": "list of strings (nats, tls URLs)",
     "kafka.listen": "string (host:port)",
     "kafka.advertised": "string (host:port)",
     "mirrors.<name>.target": "string (one of " + ", ".join(PER_TARGET) + ")",
@@ -178,6 +191,21 @@ MEANING = {
     "kafka.compression": "compression of the record batches served",
     "kafka.max_request_bytes": "largest Kafka request",
     "kafka.max_connections": "open Kafka connections",
+    "storage": "where the partitions live (docs/cluster.md); absent: the local store",
+    "storage.backend": "`local`: segment files under data_dir; `jetstream`: a NATS "
+                       "JetStream cluster shared by every broker node (cluster mode)",
+    "storage.jetstream": "the JetStream cluster (read only with backend = \"jetstream\")",
+    "storage.jetstream.servers": "the cluster's client URLs",
+    "storage.jetstream.replicas": "replicas of each partition's stream when it is created",
+    "storage.jetstream.stream_prefix": "streams are <prefix>_<topic>_<partition>; the "
+                                       "groups bucket <prefix>_groups",
+    "storage.jetstream.user": "NATS user (with password)",
+    "storage.jetstream.password": "NATS password",
+    "storage.jetstream.token": "NATS token (instead of user/password)",
+    "storage.jetstream.creds_file": "NATS credentials file (instead of user/password)",
+    "storage.jetstream.request_timeout_s": "timeout of one JetStream request",
+    "storage.jetstream.cache_bytes": "per node, bytes of recent records kept to serve "
+                                     "reads at the tail without a round trip",
     "mirrors.<name>": "a resumable copy of one topic into a target (docs/mirrors.md)",
     "mirrors.<name>.target": "where the copy goes",
     "mirrors.<name>.topic": "the source topic (must exist at start)",
@@ -219,9 +247,20 @@ def rename(key: str) -> str:
     return re.sub(r"^tokens\[\d+\]", "tokens", key)
 
 
+#: the other ways to sign in to NATS (one per config: they exclude each other)
+_NATS_AUTH = ({"creds_file": "/etc/cloud-broker/nats.creds"}, {"token": "nats-t0ken"})
+
+
 def keys() -> dict[str, Key]:
     doc = tomllib.loads(EXAMPLE)
-    return collect(lambda d: parse_config(d, Path("/etc/cloud-broker")), [doc], rename)
+    others = []
+    for auth in _NATS_AUTH:
+        js = {k: v for k, v in doc["storage"]["jetstream"].items()
+              if k not in ("user", "password")}
+        others.append({"data_dir": doc["data_dir"],
+                       "storage": {"backend": "jetstream", "jetstream": {**js, **auth}}})
+    return collect(lambda d: parse_config(d, Path("/etc/cloud-broker")), [doc, *others],
+                   rename)
 
 
 def meaning_of(key: str) -> str:
