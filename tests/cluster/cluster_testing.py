@@ -171,6 +171,16 @@ class OffsetWatch:
                     found.append(f"revision #{i}: partition {p} lost its offset")
         return found
 
+    async def caught_up(self, want: dict[int, int], timeout_s: float = 30.0) -> None:
+        """Wait until the watch has seen the revision ``want`` (a watch delivers the
+        last revisions a little after the writes that made them)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not (self.history and self.history[-1] == want):
+            if asyncio.get_running_loop().time() > deadline:
+                last = self.history[-1] if self.history else None
+                raise AssertionError(f"the watch never saw {want}; last seen {last}")
+            await asyncio.sleep(0.05)
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

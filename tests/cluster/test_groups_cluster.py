@@ -74,6 +74,7 @@ def _leader_kills(tmp_path: Path, cluster: NatsCluster, kills: int) -> None:
         fresh = await retrying(lambda: b2.get("g"))
         for n in nodes:
             n.close()
+        await watch.caught_up({0: acked})
         await watch.stop()
         await b1.aclose()
         await b2.aclose()

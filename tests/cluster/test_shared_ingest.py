@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cloud_broker.config import TopicConfig
+from cloud_broker.ingest import IngestUnavailable
 from cloud_broker.ingest.shared import SharedIngestor
 from cloud_broker.storage.jetstream import Connection, JetStreamSettings, JetStreamStore
 from tests.cluster.natsd import NatsCluster, jetstream_cluster
@@ -47,7 +48,17 @@ class Node:
         self.ingestor = SharedIngestor(self.store, tmp)
 
     async def ingest(self, batch: Batch) -> Ack | Refusal:
-        return await self.ingestor.ingest(TOPIC, batch)
+        """As the edge does on a 503: the same batch again (a busy cluster may leave a
+        piece unplaced after every attempt; what did land makes the retry a partial)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while True:
+            try:
+                return await self.ingestor.ingest(TOPIC, batch)
+            except IngestUnavailable:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
     def close(self) -> None:
         self.store.close()
