@@ -116,7 +116,7 @@ def test_bomb_corpus_memory_and_health(tmp_path: Path) -> None:
                     t = time.perf_counter()
                     assert c.get(f"{url}/healthz").status_code == 200
                     latencies.append(time.perf_counter() - t)
-                    done.wait(0.02)
+                    done.wait(0.002)  # a quiet machine deals with the corpus in ~0.2 s
 
         poller = threading.Thread(target=poll)
         poller.start()
