@@ -10,7 +10,7 @@ come from the config; the partition count of an existing topic is recorded in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shared_log import (
@@ -30,8 +30,8 @@ from shared_log import (
 from uplink import is_safe_name
 
 from ..config import TopicConfig
+from ._topics import TopicTable
 from ._waiters import Waiters
-from .interface import UnknownTopic
 
 
 class Partition(Waiters):
@@ -111,7 +111,7 @@ class Partition(Waiters):
         self.log = reopen_empty_at(self.log, base)
 
 
-class PartitionStore:
+class PartitionStore(TopicTable[Partition]):
     """All topic-partitions of one broker. Single event loop writes; reads may be threads.
 
     One flusher thread serves every partition (``shared_log.SharedFlusher``): per commit
@@ -123,8 +123,7 @@ class PartitionStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.commit_interval_ms = commit_interval_ms
         self.flusher = SharedFlusher(commit_interval_ms, name="partition-flusher")
-        self._topics: dict[str, list[Partition]] = {}
-        self._configs: dict[str, TopicConfig] = {}
+        super().__init__()
 
     def ensure_topic(self, cfg: TopicConfig) -> list[Partition]:
         """Open (creating when new) every partition of a topic."""
@@ -154,32 +153,6 @@ class PartitionStore:
         self._topics[cfg.name] = parts
         self._configs[cfg.name] = cfg
         return parts
-
-    def partitions(self, topic: str) -> list[Partition]:
-        try:
-            return self._topics[topic]
-        except KeyError:
-            raise UnknownTopic(f"unknown topic {topic!r}") from None
-
-    def partition(self, topic: str, index: int) -> Partition:
-        parts = self.partitions(topic)
-        if not 0 <= index < len(parts):
-            raise UnknownTopic(f"topic {topic!r} has partitions 0..{len(parts) - 1}, not {index}")
-        return parts[index]
-
-    def topic_config(self, topic: str) -> TopicConfig:
-        self.partitions(topic)
-        return self._configs[topic]
-
-    def topics(self) -> list[str]:
-        return sorted(self._topics)
-
-    def __iter__(self) -> Iterator[Partition]:
-        for name in sorted(self._topics):
-            yield from self._topics[name]
-
-    def enforce_retention(self) -> int:
-        return sum(p.enforce_retention() for p in self)
 
     def close(self) -> None:
         try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import nats.js.errors
@@ -24,7 +23,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from uplink import is_safe_name
 
 from ...config import TopicConfig
-from ..interface import UnknownTopic
+from .._topics import TopicTable
 from ._client import (
     NATS_ERRORS,
     STREAM_NOT_FOUND,
@@ -52,7 +51,7 @@ def escape(name: str) -> str:
     return name.replace("_", "_u").replace(".", "_d")
 
 
-class JetStreamStore:
+class JetStreamStore(TopicTable[JetStreamPartition]):
     """The partitions of a broker node, kept in a JetStream cluster."""
 
     def __init__(self, settings: JetStreamSettings) -> None:
@@ -61,8 +60,7 @@ class JetStreamStore:
         self.settings = settings
         self.node_id = os.urandom(6).hex()
         self.client = ClientThread(settings.connection)
-        self._topics: dict[str, list[JetStreamPartition]] = {}
-        self._configs: dict[str, TopicConfig] = {}
+        super().__init__()
 
     def stream_name(self, topic: str, index: int) -> str:
         return f"{self.settings.stream_prefix}_{escape(topic)}_{index}"
@@ -125,32 +123,6 @@ class JetStreamStore:
         self._topics[cfg.name] = parts
         self._configs[cfg.name] = cfg
         return parts
-
-    def partitions(self, topic: str) -> list[JetStreamPartition]:
-        try:
-            return self._topics[topic]
-        except KeyError:
-            raise UnknownTopic(f"unknown topic {topic!r}") from None
-
-    def partition(self, topic: str, index: int) -> JetStreamPartition:
-        parts = self.partitions(topic)
-        if not 0 <= index < len(parts):
-            raise UnknownTopic(f"topic {topic!r} has partitions 0..{len(parts) - 1}, not {index}")
-        return parts[index]
-
-    def topic_config(self, topic: str) -> TopicConfig:
-        self.partitions(topic)
-        return self._configs[topic]
-
-    def topics(self) -> list[str]:
-        return sorted(self._topics)
-
-    def __iter__(self) -> Iterator[JetStreamPartition]:
-        for name in sorted(self._topics):
-            yield from self._topics[name]
-
-    def enforce_retention(self) -> int:
-        return sum(p.enforce_retention() for p in self)
 
     def close(self) -> None:
         for p in self:
