@@ -65,7 +65,8 @@ def make_schedule(seed: int, counts: dict[str, int], start: float, end: float,
         for i in range(n):
             duration = rng.uniform(lo, hi)
             at = start + i * slot + rng.uniform(0.0, max(0.0, slot - duration) * 0.9)
-            out.append(Fault(round(at, 3), kind, round(duration, 3),
+            # not rounded: a rounded start could fall before the window or the slot
+            out.append(Fault(at, kind, duration,
                              target=rng.randrange(members),
                              level=round(rng.uniform(*SLOW_DELAY_S), 3)
                              if kind == "slow_link" else 0.0))
