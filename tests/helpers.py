@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -20,6 +21,18 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_demo_module(name: str = "run_demo") -> Any:
+    """A module of deploy/local (the `make demo` scripts, not a package) loaded by path,
+    registered in ``sys.modules`` (dataclasses look their module up while it loads)."""
+    full = f"deploy_local_{name}"
+    spec = importlib.util.spec_from_file_location(full, REPO / "deploy/local" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -5,7 +5,6 @@ reordered on either cloud topic (G1, G3, G4, G5 end to end)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,17 +16,11 @@ import httpx
 import pytest
 
 from device_simulator.netfault import FaultProxy
-from tests.helpers import REPO, Server, free_port, wait_for
+from tests.helpers import Server, free_port, load_demo_module, wait_for
 
 BIN = Path(sys.executable).parent
 
 
-def _demo_module() -> Any:
-    spec = importlib.util.spec_from_file_location("run_demo", REPO / "deploy/local/run_demo.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _status(port: int) -> dict[str, Any] | None:
@@ -50,7 +43,7 @@ def _drained(port: int) -> bool:
 @pytest.mark.slow
 def test_pipeline_survives_agent_and_broker_kills_and_an_uplink_cut(
         tmp_path: Path, mosquitto: Server) -> None:
-    demo = _demo_module()
+    demo = load_demo_module()
     cloud_port, uplink_port, status_port = free_port(), free_port(), free_port()
     cloud_toml, edge_toml = demo.write_configs(tmp_path, mosquitto.port, "5", cloud_port,
                                                uplink_port, status_port)

@@ -9,10 +9,8 @@ name every NATS node; the NATS configs are accepted by nats-server itself (``-t`
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import yaml
 from cloud_broker.config import parse_config as parse_cloud
 from edge_agent.config import parse_config as parse_edge
 from tests.cluster.natsd import nats_server_binary
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, load_demo_module
 
 CLUSTER = REPO / "deploy" / "cluster"
 
@@ -115,20 +113,10 @@ def test_nats_configs_are_accepted_by_nats_server(tmp_path: Path) -> None:
                      "POD_NAME")
 
 
-def _load(name: str) -> Any:
-    full = f"deploy_local_{name}"
-    spec = importlib.util.spec_from_file_location(full, REPO / "deploy/local" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[full] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_demo_cluster_configs_render_valid(tmp_path: Path) -> None:
     """What `make demo-cluster` writes: NATS configs nats-server accepts, broker nodes on
     the cluster, an edge listing both nodes."""
-    demo, cd = _load("run_demo"), _load("cluster_demo")
+    demo, cd = load_demo_module(), load_demo_module("cluster_demo")
     nodes = cd.nats_nodes(tmp_path, free_port)
     assert len({n.port for n in nodes} | {n.cluster_port for n in nodes}) == 6
     for n in nodes:

@@ -4,7 +4,6 @@ unit passes ``systemd-analyze verify`` where that tool exists."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import tomllib
@@ -15,7 +14,7 @@ import yaml
 
 from cloud_broker.config import parse_config as parse_cloud
 from edge_agent.config import parse_config as parse_edge
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, load_demo_module
 
 DEPLOY = REPO / "deploy"
 
@@ -45,10 +44,7 @@ def test_cloud_configs_validate(path: Path) -> None:
 
 
 def test_local_demo_templates_render_to_valid_configs(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("run_demo", DEPLOY / "local/run_demo.py")
-    assert spec is not None and spec.loader is not None
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_demo_module()
     cloud, edge = demo.write_configs(tmp_path, 1883, "5", 8080, 8081, 9100)
     assert parse_cloud(_toml(cloud), tmp_path).topics["alarms"].partitions == 2
     ecfg = parse_edge(_toml(edge), tmp_path)
@@ -211,3 +207,9 @@ def test_k8s_and_compose_issue_their_tokens(tmp_path: Path) -> None:
     # the nats-server of the stack is used by a mirror
     cloud = parse_cloud(_toml(DEPLOY / "cloud/cloud.toml"), DEPLOY / "cloud")
     assert any("nats:4222" in str(m) for m in cloud.mirrors.values())
+
+
+@pytest.mark.parametrize("path", sorted((DEPLOY / "local").glob("*.py")), ids=lambda p: p.name)
+def test_demo_scripts_stay_small(path: Path) -> None:
+    """The demo's scripts are read by newcomers first: one job per module, as the packages."""
+    assert len(path.read_text().splitlines()) <= 400, f"{path.name}: split it by responsibility"

@@ -5,7 +5,6 @@ and ``device-sim run`` publishing, with the ``make demo`` configuration (tokens 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,16 +15,8 @@ from typing import Any
 import httpx
 
 from device_simulator.netfault import FaultProxy
-from tests.helpers import REPO, Server, free_port
+from tests.helpers import Server, free_port, load_demo_module
 from tests.helpers_uplink import subprocess_env
-
-
-def demo_module() -> Any:
-    spec = importlib.util.spec_from_file_location("run_demo", REPO / "deploy/local/run_demo.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def agent_status(port: int) -> dict[str, Any] | None:
@@ -58,7 +49,7 @@ def pipeline(tmp: Path, mqtt_port: int, devices: int = 50, rate: float = 5,
              sim_args: tuple[str, ...] = ()) -> Iterator[Pipeline]:
     """Everything running and the agent subscribed; all of it stopped at the end.
     ``cloud_extra`` is appended to cloud.toml, ``sim_args`` to ``device-sim run``."""
-    demo = demo_module()
+    demo = load_demo_module()
     tmp.mkdir(parents=True, exist_ok=True)
     cloud_port, uplink_port, status_port = free_port(), free_port(), free_port()
     cloud_toml, edge_toml = demo.write_configs(tmp, mqtt_port, "5", cloud_port, uplink_port,
