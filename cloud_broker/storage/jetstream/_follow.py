@@ -119,10 +119,22 @@ class StreamFollower:
             raise unavailable(exc, f"read of {self.stream} #{seq}") from exc
         return msg.headers, msg.data or b""
 
+    async def _body(self, seq: int) -> bytes | None:
+        """The body of a message the view already indexed: a direct get (raw bytes, no
+        JSON or base64, answered by any replica), or the leader's get when no replica
+        had it (a follower behind the leader answers "not found")."""
+        try:
+            msg = await self.client.js.get_msg(self.stream, seq, direct=True)
+            return msg.data or b""
+        except NATS_ERRORS:
+            pass
+        got = await self._get(seq)
+        return None if got is None else got[1]
+
     def _load(self, seqs: Sequence[int]) -> dict[int, bytes]:
         async def get_all() -> dict[int, bytes]:
-            got = await asyncio.gather(*(self._get(s) for s in seqs))
-            return {s: m[1] for s, m in zip(seqs, got, strict=True) if m is not None}
+            got = await asyncio.gather(*(self._body(s) for s in seqs))
+            return {s: b for s, b in zip(seqs, got, strict=True) if b is not None}
         return self.client.run(get_all())
 
     async def _follow(self) -> None:

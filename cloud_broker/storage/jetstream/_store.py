@@ -14,6 +14,7 @@ Partitions only grow (G4): a stream past the configured count refuses the config
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from ._client import (
 )
 from ._partition import JetStreamPartition
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class JetStreamSettings:
@@ -79,14 +81,27 @@ class JetStreamStore(TopicTable[JetStreamPartition]):
             raise unavailable(exc, f"stream info of {stream}") from exc
         return True
 
+    async def _allow_direct(self, name: str) -> None:
+        """Streams made before reads used direct gets are switched on (best effort: if the
+        update is refused, reads fall back to the leader's get, only slower)."""
+        try:
+            info = await self.client.js.stream_info(name)
+            if not info.config.allow_direct:
+                info.config.allow_direct = True
+                await self.client.js.update_stream(info.config)
+        except NATS_ERRORS as exc:
+            log.warning("stream %s: direct gets not enabled (%s); reads use the leader", name,
+                        exc)
+
     async def _create(self, topic: str, index: int) -> None:
         name = self.stream_name(topic, index)
         config = StreamConfig(
             name=name, subjects=[self.subject(topic, index)], storage=StorageType.FILE,
             num_replicas=self.settings.replicas, discard=DiscardPolicy.OLD,
-            deny_delete=True, allow_direct=False)
+            deny_delete=True, allow_direct=True)
         for attempt in range(5):
             if await self._exists(name):
+                await self._allow_direct(name)
                 return
             try:
                 await self.client.js.add_stream(config)
