@@ -82,7 +82,32 @@ def find_binary(name: str) -> str:
     return path
 
 
-class Server:
+class ChildProcess:
+    """A server subprocess of a test (in its own session): ``kill()`` is SIGKILL,
+    ``stop()`` SIGTERM then SIGKILL after ``timeout``."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Server(ChildProcess):
     """A subprocess listening on ``port``; ``stop()`` sends SIGTERM, ``kill()`` SIGKILL."""
 
     def __init__(self, args: list[str], port: int, log_path: Path,
@@ -112,24 +137,6 @@ class Server:
                                    + self.log_path.read_text(errors="replace")[-3000:])
             time.sleep(0.02)
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to flush or clean up."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def restart(self) -> Server:
         self.stop()

@@ -26,14 +26,13 @@ import re
 import signal
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import free_port
+from tests.helpers import ChildProcess, free_port, wait_for
 
 MIN_VERSION = (2, 12)
 _PR_SET_PDEATHSIG = 1
@@ -73,18 +72,7 @@ def _http_json(url: str, timeout: float = 1.0) -> Any:
         return json.loads(resp.read())
 
 
-def _wait(cond: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-class NatsNode:
+class NatsNode(ChildProcess):
     """One nats-server with JetStream; ``routes`` are the cluster ports of its peers."""
 
     def __init__(self, root: Path, name: str, cluster_name: str | None = None,
@@ -149,33 +137,12 @@ class NatsNode:
         return health.get("status") == "ok"
 
     def wait_healthy(self, timeout: float = 30.0) -> NatsNode:
-        _wait(self.healthy, timeout, f"{self.name} healthy")
+        wait_for(self.healthy, timeout, 0.05, f"{self.name} healthy")
         return self
 
     def start(self, timeout: float = 30.0) -> NatsNode:
         self.spawn()
         return self.wait_healthy(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no flush, no goodbye to the peers."""
-        if self.running:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (lame duck), SIGKILL after ``timeout``."""
-        if self.running:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def jsz(self, **params: str) -> dict[str, Any]:
         query = "&".join(f"{k}={v}" for k, v in params.items())
@@ -231,7 +198,7 @@ class NatsCluster:
         def agreed() -> str | None:
             leaders = {n.meta_leader() for n in self.nodes if n.running}
             return leaders.pop() if len(leaders) == 1 and None not in leaders else None
-        return _wait(agreed, timeout, "an agreed JetStream meta leader")
+        return wait_for(agreed, timeout, 0.05, "an agreed JetStream meta leader")
 
     def stream_info(self, stream: str, account: str = "$G") -> dict[str, Any] | None:
         """The stream's detail from the first running node that knows it."""
@@ -255,7 +222,7 @@ class NatsCluster:
             name = info and info["cluster"].get("leader")
             node = next((n for n in self.nodes if n.name == name), None)
             return node if node is not None and node.running else None
-        return _wait(leader, timeout, f"a leader for stream {stream}")
+        return wait_for(leader, timeout, 0.05, f"a leader for stream {stream}")
 
     def kill_node(self, node: NatsNode) -> None:
         node.kill()
