@@ -30,6 +30,7 @@ from shared_log import (
 from uplink import is_safe_name
 
 from ..config import TopicConfig
+from ._replay import STEP_BYTES, STEP_RECORDS, replay_last_header
 from ._topics import TopicTable
 from ._waiters import Waiters
 
@@ -85,19 +86,10 @@ class Partition(Waiters):
         return fetch_columns(self.log, offset, max_records, max_bytes, end=end)
 
     def replay_header(self, start: int, name: str, visit: Callable[[bytes], None]) -> int:
-        log, offset, n = self.log, start, 0
-        while offset < log.end_offset:
-            res = log.fetch(offset, max_records=10_000, max_bytes=8 << 20)
-            for rec in res.records:
-                if rec.headers:
-                    last, value = rec.headers[-1]
-                    if last == name:
-                        visit(value)
-            n += len(res.records)
-            if res.next_offset <= offset:
-                break
-            offset = res.next_offset
-        return n
+        log = self.log
+        return replay_last_header(
+            lambda o: log.fetch(o, max_records=STEP_RECORDS, max_bytes=STEP_BYTES), start,
+            lambda: log.end_offset, name, visit)
 
     def enforce_retention(self) -> int:
         return self.log.enforce_retention()

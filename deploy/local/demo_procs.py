@@ -3,10 +3,8 @@ order on exit (each part in its own session, so a stop reaches its children)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +17,6 @@ BIN = Path(sys.executable).parent
 # The parts run the code of this checkout, whatever the environment has installed.
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-        return True
-    return False
 
 
 def wait_until(cond: Any, timeout: float, what: str) -> None:

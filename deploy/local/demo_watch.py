@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 from demo_configs import READ_TOKEN
-from demo_procs import port_open
 from rich.console import Console
+
+from device_simulator.soak.stack import port_open
 
 console = Console()
 

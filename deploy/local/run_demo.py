@@ -25,7 +25,7 @@ if str(HERE) not in sys.path:  # the demo's own modules, also when loaded by fil
     sys.path.insert(0, str(HERE))
 
 from demo_configs import EDGE_TOKEN, READ_TOKEN, mqtt_broker, write_configs  # noqa: E402
-from demo_procs import BIN, CHILD_ENV, REPO, Processes, free_port, port_open, wait_until  # noqa: E402
+from demo_procs import BIN, CHILD_ENV, REPO, Processes, wait_until  # noqa: E402
 from demo_verdict import report_table, verify  # noqa: E402
 from demo_watch import (  # noqa: E402
     BacklogWatch,
@@ -36,6 +36,8 @@ from demo_watch import (  # noqa: E402
     mqtt_ready,
     outage,
 )
+
+from device_simulator.soak.stack import free_port, port_open  # noqa: E402
 
 __all__ = ["EDGE_TOKEN", "READ_TOKEN", "main", "write_configs"]
 

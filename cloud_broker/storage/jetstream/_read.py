@@ -30,6 +30,7 @@ from shared_log import (
 )
 from shared_log import InvalidRecord as _Invalid
 
+from .._replay import STEP_BYTES, STEP_RECORDS, replay_last_header
 from ._view import PartitionView
 
 Loader = Callable[[Sequence[int]], dict[int, bytes]]
@@ -146,16 +147,6 @@ class Reader:
 
     def replay_header(self, start: int, end: int, name: str,
                       visit: Callable[[bytes], None]) -> int:
-        offset, n = start, 0
-        while offset < end:
-            res = self.fetch(offset, 10_000, 8 << 20, end, end)
-            for rec in res.records:
-                if rec.headers:
-                    last, value = rec.headers[-1]
-                    if last == name:
-                        visit(value)
-            n += len(res.records)
-            if res.next_offset <= offset:
-                break
-            offset = res.next_offset
-        return n
+        return replay_last_header(
+            lambda o: self.fetch(o, STEP_RECORDS, STEP_BYTES, end, end), start,
+            lambda: end, name, visit)
