@@ -210,6 +210,8 @@ _RUNNER_COUNTERS = (
      "Raw readings deleted by the full policy before they were transformed"),
     ("edge_transform_internal_errors", "internal_errors",
      "Readings a transform failed on with a bug of ours (dead-lettered as internal)"),
+    ("edge_transform_clock_ahead", "clock_ahead",
+     "Readings whose device time was over 5 min ahead of receipt (receive time used)"),
 )
 
 

@@ -53,6 +53,14 @@ JSON_CT = b"application/json"
 _CT = {"json": JSON_CT, "cbor": b"application/cbor"}
 
 
+#: A device's event time more than this ahead of the time the gateway received the reading
+#: is not trusted: the receive time stands in for it (counted as ``clock_ahead``). Event
+#: time drives every window's close: one device whose clock says 2100 would otherwise
+#: close all windows at once and make every other device's readings late from then on.
+#: The receive time is stored in the raw log, so a replay decides the same way.
+MAX_CLOCK_AHEAD_MS = 300_000
+
+
 @dataclass
 class RunnerStats:
     readings_in: int = 0
@@ -63,6 +71,7 @@ class RunnerStats:
     rederive_mismatch: int = 0
     lost: int = 0  # raw readings deleted by the full policy before they were transformed
     internal_errors: int = 0
+    clock_ahead: int = 0  # readings stamped too far ahead of their receive time
     checkpoints: int = 0
     per_output: dict[str, int] = field(default_factory=dict)
 
@@ -252,6 +261,9 @@ class TransformRunner:
             ts = fields.get(tsf) if type(fields) is dict else None
             if type(ts) is not int:
                 ts = stamps[i]
+            elif ts > stamps[i] + MAX_CLOCK_AHEAD_MS:  # see MAX_CLOCK_AHEAD_MS
+                st.clock_ahead += 1
+                ts = stamps[i]
             nbytes += len(value)
             key = keys[i]
             device = names.get(key)
@@ -316,6 +328,7 @@ class TransformRunner:
                 "ratio": round(s.bytes_in / s.bytes_out, 2) if s.bytes_out else None,
                 "rederived": s.rederived, "rederive_mismatch": s.rederive_mismatch,
                 "lost": s.lost, "internal_errors": s.internal_errors,
+                "clock_ahead": s.clock_ahead,
                 "outputs": dict(s.per_output),
                 "transforms": [{"name": op.name, **vars(op.stats)} for op in self.ops]}
 

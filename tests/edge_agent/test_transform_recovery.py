@@ -184,3 +184,37 @@ def test_a_cancelled_checkpoint_write_never_overwrites_the_last_one(
     saved = json.loads((raw.directory / runner_mod.CHECKPOINT_FILE).read_text())
     assert saved["input"] == r.input_next == raw.log.end_offset
     close(raw, outs)
+
+
+def test_one_device_clock_far_ahead_does_not_close_everyone_elses_windows(
+        tmp_path: Path) -> None:
+    """Event time drives the windows' close; a reading stamped years ahead of its receipt
+    takes its receive time instead, so the other devices' readings are not late."""
+    import json
+
+    from shared_log import Record
+
+    window = [{"type": "window", "size_s": 1, "fields": ["v"], "aggregates": ["count"]}]
+    _cfg, runner, raw, outs = open_all(tmp_path, transforms=window)
+    t0 = 1_700_000_000_000
+    recs = []
+    for i in range(300):  # d0 every 10 ms; at i = 50 d9's clock says year 2100
+        now = t0 + i * 10
+        recs.append(Record(b"d0", json.dumps({"ts": now, "v": i}).encode(), now, ()))
+        if i == 50:
+            recs.append(Record(b"d9", json.dumps({"ts": 4_102_444_800_000, "v": 0}).encode(),
+                               now, ()))
+    raw.log.append(recs)
+    raw.log.flush()
+    while runner.step():
+        pass
+    status = runner.status()
+    (win,) = status["transforms"]
+    assert status["clock_ahead"] == 1
+    assert win["late"] == 0
+    # closed: d0's first two seconds, and d9's reading in the first (its receive time);
+    # d0's third second is still open. Trusting d9's clock would have closed d0's first
+    # window at 51 readings and made the 249 after it late.
+    assert win["windows"] == 3 and win["readings_in"] == 301
+    runner.checkpoint_now()
+    close(raw, outs)
