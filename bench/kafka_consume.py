@@ -6,7 +6,8 @@ Run from the repository root::
     .venv/bin/python bench/kafka_consume.py --quick    # smoke run
 
 Strategy: the partition is prefilled through the store (``bench/consume.py``'s records: a
-10-byte device key, a 100-byte value, an ``origin`` header), then one real
+10-byte device key, a 100-byte value, an ``origin`` header); the broker's two read paths
+are first timed in this process (``in_process``: no client, no socket); then one real
 ``cloud-broker serve`` subprocess with ``[kafka]`` set serves both protocols on the same
 data in the same run: the HTTP ``Consumer`` (the peer, ``async for record``), a
 confluent-kafka (librdkafka) consumer assigned the partition from offset 0 reading every
