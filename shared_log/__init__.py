@@ -4,7 +4,14 @@ Used by the edge agent (the local buffer) and the cloud broker (one log per
 topic-partition). Knows nothing of MQTT or HTTP. See docs/log-format.md.
 """
 
-from ._columns import ColumnFetch, RecordColumns, fetch_columns
+from ._columns import (
+    BatchFetch,
+    ColumnFetch,
+    RecordColumns,
+    StoredBatch,
+    fetch_batches,
+    fetch_columns,
+)
 from ._commit import SharedFlusher
 from ._config import CommitMode, CommitPolicy, FullPolicy, LogConfig
 from ._errors import (
@@ -21,6 +28,7 @@ from ._helpers import append_durable, open_log, reopen_empty_at
 from ._log import FetchResult, Log, LogStats
 from ._records import (
     HEADER_HEAD,
+    HEADER_SIZE,
     RECORD_HEAD,
     BatchInfo,
     Record,
@@ -34,7 +42,9 @@ from ._segment import CorruptRange
 
 __all__ = [
     "HEADER_HEAD",
+    "HEADER_SIZE",
     "RECORD_HEAD",
+    "BatchFetch",
     "BatchInfo",
     "ColumnFetch",
     "CommitMode",
@@ -55,11 +65,13 @@ __all__ = [
     "Record",
     "RecordColumns",
     "SharedFlusher",
+    "StoredBatch",
     "StoredRecord",
     "append_durable",
     "atomic_write",
     "decode_records",
     "encode_framed",
+    "fetch_batches",
     "fetch_columns",
     "open_log",
     "parse_header",

@@ -7,7 +7,10 @@ docs/consumers.md) building those objects costs more than everything else togeth
 same corrupt-range reporting and counting, same "whole batches, at least one" rule for
 ``max_bytes``) and decodes each batch straight into columns. It can also stop at an
 ``end`` offset, so the broker never serves records above the durable high watermark.
-tests/shared_log/test_log_columns.py checks it against ``Log.fetch``.
+``fetch_batches`` is the same walk handing out the verified batches themselves, for a
+reader whose wire format is record-by-record (Kafka's) and that converts each batch in
+one pass rather than decoding it to columns and encoding the columns again.
+tests/shared_log/test_log_columns.py checks both against ``Log.fetch``.
 
 Concurrency: as ``Log.fetch``: safe in reader threads while the one writer appends.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import bisect
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -158,6 +161,33 @@ class ColumnFetch:
     skipped: list[CorruptRange]
 
 
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """A CRC-checked batch as stored (``data``: header and records, docs/log-format.md)
+    and the offsets ``[first, stop)`` of it that a read returns. For readers that turn
+    batches into their own wire format in one pass (the broker's Kafka listener) instead
+    of building columns first. Its record framing is not checked yet: the reader that
+    walks it must raise CorruptBatch where it is broken, as ``add_batch`` does."""
+
+    data: bytes
+    info: BatchInfo
+    first: int
+    stop: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFetch:
+    """What ``fetch_batches`` found: batches, where to continue, offsets lost to corruption."""
+
+    batches: list[StoredBatch]
+    next_offset: int
+    skipped: list[CorruptRange]
+
+    @property
+    def count(self) -> int:
+        return sum(b.stop - b.first for b in self.batches)
+
+
 def fetch_columns(log: Log, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20,
                   end: int | None = None, *, headers: bool = True) -> ColumnFetch:
     """``Log.fetch`` as columns, not reading at or above ``end`` (default: the log end);
@@ -166,6 +196,28 @@ def fetch_columns(log: Log, offset: int, max_records: int = 1000, max_bytes: int
     Raises OffsetOutOfRange below the start or above the log end; from ``end`` up to the
     log end it returns no records and ``next_offset == offset``.
     """
+    cols = RecordColumns(with_headers=headers)
+    nxt, skipped = _walk(log, offset, max_records, max_bytes, end, cols.add_batch)
+    return ColumnFetch(cols, nxt, skipped)
+
+
+def fetch_batches(log: Log, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20,
+                  end: int | None = None) -> BatchFetch:
+    """``fetch_columns`` (same range check, limits, ``end`` and corrupt-range rules) as
+    the stored batches themselves, each with the offsets of it that are returned."""
+    out: list[StoredBatch] = []
+
+    def take(view: memoryview | bytes, info: BatchInfo, first: int, stop: int) -> None:
+        out.append(StoredBatch(bytes(view), info, first, stop))
+    nxt, skipped = _walk(log, offset, max_records, max_bytes, end, take)
+    return BatchFetch(out, nxt, skipped)
+
+
+def _walk(log: Log, offset: int, max_records: int, max_bytes: int, end: int | None,
+          take: Callable[[memoryview, BatchInfo, int, int], None]
+          ) -> tuple[int, list[CorruptRange]]:
+    """The verified batches of a read, handed to ``take(view, info, first, stop)``; the
+    next offset and the corrupt ranges met."""
     if max_records < 1 or max_bytes < 1:
         raise ValueError("max_records and max_bytes must be >= 1")
     with log._lock:
@@ -178,29 +230,30 @@ def fetch_columns(log: Log, offset: int, max_records: int = 1000, max_bytes: int
     if offset < start or offset > log_end:
         raise OffsetOutOfRange(offset, start, log_end)
     stop_at = log_end if end is None else min(end, log_end)
-    cols, skipped = RecordColumns(with_headers=headers), []
-    pos, nbytes = offset, 0
+    skipped: list[CorruptRange] = []
+    pos, nbytes, got = offset, 0, 0
     if pos >= stop_at:
-        return ColumnFetch(cols, pos, skipped)
+        return pos, skipped
     i = bisect.bisect_right([s.base_offset for s in segments], offset) - 1
     for seg, limit, seg_end in zip(segments[i:], limits[i:], ends[i:], strict=True):
         for item in seg.read_batches(pos, limit, seg_end):
             if isinstance(item, CorruptRange):
                 if item.first >= stop_at:
-                    return ColumnFetch(cols, pos, skipped)
+                    return pos, skipped
                 log._note_corrupt(item)
                 skipped.append(item)
                 pos = item.last + 1
                 continue
             info, view = item
-            if info.base_offset >= stop_at or (len(cols) and nbytes + info.size > max_bytes):
-                return ColumnFetch(cols, pos, skipped)
+            if info.base_offset >= stop_at or (got and nbytes + info.size > max_bytes):
+                return pos, skipped
             first = max(pos, info.base_offset)
-            stop = min(info.next_offset, stop_at, first + max_records - len(cols))
-            cols.add_batch(view, info, first, stop)
+            stop = min(info.next_offset, stop_at, first + max_records - got)
+            take(view, info, first, stop)
+            got += stop - first
             nbytes += info.size
             pos = stop
-            if len(cols) >= max_records or pos >= stop_at:
-                return ColumnFetch(cols, pos, skipped)
+            if got >= max_records or pos >= stop_at:
+                return pos, skipped
         pos = min(max(pos, seg_end), stop_at)
-    return ColumnFetch(cols, pos, skipped)
+    return pos, skipped

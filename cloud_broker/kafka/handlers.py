@@ -111,8 +111,8 @@ async def list_offsets(broker: BrokerView, who: Principal, req: Any) -> dict[str
 def _read(part: PartitionLog, offset: int, max_bytes: int, compression: str
           ) -> tuple[bytes, int]:
     hw = part.durable_offset
-    res = part.fetch_columns(offset, MAX_FETCH_RECORDS, max(1, max_bytes), end=hw)
-    return encode_batches(res.columns, compression), hw
+    res = part.fetch_batches(offset, MAX_FETCH_RECORDS, max(1, max_bytes), end=hw)
+    return encode_batches(res.batches, compression), hw
 
 
 async def _read_one(broker: BrokerView, part: PartitionLog, offset: int, max_bytes: int

@@ -136,10 +136,10 @@ class Connection:
                 self.writer.write(b"\0\0\0\0")
                 await self.writer.drain()
                 continue
-            self.writer.write(await self._answer(frame))
+            self.writer.writelines(await self._answer(frame))
             await self.writer.drain()
 
-    async def _answer(self, frame: bytes) -> bytes:
+    async def _answer(self, frame: bytes) -> list[bytes]:
         try:
             header, req = parse_request(frame)
         except UnsupportedVersion as exc:

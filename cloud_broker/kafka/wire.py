@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import struct
 import types
 import typing
@@ -166,22 +165,38 @@ def _convert(f: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
     return value
 
 
+class _Pieces:
+    """What kio's writers write into (they only call ``write``): the pieces, kept. A
+    Fetch answer holds megabytes of records; grown in a BytesIO and copied out they cost
+    ~0.2 us per record, mostly the kernel's page faults. Kept as pieces they go to the
+    socket with ``writelines`` (uvloop writes them as they are, with no copy)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, b: bytes) -> int:
+        self.parts.append(b)
+        self.size += len(b)
+        return len(b)
+
+
 def response_frame(api_key: int, version: int, correlation_id: int,
-                   data: dict[str, Any]) -> bytes:
-    """The whole answer frame: size, response header, body of ``version``."""
+                   data: dict[str, Any]) -> list[bytes]:
+    """The whole answer frame as pieces (``b"".join`` them for the bytes): size,
+    response header, body of ``version``."""
     _, resp_cls = _types(api_key, version)
-    buf = io.BytesIO()
-    buf.write(b"\0\0\0\0")
+    buf = _Pieces()
     buf.write(correlation_id.to_bytes(4, "big", signed=True))
     if resp_cls.__flexible__ and api_key != API_VERSIONS:
         buf.write(b"\0")  # response header v1: no tagged fields
     _writer(resp_cls)(buf, build(resp_cls, data))
-    out = buf.getbuffer()
-    _SIZE.pack_into(out, 0, len(out) - 4)
-    return bytes(out)
+    return [_SIZE.pack(buf.size), *buf.parts]
 
 
-def api_versions_v0_frame(correlation_id: int, error: int) -> bytes:
+def api_versions_v0_frame(correlation_id: int, error: int) -> list[bytes]:
     """ApiVersions v0 (what Kafka answers a too-new ApiVersions request with)."""
     return response_frame(API_VERSIONS, 0, correlation_id,
                           {"error_code": error, "api_keys": api_keys()})

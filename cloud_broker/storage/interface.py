@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from shared_log import (
+    BatchFetch,
     ColumnFetch,
     FetchResult,
     InvalidRecord,
@@ -99,6 +100,13 @@ class PartitionLog(Protocol):
         """``fetch`` as columns (what consumers are served), not reading at or above
         ``end`` (default the end offset): from ``end`` on it returns nothing with
         ``next_offset == offset``. Errors as ``fetch``."""
+
+    def fetch_batches(self, offset: int, max_records: int, max_bytes: int,
+                      end: int | None = None) -> BatchFetch:
+        """``fetch_columns`` as the stored batches (CRC checked, record framing not yet),
+        each with the offsets of it that are returned: for the Kafka listener, which
+        converts a batch to its wire format in one pass. Rules and errors as
+        ``fetch_columns``."""
 
     def replay_header(self, start: int, name: str, visit: Callable[[bytes], None]) -> int:
         """Call ``visit(value)`` for every record from ``start`` to the end whose *last*

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shared_log import (
+    BatchFetch,
     ColumnFetch,
     CommitMode,
     CommitPolicy,
@@ -22,6 +23,7 @@ from shared_log import (
     LogConfig,
     Record,
     SharedFlusher,
+    fetch_batches,
     fetch_columns,
     read_checkpoint,
     reopen_empty_at,
@@ -84,6 +86,10 @@ class Partition(Waiters):
     def fetch_columns(self, offset: int, max_records: int, max_bytes: int,
                       end: int | None = None) -> ColumnFetch:
         return fetch_columns(self.log, offset, max_records, max_bytes, end=end)
+
+    def fetch_batches(self, offset: int, max_records: int, max_bytes: int,
+                      end: int | None = None) -> BatchFetch:
+        return fetch_batches(self.log, offset, max_records, max_bytes, end=end)
 
     def replay_header(self, start: int, name: str, visit: Callable[[bytes], None]) -> int:
         log = self.log

@@ -34,7 +34,7 @@ from cloud_broker.storage import (
     PartitionStoreAPI,
     UnknownTopic,
 )
-from shared_log import HEADER_HEAD, RECORD_HEAD, Record
+from shared_log import HEADER_HEAD, RECORD_HEAD, Record, decode_records
 
 TOPIC = "t"
 PARTITIONS = 2
@@ -133,6 +133,12 @@ class StoreConformance:
         assert cols.columns.values == [b"v1", b"v2"]
         assert list(cols.columns.timestamps) == [1001, 1002]
         assert cols.columns.header_names == ["x", "origin"]
+        raw = part.fetch_batches(1, 2, 1 << 20)
+        assert (raw.count, raw.next_offset) == (2, 3)
+        assert [r.value for b in raw.batches
+                for r in decode_records(b.data, b.info)[b.first - b.info.base_offset:
+                                                        b.stop - b.info.base_offset]
+                ] == [b"v1", b"v2"]
 
     def test_record_appends_and_the_end_cap_of_columns(self, part: PartitionLog) -> None:
         first, last = part.append([Record(b"a", b"1", 5), Record(b"b", b"2", 6, (("h", b""),))])
@@ -142,6 +148,9 @@ class StoreConformance:
         assert (len(capped.columns), capped.next_offset) == (1, 1)
         at_cap = part.fetch_columns(1, 100, 1 << 20, end=1)
         assert (len(at_cap.columns), at_cap.next_offset) == (0, 1)
+        capped_raw = part.fetch_batches(0, 100, 1 << 20, end=1)
+        assert (capped_raw.count, capped_raw.next_offset) == (1, 1)
+        assert part.fetch_batches(1, 100, 1 << 20, end=1).batches == []
         assert len(part.fetch(2, 10, 1 << 20).records) == 0  # at the end: nothing, no error
 
     def test_a_fetch_outside_the_partition_raises_offset_out_of_range(
@@ -152,6 +161,8 @@ class StoreConformance:
         assert (info.value.start_offset, info.value.end_offset) == (0, 1)
         with pytest.raises(OffsetOutOfRange):
             part.fetch_columns(5, 10, 1 << 20)
+        with pytest.raises(OffsetOutOfRange):
+            part.fetch_batches(5, 10, 1 << 20)
 
     def test_a_record_the_store_cannot_hold_is_invalid(self, part: PartitionLog) -> None:
         with pytest.raises(InvalidRecord):

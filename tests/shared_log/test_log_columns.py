@@ -1,4 +1,5 @@
-"""fetch_columns must find exactly what Log.fetch finds: records, next offset, skips."""
+"""fetch_columns and fetch_batches must find exactly what Log.fetch finds: records, next
+offset, skips."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shared_log_testing import append_batch, batches_in, flip_bit, log_files, stored_for
 
-from shared_log import Log, LogConfig, OffsetOutOfRange, fetch_columns
+from shared_log import (
+    Log,
+    LogConfig,
+    OffsetOutOfRange,
+    decode_records,
+    fetch_batches,
+    fetch_columns,
+)
 
 CONFIG = LogConfig(segment_bytes=2048, index_interval_bytes=256)
 
@@ -33,6 +41,13 @@ def _same(log: Log, offset: int, max_records: int, max_bytes: int) -> None:
     assert [(r.offset, r.key, r.value, r.timestamp, r.headers) for r in bare.columns.rows()] == [
         (r.offset, r.key, r.value, r.timestamp, ()) for r in want.records]
     assert bare.next_offset == want.next_offset
+    raw = fetch_batches(log, offset, max_records, max_bytes)
+    assert [r for b in raw.batches
+            for r in decode_records(b.data, b.info)[b.first - b.info.base_offset:
+                                                    b.stop - b.info.base_offset]
+            ] == want.records
+    assert raw.count == len(want.records)
+    assert (raw.next_offset, raw.skipped) == (want.next_offset, got.skipped)
 
 
 @settings(max_examples=150, deadline=None)
@@ -54,6 +69,11 @@ def test_stops_at_end_and_checks_range(log_dir: Path) -> None:
         assert fetch_columns(log, 12, end=10).next_offset == 12
         with pytest.raises(OffsetOutOfRange):
             fetch_columns(log, log.end_offset + 1)
+        raw = fetch_batches(log, 3, 1000, 1 << 20, end=10)
+        assert (raw.batches[0].first, raw.batches[-1].stop, raw.next_offset) == (3, 10, 10)
+        assert fetch_batches(log, 10, end=10).batches == []
+        with pytest.raises(OffsetOutOfRange):
+            fetch_batches(log, log.end_offset + 1)
 
 
 def test_reports_corrupt_batches_like_fetch(tmp_path: Path) -> None:

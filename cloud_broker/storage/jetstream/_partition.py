@@ -35,6 +35,7 @@ import nats.js.errors
 from nats.js.api import Header
 
 from shared_log import (
+    BatchFetch,
     ColumnFetch,
     FetchResult,
     LogClosed,
@@ -292,6 +293,13 @@ class JetStreamPartition(StreamFollower, Waiters):
         self._check_open()
         stop = self.view.end if end is None else min(end, self.view.end)
         return self.reader.fetch_columns(offset, max_records, max_bytes, self.end_offset,
+                                         stop)
+
+    def fetch_batches(self, offset: int, max_records: int, max_bytes: int,
+                      end: int | None = None) -> BatchFetch:
+        self._check_open()
+        stop = self.view.end if end is None else min(end, self.view.end)
+        return self.reader.fetch_batches(offset, max_records, max_bytes, self.end_offset,
                                          stop)
 
     def replay_header(self, start: int, name: str, visit: Callable[[bytes], None]) -> int:

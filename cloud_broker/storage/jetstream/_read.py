@@ -1,7 +1,8 @@
 """Reading a partition's records out of its stream's messages (fetch, columns, replay).
 
 Strategy: a message body is a shared_log batch, so reads are shared_log's own decoders
-(CRC checked, ``decode_records`` / ``RecordColumns.add_batch``) over the bodies of the
+(CRC checked, ``decode_records`` / ``RecordColumns.add_batch``, or the batches as they
+are for ``fetch_batches``) over the bodies of the
 messages the view's index names for an offset range; the rules are the local store's
 (whole messages, at least one, ``max_bytes`` counted in stored bytes, a corrupt message
 reported in ``skipped`` and counted). Bodies come from the view's tail cache or, when
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from shared_log import HEADER_HEAD as _HDR
 from shared_log import RECORD_HEAD as _REC
 from shared_log import (
+    BatchFetch,
     ColumnFetch,
     CorruptBatch,
     CorruptRange,
@@ -23,6 +25,7 @@ from shared_log import (
     OffsetOutOfRange,
     Record,
     RecordColumns,
+    StoredBatch,
     StoredRecord,
     decode_records,
     parse_header,
@@ -144,6 +147,16 @@ class Reader:
             return last - first
         nxt, skipped = self._walk(offset, end, stop, max_records, max_bytes, take)
         return ColumnFetch(cols, nxt, skipped)
+
+    def fetch_batches(self, offset: int, max_records: int, max_bytes: int, end: int,
+                      stop: int) -> BatchFetch:
+        out: list[StoredBatch] = []
+
+        def take(body: bytes, info: object, first: int, last: int) -> int:
+            out.append(StoredBatch(body, info, first, last))  # type: ignore[arg-type]
+            return last - first
+        nxt, skipped = self._walk(offset, end, stop, max_records, max_bytes, take)
+        return BatchFetch(out, nxt, skipped)
 
     def replay_header(self, start: int, end: int, name: str,
                       visit: Callable[[bytes], None]) -> int:
