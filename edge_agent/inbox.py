@@ -10,6 +10,10 @@ While the pipeline cannot append (``blocked``, see ingest's back-pressure), QoS 
 readings are best effort and dropped here (counted as ``full``); QoS 1 ones queue and
 stay unacknowledged, so Mosquitto holds the rest of the session.
 
+``hurry`` is the MQTT listener's word that every device publishing to it is waiting for
+a PUBACK: the pipeline then asks its log to commit what it appended without waiting out
+the commit spacing (``ingest.StreamIngest.run``).
+
 Not thread-safe: everything here runs on the agent's event loop.
 """
 
@@ -48,12 +52,13 @@ class IngestStats:
 class Inbox:
     """Messages waiting for the pipeline's next batch, and the event that wakes it."""
 
-    __slots__ = ("blocked", "messages", "stats", "wake")
+    __slots__ = ("blocked", "messages", "stats", "urgent", "wake")
 
     def __init__(self, stats: IngestStats | None = None) -> None:
         self.messages: list[InMessage] = []
         self.wake = asyncio.Event()
         self.blocked = False  # set by the pipeline while appends fail
+        self.urgent = False  # commit without waiting out the spacing (see ``hurry``)
         self.stats = stats if stats is not None else IngestStats()
 
     def submit(self, msg: InMessage) -> None:
@@ -65,6 +70,11 @@ class Inbox:
             st.dropped["full"] += 1
             return
         self.messages.append(msg)
+        self.wake.set()
+
+    def hurry(self) -> None:
+        """Every publisher waits for a PUBACK: have what is appended committed now."""
+        self.urgent = True
         self.wake.set()
 
     def take(self, max_batch: int) -> list[InMessage]:

@@ -13,7 +13,9 @@ append, its callback (``_durable_done``) calls ``on_durable`` (the forwarder's
 same waiter (and the dead-letter entries of the same batch), sends the PUBACKs through
 ``ack``, in arrival order. While one batch waits for its fsync the next one is already
 being built and appended, so the fsync rate adapts to the load and many readings share
-one fsync.
+one fsync. When the inbox is ``urgent`` (the MQTT listener saw every publisher waiting
+for a PUBACK) the pipeline asks its log, once the batch is appended, to commit at once
+rather than at the end of the commit spacing (``Log.hurry_commit``).
 
 Back-pressure: when the log refuses the batch (``LogFull`` with reject_new, ``DiskFull`` on
 ENOSPC, or any write error) the pipeline keeps the QoS 1 messages unacknowledged and
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from asyncio import CancelledError
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -159,6 +162,11 @@ class StreamIngest:
                         p = self._prepare_failed(msgs, exc)
                     await self._write(p)
                     self._acks.put_nowait(p)
+                if inbox.urgent:  # after the append: the commit must cover those readings
+                    inbox.urgent = False
+                    if self.store is not None:
+                        self.store.log.hurry_commit()
+                    self.deadletters.hurry_commit()
         finally:
             acker.cancel()
 
@@ -340,7 +348,7 @@ class StreamIngest:
         # One waiter per append serves the forwarder (woken in _durable_done) and the
         # PUBACKs (the ack loop awaits it). QoS 0 batches have no PUBACKs and feed the
         # fsync histogram only one in 16, which is enough for it.
-        fut = asyncio.ensure_future(self.store.log.wait_durable_async(last))  # type: ignore[union-attr]
+        fut = self.store.log.durable_future(last)  # type: ignore[union-attr]
         if p.acks or st.batches % 16 == 1:
             fut.add_done_callback(partial(self._durable_done, time.perf_counter()))
             p.durable.append(fut)
@@ -395,8 +403,12 @@ class StreamIngest:
     async def _ack_batch(self, p: _Pending) -> None:
         st = self.stats
         if p.durable:
-            results = await asyncio.gather(*p.durable, return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
+            # Batches that one fsync covered are acknowledged in one go: no loop turn per
+            # batch once its future is done (a PUBACK waits for nothing else).
+            if not all(f.done() for f in p.durable):
+                await asyncio.wait(p.durable)
+            errors = [CancelledError() if f.cancelled() else f.exception()
+                      for f in p.durable if f.cancelled() or f.exception() is not None]
             if errors:
                 # fsync failed: the log refuses further appends; never ack what is
                 # not durable. Mosquitto redelivers these after a restart.

@@ -19,6 +19,7 @@ only to snapshot the segment list and sizes. The group-commit flusher is a threa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -293,6 +294,28 @@ class Log:
         if self.config.commit.mode is CommitMode.OS:
             return
         await self._waiters.future(offset)
+
+    def durable_future(self, offset: int) -> asyncio.Future[None]:
+        """``wait_durable_async`` as a plain future of the running loop (no task per
+        wait): done once ``offset`` is durable, or with the log's fsync error."""
+        if self.config.commit.mode is CommitMode.OS:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+        return self._waiters.future(offset)
+
+    def hurry_commit(self) -> None:
+        """Group commit: fsync what is appended as soon as the flusher can, without
+        waiting out ``interval_ms`` (the caller knows no more appends are coming until
+        this commit, see ``_commit``). Durability waits for the fsync as always; nothing
+        pending, or another commit mode: nothing happens."""
+        if self._committer is not None:
+            self._committer.hurry()
+
+    @property
+    def hurried_commits(self) -> int:
+        """Group commits started early by ``hurry_commit`` (shared flusher: all its logs)."""
+        return self._committer.hurried if self._committer is not None else 0
 
     # -- deletion and retention ----------------------------------------------------------
 

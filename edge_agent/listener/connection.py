@@ -11,12 +11,19 @@ TLS included), *authenticating* (the CONNECT checked off the loop, the session r
 reading paused, later packets wait), *connected*.
 
 A QoS 1 PUBLISH enters ``inflight`` (packet id -> PUBACK reason, None until durable) and
-goes to the pipeline with this connection's number; the pipeline calls ``puback`` once
+goes to the pipeline with this connection's number; the pipeline calls ``settle`` once
 the group commit covers it. PUBACKs leave in PUBLISH order (MQTT 4.6), so one also means
-every earlier reading of the connection is durable. Flow control: a v5 client is told
-``receive_maximum`` (exceeding it: 0x93); a 3.1.1 client is not read from while it has
-that many waiting, nor is any client while the pipeline's inbox is over its bound. A full
-log thus reaches devices as withheld PUBACKs, then TCP back-pressure.
+every earlier reading of the connection is durable, and all a commit releases for one
+connection leave in one write.
+
+Commit rule: when every connection that has published at QoS 1 has a reading waiting for
+its PUBACK, a closed-loop device (one that sends its next readings only once PUBACKs come
+back: every 3.1.1 client, whose window the server cannot see) gains nothing from the
+commit spacing, so the listener asks the pipelines to commit at once (``Host.hurry``)
+rather than at the end of ``ingest.commit_interval_ms``. The PUBACK still waits for the
+fsync; only the wait for more readings is skipped. A connected device with nothing in
+flight keeps the usual spacing for all (it may be about to send): a fleet of open-loop
+devices (most idle between readings) commits as before.
 
 Refusals (the table is in docs/edge-agent.md): QoS 2 (0x9B), topic aliases (0x94), a
 PUBLISH the ACL forbids (PUBACK 0x87 in MQTT 5; in 3.1.1, which cannot refuse in a PUBACK,
@@ -84,6 +91,9 @@ class Connection(asyncio.Protocol):
         self.will: Any = None
         self.inflight: dict[int, int | None] = {}
         self._order: deque[int] = deque()  # inflight's packet ids in PUBLISH order
+        #: it has published at QoS 1; it has readings waiting for PUBACKs (the commit rule)
+        self.publisher = False
+        self.waiting = False
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.last_rx = time.monotonic()
@@ -226,9 +236,23 @@ class Connection(asyncio.Protocol):
                                         "more unacknowledged QoS 1 readings than allowed")
             inflight[pid] = None
             self._order.append(pid)
-            self.server.submit((topic, p.payload, 1, pid, self.number))
+            server = self.server
+            server.submit((topic, p.payload, 1, pid, self.number))
+            if not self.waiting:
+                self._now_waiting()
+            if server.waiting >= server.publishers:
+                server.hurry()
         else:
             self.server.submit((topic, p.payload, 0, 0, self.number))
+
+    def _now_waiting(self) -> None:
+        """This connection has a QoS 1 reading waiting for its PUBACK (and has published)."""
+        server = self.server
+        if not self.publisher:
+            self.publisher = True
+            server.publishers += 1
+        self.waiting = True
+        server.waiting += 1
 
     def _queue_ack(self, pid: int, reason: int) -> None:
         if pid not in self.inflight:
@@ -325,6 +349,9 @@ class Connection(asyncio.Protocol):
                        else encode(Puback(pid, reason), V5))
         if not out:
             return
+        if self.waiting and not inflight:
+            self.waiting = False
+            self.server.waiting -= 1
         self.server.stats.pubacks += len(out)
         self._write(b"".join(out) if len(out) > 1 else out[0])
         if self.paused and self.state == _CONNECTED:

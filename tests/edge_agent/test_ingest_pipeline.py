@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from edge_agent_testing import Publisher, write_config
 
@@ -335,15 +333,15 @@ def test_a_bug_outside_any_one_message_dead_letters_the_batch_and_the_loop_goes_
 
 
 def _count_waiters(log_: Log) -> list[int]:
-    """Wrap ``log_.wait_durable_async``; the list grows by the offset of each waiter."""
+    """Wrap ``log_.durable_future``; the list grows by the offset of each waiter."""
     offsets: list[int] = []
-    real = log_.wait_durable_async
+    real = log_.durable_future
 
-    def counting(offset: int) -> Coroutine[Any, Any, None]:
+    def counting(offset: int) -> asyncio.Future[None]:
         offsets.append(offset)
         return real(offset)
 
-    log_.wait_durable_async = counting  # type: ignore[method-assign]
+    log_.durable_future = counting  # type: ignore[method-assign]
     return offsets
 
 
