@@ -10,7 +10,9 @@ While the pipeline cannot append (``blocked``, see ingest's back-pressure), QoS 
 readings are best effort and dropped here (counted as ``full``); QoS 1 ones queue and
 stay unacknowledged, so Mosquitto holds the rest of the session.
 
-``hurry`` is the MQTT listener's word that every device publishing to it is waiting for
+The pipeline may ``nap`` until its log's next commit could start, gathering readings into
+one append; a full batch or a ``hurry`` ends the nap early. ``hurry`` is the MQTT
+listener's word that every device publishing to it is waiting for
 a PUBACK: the pipeline then asks its log to commit what it appended without waiting out
 the commit spacing (``ingest.StreamIngest.run``).
 
@@ -52,13 +54,15 @@ class IngestStats:
 class Inbox:
     """Messages waiting for the pipeline's next batch, and the event that wakes it."""
 
-    __slots__ = ("blocked", "messages", "stats", "urgent", "wake")
+    __slots__ = ("_nap", "_nap_limit", "blocked", "messages", "stats", "urgent", "wake")
 
     def __init__(self, stats: IngestStats | None = None) -> None:
         self.messages: list[InMessage] = []
         self.wake = asyncio.Event()
         self.blocked = False  # set by the pipeline while appends fail
         self.urgent = False  # commit without waiting out the spacing (see ``hurry``)
+        self._nap: asyncio.Future[None] | None = None  # the pipeline's wait (see ``nap``)
+        self._nap_limit = 0
         self.stats = stats if stats is not None else IngestStats()
 
     def submit(self, msg: InMessage) -> None:
@@ -71,11 +75,27 @@ class Inbox:
             return
         self.messages.append(msg)
         self.wake.set()
+        if self._nap is not None and len(self.messages) >= self._nap_limit:
+            _end_nap(self._nap)
 
     def hurry(self) -> None:
         """Every publisher waits for a PUBACK: have what is appended committed now."""
         self.urgent = True
         self.wake.set()
+        if self._nap is not None:
+            _end_nap(self._nap)
+
+    async def nap(self, seconds: float, limit: int) -> None:
+        """Wait ``seconds`` for more readings, less if ``limit`` are waiting or ``hurry``."""
+        loop = asyncio.get_running_loop()
+        fut = self._nap = loop.create_future()
+        self._nap_limit = limit
+        timer = loop.call_later(seconds, _end_nap, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._nap = None
 
     def take(self, max_batch: int) -> list[InMessage]:
         """Up to ``max_batch`` messages in arrival order (empty when none wait)."""
@@ -88,3 +108,8 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self.messages)
+
+
+def _end_nap(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -13,9 +13,11 @@ append, its callback (``_durable_done``) calls ``on_durable`` (the forwarder's
 same waiter (and the dead-letter entries of the same batch), sends the PUBACKs through
 ``ack``, in arrival order. While one batch waits for its fsync the next one is already
 being built and appended, so the fsync rate adapts to the load and many readings share
-one fsync. When the inbox is ``urgent`` (the MQTT listener saw every publisher waiting
-for a PUBACK) the pipeline asks its log, once the batch is appended, to commit at once
-rather than at the end of the commit spacing (``Log.hurry_commit``).
+one fsync. Nor is a batch appended before the log's group commit could start its next
+fsync (``Log.commit_due_at``): until then the readings gather in the inbox, so under a
+steady load one append serves a whole commit. When the inbox is ``urgent`` (the MQTT
+listener saw every publisher waiting for a PUBACK) the pipeline appends at once and asks
+its log to commit without waiting out the spacing (``Log.hurry_commit``).
 
 Back-pressure: when the log refuses the batch (``LogFull`` with reject_new, ``DiskFull`` on
 ENOSPC, or any write error) the pipeline keeps the QoS 1 messages unacknowledged and
@@ -148,12 +150,19 @@ class StreamIngest:
         try:
             while True:
                 await wake.wait()
-                wake.clear()
                 if acker.done():  # the ack loop died: end with it, to be restarted (G9)
                     acker.result()
                     raise RuntimeError("the acknowledgement loop ended")
                 if self.window_s > 0 and len(inbox.messages) < self.max_batch:
                     await asyncio.sleep(self.window_s)
+                elif self.store is not None and inbox.messages and not inbox.urgent:
+                    # No fsync can start before the commit spacing allows: readings that
+                    # arrive until then share one append (one write, one waiter) instead
+                    # of one append per loop turn, and are in that fsync all the same.
+                    delay = self.store.log.commit_due_at() - time.monotonic()
+                    if delay > 0:
+                        await inbox.nap(delay, self.max_batch)
+                wake.clear()
                 while inbox.messages:
                     msgs = inbox.take(self.max_batch)
                     try:

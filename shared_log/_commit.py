@@ -150,6 +150,11 @@ class GroupCommitter:
             if idle or self._pending >= self._max_records:
                 self._cond.notify()
 
+    def next_commit_at(self) -> float:
+        """Monotonic time before which no fsync starts unless hurried or ``max_records``
+        are pending (the spacing after the last one; in the past after a quiet spell)."""
+        return self._last_flush_at + self._interval
+
     def hurry(self) -> None:
         """Start the fsync of what is pending now, not at the end of the spacing (the
         caller knows nothing more will come until this commit); no-op if nothing is."""
@@ -244,6 +249,9 @@ class SharedFlusher:
             if idle or self._pending >= self._max_records:
                 self._wake.notify()
 
+    def next_commit_at(self) -> float:
+        return self._last_pass_at + self._interval
+
     def _hurried(self, member: FlushMember) -> None:
         with self._lock:
             if member in self._dirty and not self._hurry:
@@ -322,6 +330,9 @@ class FlushMember:
 
     def hurry(self) -> None:
         self._owner._hurried(self)
+
+    def next_commit_at(self) -> float:
+        return self._owner.next_commit_at()
 
     @property
     def hurried(self) -> int:

@@ -304,6 +304,12 @@ class Log:
             return fut
         return self._waiters.future(offset)
 
+    def commit_due_at(self) -> float:
+        """Group commit: the ``time.monotonic()`` before which no fsync starts (unless
+        hurried or ``max_records`` are pending), so an append made until then is in the
+        same fsync as one made now. In the past after a quiet spell; 0.0 in other modes."""
+        return self._committer.next_commit_at() if self._committer is not None else 0.0
+
     def hurry_commit(self) -> None:
         """Group commit: fsync what is appended as soon as the flusher can, without
         waiting out ``interval_ms`` (the caller knows no more appends are coming until

@@ -49,7 +49,7 @@ from mqttproto import (
     PacketReader,
     Pingreq,
     Puback,
-    Publish,
+    PublishFields,
     Pubrel,
     ReasonCode,
     Suback,
@@ -79,7 +79,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Host, number: int) -> None:
         self.server = server
         self.number = number  # the "epoch" the pipeline hands back with each PUBACK
-        self.reader = PacketReader(server.cfg.max_packet_size)
+        self.reader = PacketReader(server.cfg.max_packet_size, fields=True)
         self._rmax = server.cfg.receive_maximum
         self.state = _CONNECTING
         self.version = 4
@@ -185,7 +185,7 @@ class Connection(asyncio.Protocol):
             self.server.spawn(self._connect(p))
             return
         t = type(p)
-        if t is Publish:
+        if t is tuple:  # a PUBLISH, as PublishFields
             self._publish(p)
         elif t is Pingreq:
             self._write(_PINGRESP)
@@ -205,15 +205,14 @@ class Connection(asyncio.Protocol):
             raise MqttProtocolError(ReasonCode.PROTOCOL_ERROR,
                                     f"unexpected {t.__name__.upper()} from a client")
 
-    def _publish(self, p: Publish) -> None:
-        qos = p.qos
+    def _publish(self, p: PublishFields) -> None:
+        topic, payload, qos, pid, props, _first = p
         if qos == 2:
             raise MqttProtocolError(ReasonCode.QOS_NOT_SUPPORTED, "QoS 2 is not supported")
-        if p.properties and P.TOPIC_ALIAS in p.properties:
+        if props and P.TOPIC_ALIAS in props:
             raise MqttProtocolError(ReasonCode.TOPIC_ALIAS_INVALID, "topic aliases are off")
         st = self.server.stats
         st.publishes += 1
-        topic = p.topic
         allowed = self._allowed.get(topic)
         if allowed is None:  # a device publishes to a few topics: check each once
             if len(self._allowed) >= 64:
@@ -224,10 +223,9 @@ class Connection(asyncio.Protocol):
             if self.version != V5:  # no way to refuse in a 3.1.1 PUBACK: never fake one
                 self.fail(ReasonCode.NOT_AUTHORIZED, f"may not publish to {topic[:200]!r}")
             elif qos:
-                self._queue_ack(p.packet_id, ReasonCode.NOT_AUTHORIZED)
+                self._queue_ack(pid, ReasonCode.NOT_AUTHORIZED)
             return
         if qos:
-            pid = p.packet_id
             inflight = self.inflight
             if pid in inflight:
                 return  # a resend of a reading still in flight: its PUBACK answers both
@@ -237,13 +235,13 @@ class Connection(asyncio.Protocol):
             inflight[pid] = None
             self._order.append(pid)
             server = self.server
-            server.submit((topic, p.payload, 1, pid, self.number))
+            server.submit((topic, payload, 1, pid, self.number))
             if not self.waiting:
                 self._now_waiting()
             if server.waiting >= server.publishers:
                 server.hurry()
         else:
-            self.server.submit((topic, p.payload, 0, 0, self.number))
+            self.server.submit((topic, payload, 0, 0, self.number))
 
     def _now_waiting(self) -> None:
         """This connection has a QoS 1 reading waiting for its PUBACK (and has published)."""
