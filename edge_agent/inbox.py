@@ -22,11 +22,18 @@ Not thread-safe: everything here runs on the agent's event loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from shared_log import Record
+
+from .deadletter import DeadLetter
+
 #: (topic, payload, qos, mid, connection epoch) as the MQTT adapter delivers it
 InMessage = tuple[str, bytes, int, int, int]
+#: (device, seq, qos, epoch, topic) of each record of a pending batch
+Meta = tuple[str, "int | None", int, str, str]
 
 
 @dataclass
@@ -85,8 +92,13 @@ class Inbox:
         if self._nap is not None:
             _end_nap(self._nap)
 
-    async def nap(self, seconds: float, limit: int) -> None:
-        """Wait ``seconds`` for more readings, less if ``limit`` are waiting or ``hurry``."""
+    async def nap(self, until: float, limit: int) -> None:
+        """Let readings gather until ``time.monotonic()`` is ``until`` (the log's next
+        commit could not start sooner, so they share one append and the same fsync), or
+        ``limit`` wait, or ``hurry``."""
+        seconds = until - time.monotonic()
+        if seconds <= 0:
+            return
         loop = asyncio.get_running_loop()
         fut = self._nap = loop.create_future()
         self._nap_limit = limit
@@ -113,3 +125,17 @@ class Inbox:
 def _end_nap(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class Pending:
+    """A batch on its way from the inbox to the PUBACKs (``ingest.StreamIngest``)."""
+
+    __slots__ = ("acks", "dead", "dl_last", "durable", "meta", "records")
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.meta: list[Meta] = []
+        self.dead: list[DeadLetter] = []
+        self.acks: list[tuple[int, int]] = []
+        self.dl_last: int | None = None
+        self.durable: list[asyncio.Future[None]] = []

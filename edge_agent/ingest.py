@@ -59,7 +59,7 @@ from .dedup import (
     advance,
     judge,
 )
-from .inbox import Inbox, IngestStats, InMessage
+from .inbox import Inbox, IngestStats, InMessage, Pending
 from .payload import PayloadRules, Rejected
 from .streams import StreamStore
 
@@ -71,28 +71,11 @@ log = logging.getLogger(__name__)
 AckFn = Callable[[list[tuple[int, int]]], None]
 #: the owning stream of a topic (first matching stream in config order), None when none
 RouteFn = Callable[[str], "str | None"]
-#: (device, seq, qos, epoch, topic) of each record of a pending batch
-Meta = tuple[str, "int | None", int, str, str]
-
 _LOG_EVERY_S = 10.0  # at most one log line per stream and kind in this many seconds
 
 
 def _no_acks(acks: list[tuple[int, int]]) -> None:
     """The ``ack`` of a pipeline with no MQTT session (tests, tools)."""
-
-
-class _Pending:
-    """A batch on its way from the inbox to the PUBACKs."""
-
-    __slots__ = ("acks", "dead", "dl_last", "durable", "meta", "records")
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.meta: list[Meta] = []
-        self.dead: list[DeadLetter] = []
-        self.acks: list[tuple[int, int]] = []
-        self.dl_last: int | None = None
-        self.durable: list[asyncio.Future[None]] = []
 
 
 class StreamIngest:
@@ -127,7 +110,7 @@ class StreamIngest:
         self.observe_fsync = observe_fsync
         self.on_appended = on_appended
         self.stats: IngestStats = self.inbox.stats
-        self._acks: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._acks: asyncio.Queue[Pending] = asyncio.Queue()
         self._logged_at: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._suppressed: Counter[str] = Counter()
         if store is not None:
@@ -156,12 +139,7 @@ class StreamIngest:
                 if self.window_s > 0 and len(inbox.messages) < self.max_batch:
                     await asyncio.sleep(self.window_s)
                 elif self.store is not None and inbox.messages and not inbox.urgent:
-                    # No fsync can start before the commit spacing allows: readings that
-                    # arrive until then share one append (one write, one waiter) instead
-                    # of one append per loop turn, and are in that fsync all the same.
-                    delay = self.store.log.commit_due_at() - time.monotonic()
-                    if delay > 0:
-                        await inbox.nap(delay, self.max_batch)
+                    await inbox.nap(self.store.log.commit_due_at(), self.max_batch)
                 wake.clear()
                 while inbox.messages:
                     msgs = inbox.take(self.max_batch)
@@ -179,8 +157,8 @@ class StreamIngest:
         finally:
             acker.cancel()
 
-    def _prepare(self, msgs: list[InMessage]) -> _Pending:
-        p = _Pending()
+    def _prepare(self, msgs: list[InMessage]) -> Pending:
+        p = Pending()
         st = self.stats
         st.received += len(msgs)
         records, meta, dead, acks = p.records, p.meta, p.dead, p.acks
@@ -263,9 +241,9 @@ class StreamIngest:
                           "internal", detail, "",
                           payload if type(payload) is bytes else b"", qos if qos in (0, 1) else 1)
 
-    def _prepare_failed(self, msgs: list[InMessage], exc: BaseException) -> _Pending:
+    def _prepare_failed(self, msgs: list[InMessage], exc: BaseException) -> Pending:
         """A batch whose preparation raised outside any one message: dead-letter it all."""
-        p = _Pending()
+        p = Pending()
         p.acks.extend((m[3], m[4]) for m in msgs if m[2])
         p.dead.extend(self._internal(m, exc) for m in msgs)
         self.stats.dead_lettered += len(p.dead)
@@ -293,7 +271,7 @@ class StreamIngest:
                      now - last if last is not None else 0.0)
         return True
 
-    async def _write(self, p: _Pending) -> None:
+    async def _write(self, p: Pending) -> None:
         if p.dead:
             p.dl_last = self.deadletters.append(p.dead)
         if not p.records:
@@ -329,7 +307,7 @@ class StreamIngest:
             await asyncio.sleep(self.retry_s)
             k = len(p.records)
 
-    def _unstorable(self, p: _Pending, exc: BaseException) -> None:
+    def _unstorable(self, p: Pending, exc: BaseException) -> None:
         """Dead-letter the first record of ``p``, which the log refuses on its own."""
         rec = p.records.pop(0)
         device, _seq, qos, _boot, topic = p.meta.pop(0)
@@ -346,7 +324,7 @@ class StreamIngest:
             log.error("stream %s: a reading of %s cannot be stored (%s); dead-lettered",
                       self.name, device, exc)
 
-    def _appended(self, p: _Pending, k: int, last: int) -> None:
+    def _appended(self, p: Pending, k: int, last: int) -> None:
         st = self.stats
         self.marks.apply([(dev, boot, seq) for dev, seq, _q, boot, _t in p.meta[:k]
                           if seq is not None])
@@ -381,7 +359,7 @@ class StreamIngest:
             self.observe_fsync(time.perf_counter() - t_append)
         self.on_durable()
 
-    def _block(self, p: _Pending, error: str) -> None:
+    def _block(self, p: Pending, error: str) -> None:
         """An append failed: drop QoS 0 readings, keep QoS 1 ones for the retry."""
         st = self.stats
         if not self.inbox.blocked:
@@ -409,11 +387,9 @@ class StreamIngest:
             p = await self._acks.get()
             await self._ack_batch(p)
 
-    async def _ack_batch(self, p: _Pending) -> None:
+    async def _ack_batch(self, p: Pending) -> None:
         st = self.stats
         if p.durable:
-            # Batches that one fsync covered are acknowledged in one go: no loop turn per
-            # batch once its future is done (a PUBACK waits for nothing else).
             if not all(f.done() for f in p.durable):
                 await asyncio.wait(p.durable)
             errors = [CancelledError() if f.cancelled() else f.exception()

@@ -26,6 +26,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ._config import CommitMode, LogConfig
+
 
 class DurabilityWaiters:
     """Threads and asyncio futures waiting for ``durable_end > offset``."""
@@ -340,3 +342,53 @@ class FlushMember:
 
     def stop(self) -> None:
         self._owner._leave(self)
+
+
+class CommitControl:
+    """The durability face of ``Log`` (a mixin): waiting for "my offset is durable", and
+    the two calls that let a writer work with the commit spacing. Uses the log's
+    ``config``, ``_waiters`` and ``_committer`` (None unless the mode is GROUP)."""
+
+    config: LogConfig
+    _waiters: DurabilityWaiters
+    _committer: GroupCommitter | FlushMember | None
+
+    def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
+        """Block until ``offset`` is durable; False on timeout."""
+        if self.config.commit.mode is CommitMode.OS:
+            return True
+        return self._waiters.wait(offset, timeout)
+
+    async def wait_durable_async(self, offset: int) -> None:
+        """Wait in asyncio until ``offset`` is durable (many callers share one fsync)."""
+        if self.config.commit.mode is CommitMode.OS:
+            return
+        await self._waiters.future(offset)
+
+    def durable_future(self, offset: int) -> asyncio.Future[None]:
+        """``wait_durable_async`` as a plain future of the running loop (no task per
+        wait): done once ``offset`` is durable, or with the log's fsync error."""
+        if self.config.commit.mode is CommitMode.OS:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+        return self._waiters.future(offset)
+
+    def commit_due_at(self) -> float:
+        """Group commit: the ``time.monotonic()`` before which no fsync starts (unless
+        hurried or ``max_records`` are pending), so an append made until then is in the
+        same fsync as one made now. In the past after a quiet spell; 0.0 in other modes."""
+        return self._committer.next_commit_at() if self._committer is not None else 0.0
+
+    def hurry_commit(self) -> None:
+        """Group commit: fsync what is appended as soon as the flusher can, without
+        waiting out ``interval_ms`` (the caller knows no more appends are coming until
+        this commit, see ``_commit``). Durability waits for the fsync as always; nothing
+        pending, or another commit mode: nothing happens."""
+        if self._committer is not None:
+            self._committer.hurry()
+
+    @property
+    def hurried_commits(self) -> int:
+        """Group commits started early by ``hurry_commit`` (shared flusher: all its logs)."""
+        return self._committer.hurried if self._committer is not None else 0

@@ -19,7 +19,6 @@ only to snapshot the segment list and sizes. The group-commit flusher is a threa
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -28,7 +27,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._commit import DurabilityWaiters, FlushMember, GroupCommitter, SharedFlusher
+from ._commit import (
+    CommitControl,
+    DurabilityWaiters,
+    FlushMember,
+    GroupCommitter,
+    SharedFlusher,
+)
 from ._config import CommitMode, FullPolicy, LogConfig
 from ._errors import DiskFull, LogClosed, LogFull
 from ._fetch import fetch_records
@@ -42,7 +47,7 @@ from ._results import FetchResult, LogStats
 from ._segment import CorruptRange, Segment
 
 
-class Log:
+class Log(CommitControl):
     """A segmented, checksummed, append-only log in one directory."""
 
     def __init__(self, directory: str | os.PathLike[str], config: LogConfig | None = None,
@@ -282,46 +287,6 @@ class Log:
         if self._failed is None:
             self._failed = exc
         self._waiters.fail(LogClosed(f"log {self.directory} failed to fsync: {exc}"))
-
-    def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
-        """Block until ``offset`` is durable; False on timeout."""
-        if self.config.commit.mode is CommitMode.OS:
-            return True
-        return self._waiters.wait(offset, timeout)
-
-    async def wait_durable_async(self, offset: int) -> None:
-        """Wait in asyncio until ``offset`` is durable (many callers share one fsync)."""
-        if self.config.commit.mode is CommitMode.OS:
-            return
-        await self._waiters.future(offset)
-
-    def durable_future(self, offset: int) -> asyncio.Future[None]:
-        """``wait_durable_async`` as a plain future of the running loop (no task per
-        wait): done once ``offset`` is durable, or with the log's fsync error."""
-        if self.config.commit.mode is CommitMode.OS:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-            return fut
-        return self._waiters.future(offset)
-
-    def commit_due_at(self) -> float:
-        """Group commit: the ``time.monotonic()`` before which no fsync starts (unless
-        hurried or ``max_records`` are pending), so an append made until then is in the
-        same fsync as one made now. In the past after a quiet spell; 0.0 in other modes."""
-        return self._committer.next_commit_at() if self._committer is not None else 0.0
-
-    def hurry_commit(self) -> None:
-        """Group commit: fsync what is appended as soon as the flusher can, without
-        waiting out ``interval_ms`` (the caller knows no more appends are coming until
-        this commit, see ``_commit``). Durability waits for the fsync as always; nothing
-        pending, or another commit mode: nothing happens."""
-        if self._committer is not None:
-            self._committer.hurry()
-
-    @property
-    def hurried_commits(self) -> int:
-        """Group commits started early by ``hurry_commit`` (shared flusher: all its logs)."""
-        return self._committer.hurried if self._committer is not None else 0
 
     # -- deletion and retention ----------------------------------------------------------
 

@@ -203,6 +203,16 @@ class Listener:
                 due.append(conn)
         for conn in due:
             conn.release()
+            if conn.waiting and not conn.inflight:
+                self.now_waiting(conn, False)
+
+    def now_waiting(self, conn: Connection, waiting: bool = True) -> None:
+        """``conn`` has QoS 1 readings waiting for PUBACKs (False: no longer)."""
+        if waiting and not conn.publisher:
+            conn.publisher = True
+            self.publishers += 1
+        conn.waiting = waiting
+        self.waiting += 1 if waiting else -1
 
     def hurry(self) -> None:
         """Every publishing connection waits for a PUBACK: commit what is appended now."""
