@@ -91,7 +91,7 @@ class StreamIngest:
         """``inbox`` is where the MQTT session delivers (a new one if None); ``ack`` sends
         the PUBACKs of that session; ``on_durable`` is called once per append when its
         records are durable (the forwarder's ``notify``); ``observe_fsync`` gets the
-        seconds from append to durable (PUBACK batches and one in 16 others);
+        seconds from gathering to durable (PUBACK batches and one in 16 others);
         ``on_appended`` is called once per append before it is durable (an observer)."""
         self.name = name
         self.store = store
@@ -113,6 +113,7 @@ class StreamIngest:
         self._acks: asyncio.Queue[Pending] = asyncio.Queue()
         self._logged_at: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._suppressed: Counter[str] = Counter()
+        self._since = 0.0  # perf_counter() when the batch being written started to gather
         if store is not None:
             ct = ("content-type", rules.content_type if rules else b"application/octet-stream")
             self._ct = ct
@@ -133,6 +134,7 @@ class StreamIngest:
         try:
             while True:
                 await wake.wait()
+                self._since = time.perf_counter()  # the readings' wait starts (nap included)
                 if acker.done():  # the ack loop died: end with it, to be restarted (G9)
                     acker.result()
                     raise RuntimeError("the acknowledgement loop ended")
@@ -337,7 +339,7 @@ class StreamIngest:
         # fsync histogram only one in 16, which is enough for it.
         fut = self.store.log.durable_future(last)  # type: ignore[union-attr]
         if p.acks or st.batches % 16 == 1:
-            fut.add_done_callback(partial(self._durable_done, time.perf_counter()))
+            fut.add_done_callback(partial(self._durable_done, self._since))
             p.durable.append(fut)
         else:
             fut.add_done_callback(partial(self._durable_done, None))
