@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python bench/edge_listener.py --quick    # 8 s each, small throughput feed
     .venv/bin/python bench/edge_listener.py --no-listener   # (b) and (c) only
     .venv/bin/python bench/edge_listener.py --repeat 2       # docs/benchmarks.md
+    .venv/bin/python bench/edge_listener.py --no-cpu --no-throughput --trickle 100x1,10x10
 
 Strategy: one run, the same fleet three times, one edge after the other (nothing else of
 the bench running meanwhile): ``device-sim`` at ``--devices`` x ``--rate`` readings/s
@@ -36,6 +37,10 @@ readings in flight as the edge's CONNACK Receive Maximum allows, 3.1.1 ones
 libmosquitto's 20) each publish ``--feed-messages`` readings as fast as they can; rate =
 readings / (time until the agent had PUBACKed them all: to the devices (a), or to
 Mosquitto after its own commit (b)).
+
+With ``--trickle 100x1,10x10``: the listener at low rates (``device-sim``, 20 s each),
+fsyncs per second of the stream's log and how many the commit rule started early: the
+flash wear a quiet gateway pays.
 
 Not a test: nothing asserts; targets are marked met/missed. Prints the load average.
 """
@@ -272,6 +277,43 @@ def throughput_run(mode: str, devices: int, feed: Path, total: int,
             "fsync_ms": fsync_ms}
 
 
+# -- (3) fsyncs at trickle rates -----------------------------------------------------------
+
+
+def trickle_run(devices: int, rate: float, duration: float) -> dict[str, Any]:
+    """The listener at a low rate: fsyncs/s of the stream's log (flash wear) and how many
+    of them the commit rule started early (``hurried``)."""
+    stack = Stack("listener")
+    try:
+        time.sleep(1.0)
+
+        def counts() -> tuple[int, int, int]:
+            doc = stack.status() or {}
+            s = next(x for x in doc.get("streams", []) if x["name"] == "telemetry")
+            return s.get("fsyncs", -1), s.get("hurried_commits", -1), s["appended"]
+
+        f0, h0, a0 = counts()
+        t0 = time.monotonic()
+        summary, _ = simulate(stack.port, devices, rate, duration)
+        elapsed = time.monotonic() - t0
+        f1, h1, a1 = counts()
+    finally:
+        stack.stop()
+    return {"devices": devices, "rate": rate, "readings_s": (a1 - a0) / elapsed,
+            "fsyncs_s": (f1 - f0) / elapsed if f0 >= 0 else float("nan"),
+            "hurried_s": (h1 - h0) / elapsed if h0 >= 0 else float("nan"),
+            "acked": summary["acked"]}
+
+
+def print_trickle(rows: list[dict[str, Any]]) -> None:
+    print("\nfsyncs at trickle rates (listener, device-sim QoS 1):")
+    print("| devices x rate | readings/s | fsyncs/s | of them hurried/s |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['devices']} x {r['rate']:g}/s | {r['readings_s']:.0f} | "
+              f"{r['fsyncs_s']:.1f} | {r['hurried_s']:.1f} |")
+
+
 # -- main ----------------------------------------------------------------------------------
 
 LABELS = {"listener": "(a) agent's MQTT listener", "mosquitto": "(b) Mosquitto + agent",
@@ -306,6 +348,9 @@ def main() -> int:
                     help="skip (a): for an agent without [mqtt_listener]")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--no-cpu", action="store_true", help="only the throughput runs")
+    ap.add_argument("--trickle", default="",
+                    help="also count fsyncs at low rates, e.g. 100x1,10x10 (devices x "
+                         "readings/s each), 20 s each")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.feed_messages = 8.0, 2000
@@ -352,6 +397,9 @@ def main() -> int:
             lr, mr = thr["listener"]["rate"], thr["mosquitto"]["rate"]
             print(f"target listener >= Mosquitto path: {lr / mr:.2f}x, "
                   f"{'met' if lr >= mr else 'MISSED'}")
+    if args.trickle and listener:
+        print_trickle([trickle_run(int(d), float(r), 20.0)
+                       for d, r in (spec.split("x") for spec in args.trickle.split(","))])
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

@@ -108,6 +108,10 @@ class DeadLetterLog:
         except LogError as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
 
+    def hurry_commit(self) -> None:
+        """Commit pending entries now (their readings' PUBACKs wait for them too)."""
+        self.log.hurry_commit()
+
     def by_reason(self, stream: str | None = None) -> dict[str, int]:
         out: Counter[str] = Counter()
         for (s, reason), n in self.counts.items():

@@ -10,17 +10,30 @@ While the pipeline cannot append (``blocked``, see ingest's back-pressure), QoS 
 readings are best effort and dropped here (counted as ``full``); QoS 1 ones queue and
 stay unacknowledged, so Mosquitto holds the rest of the session.
 
+The pipeline may ``nap`` until its log's next commit could start, gathering readings into
+one append; a full batch or a ``hurry`` ends the nap early. ``hurry`` is the MQTT
+listener's word that every device publishing to it is waiting for
+a PUBACK: the pipeline then asks its log to commit what it appended without waiting out
+the commit spacing (``ingest.StreamIngest.run``).
+
 Not thread-safe: everything here runs on the agent's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from shared_log import Record
+
+from .deadletter import DeadLetter
+
 #: (topic, payload, qos, mid, connection epoch) as the MQTT adapter delivers it
 InMessage = tuple[str, bytes, int, int, int]
+#: (device, seq, qos, epoch, topic) of each record of a pending batch
+Meta = tuple[str, "int | None", int, str, str]
 
 
 @dataclass
@@ -48,12 +61,15 @@ class IngestStats:
 class Inbox:
     """Messages waiting for the pipeline's next batch, and the event that wakes it."""
 
-    __slots__ = ("blocked", "messages", "stats", "wake")
+    __slots__ = ("_nap", "_nap_limit", "blocked", "messages", "stats", "urgent", "wake")
 
     def __init__(self, stats: IngestStats | None = None) -> None:
         self.messages: list[InMessage] = []
         self.wake = asyncio.Event()
         self.blocked = False  # set by the pipeline while appends fail
+        self.urgent = False  # commit without waiting out the spacing (see ``hurry``)
+        self._nap: asyncio.Future[None] | None = None  # the pipeline's wait (see ``nap``)
+        self._nap_limit = 0
         self.stats = stats if stats is not None else IngestStats()
 
     def submit(self, msg: InMessage) -> None:
@@ -66,6 +82,32 @@ class Inbox:
             return
         self.messages.append(msg)
         self.wake.set()
+        if self._nap is not None and len(self.messages) >= self._nap_limit:
+            _end_nap(self._nap)
+
+    def hurry(self) -> None:
+        """Every publisher waits for a PUBACK: have what is appended committed now."""
+        self.urgent = True
+        self.wake.set()
+        if self._nap is not None:
+            _end_nap(self._nap)
+
+    async def nap(self, until: float, limit: int) -> None:
+        """Let readings gather until ``time.monotonic()`` is ``until`` (the log's next
+        commit could not start sooner, so they share one append and the same fsync), or
+        ``limit`` wait, or ``hurry``."""
+        seconds = until - time.monotonic()
+        if seconds <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self._nap = loop.create_future()
+        self._nap_limit = limit
+        timer = loop.call_later(seconds, _end_nap, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._nap = None
 
     def take(self, max_batch: int) -> list[InMessage]:
         """Up to ``max_batch`` messages in arrival order (empty when none wait)."""
@@ -78,3 +120,22 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self.messages)
+
+
+def _end_nap(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Pending:
+    """A batch on its way from the inbox to the PUBACKs (``ingest.StreamIngest``)."""
+
+    __slots__ = ("acks", "dead", "dl_last", "durable", "meta", "records")
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.meta: list[Meta] = []
+        self.dead: list[DeadLetter] = []
+        self.acks: list[tuple[int, int]] = []
+        self.dl_last: int | None = None
+        self.durable: list[asyncio.Future[None]] = []

@@ -13,7 +13,11 @@ append, its callback (``_durable_done``) calls ``on_durable`` (the forwarder's
 same waiter (and the dead-letter entries of the same batch), sends the PUBACKs through
 ``ack``, in arrival order. While one batch waits for its fsync the next one is already
 being built and appended, so the fsync rate adapts to the load and many readings share
-one fsync.
+one fsync. Nor is a batch appended before the log's group commit could start its next
+fsync (``Log.commit_due_at``): until then the readings gather in the inbox, so under a
+steady load one append serves a whole commit. When the inbox is ``urgent`` (the MQTT
+listener saw every publisher waiting for a PUBACK) the pipeline appends at once and asks
+its log to commit without waiting out the spacing (``Log.hurry_commit``).
 
 Back-pressure: when the log refuses the batch (``LogFull`` with reject_new, ``DiskFull`` on
 ENOSPC, or any write error) the pipeline keeps the QoS 1 messages unacknowledged and
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from asyncio import CancelledError
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -54,7 +59,7 @@ from .dedup import (
     advance,
     judge,
 )
-from .inbox import Inbox, IngestStats, InMessage
+from .inbox import Inbox, IngestStats, InMessage, Pending
 from .payload import PayloadRules, Rejected
 from .streams import StreamStore
 
@@ -66,28 +71,11 @@ log = logging.getLogger(__name__)
 AckFn = Callable[[list[tuple[int, int]]], None]
 #: the owning stream of a topic (first matching stream in config order), None when none
 RouteFn = Callable[[str], "str | None"]
-#: (device, seq, qos, epoch, topic) of each record of a pending batch
-Meta = tuple[str, "int | None", int, str, str]
-
 _LOG_EVERY_S = 10.0  # at most one log line per stream and kind in this many seconds
 
 
 def _no_acks(acks: list[tuple[int, int]]) -> None:
     """The ``ack`` of a pipeline with no MQTT session (tests, tools)."""
-
-
-class _Pending:
-    """A batch on its way from the inbox to the PUBACKs."""
-
-    __slots__ = ("acks", "dead", "dl_last", "durable", "meta", "records")
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.meta: list[Meta] = []
-        self.dead: list[DeadLetter] = []
-        self.acks: list[tuple[int, int]] = []
-        self.dl_last: int | None = None
-        self.durable: list[asyncio.Future[None]] = []
 
 
 class StreamIngest:
@@ -103,7 +91,7 @@ class StreamIngest:
         """``inbox`` is where the MQTT session delivers (a new one if None); ``ack`` sends
         the PUBACKs of that session; ``on_durable`` is called once per append when its
         records are durable (the forwarder's ``notify``); ``observe_fsync`` gets the
-        seconds from append to durable (PUBACK batches and one in 16 others);
+        seconds from gathering to durable (PUBACK batches and one in 16 others);
         ``on_appended`` is called once per append before it is durable (an observer)."""
         self.name = name
         self.store = store
@@ -122,9 +110,10 @@ class StreamIngest:
         self.observe_fsync = observe_fsync
         self.on_appended = on_appended
         self.stats: IngestStats = self.inbox.stats
-        self._acks: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._acks: asyncio.Queue[Pending] = asyncio.Queue()
         self._logged_at: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._suppressed: Counter[str] = Counter()
+        self._since = 0.0  # perf_counter() when the batch being written started to gather
         if store is not None:
             ct = ("content-type", rules.content_type if rules else b"application/octet-stream")
             self._ct = ct
@@ -145,12 +134,15 @@ class StreamIngest:
         try:
             while True:
                 await wake.wait()
-                wake.clear()
+                self._since = time.perf_counter()  # the readings' wait starts (nap included)
                 if acker.done():  # the ack loop died: end with it, to be restarted (G9)
                     acker.result()
                     raise RuntimeError("the acknowledgement loop ended")
                 if self.window_s > 0 and len(inbox.messages) < self.max_batch:
                     await asyncio.sleep(self.window_s)
+                elif self.store is not None and inbox.messages and not inbox.urgent:
+                    await inbox.nap(self.store.log.commit_due_at(), self.max_batch)
+                wake.clear()
                 while inbox.messages:
                     msgs = inbox.take(self.max_batch)
                     try:
@@ -159,11 +151,16 @@ class StreamIngest:
                         p = self._prepare_failed(msgs, exc)
                     await self._write(p)
                     self._acks.put_nowait(p)
+                if inbox.urgent:  # after the append: the commit must cover those readings
+                    inbox.urgent = False
+                    if self.store is not None:
+                        self.store.log.hurry_commit()
+                    self.deadletters.hurry_commit()
         finally:
             acker.cancel()
 
-    def _prepare(self, msgs: list[InMessage]) -> _Pending:
-        p = _Pending()
+    def _prepare(self, msgs: list[InMessage]) -> Pending:
+        p = Pending()
         st = self.stats
         st.received += len(msgs)
         records, meta, dead, acks = p.records, p.meta, p.dead, p.acks
@@ -246,9 +243,9 @@ class StreamIngest:
                           "internal", detail, "",
                           payload if type(payload) is bytes else b"", qos if qos in (0, 1) else 1)
 
-    def _prepare_failed(self, msgs: list[InMessage], exc: BaseException) -> _Pending:
+    def _prepare_failed(self, msgs: list[InMessage], exc: BaseException) -> Pending:
         """A batch whose preparation raised outside any one message: dead-letter it all."""
-        p = _Pending()
+        p = Pending()
         p.acks.extend((m[3], m[4]) for m in msgs if m[2])
         p.dead.extend(self._internal(m, exc) for m in msgs)
         self.stats.dead_lettered += len(p.dead)
@@ -276,7 +273,7 @@ class StreamIngest:
                      now - last if last is not None else 0.0)
         return True
 
-    async def _write(self, p: _Pending) -> None:
+    async def _write(self, p: Pending) -> None:
         if p.dead:
             p.dl_last = self.deadletters.append(p.dead)
         if not p.records:
@@ -312,7 +309,7 @@ class StreamIngest:
             await asyncio.sleep(self.retry_s)
             k = len(p.records)
 
-    def _unstorable(self, p: _Pending, exc: BaseException) -> None:
+    def _unstorable(self, p: Pending, exc: BaseException) -> None:
         """Dead-letter the first record of ``p``, which the log refuses on its own."""
         rec = p.records.pop(0)
         device, _seq, qos, _boot, topic = p.meta.pop(0)
@@ -329,7 +326,7 @@ class StreamIngest:
             log.error("stream %s: a reading of %s cannot be stored (%s); dead-lettered",
                       self.name, device, exc)
 
-    def _appended(self, p: _Pending, k: int, last: int) -> None:
+    def _appended(self, p: Pending, k: int, last: int) -> None:
         st = self.stats
         self.marks.apply([(dev, boot, seq) for dev, seq, _q, boot, _t in p.meta[:k]
                           if seq is not None])
@@ -340,9 +337,9 @@ class StreamIngest:
         # One waiter per append serves the forwarder (woken in _durable_done) and the
         # PUBACKs (the ack loop awaits it). QoS 0 batches have no PUBACKs and feed the
         # fsync histogram only one in 16, which is enough for it.
-        fut = asyncio.ensure_future(self.store.log.wait_durable_async(last))  # type: ignore[union-attr]
+        fut = self.store.log.durable_future(last)  # type: ignore[union-attr]
         if p.acks or st.batches % 16 == 1:
-            fut.add_done_callback(partial(self._durable_done, time.perf_counter()))
+            fut.add_done_callback(partial(self._durable_done, self._since))
             p.durable.append(fut)
         else:
             fut.add_done_callback(partial(self._durable_done, None))
@@ -364,7 +361,7 @@ class StreamIngest:
             self.observe_fsync(time.perf_counter() - t_append)
         self.on_durable()
 
-    def _block(self, p: _Pending, error: str) -> None:
+    def _block(self, p: Pending, error: str) -> None:
         """An append failed: drop QoS 0 readings, keep QoS 1 ones for the retry."""
         st = self.stats
         if not self.inbox.blocked:
@@ -392,11 +389,13 @@ class StreamIngest:
             p = await self._acks.get()
             await self._ack_batch(p)
 
-    async def _ack_batch(self, p: _Pending) -> None:
+    async def _ack_batch(self, p: Pending) -> None:
         st = self.stats
         if p.durable:
-            results = await asyncio.gather(*p.durable, return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
+            if not all(f.done() for f in p.durable):
+                await asyncio.wait(p.durable)
+            errors = [CancelledError() if f.cancelled() else f.exception()
+                      for f in p.durable if f.cancelled() or f.exception() is not None]
             if errors:
                 # fsync failed: the log refuses further appends; never ack what is
                 # not durable. Mosquitto redelivers these after a restart.

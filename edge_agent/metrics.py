@@ -162,6 +162,8 @@ _LISTENER_COUNTERS = (
     ("edge_listener_takeovers", "takeovers", "Sessions taken over by a new connection"),
     ("edge_listener_over_limit", "over_limit", "Sockets closed at once: max_connections"),
     ("edge_listener_wills", "wills", "Will messages published into the pipeline"),
+    ("edge_listener_hurries", "hurries", "Group commits asked for at once: every "
+     "publishing device was waiting for a PUBACK"),
 )
 
 

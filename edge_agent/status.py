@@ -268,6 +268,8 @@ def stream_status(s: Any, now: float) -> StatusDoc:
         "devices": len(s.marks), "dedup_evictions": s.marks.evictions,
         "sequence_resets": dict(st.resets), "internal_errors": st.internal_errors,
         "log_size_bytes": lg.size_bytes,
+        "appends": st.batches, "fsyncs": lg.stats.fsyncs,
+        "hurried_commits": lg.hurried_commits,
         "max_bytes": sc.max_bytes, "full_policy": sc.full_policy,
         # every record the full policy deleted, and those whose batch is still on the
         # wire (counted in drops.drop_oldest only if that batch is not acked)

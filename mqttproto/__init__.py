@@ -17,7 +17,7 @@ size is over ``max_packet_size`` before buffering its body; a packet carries at 
 ``MqttProtocolError`` with the reason code to answer, never another exception.
 """
 
-from ._decode import decode
+from ._decode import PublishFields, decode
 from ._encode import encode
 from ._errors import MqttProtocolError
 from ._fast import (
@@ -76,6 +76,7 @@ __all__ = [
     "Puback",
     "Pubcomp",
     "Publish",
+    "PublishFields",
     "Pubrec",
     "Pubrel",
     "ReasonCode",

@@ -30,7 +30,7 @@ connection. Not thread-safe; one reader per connection.
 
 from __future__ import annotations
 
-from ._decode import check_first_byte, decode, decode_publish
+from ._decode import PublishFields, check_first_byte, decode, decode_publish, publish_fields
 from ._errors import MqttProtocolError
 from ._packets import CONNECT, PUBACK, PUBLISH, V5, V311, Connect, Packet, Puback
 from ._wire import MALFORMED, PROTOCOL
@@ -46,10 +46,12 @@ _PUBACKS: dict[int, Puback] = {}
 class PacketReader:
     """Bytes in, packets out; see the module docstring for the bounds."""
 
-    __slots__ = ("_buf", "_need", "max_packet_size", "version")
+    __slots__ = ("_buf", "_fields", "_need", "max_packet_size", "version")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE,
-                 version: int | None = None) -> None:
+                 version: int | None = None, *, fields: bool = False) -> None:
+        """``fields``: return each PUBLISH as a ``PublishFields`` tuple, not a ``Publish``
+        (a server's hot path; every check is the same)."""
         if not 2 <= max_packet_size <= MAX_PACKET_SIZE:
             raise ValueError(f"max_packet_size {max_packet_size} is not in 2..{MAX_PACKET_SIZE}")
         if version not in (None, V311, V5):
@@ -57,6 +59,7 @@ class PacketReader:
         self.max_packet_size = max_packet_size
         self.version = version
         self._buf = bytearray()
+        self._fields = fields
         #: bytes the incomplete packet in ``_buf`` needs before it is worth parsing again
         self._need = 0
 
@@ -64,7 +67,7 @@ class PacketReader:
         """Bytes of an incomplete packet held until the rest arrives."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Packet]:
+    def feed(self, data: bytes) -> list[Packet | PublishFields]:
         """The packets completed by ``data``, in order."""
         buf = self._buf
         if buf:
@@ -75,7 +78,7 @@ class PacketReader:
                 return []
             data = bytes(buf)
             buf.clear()
-        packets: list[Packet] = []
+        packets: list[Packet | PublishFields] = []
         try:
             pos = self._split(data, packets)
         except MqttProtocolError as exc:
@@ -86,7 +89,7 @@ class PacketReader:
             self._buf = bytearray(memoryview(data)[pos:])
         return packets
 
-    def _split(self, data: bytes, packets: list[Packet]) -> int:
+    def _split(self, data: bytes, packets: list[Packet | PublishFields]) -> int:
         end = len(data)
         pos = 0
         limit = self.max_packet_size
@@ -123,7 +126,8 @@ class PacketReader:
                 self._need = stop - pos  # wait for the rest of the body
                 return pos
             if ptype == PUBLISH and version is not None:
-                append(decode_publish(first, data, i, stop, version))
+                append(publish_fields(first, data, i, stop, version) if self._fields
+                       else decode_publish(first, data, i, stop, version))
             elif ptype == PUBACK and length == 2 and version is not None:
                 pid = (data[i] << 8) | data[i + 1]
                 if not pid:

@@ -9,6 +9,11 @@ steady stream still gets at most one fsync per interval, as with a fixed window.
 fsync runs, new appends gather for the next one, so under load the fsync rate adapts to
 the disk. Waiters are a heap of (offset, wakeup) so that one fsync wakes everyone it
 covers, threads through a Condition and asyncio tasks through their loop.
+
+``hurry`` lets a caller that knows no further append is coming (every producer it serves
+is waiting for this very commit: closed-loop publishers) start the fsync of what is
+pending without waiting out the spacing. It never makes anything durable sooner than an
+fsync does, and with nothing pending it does nothing, so a stray call costs no fsync.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+
+from ._config import CommitMode, LogConfig
 
 
 class DurabilityWaiters:
@@ -126,7 +133,10 @@ class GroupCommitter:
         self._pending = 0
         self._first_pending_at = 0.0
         self._last_flush_at = float("-inf")  # monotonic start of the last fsync
+        self._hurry = False
         self._stopping = False
+        #: fsyncs started early by ``hurry`` (also counted in the log's fsyncs)
+        self.hurried = 0
         self._thread = threading.Thread(target=self._run, name="shared-log-flusher", daemon=True)
         self._thread.start()
 
@@ -142,6 +152,19 @@ class GroupCommitter:
             if idle or self._pending >= self._max_records:
                 self._cond.notify()
 
+    def next_commit_at(self) -> float:
+        """Monotonic time before which no fsync starts unless hurried or ``max_records``
+        are pending (the spacing after the last one; in the past after a quiet spell)."""
+        return self._last_flush_at + self._interval
+
+    def hurry(self) -> None:
+        """Start the fsync of what is pending now, not at the end of the spacing (the
+        caller knows nothing more will come until this commit); no-op if nothing is."""
+        with self._cond:
+            if self._pending and not self._hurry:
+                self._hurry = True
+                self._cond.notify()
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -152,10 +175,15 @@ class GroupCommitter:
                 deadline = max(self._first_pending_at, self._last_flush_at + self._interval)
                 while (
                     not self._stopping
+                    and not self._hurry
                     and self._pending < self._max_records
                     and (remaining := deadline - time.monotonic()) > 0
                 ):
                     self._cond.wait(remaining)
+                if self._hurry:
+                    self._hurry = False
+                    if time.monotonic() < deadline:
+                        self.hurried += 1
                 self._pending = 0
                 self._last_flush_at = time.monotonic()
             try:
@@ -174,9 +202,10 @@ class SharedFlusher:
     """One flusher thread for many logs (a broker's partitions).
 
     A log opened with ``Log(..., flusher=shared)`` hands its group commit to this thread
-    instead of starting its own. The spacing rule is ``GroupCommitter``'s, applied to the
-    whole set: a pass starts at once after a quiet spell and at least ``interval_ms``
-    after the previous pass started (or when ``max_records`` are pending in all), and
+    instead of starting its own. The spacing rule is ``GroupCommitter``'s (``hurry``
+    included: a member's hurry starts the next pass at once), applied to the whole set:
+    a pass starts at once after a quiet spell and at least ``interval_ms`` after the
+    previous pass started (or when ``max_records`` are pending in all), and
     fsyncs, one after the other, every log that has appended since it was last flushed.
     Each log still advances its own waiters only after its own fsync, so "durable in
     every partition touched" holds exactly as with one flusher per log. What it saves:
@@ -196,9 +225,12 @@ class SharedFlusher:
         self._first_pending_at = 0.0
         self._last_pass_at = float("-inf")
         self._flushing: FlushMember | None = None
+        self._hurry = False
         self._stopping = False
         #: passes made (each fsyncs the logs with pending appends)
         self.passes = 0
+        #: passes started early by a member's ``hurry``
+        self.hurried = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -219,6 +251,15 @@ class SharedFlusher:
             if idle or self._pending >= self._max_records:
                 self._wake.notify()
 
+    def next_commit_at(self) -> float:
+        return self._last_pass_at + self._interval
+
+    def _hurried(self, member: FlushMember) -> None:
+        with self._lock:
+            if member in self._dirty and not self._hurry:
+                self._hurry = True
+                self._wake.notify()
+
     def _leave(self, member: FlushMember) -> None:
         """After this returns the flusher never calls ``member``'s flush again."""
         with self._lock:
@@ -237,10 +278,15 @@ class SharedFlusher:
                 deadline = max(self._first_pending_at, self._last_pass_at + self._interval)
                 while (
                     not self._stopping
+                    and not self._hurry
                     and self._pending < self._max_records
                     and (remaining := deadline - time.monotonic()) > 0
                 ):
                     self._wake.wait(remaining)
+                if self._hurry:
+                    self._hurry = False
+                    if time.monotonic() < deadline:
+                        self.hurried += 1
                 members = list(self._dirty)
                 self._dirty.clear()
                 self._pending = 0
@@ -284,5 +330,65 @@ class FlushMember:
     def appended(self, records: int) -> None:
         self._owner._appended(self, records)
 
+    def hurry(self) -> None:
+        self._owner._hurried(self)
+
+    def next_commit_at(self) -> float:
+        return self._owner.next_commit_at()
+
+    @property
+    def hurried(self) -> int:
+        return self._owner.hurried
+
     def stop(self) -> None:
         self._owner._leave(self)
+
+
+class CommitControl:
+    """The durability face of ``Log`` (a mixin): waiting for "my offset is durable", and
+    the two calls that let a writer work with the commit spacing. Uses the log's
+    ``config``, ``_waiters`` and ``_committer`` (None unless the mode is GROUP)."""
+
+    config: LogConfig
+    _waiters: DurabilityWaiters
+    _committer: GroupCommitter | FlushMember | None
+
+    def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
+        """Block until ``offset`` is durable; False on timeout."""
+        if self.config.commit.mode is CommitMode.OS:
+            return True
+        return self._waiters.wait(offset, timeout)
+
+    async def wait_durable_async(self, offset: int) -> None:
+        """Wait in asyncio until ``offset`` is durable (many callers share one fsync)."""
+        if self.config.commit.mode is CommitMode.OS:
+            return
+        await self._waiters.future(offset)
+
+    def durable_future(self, offset: int) -> asyncio.Future[None]:
+        """``wait_durable_async`` as a plain future of the running loop (no task per
+        wait): done once ``offset`` is durable, or with the log's fsync error."""
+        if self.config.commit.mode is CommitMode.OS:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+        return self._waiters.future(offset)
+
+    def commit_due_at(self) -> float:
+        """Group commit: the ``time.monotonic()`` before which no fsync starts (unless
+        hurried or ``max_records`` are pending), so an append made until then is in the
+        same fsync as one made now. In the past after a quiet spell; 0.0 in other modes."""
+        return self._committer.next_commit_at() if self._committer is not None else 0.0
+
+    def hurry_commit(self) -> None:
+        """Group commit: fsync what is appended as soon as the flusher can, without
+        waiting out ``interval_ms`` (the caller knows no more appends are coming until
+        this commit, see ``_commit``). Durability waits for the fsync as always; nothing
+        pending, or another commit mode: nothing happens."""
+        if self._committer is not None:
+            self._committer.hurry()
+
+    @property
+    def hurried_commits(self) -> int:
+        """Group commits started early by ``hurry_commit`` (shared flusher: all its logs)."""
+        return self._committer.hurried if self._committer is not None else 0

@@ -27,7 +27,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._commit import DurabilityWaiters, FlushMember, GroupCommitter, SharedFlusher
+from ._commit import (
+    CommitControl,
+    DurabilityWaiters,
+    FlushMember,
+    GroupCommitter,
+    SharedFlusher,
+)
 from ._config import CommitMode, FullPolicy, LogConfig
 from ._errors import DiskFull, LogClosed, LogFull
 from ._fetch import fetch_records
@@ -41,7 +47,7 @@ from ._results import FetchResult, LogStats
 from ._segment import CorruptRange, Segment
 
 
-class Log:
+class Log(CommitControl):
     """A segmented, checksummed, append-only log in one directory."""
 
     def __init__(self, directory: str | os.PathLike[str], config: LogConfig | None = None,
@@ -281,18 +287,6 @@ class Log:
         if self._failed is None:
             self._failed = exc
         self._waiters.fail(LogClosed(f"log {self.directory} failed to fsync: {exc}"))
-
-    def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
-        """Block until ``offset`` is durable; False on timeout."""
-        if self.config.commit.mode is CommitMode.OS:
-            return True
-        return self._waiters.wait(offset, timeout)
-
-    async def wait_durable_async(self, offset: int) -> None:
-        """Wait in asyncio until ``offset`` is durable (many callers share one fsync)."""
-        if self.config.commit.mode is CommitMode.OS:
-            return
-        await self._waiters.future(offset)
 
     # -- deletion and retention ----------------------------------------------------------
 

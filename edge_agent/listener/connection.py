@@ -1,27 +1,28 @@
 """One device connection: MQTT packets in, CONNACK/PUBACK/PINGRESP/DISCONNECT out.
 
 Strategy: an ``asyncio.Protocol`` (10,000 devices are 10,000 of these, no stream reader
-each) around ``mqttproto.PacketReader``, which refuses a malformed or oversized packet
-before buffering it. Any ``MqttProtocolError`` ends the connection cleanly (DISCONNECT
-with its reason in MQTT 5, a plain close in 3.1.1); nothing raises out of
-``data_received``, and a read is handled 16 KiB per loop turn.
-
-States: *connecting* (only CONNECT, within ``connect_timeout_s`` of the socket opening,
-TLS included), *authenticating* (the CONNECT checked off the loop, the session recorded;
-reading paused, later packets wait), *connected*.
+each) around ``mqttproto.PacketReader`` (PUBLISH as a tuple), which refuses a malformed or
+oversized packet before buffering it. Any ``MqttProtocolError`` ends the connection
+cleanly (DISCONNECT with its reason in MQTT 5, a plain close in 3.1.1); nothing raises out
+of ``data_received``, and a read is handled 16 KiB per loop turn. States: *connecting*
+(only CONNECT, within ``connect_timeout_s`` of the socket opening, TLS included),
+*authenticating* (the CONNECT checked off the loop, the session recorded; reading paused,
+later packets wait), *connected*.
 
 A QoS 1 PUBLISH enters ``inflight`` (packet id -> PUBACK reason, None until durable) and
-goes to the pipeline with this connection's number; the pipeline calls ``puback`` once
+goes to the pipeline with this connection's number; the pipeline calls ``settle`` once
 the group commit covers it. PUBACKs leave in PUBLISH order (MQTT 4.6), so one also means
-every earlier reading of the connection is durable. Flow control: a v5 client is told
-``receive_maximum`` (exceeding it: 0x93); a 3.1.1 client is not read from while it has
-that many waiting, nor is any client while the pipeline's inbox is over its bound. A full
-log thus reaches devices as withheld PUBACKs, then TCP back-pressure.
+every earlier reading of the connection is durable; those a commit releases leave in one
+write. When every connection that has published at QoS 1 waits for a PUBACK, the commit
+starts at once (``Listener.hurry``; docs/edge-agent.md "When the commit starts"). Flow
+control: a v5 client is told ``receive_maximum`` (exceeding it: 0x93); a 3.1.1 client is
+not read from while it has that many waiting, nor is any client while the pipeline's
+inbox is over its bound. A full log thus reaches devices as withheld PUBACKs, then TCP
+back-pressure.
 
-Refusals (the table is in docs/edge-agent.md): QoS 2 (0x9B), topic aliases (0x94), a
-PUBLISH the ACL forbids (PUBACK 0x87 in MQTT 5; in 3.1.1, which cannot refuse in a PUBACK,
-the connection is closed rather than PUBACK what was not stored), SUBSCRIBE (SUBACK 0x87
-/ 0x80). Not thread-safe: the listener's event loop only.
+Refusals (table in docs/edge-agent.md): QoS 2 (0x9B), topic aliases (0x94), a PUBLISH
+the ACL forbids (PUBACK 0x87 in MQTT 5; 3.1.1 cannot refuse in a PUBACK, so the connection
+is closed), SUBSCRIBE (SUBACK 0x87 / 0x80). Not thread-safe: the listener's loop only.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from mqttproto import (
     PacketReader,
     Pingreq,
     Puback,
-    Publish,
+    PublishFields,
     Pubrel,
     ReasonCode,
     Suback,
@@ -72,18 +73,18 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Host, number: int) -> None:
         self.server = server
         self.number = number  # the "epoch" the pipeline hands back with each PUBACK
-        self.reader = PacketReader(server.cfg.max_packet_size)
+        self.reader = PacketReader(server.cfg.max_packet_size, fields=True)
         self._rmax = server.cfg.receive_maximum
         self.state = _CONNECTING
         self.version = 4
         self.client_id = ""
         self.acl: tuple[str, ...] = ()
         self._allowed: dict[str, bool] = {}  # topic -> the ACL's answer
-        self.keepalive = 0
-        self.expiry_s = 0
+        self.keepalive = self.expiry_s = 0
         self.will: Any = None
         self.inflight: dict[int, int | None] = {}
         self._order: deque[int] = deque()  # inflight's packet ids in PUBLISH order
+        self.publisher = self.waiting = False  # for the commit rule: Listener.now_waiting
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.last_rx = time.monotonic()
@@ -117,8 +118,7 @@ class Connection(asyncio.Protocol):
             self._consume(data)
 
     def _consume(self, data: bytes | None = None) -> None:
-        """Handle ``data`` (or the rest left) a slice at a time, yielding the loop between
-        slices: 256 KiB of small PUBLISHes would otherwise hold it for tens of ms."""
+        """Handle ``data`` (or what is left) a slice per loop turn, never ms at once."""
         if data is None:
             data = self._rest if self.state != _CLOSED else b""
         self._rest = b""
@@ -175,7 +175,7 @@ class Connection(asyncio.Protocol):
             self.server.spawn(self._connect(p))
             return
         t = type(p)
-        if t is Publish:
+        if t is tuple:  # a PUBLISH, as PublishFields
             self._publish(p)
         elif t is Pingreq:
             self._write(_PINGRESP)
@@ -195,15 +195,15 @@ class Connection(asyncio.Protocol):
             raise MqttProtocolError(ReasonCode.PROTOCOL_ERROR,
                                     f"unexpected {t.__name__.upper()} from a client")
 
-    def _publish(self, p: Publish) -> None:
-        qos = p.qos
+    def _publish(self, p: PublishFields) -> None:
+        topic, payload, qos, pid, props, _first = p
         if qos == 2:
             raise MqttProtocolError(ReasonCode.QOS_NOT_SUPPORTED, "QoS 2 is not supported")
-        if p.properties and P.TOPIC_ALIAS in p.properties:
+        if props and P.TOPIC_ALIAS in props:
             raise MqttProtocolError(ReasonCode.TOPIC_ALIAS_INVALID, "topic aliases are off")
-        st = self.server.stats
+        server = self.server
+        st = server.stats
         st.publishes += 1
-        topic = p.topic
         allowed = self._allowed.get(topic)
         if allowed is None:  # a device publishes to a few topics: check each once
             if len(self._allowed) >= 64:
@@ -214,10 +214,9 @@ class Connection(asyncio.Protocol):
             if self.version != V5:  # no way to refuse in a 3.1.1 PUBACK: never fake one
                 self.fail(ReasonCode.NOT_AUTHORIZED, f"may not publish to {topic[:200]!r}")
             elif qos:
-                self._queue_ack(p.packet_id, ReasonCode.NOT_AUTHORIZED)
+                self._queue_ack(pid, ReasonCode.NOT_AUTHORIZED)
             return
         if qos:
-            pid = p.packet_id
             inflight = self.inflight
             if pid in inflight:
                 return  # a resend of a reading still in flight: its PUBACK answers both
@@ -226,9 +225,13 @@ class Connection(asyncio.Protocol):
                                         "more unacknowledged QoS 1 readings than allowed")
             inflight[pid] = None
             self._order.append(pid)
-            self.server.submit((topic, p.payload, 1, pid, self.number))
+            server.submit((topic, payload, 1, pid, self.number))
+            if not self.waiting:
+                server.now_waiting(self)
+            if server.waiting >= server.publishers:
+                server.hurry()
         else:
-            self.server.submit((topic, p.payload, 0, 0, self.number))
+            server.submit((topic, payload, 0, 0, self.number))
 
     def _queue_ack(self, pid: int, reason: int) -> None:
         if pid not in self.inflight:
@@ -268,9 +271,8 @@ class Connection(asyncio.Protocol):
             self._send(Connack(False, reason))
             self._close()
             return
-        self.client_id = verdict.client_id
+        self.client_id, self.will = verdict.client_id, c.will
         self.acl, self.keepalive, self.expiry_s = verdict.acl, c.keepalive, verdict.expiry_s
-        self.will = c.will
         present, old, wait = server.sessions.attach(self.client_id, c.clean_start,
                                                     self.expiry_s, self)
         self.attached = True
@@ -298,7 +300,8 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         if self.keepalive:
-            self._arm_keepalive(self.keepalive * 1.5)
+            self._timer = asyncio.get_running_loop().call_later(self.keepalive * 1.5,
+                                                                self._keepalive_check)
         queued, self._queued = self._queued, []
         self._handle_all(queued)
         self.flow()
@@ -354,16 +357,14 @@ class Connection(asyncio.Protocol):
             self.server.stats.disconnects["connect timeout"] += 1
             self._close()
 
-    def _arm_keepalive(self, delay: float) -> None:
-        self._timer = asyncio.get_running_loop().call_later(delay, self._keepalive_check)
-
     def _keepalive_check(self) -> None:
         limit = self.keepalive * 1.5
         idle = time.monotonic() - self.last_rx
         if idle >= limit:
             self.fail(ReasonCode.KEEP_ALIVE_TIMEOUT, f"silent for {idle:.1f}s")
         elif self.state == _CONNECTED:
-            self._arm_keepalive(limit - idle)
+            self._timer = asyncio.get_running_loop().call_later(limit - idle,
+                                                                self._keepalive_check)
 
     def fail(self, reason: int, message: str) -> None:
         """End the connection for ``reason``: a refusing CONNACK while connecting, a

@@ -77,6 +77,10 @@ class Listener:
         self.address: tuple[str, int] | None = None
         #: some stream's inbox went over _INBOX_HIGH: connections stop being read from
         self.congested = False
+        #: connections that have published at QoS 1, and those of them with readings
+        #: waiting for PUBACKs (the commit rule, see connection.py)
+        self.publishers = 0
+        self.waiting = 0
         self._numbers = itertools.count(-1, -1)  # never a Mosquitto session's epoch (> 0)
         self._open = 0  # sockets open (connections before and after CONNECT)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -136,6 +140,14 @@ class Listener:
     def forget(self, conn: Connection) -> None:
         if self.conns.pop(conn.number, None) is not None:
             self._open -= 1
+            if conn.publisher:
+                conn.publisher = False
+                self.publishers -= 1
+                if conn.waiting:
+                    conn.waiting = False
+                    self.waiting -= 1
+                if self.publishers and self.waiting >= self.publishers:
+                    self.hurry()  # the one that left was all the others waited for
         self._waiting.discard(conn)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -191,6 +203,25 @@ class Listener:
                 due.append(conn)
         for conn in due:
             conn.release()
+            if conn.waiting and not conn.inflight:
+                self.now_waiting(conn, False)
+
+    def now_waiting(self, conn: Connection, waiting: bool = True) -> None:
+        """``conn`` has QoS 1 readings waiting for PUBACKs (False: no longer)."""
+        if waiting and not conn.publisher:
+            conn.publisher = True
+            self.publishers += 1
+        conn.waiting = waiting
+        self.waiting += 1 if waiting else -1
+
+    def hurry(self) -> None:
+        """Every publishing connection waits for a PUBACK: commit what is appended now."""
+        fresh = False
+        for inbox in (*self.inboxes.values(), self.unmatched):
+            if not inbox.urgent:  # else asked already, and its pipeline has not run since
+                inbox.hurry()
+                fresh = True
+        self.stats.hurries += fresh
 
     def wait_for_room(self, conn: Connection) -> None:
         self._waiting.add(conn)
@@ -255,7 +286,7 @@ class Listener:
             "sessions": len(self.sessions.live), "connects": st.connects,
             "publishes": st.publishes, "pubacks": st.pubacks, "acl_denied": st.acl_denied,
             "malformed": st.malformed, "takeovers": st.takeovers, "wills": st.wills,
-            "over_limit": st.over_limit, "refused": dict(st.refused),
+            "over_limit": st.over_limit, "hurries": st.hurries, "refused": dict(st.refused),
             "disconnects": dict(st.disconnects), "last_error": st.last_error,
             "inflight": sum(len(c.inflight) for c in self.conns.values()),
         }

@@ -31,6 +31,7 @@ class ListenerStats:
     takeovers: int = 0
     over_limit: int = 0  # sockets closed at once: max_connections reached
     wills: int = 0
+    hurries: int = 0  # commits asked for at once: every publisher was waiting for a PUBACK
     refused: Counter[str] = field(default_factory=Counter)  # CONNACK refusals by reason
     disconnects: Counter[str] = field(default_factory=Counter)  # by reason
     last_error: str = ""
@@ -44,6 +45,9 @@ class Host(Protocol):
     sessions: Sessions
     auth: Authenticator
     congested: bool
+    #: connections that have published QoS 1, and those of them waiting for PUBACKs
+    publishers: int
+    waiting: int
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
     def submit(self, msg: InMessage) -> None: ...
@@ -52,6 +56,8 @@ class Host(Protocol):
     def will_later(self, client_id: str, will: Any, expiry_s: int) -> None: ...
     def session_started(self, client_id: str, clean_start: bool) -> None: ...
     def note(self, message: str) -> None: ...
+    def hurry(self) -> None: ...
+    def now_waiting(self, conn: Any, waiting: bool = True) -> None: ...
 
 
 

@@ -7,11 +7,10 @@ log, its group commit and the dead-letter log are the real ones.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from edge_agent_testing import Publisher, write_config
 
@@ -113,9 +112,13 @@ def test_reject_new_holds_qos1_and_drops_qos0_until_room(tmp_path: Path) -> None
         held_end = store.log.end_offset
         assert len(acked) <= held_end and ing.stats.held > 0
         assert ing.stats.dropped["full"] >= 1
-        # the cloud acknowledges everything: segments are freed, the held readings go in
-        store.note_acked(store.log.end_offset - 1)
-        await until(lambda: len(acked) >= n, 30, "every held reading acked")
+        # the cloud acknowledges everything it gets, as the forwarder would: segments are
+        # freed and the held readings go in (a held batch may need several rounds)
+        def cloud_acks() -> bool:
+            store.note_acked(store.log.durable_offset - 1)
+            return len(acked) >= n
+
+        await until(cloud_acks, 30, "every held reading acked")
         task.cancel()
         assert ing.stats.write_error == ""
         assert sorted(acked) == list(range(1, n + 1))
@@ -335,15 +338,15 @@ def test_a_bug_outside_any_one_message_dead_letters_the_batch_and_the_loop_goes_
 
 
 def _count_waiters(log_: Log) -> list[int]:
-    """Wrap ``log_.wait_durable_async``; the list grows by the offset of each waiter."""
+    """Wrap ``log_.durable_future``; the list grows by the offset of each waiter."""
     offsets: list[int] = []
-    real = log_.wait_durable_async
+    real = log_.durable_future
 
-    def counting(offset: int) -> Coroutine[Any, Any, None]:
+    def counting(offset: int) -> asyncio.Future[None]:
         offsets.append(offset)
         return real(offset)
 
-    log_.wait_durable_async = counting  # type: ignore[method-assign]
+    log_.durable_future = counting  # type: ignore[method-assign]
     return offsets
 
 
@@ -374,8 +377,8 @@ def test_one_durability_waiter_per_append_wakes_the_forwarder_and_releases_pubac
             qos = 0 if (i // 50) % 2 else 1  # bursts of QoS 1, then of QoS 0
             qos1 += qos
             ing.submit(msg("d1", i, i + 1, qos=qos))
-            if i % 25 == 0:
-                await asyncio.sleep(0.005)
+            if i % 25 == 0:  # past the 30 ms commit spacing: a new append each time
+                await asyncio.sleep(0.04)
         await _until(lambda: len(acked) == qos1 and len(woken) == ing.stats.batches
                      and store.log.end_offset == 400, 20)
         task.cancel()
@@ -429,5 +432,33 @@ def test_the_agent_wires_each_stream_at_construction_with_one_waiter_per_append(
             if pub is not None:
                 pub.close()
             await agent.stop()
+
+    asyncio.run(main())
+
+
+def test_readings_before_the_next_commit_may_start_share_one_append(tmp_path: Path) -> None:
+    """No fsync can start within the commit spacing (1 s here), so readings arriving one
+    loop turn apart until then go into the log as one append (one write, one waiter),
+    all acknowledged after the fsync that covers them."""
+    cfg = config(tmp_path)
+    cfg = dataclasses.replace(cfg, ingest=dataclasses.replace(cfg.ingest,
+                                                              commit_interval_ms=1000.0))
+
+    async def main() -> None:
+        ing, store = pipeline(tmp_path, cfg)
+        acked: list[tuple[int, int]] = []  # (mid, durable offset when acked)
+        ing.ack = lambda acks: acked.extend((m, store.log.durable_offset) for m, _ in acks)
+        task = asyncio.create_task(ing.run())
+        ing.submit(msg("d1", 0, 1))  # after a quiet spell: appended and fsynced at once
+        await until(lambda: len(acked) == 1, 10, "the first PUBACK")
+        assert ing.stats.batches == 1
+        for i in range(1, 11):  # well within the second after that fsync started
+            ing.submit(msg("d1", i, i + 1))
+            await asyncio.sleep(0)
+        await until(lambda: len(acked) == 11, 10, "ten more PUBACKs")
+        task.cancel()
+        assert ing.stats.batches == 2  # the ten readings went in as one append
+        assert all(durable > mid - 1 for mid, durable in acked)
+        store.log.close()
 
     asyncio.run(main())

@@ -10,8 +10,9 @@ EXPORTED = [
     "CONNACK_V311_TO_V5", "DISCONNECT_PACKET", "MAX_PACKET_SIZE", "MAX_USER_PROPERTIES",
     "PINGREQ_PACKET", "V5", "V311", "Auth", "Connack", "Connect", "Disconnect",
     "MqttProtocolError", "Packet", "PacketReader", "Pingreq", "Pingresp", "Properties",
-    "Property", "Puback", "Pubcomp", "Pubrec", "Pubrel", "Publish", "ReasonCode", "Suback",
-    "Subscribe", "Subscription", "Unsuback", "Unsubscribe", "Will", "connack_return_code",
+    "Property", "Puback", "Pubcomp", "Pubrec", "Pubrel", "Publish", "PublishFields",
+    "ReasonCode", "Suback", "Subscribe", "Subscription", "Unsuback", "Unsubscribe", "Will",
+    "connack_return_code",
     "decode", "encode", "publish_frame", "reason_name", "split_publish", "topic_field",
     "with_dup",
 ]

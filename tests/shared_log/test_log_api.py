@@ -118,6 +118,31 @@ def test_flush_makes_everything_appended_durable(tmp_path: Path) -> None:
         assert log.stats.fsyncs == fsyncs
 
 
+def test_hurry_commit_starts_the_fsync_without_waiting_out_the_spacing(tmp_path: Path) -> None:
+    with Log(tmp_path, cfg(commit=GROUP_SLOW)) as log:
+        fsync_once(log)
+        _, last = append_batch(log, 3)
+        # The spacing is 10 minutes: without the hurry this append is not durable soon.
+        assert not log.wait_durable(last, timeout=0.05)
+        log.hurry_commit()
+        assert log.wait_durable(last, timeout=30)
+        assert log.durable_offset == log.end_offset == 4
+        assert log.stats.fsyncs == 2
+        assert log.hurried_commits == 1
+
+
+def test_hurry_commit_with_nothing_pending_costs_no_fsync(tmp_path: Path) -> None:
+    with Log(tmp_path, cfg(commit=GROUP_SLOW)) as log:
+        fsync_once(log)
+        log.hurry_commit()  # nothing appended since the fsync: no effect, no stale flag
+        _, last = append_batch(log, 2)
+        assert not log.wait_durable(last, timeout=0.1)  # the spacing holds for this one
+        assert log.stats.fsyncs == 1 and log.hurried_commits == 0
+        log.hurry_commit()
+        assert log.wait_durable(last, timeout=30)
+        assert log.stats.fsyncs == 2
+
+
 def test_group_commit_flushes_at_max_records(tmp_path: Path) -> None:
     policy = CommitPolicy(CommitMode.GROUP, interval_ms=600_000, max_records=10)
     with Log(tmp_path, cfg(commit=policy)) as log:

@@ -167,3 +167,21 @@ def test_closing_a_log_leaves_the_flusher_serving_the_others(tmp_path: Path) -> 
         flusher.stop()
     with Log(tmp_path / "a") as reopened:
         assert reopened.end_offset == 1
+
+
+def test_a_members_hurry_starts_the_pass_at_once(tmp_path: Path) -> None:
+    flusher = SharedFlusher(interval_ms=600_000)
+    logs = [Log(tmp_path / str(i), group(600_000), flusher=flusher) for i in range(2)]
+    try:
+        first = logs[0].append([rec(0)])[1]
+        assert logs[0].wait_durable(first, timeout=DEADLINE)  # after a quiet spell: at once
+        lasts = [log.append([rec(1)])[1] for log in logs]
+        assert not logs[1].wait_durable(lasts[1], timeout=0.05)  # 10 minutes of spacing
+        logs[1].hurry_commit()
+        for log, last in zip(logs, lasts, strict=True):  # the pass covers every dirty log
+            assert log.wait_durable(last, timeout=DEADLINE)
+        assert flusher.hurried == 1 and logs[0].hurried_commits == 1
+    finally:
+        for log in logs:
+            log.close()
+        flusher.stop()
