@@ -123,6 +123,42 @@ def test_replays_overlaps_and_rows_written_by_hand_insert_nothing_twice(
     assert position(t, partition=1) == 0
 
 
+def test_rows_already_past_the_position_take_the_merge_path_exactly_once(
+        pg: PostgresServer) -> None:
+    """The fast path COPYs straight into the table; rows past the position (written by
+    hand, or a deleted position row) make the primary key refuse that, and the batch is
+    merged instead: every offset once, the rows found there kept, the position moved."""
+    t = target(pg, "fallback")
+    write(t, [reading(i) for i in range(100)])
+    assert t.merged_batches == 0
+    with pg.connect() as conn:
+        for o in (100, 150, 199):
+            conn.execute("insert into fallback (topic, partition, \"offset\", time, ts_ms, "
+                         "value) values (%s, 0, %s, now(), 0, '{\"by\": \"hand\"}')",
+                         [TOPIC, o])
+    write(t, [reading(i) for i in range(100, 200)])
+    assert t.merged_batches == 1
+    count = 'select count(*), count(distinct "offset") from fallback'
+    assert query(pg, count) == [(200, 200)]
+    assert offsets(pg, "fallback") == list(range(200))
+    assert query(pg, "select \"offset\" from fallback where value->>'by' = 'hand' "
+                     "order by 1") == [(100,), (150,), (199,)]
+    assert position(t) == 200
+    # A replay is skipped by the position; the next batch takes the fast path again.
+    write(t, [reading(i) for i in range(100, 200)])
+    write(t, [reading(i) for i in range(200, 250)])
+    assert t.merged_batches == 1
+    assert query(pg, count) == [(250, 250)]
+    # The position row deleted: the next batch overlaps rows that are there.
+    with pg.connect() as conn:
+        conn.execute("delete from edgestream_positions where relation = 'fallback'")
+    write(t, [reading(i) for i in range(200, 300)])
+    assert t.merged_batches == 2
+    assert query(pg, count) == [(300, 300)]
+    assert offsets(pg, "fallback") == list(range(300))
+    assert position(t) == 300
+
+
 def test_columns_typed_fields_and_the_documented_queries(pg: PostgresServer) -> None:
     fields = {"temp": "double", "seq": "bigint", "site": "text", "ok": "boolean",
               "tags": "jsonb"}
@@ -320,7 +356,7 @@ def test_with_timescaledb_a_new_table_becomes_a_hypertable(pg: PostgresServer) -
             ("ts_readings", "time")]
         pk = query(pg, "select pg_get_constraintdef(oid) from pg_constraint "
                        "where conrelid = 'ts_readings'::regclass and contype = 'p'")
-        assert pk == [('PRIMARY KEY (topic, partition, "offset", "time")',)]
+        assert pk == [('PRIMARY KEY (partition, "offset", topic, "time")',)]
         assert offsets(pg, "ts_readings") == list(range(5))
     finally:
         with pg.connect() as conn:
