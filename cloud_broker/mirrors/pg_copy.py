@@ -18,7 +18,7 @@ batch only for a value ``FAST`` let through, and the target writes it again stri
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from shared_log import StoredRecord
@@ -31,6 +31,8 @@ COLUMNS = ("topic", "partition", "offset", "key", "key_bytes", "time", "ts_ms", 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER = b"\xff\xff"
 NULL = b"\xff\xff\xff\xff"
+#: records per piece of COPY data built between two yields to the event loop
+CHUNK = 1000
 #: record timestamps (ms) are clamped into years 1..9999 for the ``time`` column
 TIME_RANGE_MS = (-62135596800000, 253402300799999)
 #: ms between 1970-01-01 and 2000-01-01, PostgreSQL's epoch for binary timestamps
@@ -94,7 +96,8 @@ def _header_lead(name: str) -> bytes:
     return lead
 
 
-def _plain_rows(lead: bytes, records: Sequence[StoredRecord]) -> list[bytes] | None:
+def _plain_rows(lead: bytes, records: Sequence[StoredRecord], out: list[bytes]
+                ) -> list[bytes] | None:
     """The rows of a batch of the usual shape, or None: every key and value ASCII without
     NUL, every value an object or array, every record one header of the same name whose
     value needs no escaping. Checking that once for the whole batch (joined) costs less
@@ -113,7 +116,6 @@ def _plain_rows(lead: bytes, records: Sequence[StoredRecord]) -> list[bytes] | N
     head_lead = _header_lead(names.pop())
     extra = len(head_lead) + 3 + 1  # lead, the closing '"]]', the jsonb version byte
     lo, hi = TIME_RANGE_MS
-    out = [HEADER]
     extend = out.extend
     try:
         for rec, h in zip(records, values, strict=True):
@@ -127,7 +129,6 @@ def _plain_rows(lead: bytes, records: Sequence[StoredRecord]) -> list[bytes] | N
                     value, _TAIL(-1, len(h) + extra, 1), head_lead, h, b'"]]'))
     except IndexError:  # an empty value
         return None
-    out.append(TRAILER)
     return out
 
 
@@ -140,20 +141,24 @@ def _headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
 
 
 def copy_data(topic: str, partition: int, records: Sequence[StoredRecord], first: int,
-              fields: Mapping[str, str], mode: str = FAST) -> bytes:
-    """The COPY data (header to trailer) of the records at offset ``first`` or later,
-    columns ``COLUMNS`` then ``fields``; ``mode`` as in ``pg_rows.MODES``."""
+              fields: Mapping[str, str], mode: str = FAST, *, header: bool = True,
+              trailer: bool = True) -> bytes:
+    """The COPY data of the records at offset ``first`` or later, columns ``COLUMNS``
+    then ``fields``; ``mode`` as in ``pg_rows.MODES``. Without ``header`` or ``trailer``
+    it is a piece of a longer COPY (see ``copy_chunks``)."""
     t = topic.encode()
     lead = struct.pack(">hi", len(COLUMNS) + len(fields), len(t)) + t + struct.pack(
         ">ii", 4, partition)
     if records and records[0].offset < first:
         records = [r for r in records if r.offset >= first]
     if mode == FAST and not fields and records:
-        rows = _plain_rows(lead, records)
+        rows = _plain_rows(lead, records, [HEADER] if header else [])
         if rows is not None:
+            if trailer:
+                rows.append(TRAILER)
             return b"".join(rows)
     lo, hi = TIME_RANGE_MS
-    out = [HEADER]
+    out = [HEADER] if header else []
     add, extend = out.append, out.extend
     for rec in records:
         key, value, ts = rec.key, rec.value, rec.timestamp
@@ -187,8 +192,21 @@ def copy_data(topic: str, partition: int, records: Sequence[StoredRecord], first
             got = doc if isinstance(doc, dict) else {}
             add(b"".join(_field(kind, _typed(kind, got.get(name)))
                          for name, kind in fields.items()))
-    add(TRAILER)
+    if trailer:
+        add(TRAILER)
     return b"".join(out)
 
 
-__all__ = ["COLUMNS", "HEADER", "TIME_RANGE_MS", "TRAILER", "copy_data"]
+def copy_chunks(topic: str, partition: int, records: Sequence[StoredRecord], first: int,
+                fields: Mapping[str, str], mode: str = FAST, size: int = CHUNK
+                ) -> Iterator[bytes]:
+    """``copy_data`` in pieces of ``size`` records: the caller yields to its event loop
+    between pieces, so a large batch never holds the loop for more than ~1 ms."""
+    n = len(records)
+    for i in range(0, max(n, 1), size):
+        yield copy_data(topic, partition, records[i:i + size], first, fields, mode,
+                        header=i == 0, trailer=i + size >= n)
+
+
+__all__ = ["CHUNK", "COLUMNS", "HEADER", "TIME_RANGE_MS", "TRAILER", "copy_chunks",
+           "copy_data"]

@@ -52,7 +52,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from shared_log import StoredRecord
 
-from .pg_copy import COLUMNS, copy_data
+from .pg_copy import COLUMNS, copy_chunks
 from .pg_rows import BYTES, FIELD_TYPES, MODES
 from .target import TargetRejected, TargetUnavailable
 
@@ -280,11 +280,13 @@ class PostgresTarget:
             row = await cur.fetchone()
             position = row[0] if row else 0
             if records[-1].offset >= position:  # else a replay of rows already committed
-                data = copy_data(topic, partition, records, position, self.fields, mode)
                 if merge:
                     await conn.execute(q["stage"])
                 async with conn.cursor().copy(q["stage_copy" if merge else "copy"]) as cp:
-                    await cp.write(data)
+                    for data in copy_chunks(topic, partition, records, position,
+                                            self.fields, mode):
+                        await cp.write(data)
+                        await asyncio.sleep(0)  # the broker's loop runs between pieces
                 if merge:
                     await conn.execute(q["merge"])
             await conn.execute(b"COMMIT")

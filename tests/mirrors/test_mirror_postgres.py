@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pg_server import PASSWORD, PostgresServer
 
 from cloud_broker.mirrors import TargetRejected, TargetUnavailable, build_target, parse_mirror
+from cloud_broker.mirrors.pg_copy import copy_chunks, copy_data
 from cloud_broker.mirrors.pg_rows import clean_text, parse_json, record_of
 from cloud_broker.mirrors.postgres_target import PostgresTarget
 from shared_log import StoredRecord
@@ -371,3 +372,21 @@ def test_the_dsn_own_options_are_kept(pg: PostgresServer) -> None:
     write(PostgresTarget(dsn, "in_schema", password=PASSWORD), [reading(0), reading(1)])
     assert query(pg, "select count(*) from tele.in_schema") == [(2,)]
     assert query(pg, "select count(*) from tele.edgestream_positions") == [(1,)]
+
+
+def test_copy_data_in_pieces_is_the_same_copy(pg: PostgresServer) -> None:
+    """A large batch is sent in pieces (the event loop runs between them): the pieces
+    make the very COPY data of the whole batch, from any first offset, on the fast path
+    (usual records) and the general one (a plain-text value, a record without headers),
+    and the server reads them into the same rows."""
+    usual = [reading(i) for i in range(2500)]
+    mixed = [*usual[:1200], StoredRecord(1200, b"k", b"plain text", 0, ()), *usual[1201:]]
+    for records in (usual, mixed):
+        for first in (0, 999, 1000, 2499):
+            whole = copy_data(TOPIC, 0, records, first, {})
+            assert b"".join(copy_chunks(TOPIC, 0, records, first, {})) == whole
+    t = target(pg, "pieces")
+    write(t, mixed)
+    assert offsets(pg, "pieces") == list(range(2500))
+    assert query(pg, 'select value_bytes from pieces where "offset" = 1200') == [
+        (b"plain text",)]
