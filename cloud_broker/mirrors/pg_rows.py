@@ -1,9 +1,10 @@
 """Rows of the PostgreSQL target, built without I/O: what a record becomes, and why it
 never makes the server refuse a batch.
 
-Strategy: the COPY into the staging table carries only types PostgreSQL cannot refuse
-(bigint, bytea, and text that is valid UTF-8 without NUL), and the merge casts the JSON
-text to ``jsonb``. So every check the server would make on a value is made here first,
+Strategy: the COPY (built by ``pg_copy``) carries text only where it is valid UTF-8
+without NUL, and jsonb only where the value passed the checks below (or, in ``FAST``
+mode, is shaped like an object or array). So every check the server would make on a
+value is made here first,
 and a value that fails one is kept as bytes instead: a record is always stored, never
 rejected (G7). Python's ``json`` accepts a few things ``jsonb`` does not, and each is
 turned away here:
@@ -36,14 +37,9 @@ from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _quote  # the C encoder of json.dumps
 from typing import Any
 
-from shared_log import StoredRecord
-
 #: column types a configured JSON field may have -> PostgreSQL type
 FIELD_TYPES = {"text": "text", "bigint": "bigint", "double": "double precision",
                "boolean": "boolean", "jsonb": "jsonb"}
-#: staging (COPY) type of each field type: jsonb travels as text and is cast in the merge
-STAGE_TYPES = {"text": "text", "bigint": "int8", "double": "float8", "boolean": "bool",
-               "jsonb": "text"}
 _NUMBER = re.compile(r"^-?\d{1,1000}(?:\.\d{1,1000})?(?:[eE](?P<exp>[-+]?\d{1,4}))?$")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 #: How values are judged, cheapest first; the target steps down one on a refused batch.
@@ -132,38 +128,12 @@ def _typed(kind: str, v: Any) -> Any:
     return json.dumps(v)  # jsonb: the field's own JSON (already checked as part of the doc)
 
 
-def _looks_like_container(text: str) -> bool:
-    end = text.rstrip()[-1:]
-    return (text[:1] == "{" and end == "}") or (text[:1] == "[" and end == "]")
-
-
-def stage_row(rec: StoredRecord, fields: Mapping[str, str], mode: str = FAST
-              ) -> tuple[Any, ...]:
-    """One COPY row: offset, ts_ms, key, key_bytes, value, value_bytes, headers, fields...
-    ``mode`` is FAST, STRICT or BYTES (see ``MODES``)."""
-    key = clean_text(rec.key)
-    value = None if mode == BYTES else clean_text(rec.value)
-    doc: Any = None
-    if value is not None and (mode == STRICT or fields or not _looks_like_container(value)):
-        try:
-            doc = parse_json(value)
-        except ValueError:
-            value = None
-    head = headers_json(rec.headers)
-    row = (rec.offset, rec.timestamp, key, None if key is not None else rec.key,
-           value, None if value is not None else rec.value, head)
-    if not fields:
-        return row
-    got = doc if isinstance(doc, dict) else {}
-    return row + tuple(_typed(kind, got.get(name)) for name, kind in fields.items())
-
-
 Row = tuple[int, bytes, bytes, int, tuple[tuple[str, bytes], ...]]
 
 
 def record_of(row: Mapping[str, Any]) -> Row:
     """(offset, key, value, timestamp, headers) of a stored row, the inverse of
-    ``stage_row`` up to jsonb's normal form (key order, spacing) for JSON values."""
+    ``pg_copy.copy_data`` up to jsonb's normal form (key order, spacing) for JSON values."""
     key = row["key"].encode() if row["key"] is not None else bytes(row["key_bytes"])
     if row["value_bytes"] is None:  # jsonb (a JSON null reads as None too)
         value = json.dumps(row["value"], sort_keys=True).encode()
@@ -174,5 +144,5 @@ def record_of(row: Mapping[str, Any]) -> Row:
     return row["offset"], key, value, row["ts_ms"], headers
 
 
-__all__ = ["BYTES", "FAST", "FIELD_TYPES", "MODES", "STAGE_TYPES", "STRICT", "clean_text",
-           "headers_json", "parse_json", "record_of", "stage_row"]
+__all__ = ["BYTES", "FAST", "FIELD_TYPES", "MODES", "STRICT", "clean_text",
+           "headers_json", "parse_json", "record_of"]

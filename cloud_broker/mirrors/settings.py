@@ -44,8 +44,8 @@ Example::
 
     # common keys, all optional
     run = "broker"                  # or "standalone": run by `cloud-broker mirror` instead
-    batch_records = 1000
-    batch_bytes = 1048576
+    batch_records = 1000            # postgres: 5000
+    batch_bytes = 1048576           # postgres: 4194304
     wait_ms = 1000                  # long-poll wait for new records
     max_backoff_s = 30              # retry backoff ceiling while the target is down
     verify_interval_s = 30          # an idle partition re-asks the target its position
@@ -79,6 +79,8 @@ PG_FIELD_TYPES = ("text", "bigint", "double", "boolean", "jsonb")
 PG_BASE_COLUMNS = frozenset({"topic", "partition", "offset", "key", "key_bytes", "time",
                              "ts_ms", "value", "value_bytes", "headers"})
 MAX_PG_FIELDS = 64
+#: default batch_records of a postgres mirror (others: 1000)
+PG_BATCH_RECORDS = 5000
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -189,8 +191,12 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
         raise m.error("topic", "is required")
     kw: dict[str, Any] = {
         "run": m.string("run", "broker", choices=("broker", "standalone")),
-        "batch_records": m.integer("batch_records", 1000, minimum=1),
-        "batch_bytes": m.integer("batch_bytes", 1 << 20, minimum=1024),
+        # PostgreSQL: a transaction per batch (four round trips, a WAL flush) costs as much
+        # as hundreds of rows, so batches are larger there (docs/benchmarks.md).
+        "batch_records": m.integer("batch_records", PG_BATCH_RECORDS if target == "postgres"
+                                   else 1000, minimum=1),
+        "batch_bytes": m.integer("batch_bytes", 4 << 20 if target == "postgres" else 1 << 20,
+                                 minimum=1024),
         "wait_ms": m.integer("wait_ms", 1000, minimum=0),
         "max_backoff_s": m.number("max_backoff_s", 30.0, minimum=0.01),
         "verify_interval_s": m.number("verify_interval_s", 30.0, minimum=0.1),

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pg_server import PASSWORD, PostgresServer
 
 from cloud_broker.mirrors import TargetRejected, TargetUnavailable, build_target, parse_mirror
+from cloud_broker.mirrors.pg_copy import copy_chunks, copy_data
 from cloud_broker.mirrors.pg_rows import clean_text, parse_json, record_of
 from cloud_broker.mirrors.postgres_target import PostgresTarget
 from shared_log import StoredRecord
@@ -121,6 +122,42 @@ def test_replays_overlaps_and_rows_written_by_hand_insert_nothing_twice(
         conn.execute("delete from edgestream_positions where relation = 'replay'")
     assert position(t) == 200
     assert position(t, partition=1) == 0
+
+
+def test_rows_already_past_the_position_take_the_merge_path_exactly_once(
+        pg: PostgresServer) -> None:
+    """The fast path COPYs straight into the table; rows past the position (written by
+    hand, or a deleted position row) make the primary key refuse that, and the batch is
+    merged instead: every offset once, the rows found there kept, the position moved."""
+    t = target(pg, "fallback")
+    write(t, [reading(i) for i in range(100)])
+    assert t.merged_batches == 0
+    with pg.connect() as conn:
+        for o in (100, 150, 199):
+            conn.execute("insert into fallback (topic, partition, \"offset\", time, ts_ms, "
+                         "value) values (%s, 0, %s, now(), 0, '{\"by\": \"hand\"}')",
+                         [TOPIC, o])
+    write(t, [reading(i) for i in range(100, 200)])
+    assert t.merged_batches == 1
+    count = 'select count(*), count(distinct "offset") from fallback'
+    assert query(pg, count) == [(200, 200)]
+    assert offsets(pg, "fallback") == list(range(200))
+    assert query(pg, "select \"offset\" from fallback where value->>'by' = 'hand' "
+                     "order by 1") == [(100,), (150,), (199,)]
+    assert position(t) == 200
+    # A replay is skipped by the position; the next batch takes the fast path again.
+    write(t, [reading(i) for i in range(100, 200)])
+    write(t, [reading(i) for i in range(200, 250)])
+    assert t.merged_batches == 1
+    assert query(pg, count) == [(250, 250)]
+    # The position row deleted: the next batch overlaps rows that are there.
+    with pg.connect() as conn:
+        conn.execute("delete from edgestream_positions where relation = 'fallback'")
+    write(t, [reading(i) for i in range(200, 300)])
+    assert t.merged_batches == 2
+    assert query(pg, count) == [(300, 300)]
+    assert offsets(pg, "fallback") == list(range(300))
+    assert position(t) == 300
 
 
 def test_columns_typed_fields_and_the_documented_queries(pg: PostgresServer) -> None:
@@ -320,7 +357,7 @@ def test_with_timescaledb_a_new_table_becomes_a_hypertable(pg: PostgresServer) -
             ("ts_readings", "time")]
         pk = query(pg, "select pg_get_constraintdef(oid) from pg_constraint "
                        "where conrelid = 'ts_readings'::regclass and contype = 'p'")
-        assert pk == [('PRIMARY KEY (topic, partition, "offset", "time")',)]
+        assert pk == [('PRIMARY KEY (partition, "offset", topic, "time")',)]
         assert offsets(pg, "ts_readings") == list(range(5))
     finally:
         with pg.connect() as conn:
@@ -335,3 +372,21 @@ def test_the_dsn_own_options_are_kept(pg: PostgresServer) -> None:
     write(PostgresTarget(dsn, "in_schema", password=PASSWORD), [reading(0), reading(1)])
     assert query(pg, "select count(*) from tele.in_schema") == [(2,)]
     assert query(pg, "select count(*) from tele.edgestream_positions") == [(1,)]
+
+
+def test_copy_data_in_pieces_is_the_same_copy(pg: PostgresServer) -> None:
+    """A large batch is sent in pieces (the event loop runs between them): the pieces
+    make the very COPY data of the whole batch, from any first offset, on the fast path
+    (usual records) and the general one (a plain-text value, a record without headers),
+    and the server reads them into the same rows."""
+    usual = [reading(i) for i in range(2500)]
+    mixed = [*usual[:1200], StoredRecord(1200, b"k", b"plain text", 0, ()), *usual[1201:]]
+    for records in (usual, mixed):
+        for first in (0, 999, 1000, 2499):
+            whole = copy_data(TOPIC, 0, records, first, {})
+            assert b"".join(copy_chunks(TOPIC, 0, records, first, {})) == whole
+    t = target(pg, "pieces")
+    write(t, mixed)
+    assert offsets(pg, "pieces") == list(range(2500))
+    assert query(pg, 'select value_bytes from pieces where "offset" = 1200') == [
+        (b"plain text",)]
