@@ -147,14 +147,12 @@ class Segment:
             except CorruptBatch:
                 info = None
             if info is None or info.base_offset != self.base_offset + rel:
-                self.index.offsets.clear()
-                self.index.positions.clear()
+                self.index.clear()
                 return False
         return True
 
     def _rebuild_index(self) -> None:
-        self.index.offsets.clear()
-        self.index.positions.clear()
+        self.index.clear()
         since = 0
         for info in self._good_batches():
             if since <= 0:
@@ -209,11 +207,9 @@ class Segment:
                     del self.index.positions[i + 1 :]
                     break
             else:
-                self.index.offsets.clear()
-                self.index.positions.clear()
+                self.index.clear()
         else:
-            self.index.offsets.clear()
-            self.index.positions.clear()
+            self.index.clear()
         expected = start_offset
         end = position
         since = self.index_interval
