@@ -20,6 +20,8 @@ import logging
 import signal
 import sys
 
+from supervision import limit_malloc
+
 from .config import ConfigError, EdgeConfig, load_config
 
 USAGE = """Run the edge agent on a gateway and watch it.
@@ -71,28 +73,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 10)
-
-
-def limit_malloc() -> None:
-    """Keep large buffers (uplink batches, compressed bodies) out of glibc's heap.
-
-    glibc raises its mmap threshold each time a large mmapped block is freed, after which
-    1 MB batch buffers come from the heap and fragment it: RSS then grows with every
-    retry of a batch. A fixed threshold keeps them mmapped and returned on free. No-op
-    where glibc is not the allocator.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-8, 2)  # M_ARENA_MAX: worker threads share two arenas
-    except (OSError, AttributeError):
-        pass
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
