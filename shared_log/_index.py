@@ -56,6 +56,11 @@ class OffsetIndex:
         self.offsets.append(rel)
         self._pending += _ENTRY.pack(rel, position)
 
+    @property
+    def saved(self) -> bool:
+        """Every entry in memory is in the file (nothing pending, no failed write)."""
+        return not self._pending and not self._lost
+
     def clear(self) -> None:
         """Forget every entry in memory (the file is left alone)."""
         del self.offsets[:]

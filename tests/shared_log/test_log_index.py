@@ -175,7 +175,7 @@ def test_an_index_that_looks_consistent_but_points_at_the_wrong_batches_is_not_t
         assert log.stats.corrupt_records == 0
 
 
-def test_entries_are_held_as_u32_arrays(tmp_path):
+def test_entries_are_held_as_u32_arrays(tmp_path: Path) -> None:
     """A broker keeps the index of every retained segment in memory: an entry must cost
     8 bytes, not two Python ints in two lists (~72 bytes)."""
     index = OffsetIndex(tmp_path / "0.index", base_offset=1_000)
@@ -188,3 +188,22 @@ def test_entries_are_held_as_u32_arrays(tmp_path):
     assert index.lookup(1_000 + 12_345) == (1_000 + 12_340, 1_234 * 4096)
     index.clear()
     assert len(index) == 0 and index.lookup(5_000) == (1_000, 0)
+
+
+def test_a_sealed_segment_lets_its_index_go_and_a_read_loads_it_again(
+        tmp_path: Path) -> None:
+    """Only the active segment keeps its index in memory; reading an old one still
+    starts from its index (loaded from the file) and gives the same records."""
+    log = Log(tmp_path, LogConfig(segment_bytes=4096, index_interval_bytes=200))
+    for _ in range(60):
+        append_batch(log, 5)
+    sealed, active = log._segments[:-1], log._segments[-1]
+    assert len(sealed) >= 3 and len(active.index) > 0
+    assert all(len(s.index) == 0 for s in sealed)
+    assert all(len(_entries(s.index.path)) > 1 for s in sealed)  # the file keeps them
+    middle = sealed[1]
+    records, _ = read_all(log, start=middle.base_offset + 7)
+    assert records == [stored_for(o) for o in range(middle.base_offset + 7, 300)]
+    assert len(middle.index) > 0  # loaded again from its file by the read
+    assert len(sealed[0].index) == 0  # not read: not loaded
+    log.close()
