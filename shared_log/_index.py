@@ -2,11 +2,13 @@
 
 Strategy: the index is derived data, exactly as in Kafka. It is kept in memory as two
 parallel arrays of u32 (8 bytes an entry; Python lists of ints cost about 72, and a
-broker holds the index of every retained segment: at 5,000 readings/s that was
-~25 MB an hour of growth) and appended to the ``.index`` file without fsync; on open it is loaded
-only if it is consistent with the segment file (sorted, inside the file, first entry at
-position 0), and otherwise rebuilt by scanning the segment. It is never trusted for
-correctness: a lookup gives a place to *start scanning* and the scan checks every batch.
+broker holds the index of every retained segment: at 5,000 readings/s that was ~20 MB an
+hour of growth; a sealed segment also drops its in-memory copy once the file has it,
+``Segment.seal``, and a reader loads it again) and appended to the ``.index`` file
+without fsync; on open it is loaded only if it is consistent with the segment file
+(sorted, inside the file, first entry at position 0), and otherwise rebuilt by scanning
+the segment. It is never trusted for correctness: a lookup gives a place to *start
+scanning* and the scan checks every batch.
 
 File layout: a sequence of 8-byte entries ``relative_offset u32 | position u32``
 (big-endian), relative to the segment's base offset.

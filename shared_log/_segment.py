@@ -111,16 +111,10 @@ class Segment:
         os.fdatasync(self._file.fileno())
 
     def seal(self) -> None:
-        """Called when the segment stops being active: flush and persist the index, then
-        let the in-memory index go. A log keeps every retained segment open (a broker:
-        gigabytes an hour at 5,000 readings/s) and appends only to the active one; a
-        reader of a sealed segment loads its index again from the file (``ensure_index``,
-        verified), so the memory follows what is read, not what is kept. A reader holding
-        the old index object keeps a consistent one; one that meets the new, empty one
-        scans from the segment's start (the index is only where a scan starts)."""
+        """Flush, persist the index, drop it from memory (readers: ``ensure_index``)."""
         self.flush()
         self.index.write_pending()
-        if self.index.saved:  # else (a full disk) it stays in memory, the only copy
+        if self.index.saved:  # else (a full disk) the memory holds the only copy
             with self._lock:
                 self.index = OffsetIndex(self.index.path, self.base_offset)
                 self._index_loaded = False
