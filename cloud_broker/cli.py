@@ -18,6 +18,8 @@ import sys
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from supervision import limit_malloc, start_memory_log
+
 from .client import cli as consume_cli
 from .config import BrokerConfig, ConfigError, load_config
 from .datadir import DataDirLock
@@ -71,6 +73,8 @@ def tune_gc() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    limit_malloc()  # before any worker thread allocates
+    start_memory_log("broker")
     cfg = load_config(args.config)
     listen_key = "listen"
     if args.listen is not None:

@@ -20,6 +20,8 @@ import logging
 import signal
 import sys
 
+from supervision import limit_malloc, start_memory_log
+
 from .config import ConfigError, EdgeConfig, load_config
 
 USAGE = """Run the edge agent on a gateway and watch it.
@@ -73,28 +75,6 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 10)
 
 
-def limit_malloc() -> None:
-    """Keep large buffers (uplink batches, compressed bodies) out of glibc's heap.
-
-    glibc raises its mmap threshold each time a large mmapped block is freed, after which
-    1 MB batch buffers come from the heap and fragment it: RSS then grows with every
-    retry of a batch. A fixed threshold keeps them mmapped and returned on free. No-op
-    where glibc is not the allocator.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-8, 2)  # M_ARENA_MAX: worker threads share two arenas
-    except (OSError, AttributeError):
-        pass
-
-
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -134,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # import time when those are installed; the agent never uses it, so keep it out.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     limit_malloc()
+    start_memory_log("agent")
     cfg = load_config(args.config)
     setup_logging(cfg.status.json_logs, logging.DEBUG if args.verbose else logging.INFO)
     with asyncio.Runner(loop_factory=_new_loop) as runner:

@@ -6,11 +6,14 @@ backlog in a low-priority stream can delay a high-priority one by at most the ba
 already in flight (one batch round). Per stream, the sans-IO ``uplink.SenderState``
 decides which offsets go next and what an ack or a refusal means; this module only reads
 the log, calls the Uplink, and records acks (freeing segments). Retryable failures are
-retried forever with tenacity (exponential backoff, full jitter); a fatal one stops that
-stream loudly while the others go on; a TLS failure is retried at ``retry_max_s`` and
-reported as a problem (``SenderStats.tls_error``). Every position rule (refusals, the
-rewind to a cloud that restarted from a stale state checkpoint, halving the batch size on
-a 413, giving up what is in flight) is ``SenderState``'s (docs/protocol.md "Sender
+retried forever (exponential backoff from 50 ms up to ``retry_max_s``, full jitter; a
+plain loop rather than tenacity, whose retry objects are reference cycles that only the
+full garbage collection frees: ~19 objects per attempt, ~400 retry objects alive at a
+time at 5,000 readings/s); a fatal one stops that stream loudly while the others go on;
+a TLS failure is retried at ``retry_max_s`` and reported as a problem
+(``SenderStats.tls_error``). Every position rule (refusals, the rewind to a cloud that
+restarted from a stale state checkpoint, halving the batch size on a 413, giving up what
+is in flight) is ``SenderState``'s (docs/protocol.md "Sender
 rules"); this module only tells it what happened.
 
 Wake-ups: the ingest pipeline calls ``notify`` once an append is durable (from the same
@@ -23,17 +26,10 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_never,
-    wait_random_exponential,
-)
 
 from shared_log import OffsetOutOfRange, RecordColumns, fetch_columns
 from uplink import Ack, Batch, RecordBlock, Refusal, RefusalMove, SenderState
@@ -217,6 +213,15 @@ def block_of(cols: RecordColumns) -> RecordBlock:
                        cols.header_values)
 
 
+def retry_wait(failures: int, exc: BaseException, retry_max_s: float) -> float:
+    """Seconds before the next attempt after ``failures`` failed ones: full jitter over
+    an exponential ceiling (50 ms, 100 ms, ... up to ``retry_max_s``); a TLS failure
+    waits ``retry_max_s`` (no point hammering a handshake that fails)."""
+    if isinstance(exc, TlsUplinkError):
+        return retry_max_s
+    return random.uniform(0, min(retry_max_s, 0.05 * 2 ** min(failures - 1, 30)))
+
+
 class Forwarder:
     """Schedules batches of all streams over one Uplink."""
 
@@ -274,23 +279,16 @@ class Forwarder:
         return deadline
 
     async def _send(self, s: StreamSender, batch: Batch, acked_when_sent: int) -> None:
-        backoff = wait_random_exponential(multiplier=0.05, max=self.cfg.retry_max_s)
-
-        def wait(rs: RetryCallState) -> float:
-            if rs.outcome is not None and isinstance(rs.outcome.exception(), TlsUplinkError):
-                return self.cfg.retry_max_s  # no point hammering a handshake that fails
-            return backoff(rs)
-
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(RetryableUplinkError),
-                wait=wait,
-                stop=stop_never,
-                before_sleep=lambda rs: self._note_retry(s, rs.outcome.exception()),
-                reraise=True,
-            ):
-                with attempt:
+            failures = 0
+            while True:
+                try:
                     reply = await self.uplink.send(s.store.config.topic, batch)
+                    break
+                except RetryableUplinkError as exc:
+                    failures += 1
+                    self._note_retry(s, exc)
+                    await asyncio.sleep(retry_wait(failures, exc, self.cfg.retry_max_s))
             self.connected = True
             s.stats.tls_error = ""
             s.stats.batches_sent += 1

@@ -111,9 +111,13 @@ class Segment:
         os.fdatasync(self._file.fileno())
 
     def seal(self) -> None:
-        """Called when the segment stops being active: flush and persist the index."""
+        """Flush, persist the index, drop it from memory (readers: ``ensure_index``)."""
         self.flush()
         self.index.write_pending()
+        if self.index.saved:  # else (a full disk) the memory holds the only copy
+            with self._lock:
+                self.index = OffsetIndex(self.index.path, self.base_offset)
+                self._index_loaded = False
 
     def truncate(self, position: int) -> None:
         os.ftruncate(self._file.fileno(), position)
@@ -147,14 +151,12 @@ class Segment:
             except CorruptBatch:
                 info = None
             if info is None or info.base_offset != self.base_offset + rel:
-                self.index.offsets.clear()
-                self.index.positions.clear()
+                self.index.clear()
                 return False
         return True
 
     def _rebuild_index(self) -> None:
-        self.index.offsets.clear()
-        self.index.positions.clear()
+        self.index.clear()
         since = 0
         for info in self._good_batches():
             if since <= 0:
@@ -209,11 +211,9 @@ class Segment:
                     del self.index.positions[i + 1 :]
                     break
             else:
-                self.index.offsets.clear()
-                self.index.positions.clear()
+                self.index.clear()
         else:
-            self.index.offsets.clear()
-            self.index.positions.clear()
+            self.index.clear()
         expected = start_offset
         end = position
         since = self.index_interval

@@ -1,6 +1,9 @@
 """Crash-only supervision of a service's long-lived asyncio tasks, shared by the edge agent
-and the cloud broker (G9: nothing dies silently). See ``_supervisor`` for the strategy."""
+and the cloud broker (G9: nothing dies silently). See ``_supervisor`` for the strategy;
+``_memory`` holds the malloc settings both take at start."""
 
+from ._memory import limit_malloc, memory_figures, start_memory_log
 from ._supervisor import Factory, Supervisor, TaskState, failure_reason, task_problems
 
-__all__ = ["Factory", "Supervisor", "TaskState", "failure_reason", "task_problems"]
+__all__ = ["Factory", "Supervisor", "TaskState", "failure_reason", "limit_malloc",
+           "memory_figures", "start_memory_log", "task_problems"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path(".soak"))
     p.add_argument("--disk-mb", type=int, default=256, help="size of the edge's tmpfs")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--memory-log", action="store_true",
+                   help="the agent and the broker log their heap figures to "
+                        "<workdir>/memory/ every 30 s (supervision.start_memory_log)")
     return p
 
 
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = options(args)
     except (ValueError, KeyError, OSError) as exc:
         parser.error(str(exc))
+    if args.memory_log:  # inherited by every process the run starts
+        os.environ["MEMORY_LOG_DIR"] = str((opts.work / "memory").resolve())
     result = run(opts)
     if args.json:
         print(json.dumps(result, indent=1, default=str))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,14 +62,14 @@ def test_written_entries_load_back(index: OffsetIndex, tmp_path: Path) -> None:
     assert index.path.stat().st_size == 4 * ENTRY_SIZE
     loaded = OffsetIndex(index.path, BASE)
     assert loaded.load(file_size=501)
-    assert (loaded.offsets, loaded.positions) == ([0, 10, 25, 40], [0, 100, 300, 500])
+    assert (list(loaded.offsets), list(loaded.positions)) == ([0, 10, 25, 40], [0, 100, 300, 500])
 
 
 def test_truncate_to_drops_entries_at_or_after_a_position(index: OffsetIndex) -> None:
     index.truncate_to(300)
-    assert (index.offsets, index.positions) == ([0, 10], [0, 100])
+    assert (list(index.offsets), list(index.positions)) == ([0, 10], [0, 100])
     loaded = OffsetIndex(index.path, BASE)
-    assert loaded.load(file_size=301) and loaded.positions == [0, 100]
+    assert loaded.load(file_size=301) and list(loaded.positions) == [0, 100]
 
 
 def _write(path: Path, entries: list[tuple[int, int]], extra: bytes = b"") -> None:
@@ -172,3 +173,37 @@ def test_an_index_that_looks_consistent_but_points_at_the_wrong_batches_is_not_t
             assert records == [stored_for(o) for o in range(start, end)]
             assert not skipped
         assert log.stats.corrupt_records == 0
+
+
+def test_entries_are_held_as_u32_arrays(tmp_path: Path) -> None:
+    """A broker keeps the index of every retained segment in memory: an entry must cost
+    8 bytes, not two Python ints in two lists (~72 bytes)."""
+    index = OffsetIndex(tmp_path / "0.index", base_offset=1_000)
+    n = 20_000
+    for i in range(n):
+        index.add(1_000 + i * 10, i * 4096)
+    assert len(index) == n
+    held = sys.getsizeof(index.offsets) + sys.getsizeof(index.positions)
+    assert held < n * 8 * 1.2 + 1024
+    assert index.lookup(1_000 + 12_345) == (1_000 + 12_340, 1_234 * 4096)
+    index.clear()
+    assert len(index) == 0 and index.lookup(5_000) == (1_000, 0)
+
+
+def test_a_sealed_segment_lets_its_index_go_and_a_read_loads_it_again(
+        tmp_path: Path) -> None:
+    """Only the active segment keeps its index in memory; reading an old one still
+    starts from its index (loaded from the file) and gives the same records."""
+    log = Log(tmp_path, LogConfig(segment_bytes=4096, index_interval_bytes=200))
+    for _ in range(60):
+        append_batch(log, 5)
+    sealed, active = log._segments[:-1], log._segments[-1]
+    assert len(sealed) >= 3 and len(active.index) > 0
+    assert all(len(s.index) == 0 for s in sealed)
+    assert all(len(_entries(s.index.path)) > 1 for s in sealed)  # the file keeps them
+    middle = sealed[1]
+    records, _ = read_all(log, start=middle.base_offset + 7)
+    assert records == [stored_for(o) for o in range(middle.base_offset + 7, 300)]
+    assert len(middle.index) > 0  # loaded again from its file by the read
+    assert len(sealed[0].index) == 0  # not read: not loaded
+    log.close()

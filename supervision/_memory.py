@@ -1,0 +1,105 @@
+"""glibc malloc settings for the long-running servers (the edge agent, the broker).
+
+Strategy: two ``mallopt`` calls at start, before any worker thread allocates. Both
+processes handle large, short-lived buffers (uplink batches, compressed bodies, decoded
+blocks) from the event loop and from worker threads (fsync, compression). By default
+glibc raises its mmap threshold each time a large mmapped block is freed, after which
+such buffers come from the heap and fragment it, and each worker thread gets an arena of
+its own (up to 8 per core) whose free space is rarely returned: RSS then creeps up with
+every burst and never comes down. A fixed threshold keeps large buffers mmapped (returned
+to the system on free) and two arenas bound the per-thread heaps. A no-op where glibc is
+not the allocator. Measured in docs/reliability.md (the soak's leak runs).
+
+``start_memory_log`` is the diagnostic those runs used: cheap figures from inside the
+process (tracemalloc slows a process at 5,000 readings/s so much that the run measures
+its own backlog instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import gc
+import json
+import os
+import sys
+import threading
+import time
+
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+MMAP_THRESHOLD = 128 * 1024
+ARENA_MAX = 2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")  # runs ldconfig: once
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def limit_malloc() -> bool:
+    """Apply the settings above; False when the C library does not take them."""
+    libc = _libc()
+    if libc is None:
+        return False
+    try:
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                    and libc.mallopt(_M_ARENA_MAX, ARENA_MAX))
+    except AttributeError:
+        return False
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def memory_figures() -> dict[str, object]:
+    """RSS, glibc's heap (in use, free inside it, mmapped), Python's allocated blocks and
+    the collector's generation counts.
+
+    Which of these grows tells a leak of Python objects (blocks) from allocator retention
+    (glibc free space) from neither (native code, pymalloc fragmentation). No census of
+    objects by type: ``gc.get_objects`` from another thread can catch a tuple being built
+    and make its owner fail (``SystemError``), so a live process only gets counters."""
+    out: dict[str, object] = {"t": round(time.time(), 1), "pid": os.getpid()}
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/statm") as f:
+        out["rss"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    libc = _libc()
+    with contextlib.suppress(AttributeError, TypeError):  # glibc >= 2.33 only
+        libc.mallinfo2.restype = _MallInfo2  # type: ignore[union-attr]
+        mi = libc.mallinfo2()  # type: ignore[union-attr]
+        out.update(heap_in_use=mi.uordblks, heap_free=mi.fordblks, heap_mmapped=mi.hblkhd)
+    out["py_blocks"] = sys.getallocatedblocks()
+    out["gc_counts"] = gc.get_count()
+    return out
+
+
+def start_memory_log(role: str) -> threading.Thread | None:
+    """With ``MEMORY_LOG_DIR`` set: append ``memory_figures`` to
+    ``<dir>/memory-<role>-<pid>.jsonl`` every ``MEMORY_LOG_EVERY_S`` (default 30) seconds
+    from a daemon thread. A diagnostic for leak runs (``python -m device_simulator.soak
+    --memory-log``), off by default."""
+    directory = os.environ.get("MEMORY_LOG_DIR")
+    if not directory:
+        return None
+    every = float(os.environ.get("MEMORY_LOG_EVERY_S", "30"))
+    path = os.path.join(directory, f"memory-{role}-{os.getpid()}.jsonl")
+
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            with contextlib.suppress(OSError), open(path, "a") as f:
+                f.write(json.dumps(memory_figures()) + "\n")
+
+    os.makedirs(directory, exist_ok=True)
+    thread = threading.Thread(target=loop, name="memory-log", daemon=True)
+    thread.start()
+    return thread
