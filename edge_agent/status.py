@@ -268,6 +268,8 @@ def stream_status(s: Any, now: float) -> StatusDoc:
         "devices": len(s.marks), "dedup_evictions": s.marks.evictions,
         "sequence_resets": dict(st.resets), "internal_errors": st.internal_errors,
         "log_size_bytes": lg.size_bytes,
+        # appends and fsyncs of the log: readings per fsync is what the group commit saves
+        "log_appends": lg.stats.appended_batches, "log_fsyncs": lg.stats.fsyncs,
         "max_bytes": sc.max_bytes, "full_policy": sc.full_policy,
         # every record the full policy deleted, and those whose batch is still on the
         # wire (counted in drops.drop_oldest only if that batch is not acked)
