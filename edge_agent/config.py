@@ -73,6 +73,10 @@ class UplinkConfig:
     max_batch_records: int = 5000
     max_batch_bytes: int = 1024 * 1024
     linger_ms: float = 20.0
+    #: a batch of fewer records waits up to ``min_batch_linger_ms`` for more (a trickle
+    #: pays one request per batch; priority 0 streams never wait for this)
+    min_batch_records: int = 16
+    min_batch_linger_ms: float = 200.0
     max_in_flight: int = 4
     timeout_s: float = 10.0
     #: bytes/s on the wire for metered links; 0 = unlimited
@@ -281,6 +285,8 @@ def _uplink(u: Section, base: Path) -> UplinkConfig:
         max_batch_records=u.integer("max_batch_records", d.max_batch_records, minimum=1),
         max_batch_bytes=u.integer("max_batch_bytes", d.max_batch_bytes, minimum=1024),
         linger_ms=u.number("linger_ms", d.linger_ms, minimum=0),
+        min_batch_records=u.integer("min_batch_records", d.min_batch_records, minimum=1),
+        min_batch_linger_ms=u.number("min_batch_linger_ms", d.min_batch_linger_ms, minimum=0),
         max_in_flight=u.integer("max_in_flight", d.max_in_flight, minimum=1),
         timeout_s=u.number("timeout_s", d.timeout_s, minimum=0.1),
         bandwidth_bytes_per_s=u.integer("bandwidth_bytes_per_s", 0, minimum=0),
