@@ -96,17 +96,18 @@ class MqttSession:
         self.disconnected_since: float | None = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._client: mqtt.Client | None = None
+        self._client: IngestClient | None = None
         self._connack: asyncio.Future[bool] | None = None
         self._closed: asyncio.Event | None = None
         self._misc: asyncio.Task[None] | None = None
         self._stopping = False
         self._received = 0
         self._drain_again: asyncio.Handle | None = None  # a drain of buffered bytes
+        self._writer_fd: int | None = None  # the fd watched for writability, if any
 
     # -- paho client and its callbacks ---------------------------------------------------
 
-    def _new_client(self) -> mqtt.Client:
+    def _new_client(self) -> IngestClient:
         if self.cfg.protocol == "3.1.1":
             c = IngestClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True,
@@ -149,32 +150,58 @@ class MqttSession:
         assert self._loop is not None
         self._loop.remove_reader(fd)
         self._loop.remove_writer(fd)
+        if self._writer_fd == fd:
+            self._writer_fd = None
 
     def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._loop.add_writer, sock.fileno(), self._on_writable)  # type: ignore[union-attr]
+        # Deferred to the next loop iteration: ``ack`` writes at once, and paho's writes
+        # usually complete, so the socket rarely needs watching for writability. Adding
+        # and removing a writer re-registers the fd with uvloop (an epoll delete and a
+        # re-add of the reader).
+        self._in_loop(self._loop.call_soon, self._watch_writable, client, sock)  # type: ignore[union-attr]
+
+    def _watch_writable(self, client: mqtt.Client, sock: Any) -> None:
+        if client is self._client and client.socket() is sock and client.want_write():
+            self._loop.add_writer(sock.fileno(), self._on_writable)  # type: ignore[union-attr]
+            self._writer_fd = sock.fileno()
 
     def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any,
                                     sock: Any) -> None:
-        self._in_loop(self._loop.remove_writer, sock.fileno())  # type: ignore[union-attr]
+        if self._writer_fd == sock.fileno():
+            self._writer_fd = None
+            self._in_loop(self._loop.remove_writer, sock.fileno())  # type: ignore[union-attr]
 
     def _on_readable(self) -> None:
         if self._drain_again is None:  # else that drain reads these bytes too
             self._drain(self._client)
 
-    def _drain(self, client: mqtt.Client | None) -> None:
+    def _drain(self, client: IngestClient | None) -> None:
         self._drain_again = None
         if client is None or client is not self._client:
             return  # a drain scheduled for a connection that has been replaced
         try:
-            for _ in range(_DRAIN_PACKETS):
+            sock = client.socket()
+            buffered = getattr(sock, "buffered", None)  # plain sockets have none
+            budget = _DRAIN_PACKETS
+            while budget > 0:
+                # Plain PUBLISH packets without paho's per-packet bookkeeping (mqtt_client);
+                # anything else, and the end of the connection, through paho's loop_read.
+                taken = client.read_publishes(budget)
+                if taken:
+                    budget -= taken
+                    continue
+                if taken == 0 and not (buffered and buffered()):
+                    break  # nothing more has arrived
                 before = self._received
-                if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._received == before:
-                    break  # no complete PUBLISH arrived: nothing more for now
+                if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                if self._received == before and not (buffered and buffered()):
+                    break  # no complete packet arrived: nothing more for now
+                budget -= 1
             # Bytes already read from the kernel raise no readable event: drain them in the
             # next loop iteration (one drain per iteration, readable event or not, so the
             # ingest task sees at most _DRAIN_PACKETS new messages per iteration).
-            sock = client.socket()
-            pending = getattr(sock, "pending", None)  # plain sockets have none
+            pending = getattr(sock, "pending", None)
             if pending is not None and pending():
                 self._drain_again = self._loop.call_soon(  # type: ignore[union-attr]
                     self._drain, client)
@@ -271,13 +298,15 @@ class MqttSession:
         if client is None or not self.connected:
             return 0
         epoch = self.epoch
-        sent = 0
-        ack = client.ack
-        for mid, ep in acks:
-            if ep == epoch:
-                ack(mid, 1)
-                sent += 1
-        return sent
+        mids = [mid for mid, ep in acks if ep == epoch]
+        if not client.ack_many(mids):  # the fast path is off: paho's own, one by one
+            for mid in mids:
+                client.ack(mid, 1)
+        # Write now rather than on the next writable event: one send for the batch, no
+        # loop iteration in between (paho keeps what the socket does not take).
+        if mids:
+            self._on_writable()
+        return len(mids)
 
     # -- the connection loop -------------------------------------------------------------
 
