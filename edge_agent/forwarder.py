@@ -28,14 +28,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_never,
-    wait_random_exponential,
-)
-
 from shared_log import OffsetOutOfRange, RecordColumns, fetch_columns
 from uplink import Ack, Batch, RecordBlock, Refusal, RefusalMove, SenderState
 
@@ -47,6 +39,7 @@ from .uplink_http import (
     TlsUplinkError,
     Uplink,
     announce,
+    send_retrying,
 )
 
 log = logging.getLogger(__name__)
@@ -295,7 +288,9 @@ class Forwarder:
                 self._note_retry(s, exc)
                 await asyncio.sleep(self.cfg.retry_max_s if isinstance(exc, TlsUplinkError)
                                     else random.uniform(0, min(0.05, self.cfg.retry_max_s)))
-                reply = await self._send_retrying(s, batch)
+                reply = await send_retrying(self.uplink, s.store.config.topic, batch,
+                                            self.cfg.retry_max_s,
+                                            lambda exc: self._note_retry(s, exc))
             self.connected = True
             s.stats.tls_error = ""
             s.stats.batches_sent += 1
@@ -317,27 +312,6 @@ class Forwarder:
             self.in_flight -= 1
             self._wakeup.set()
 
-    async def _send_retrying(self, s: StreamSender, batch: Batch) -> Ack | Refusal:
-        """Send ``batch`` until it gets a reply: retryable failures are retried forever
-        with exponential backoff and full jitter (a TLS failure every ``retry_max_s``)."""
-        backoff = wait_random_exponential(multiplier=0.05, max=self.cfg.retry_max_s)
-
-        def wait(rs: RetryCallState) -> float:
-            if rs.outcome is not None and isinstance(rs.outcome.exception(), TlsUplinkError):
-                return self.cfg.retry_max_s  # no point hammering a handshake that fails
-            return backoff(rs)
-
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RetryableUplinkError),
-            wait=wait,
-            stop=stop_never,
-            before_sleep=lambda rs: self._note_retry(s, rs.outcome.exception()),
-            reraise=True,
-        ):
-            with attempt:
-                return await self.uplink.send(s.store.config.topic, batch)
-        raise AssertionError("unreachable: tenacity stops never")
-
     def _note_retry(self, s: StreamSender, exc: BaseException | None) -> None:
         self.connected = False
         s.stats.retries += 1
@@ -350,9 +324,13 @@ class Forwarder:
             return
         log.warning("stream %s: uplink error, retrying: %s", s.name, exc)
 
-    async def run(self, persist_interval_s: float = 0.5) -> None:
-        """Run until cancelled; acked offsets are persisted periodically and on exit."""
-        last_persist = time.monotonic()
+    async def run(self, persist_interval_s: float = 1.0) -> None:
+        """Run until cancelled; acked offsets that moved are persisted every
+        ``persist_interval_s`` and on exit."""
+        loop = asyncio.get_running_loop()
+        next_persist = time.monotonic() + persist_interval_s
+        timer: asyncio.TimerHandle | None = None
+        timer_at = 0.0
         if not self._announced:  # once: say now whether the cloud can be reached at all
             self._announced = True
             self._tasks.add(asyncio.create_task(announce(self.uplink, self.cfg)))
@@ -361,18 +339,22 @@ class Forwarder:
                 self._wakeup.clear()
                 now = time.monotonic()
                 deadline = self._launch_ready(now)
-                if now - last_persist >= persist_interval_s:
-                    await asyncio.to_thread(self.persist)
-                    last_persist = time.monotonic()
-                timeout = persist_interval_s
-                if deadline is not None:
-                    timeout = min(timeout, max(0.0, deadline - time.monotonic()))
-                # Not wait_for: on 3.11 it swallows a cancel that races the event being
-                # set, and run() would then never stop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._wakeup.wait()
+                if now >= next_persist:
+                    if any(s.store.persist_due for s in self.senders):
+                        await asyncio.to_thread(self.persist)
+                    next_persist = time.monotonic() + persist_interval_s
+                wake_at = next_persist if deadline is None else min(deadline, next_persist)
+                # One timer, moved only when the wake-up time changes: every durable
+                # append notifies, and a timeout per wake-up was a timer made and dropped.
+                if timer is None or timer_at != wake_at:
+                    if timer is not None:
+                        timer.cancel()
+                    timer_at = wake_at
+                    timer = loop.call_later(max(0.0, wake_at - now), self._wakeup.set)
+                await self._wakeup.wait()
         finally:
+            if timer is not None:
+                timer.cancel()
             for t in list(self._tasks):
                 t.cancel()
             for t in list(self._tasks):

@@ -4,31 +4,22 @@ Strategy: paho's client does the protocol; this module only drives its socket fr
 event loop (paho's ``on_socket_*`` hooks, as in paho's asyncio example and aiomqtt), hands
 every PUBLISH to a callback, and sends PUBACKs when told to. Nothing else lives here.
 
-Why paho directly and not aiomqtt (as of aiomqtt 2.5.1 on paho-mqtt 2.2.0; aiomqtt is not a
-dependency):
+Why paho directly and not aiomqtt (as of aiomqtt 2.5.1 on paho-mqtt 2.2.0): aiomqtt does
+not expose manual acknowledgement (``manual_ack=True`` / ``Client.ack``; empicano/aiomqtt
+issue #345, PR #346 open; its workaround reaches into the private ``client._client``),
+and ack-after-durable is the one thing this adapter must do. Its ``Message`` drops the
+DUP flag, a bounded queue *discards* messages (a discarded QoS 1 message stays in flight
+until a reconnect), and it reads one packet per readable event (bench/edge_ingest.py).
 
-* aiomqtt has no manual acknowledgement: paho's ``manual_ack=True`` / ``Client.ack(mid,
-  qos)`` are not exposed (empicano/aiomqtt issue #345, PR #346 still open); the workaround
-  it documents is to reach into the private ``client._client``. Ack-after-durable is the
-  one thing this adapter must do, so it should not rest on a private attribute.
-* aiomqtt's ``Message`` drops the DUP flag and routes every message through an
-  ``asyncio.Queue`` that, when bounded, *discards* messages with a warning: with manual
-  acks a discarded QoS 1 message would stay unacknowledged in flight until a reconnect.
-* Per-message cost: aiomqtt reads one packet per readable event and copies each message
-  into a queue; here a readable event drains every complete packet that has arrived and
-  the callback appends a tuple to the stream's inbox (see bench/edge_ingest.py).
-
-The client is ``mqtt_client.IngestClient``, a paho ``Client`` with two speed-ups that rest
-on private paho methods (listed, with why, in ``mqtt_socket`` and ``mqtt_client``; the
-acknowledgements themselves use paho's public ``Client.ack``): reads go through
-``mqtt_socket.BufferedSocket`` (one ``recv`` syscall per burst instead of three per
-PUBLISH), and plain PUBLISH packets (QoS 0/1, no v5 properties) reach ``_on_publish``
-without paho's per-message ``Properties``/``MQTTMessage`` objects; others still come
-through paho's ``on_message``. Both are guarded (``mqtt_guard``): off, with a log line and
-``edge_mqtt_fast_path{path} 0``, when paho is not a checked version or has changed, and
-paho's own code runs instead. Bytes the socket has buffered raise no readable event, so
-a drain that stops with bytes still buffered (after ``_DRAIN_PACKETS``, or after a
-non-PUBLISH packet) schedules the next one itself.
+The client is ``mqtt_client.IngestClient``, a paho ``Client`` with speed-ups resting on
+private paho methods (listed, with why, in ``mqtt_socket`` and ``mqtt_client``) and
+guarded (``mqtt_guard``: off, with a log line and ``edge_mqtt_fast_path{path} 0``, when
+paho is not a checked version or has changed): reads through ``BufferedSocket`` (one
+``recv`` per burst), plain PUBLISH packets decoded without paho's per-message objects
+(others come through paho's ``on_message``), a batch's PUBACKs as one write. Bytes the
+socket has buffered raise no readable event, so a drain that stops with bytes still
+buffered (after ``_DRAIN_PACKETS``, or at a packet left to paho) schedules the next one.
+The socket is watched for writability only when a write did not complete.
 
 The session: fixed client id, clean start off and a session expiry interval, so Mosquitto
 keeps the subscriptions and queues QoS 1 readings while the agent is down or restarting;
@@ -100,8 +91,7 @@ class MqttSession:
         self._connack: asyncio.Future[bool] | None = None
         self._closed: asyncio.Event | None = None
         self._misc: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._received = 0
+        self._stopping, self._received = False, 0
         self._drain_again: asyncio.Handle | None = None  # a drain of buffered bytes
         self._writer_fd: int | None = None  # the fd watched for writability, if any
 
@@ -150,14 +140,11 @@ class MqttSession:
         assert self._loop is not None
         self._loop.remove_reader(fd)
         self._loop.remove_writer(fd)
-        if self._writer_fd == fd:
-            self._writer_fd = None
+        self._writer_fd = None if self._writer_fd == fd else self._writer_fd
 
     def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        # Deferred to the next loop iteration: ``ack`` writes at once, and paho's writes
-        # usually complete, so the socket rarely needs watching for writability. Adding
-        # and removing a writer re-registers the fd with uvloop (an epoll delete and a
-        # re-add of the reader).
+        # Deferred: ``ack`` writes at once and usually completes; a writer added and
+        # removed re-registers the fd with uvloop (an epoll delete, the reader re-added).
         self._in_loop(self._loop.call_soon, self._watch_writable, client, sock)  # type: ignore[union-attr]
 
     def _watch_writable(self, client: mqtt.Client, sock: Any) -> None:
@@ -165,8 +152,8 @@ class MqttSession:
             self._loop.add_writer(sock.fileno(), self._on_writable)  # type: ignore[union-attr]
             self._writer_fd = sock.fileno()
 
-    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any,
-                                    sock: Any) -> None:
+    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any
+                                    ) -> None:
         if self._writer_fd == sock.fileno():
             self._writer_fd = None
             self._in_loop(self._loop.remove_writer, sock.fileno())  # type: ignore[union-attr]
@@ -183,9 +170,7 @@ class MqttSession:
             sock = client.socket()
             buffered = getattr(sock, "buffered", None)  # plain sockets have none
             budget = _DRAIN_PACKETS
-            while budget > 0:
-                # Plain PUBLISH packets without paho's per-packet bookkeeping (mqtt_client);
-                # anything else, and the end of the connection, through paho's loop_read.
+            while budget > 0:  # plain PUBLISHes ours, the rest (and EOF) paho's loop_read
                 taken = client.read_publishes(budget)
                 if taken:
                     budget -= taken
@@ -297,14 +282,11 @@ class MqttSession:
         client = self._client
         if client is None or not self.connected:
             return 0
-        epoch = self.epoch
-        mids = [mid for mid, ep in acks if ep == epoch]
+        mids = [mid for mid, ep in acks if ep == self.epoch]
         if not client.ack_many(mids):  # the fast path is off: paho's own, one by one
             for mid in mids:
                 client.ack(mid, 1)
-        # Write now rather than on the next writable event: one send for the batch, no
-        # loop iteration in between (paho keeps what the socket does not take).
-        if mids:
+        if mids:  # written now, one send (paho keeps what the socket does not take)
             self._on_writable()
         return len(mids)
 

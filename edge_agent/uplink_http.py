@@ -33,6 +33,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_random_exponential,
+)
 
 from tomlconf import mask_secrets
 from uplink import (
@@ -206,6 +213,30 @@ class HttpUplink:
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             return _tls_failure(exc) or f"{type(exc).__name__}: {exc}"
         return None
+
+
+async def send_retrying(uplink: Uplink, topic: str, batch: Batch, retry_max_s: float,
+                        on_retry: Callable[[BaseException | None], None]) -> Ack | Refusal:
+    """Send ``batch`` until it gets a reply: retryable failures are retried forever with
+    exponential backoff and full jitter (a TLS failure every ``retry_max_s``), and each
+    is passed to ``on_retry`` before its wait."""
+    backoff = wait_random_exponential(multiplier=0.05, max=retry_max_s)
+
+    def wait(rs: RetryCallState) -> float:
+        if rs.outcome is not None and isinstance(rs.outcome.exception(), TlsUplinkError):
+            return retry_max_s  # no point hammering a handshake that fails
+        return backoff(rs)
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(RetryableUplinkError),
+        wait=wait,
+        stop=stop_never,
+        before_sleep=lambda rs: on_retry(rs.outcome.exception() if rs.outcome else None),
+        reraise=True,
+    ):
+        with attempt:
+            return await uplink.send(topic, batch)
+    raise AssertionError("unreachable: tenacity stops never")
 
 
 async def announce(uplink: Uplink, cfg: Any) -> None:
