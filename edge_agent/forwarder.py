@@ -331,6 +331,12 @@ class Forwarder:
         next_persist = time.monotonic() + persist_interval_s
         timer: asyncio.TimerHandle | None = None
         timer_at = 0.0
+        fired: list[bool] = [False]  # the timer can fire early (ms resolution): re-arm
+
+        def wake() -> None:
+            fired[0] = True
+            self._wakeup.set()
+
         if not self._announced:  # once: say now whether the cloud can be reached at all
             self._announced = True
             self._tasks.add(asyncio.create_task(announce(self.uplink, self.cfg)))
@@ -346,11 +352,11 @@ class Forwarder:
                 wake_at = next_persist if deadline is None else min(deadline, next_persist)
                 # One timer, moved only when the wake-up time changes: every durable
                 # append notifies, and a timeout per wake-up was a timer made and dropped.
-                if timer is None or timer_at != wake_at:
+                if timer is None or timer_at != wake_at or fired[0]:
                     if timer is not None:
                         timer.cancel()
-                    timer_at = wake_at
-                    timer = loop.call_later(max(0.0, wake_at - now), self._wakeup.set)
+                    timer_at, fired[0] = wake_at, False
+                    timer = loop.call_later(max(0.0, wake_at - time.monotonic()), wake)
                 await self._wakeup.wait()
         finally:
             if timer is not None:
