@@ -264,7 +264,7 @@ def main() -> int:
 
     try:
         mqtt_port, cloud_port, status_port = (demo.free_port() for _ in range(3))
-        name, protocol = demo.mqtt_broker(procs, mqtt_port)
+        name, protocol = demo.mqtt_broker(procs, mqtt_port, "mosquitto")
         demo.wait_until(lambda: demo.port_open(mqtt_port), 20, "mqtt")
         rate = args.devices * args.rate
         console.print(f"{name}; {args.devices} devices x {args.rate}/s = {rate:,.0f} "

@@ -290,7 +290,7 @@ def trickle_run(devices: int, rate: float, duration: float) -> dict[str, Any]:
         def counts() -> tuple[int, int, int]:
             doc = stack.status() or {}
             s = next(x for x in doc.get("streams", []) if x["name"] == "telemetry")
-            return s.get("fsyncs", -1), s.get("hurried_commits", -1), s["appended"]
+            return s.get("log_fsyncs", -1), s.get("hurried_commits", -1), s["appended"]
 
         f0, h0, a0 = counts()
         t0 = time.monotonic()

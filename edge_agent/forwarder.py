@@ -245,24 +245,27 @@ class Forwarder:
     def _launch_ready(self, now: float) -> float | None:
         """Start sends for free slots in priority order; returns the next linger deadline.
 
-        Linger is Nagle's rule: a stream with nothing in flight sends what it has at once
-        (waiting could only add latency), one with a request on the wire lets a partial
-        batch fill for up to ``linger_ms``. A steady trickle then goes out as soon as the
-        previous reply is back, and a flood still goes in full batches.
+        A partial batch may wait (``_wait_s``): for up to ``linger_ms`` while a request of
+        the stream is on the wire (Nagle's rule: the reply usually comes first), and for
+        up to ``min_batch_linger_ms`` while it holds fewer than ``min_batch_records`` (a
+        trickle: a request costs the agent about a dozen readings' CPU). Under load each
+        group commit makes dozens of records durable at once, so the second rule never
+        holds a busy stream back; priority 0 streams (alarms) are exempt from it.
         """
         deadline: float | None = None
-        linger = self.cfg.linger_ms / 1000
+        cfg = self.cfg
         for s in self.senders:
-            while self.in_flight < self.cfg.max_in_flight and s.stopped is None:
+            while self.in_flight < cfg.max_in_flight and s.stopped is None:
                 pending = s.unsent()
                 if pending == 0:
                     s.pending_since = None
                     break
-                if pending < self.cfg.max_batch_records and linger > 0 and s.state.in_flight:
+                wait = self._wait_s(s, pending)
+                if wait > 0:
                     if s.pending_since is None:
                         s.pending_since = now
-                    if now - s.pending_since < linger:
-                        due = s.pending_since + linger
+                    if now - s.pending_since < wait:
+                        due = s.pending_since + wait
                         deadline = due if deadline is None else min(deadline, due)
                         break
                 acked = s.state.acked_offset
@@ -274,9 +277,19 @@ class Forwarder:
                 task = asyncio.create_task(self._send(s, batch, acked))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if self.in_flight >= self.cfg.max_in_flight:
+            if self.in_flight >= cfg.max_in_flight:
                 break
         return deadline
+
+    def _wait_s(self, s: StreamSender, pending: int) -> float:
+        """How long ``pending`` unsent records of ``s`` may wait for more (see above)."""
+        cfg = self.cfg
+        if pending >= cfg.max_batch_records:
+            return 0.0
+        wait = cfg.linger_ms / 1000 if s.state.in_flight else 0.0
+        if pending < cfg.min_batch_records and s.priority > 0:
+            wait = max(wait, cfg.min_batch_linger_ms / 1000)
+        return wait
 
     async def _send(self, s: StreamSender, batch: Batch, acked_when_sent: int) -> None:
         try:
@@ -322,9 +335,19 @@ class Forwarder:
             return
         log.warning("stream %s: uplink error, retrying: %s", s.name, exc)
 
-    async def run(self, persist_interval_s: float = 0.5) -> None:
-        """Run until cancelled; acked offsets are persisted periodically and on exit."""
-        last_persist = time.monotonic()
+    async def run(self, persist_interval_s: float = 1.0) -> None:
+        """Run until cancelled; acked offsets that moved are persisted every
+        ``persist_interval_s`` and on exit."""
+        loop = asyncio.get_running_loop()
+        next_persist = time.monotonic() + persist_interval_s
+        timer: asyncio.TimerHandle | None = None
+        timer_at = 0.0
+        fired: list[bool] = [False]  # the timer can fire early (ms resolution): re-arm
+
+        def wake() -> None:
+            fired[0] = True
+            self._wakeup.set()
+
         if not self._announced:  # once: say now whether the cloud can be reached at all
             self._announced = True
             self._tasks.add(asyncio.create_task(announce(self.uplink, self.cfg)))
@@ -333,18 +356,22 @@ class Forwarder:
                 self._wakeup.clear()
                 now = time.monotonic()
                 deadline = self._launch_ready(now)
-                if now - last_persist >= persist_interval_s:
-                    await asyncio.to_thread(self.persist)
-                    last_persist = time.monotonic()
-                timeout = persist_interval_s
-                if deadline is not None:
-                    timeout = min(timeout, max(0.0, deadline - time.monotonic()))
-                # Not wait_for: on 3.11 it swallows a cancel that races the event being
-                # set, and run() would then never stop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._wakeup.wait()
+                if now >= next_persist:
+                    if any(s.store.persist_due for s in self.senders):
+                        await asyncio.to_thread(self.persist)
+                    next_persist = time.monotonic() + persist_interval_s
+                wake_at = next_persist if deadline is None else min(deadline, next_persist)
+                # One timer, moved only when the wake-up time changes: every durable
+                # append notifies, and a timeout per wake-up was a timer made and dropped.
+                if timer is None or timer_at != wake_at or fired[0]:
+                    if timer is not None:
+                        timer.cancel()
+                    timer_at, fired[0] = wake_at, False
+                    timer = loop.call_later(max(0.0, wake_at - time.monotonic()), wake)
+                await self._wakeup.wait()
         finally:
+            if timer is not None:
+                timer.cancel()
             for t in list(self._tasks):
                 t.cancel()
             for t in list(self._tasks):

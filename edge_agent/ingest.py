@@ -31,9 +31,8 @@ is handled dead-letters that message with reason ``internal`` (counted, logged a
 every ``_LOG_EVERY_S``) and the batch goes on; a record the log cannot encode
 (``InvalidRecord``) is isolated by halving the batch and dead-lettered alone; any other
 append failure holds the batch and retries (back-pressure, below), never ends the task.
-The acknowledgement loop survives a failing PUBACK the same way.
-
-Not thread-safe: everything here runs on the agent's event loop.
+The acknowledgement loop survives a failing PUBACK the same way. Not thread-safe:
+everything here runs on the agent's event loop.
 """
 
 from __future__ import annotations
@@ -87,36 +86,35 @@ class StreamIngest:
                  on_durable: Callable[[], None] = lambda: None,
                  observe_fsync: Callable[[float], None] = lambda s: None,
                  on_appended: Callable[[], None] = lambda: None,
-                 max_batch: int = 2000, window_s: float = 0.0, retry_s: float = 0.5) -> None:
+                 max_batch: int = 2000, window_s: float = 0.0, retry_s: float = 0.5,
+                 gather_s: float = 0.0, quiet_s: float = 0.0) -> None:
         """``inbox`` is where the MQTT session delivers (a new one if None); ``ack`` sends
         the PUBACKs of that session; ``on_durable`` is called once per append when its
         records are durable (the forwarder's ``notify``); ``observe_fsync`` gets the
         seconds from gathering to durable (PUBACK batches and one in 16 others);
-        ``on_appended`` is called once per append before it is durable (an observer)."""
-        self.name = name
-        self.store = store
-        self.rules = rules
+        ``on_appended`` is called once per append before it is durable (an observer).
+        Readings gather until the log's next commit could start (one append and fsync);
+        after ``quiet_s`` without an append that is now, so the first reading waits
+        ``gather_s`` for the rest of its burst (one append, fsync and PUBACK write)."""
+        self.name, self.store, self.rules = name, store, rules
         self.marks = marks if marks is not None else HighWaterMarks()
-        self.deadletters = deadletters
-        self.route = route
-        self.max_batch = max_batch
-        self.window_s = window_s
-        self.retry_s = retry_s
+        self.deadletters, self.route = deadletters, route
+        self.max_batch, self.window_s, self.retry_s = max_batch, window_s, retry_s
+        self.gather_s, self.quiet_s = gather_s, quiet_s
+        self._appended_at = float("-inf")  # time.monotonic() of the last append
         self.inbox = inbox if inbox is not None else Inbox()
         #: where the MQTT adapter delivers: the inbox's own method, no extra call per message
         self.submit = self.inbox.submit
-        self.ack = ack
-        self.on_durable = on_durable
+        self.ack, self.on_durable, self.on_appended = ack, on_durable, on_appended
         self.observe_fsync = observe_fsync
-        self.on_appended = on_appended
         self.stats: IngestStats = self.inbox.stats
         self._acks: asyncio.Queue[Pending] = asyncio.Queue()
         self._logged_at: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._suppressed: Counter[str] = Counter()
         self._since = 0.0  # perf_counter() when the batch being written started to gather
         if store is not None:
-            ct = ("content-type", rules.content_type if rules else b"application/octet-stream")
-            self._ct = ct
+            self._ct = ("content-type",
+                        rules.content_type if rules else b"application/octet-stream")
 
     @property
     def queued(self) -> int:
@@ -125,8 +123,7 @@ class StreamIngest:
     # -- the batch loop ------------------------------------------------------------------
 
     async def run(self) -> None:
-        inbox = self.inbox
-        wake = inbox.wake
+        inbox, wake = self.inbox, self.inbox.wake
         acker = asyncio.create_task(self._ack_loop(), name=f"ack-{self.name}")
         acker.add_done_callback(lambda _t: wake.set())
         if inbox.messages:  # restarted after a failure: the inbox may hold readings already
@@ -141,7 +138,10 @@ class StreamIngest:
                 if self.window_s > 0 and len(inbox.messages) < self.max_batch:
                     await asyncio.sleep(self.window_s)
                 elif self.store is not None and inbox.messages and not inbox.urgent:
-                    await inbox.nap(self.store.log.commit_due_at(), self.max_batch)
+                    now = time.monotonic()  # gather for the next commit, or a burst (init)
+                    quiet = now - self._appended_at > self.quiet_s
+                    await inbox.nap(max(self.store.log.commit_due_at(),
+                                        now + self.gather_s if quiet else 0.0), self.max_batch)
                 wake.clear()
                 while inbox.messages:
                     msgs = inbox.take(self.max_batch)
@@ -334,6 +334,7 @@ class StreamIngest:
         del p.meta[:k]
         st.appended += k
         st.batches += 1
+        self._appended_at = time.monotonic()
         # One waiter per append serves the forwarder (woken in _durable_done) and the
         # PUBACKs (the ack loop awaits it). QoS 0 batches have no PUBACKs and feed the
         # fsync histogram only one in 16, which is enough for it.

@@ -1,11 +1,12 @@
 """Which of the agent's paho-mqtt fast paths are on, and why one is off.
 
-Strategy: the two speed-ups of the agent's MQTT client override private paho-mqtt methods
-(``mqtt_socket.BufferingClient._create_socket``: buffered reads;
-``mqtt_client.IngestClient._handle_publish``: PUBLISH decoding without paho's
-per-message objects). Private methods change without notice, and a mismatch would raise
-inside ``loop_read``: the session reconnects, the broker redelivers the same PUBLISH, and
-nothing is ever acknowledged. So:
+Strategy: the speed-ups of the agent's MQTT client override or call private paho-mqtt
+methods (``mqtt_socket.BufferingClient._create_socket``: buffered reads;
+``mqtt_client.IngestClient._handle_publish`` and ``deliver_buffered``: PUBLISH decoding
+without paho's per-message objects; ``IngestClient.ack_many``: a batch's PUBACKs queued
+as one packet with ``_packet_queue``). Private methods change without notice, and a
+mismatch would raise inside ``loop_read``: the session reconnects, the broker redelivers
+the same PUBLISH, and nothing is ever acknowledged. So:
 
 * pyproject caps paho-mqtt below the next minor nobody has checked (``CHECKED``);
 * at import, ``check_paho`` compares the installed version with ``CHECKED`` and looks for
@@ -17,12 +18,13 @@ nothing is ever acknowledged. So:
   session starts, after logging is configured) and shown as ``edge_mqtt_fast_path{path}``
   0/1 and in ``GET /status`` (``mqtt_fast_paths``).
 
-With both paths off the agent runs on paho's public behaviour only: the same readings,
+With every path off the agent runs on paho's public behaviour only: the same readings,
 the same ack-after-durable, more CPU per reading (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from typing import Any
@@ -38,17 +40,21 @@ CHECKED = ((2, 1), (2, 2))
 BUFFERED_READS = "buffered_reads"
 #: decode plain PUBLISH packets in mqtt_client.IngestClient
 PUBLISH_DECODE = "publish_decode"
-PATHS = (BUFFERED_READS, PUBLISH_DECODE)
+#: queue the PUBACKs of a batch as one packet in mqtt_client.IngestClient.ack_many
+ACK_BATCHES = "ack_batches"
+PATHS = (BUFFERED_READS, PUBLISH_DECODE, ACK_BATCHES)
 
 
 class FastPaths:
     """Process-wide switches, read on the hot path as plain attributes."""
 
-    __slots__ = ("_lock", "_logged", "buffered_reads", "publish_decode", "reasons")
+    __slots__ = ("_lock", "_logged", "ack_batches", "buffered_reads", "publish_decode",
+                 "reasons")
 
     def __init__(self) -> None:
         self.buffered_reads = True
         self.publish_decode = True
+        self.ack_batches = True
         #: path -> why it is off
         self.reasons: dict[str, str] = {}
         self._logged: set[str] = set()
@@ -79,7 +85,7 @@ class FastPaths:
     def reset(self) -> None:
         """All paths on again (tests only: a real process never turns one back on)."""
         with self._lock:
-            self.buffered_reads = self.publish_decode = True
+            self.buffered_reads = self.publish_decode = self.ack_batches = True
             self.reasons.clear()
             self._logged.clear()
 
@@ -96,7 +102,7 @@ def _version(text: str) -> tuple[int, int] | None:
 
 
 def check_paho(version: str | None = None, client_class: Any = mqtt.Client) -> dict[str, str]:
-    """{path: why it cannot be used} for this paho-mqtt; empty when both paths fit."""
+    """{path: why it cannot be used} for this paho-mqtt; empty when every path fits."""
     version = paho.mqtt.__version__ if version is None else version
     if _version(version) not in CHECKED:
         checked = ", ".join(f"{a}.{b}" for a, b in CHECKED)
@@ -104,7 +110,8 @@ def check_paho(version: str | None = None, client_class: Any = mqtt.Client) -> d
         return dict.fromkeys(PATHS, why)
     out: dict[str, str] = {}
     for path, names in ((BUFFERED_READS, ("_create_socket", "_sock_recv", "loop_read")),
-                        (PUBLISH_DECODE, ("_handle_publish", "_packet_handle", "ack"))):
+                        (PUBLISH_DECODE, ("_handle_publish", "_packet_handle", "ack")),
+                        (ACK_BATCHES, ("_packet_queue",))):
         missing = [n for n in names if not callable(getattr(client_class, n, None))]
         if missing:
             out[path] = f"paho-mqtt {version} has no Client.{', Client.'.join(missing)}"
@@ -121,6 +128,14 @@ def check_paho(version: str | None = None, client_class: Any = mqtt.Client) -> d
         if not ok:
             out[PUBLISH_DECODE] = (f"paho-mqtt {version}: Client._in_packet / _manual_ack / "
                                    f"_protocol are not what the decoder reads ({packet!r:.80})")
+    if ACK_BATCHES not in out:
+        try:
+            params = list(inspect.signature(client_class._packet_queue).parameters)[1:5]
+        except (TypeError, ValueError) as exc:
+            params = [f"{type(exc).__name__}: {exc}"]
+        if params != ["command", "packet", "mid", "qos"]:
+            out[ACK_BATCHES] = (f"paho-mqtt {version}: Client._packet_queue takes {params}, "
+                                "not (command, packet, mid, qos)")
     return out
 
 
@@ -132,5 +147,6 @@ def apply_check(problems: dict[str, str]) -> None:
 
 apply_check(check_paho())
 
-__all__ = ["BUFFERED_READS", "CHECKED", "FAST_PATHS", "PATHS", "PUBLISH_DECODE", "FastPaths",
+__all__ = ["ACK_BATCHES", "BUFFERED_READS", "CHECKED", "FAST_PATHS", "PATHS", "PUBLISH_DECODE",
+           "FastPaths",
            "apply_check", "check_paho"]

@@ -4,31 +4,22 @@ Strategy: paho's client does the protocol; this module only drives its socket fr
 event loop (paho's ``on_socket_*`` hooks, as in paho's asyncio example and aiomqtt), hands
 every PUBLISH to a callback, and sends PUBACKs when told to. Nothing else lives here.
 
-Why paho directly and not aiomqtt (as of aiomqtt 2.5.1 on paho-mqtt 2.2.0; aiomqtt is not a
-dependency):
+Why paho directly and not aiomqtt (as of aiomqtt 2.5.1 on paho-mqtt 2.2.0): aiomqtt does
+not expose manual acknowledgement (``manual_ack=True`` / ``Client.ack``; empicano/aiomqtt
+issue #345, PR #346 open; its workaround reaches into the private ``client._client``),
+and ack-after-durable is the one thing this adapter must do. Its ``Message`` drops the
+DUP flag, a bounded queue *discards* messages (a discarded QoS 1 message stays in flight
+until a reconnect), and it reads one packet per readable event (bench/edge_ingest.py).
 
-* aiomqtt has no manual acknowledgement: paho's ``manual_ack=True`` / ``Client.ack(mid,
-  qos)`` are not exposed (empicano/aiomqtt issue #345, PR #346 still open); the workaround
-  it documents is to reach into the private ``client._client``. Ack-after-durable is the
-  one thing this adapter must do, so it should not rest on a private attribute.
-* aiomqtt's ``Message`` drops the DUP flag and routes every message through an
-  ``asyncio.Queue`` that, when bounded, *discards* messages with a warning: with manual
-  acks a discarded QoS 1 message would stay unacknowledged in flight until a reconnect.
-* Per-message cost: aiomqtt reads one packet per readable event and copies each message
-  into a queue; here a readable event drains every complete packet that has arrived and
-  the callback appends a tuple to the stream's inbox (see bench/edge_ingest.py).
-
-The client is ``mqtt_client.IngestClient``, a paho ``Client`` with two speed-ups that rest
-on private paho methods (listed, with why, in ``mqtt_socket`` and ``mqtt_client``; the
-acknowledgements themselves use paho's public ``Client.ack``): reads go through
-``mqtt_socket.BufferedSocket`` (one ``recv`` syscall per burst instead of three per
-PUBLISH), and plain PUBLISH packets (QoS 0/1, no v5 properties) reach ``_on_publish``
-without paho's per-message ``Properties``/``MQTTMessage`` objects; others still come
-through paho's ``on_message``. Both are guarded (``mqtt_guard``): off, with a log line and
-``edge_mqtt_fast_path{path} 0``, when paho is not a checked version or has changed, and
-paho's own code runs instead. Bytes the socket has buffered raise no readable event, so
-a drain that stops with bytes still buffered (after ``_DRAIN_PACKETS``, or after a
-non-PUBLISH packet) schedules the next one itself.
+The client is ``mqtt_client.IngestClient``, a paho ``Client`` with speed-ups resting on
+private paho methods (listed, with why, in ``mqtt_socket`` and ``mqtt_client``) and
+guarded (``mqtt_guard``: off, with a log line and ``edge_mqtt_fast_path{path} 0``, when
+paho is not a checked version or has changed): reads through ``BufferedSocket`` (one
+``recv`` per burst), plain PUBLISH packets decoded without paho's per-message objects
+(others come through paho's ``on_message``), a batch's PUBACKs as one write. Bytes the
+socket has buffered raise no readable event, so a drain that stops with bytes still
+buffered (after ``_DRAIN_PACKETS``, or at a packet left to paho) schedules the next one.
+The socket is watched for writability only when a write did not complete.
 
 The session: fixed client id, clean start off and a session expiry interval, so Mosquitto
 keeps the subscriptions and queues QoS 1 readings while the agent is down or restarting;
@@ -96,17 +87,17 @@ class MqttSession:
         self.disconnected_since: float | None = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._client: mqtt.Client | None = None
+        self._client: IngestClient | None = None
         self._connack: asyncio.Future[bool] | None = None
         self._closed: asyncio.Event | None = None
         self._misc: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._received = 0
+        self._stopping, self._received = False, 0
         self._drain_again: asyncio.Handle | None = None  # a drain of buffered bytes
+        self._writer_fd: int | None = None  # the fd watched for writability, if any
 
     # -- paho client and its callbacks ---------------------------------------------------
 
-    def _new_client(self) -> mqtt.Client:
+    def _new_client(self) -> IngestClient:
         if self.cfg.protocol == "3.1.1":
             c = IngestClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True,
@@ -149,32 +140,53 @@ class MqttSession:
         assert self._loop is not None
         self._loop.remove_reader(fd)
         self._loop.remove_writer(fd)
+        self._writer_fd = None if self._writer_fd == fd else self._writer_fd
 
     def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._loop.add_writer, sock.fileno(), self._on_writable)  # type: ignore[union-attr]
+        # Deferred: ``ack`` writes at once and usually completes; a writer added and
+        # removed re-registers the fd with uvloop (an epoll delete, the reader re-added).
+        self._in_loop(self._loop.call_soon, self._watch_writable, client, sock)  # type: ignore[union-attr]
 
-    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any,
-                                    sock: Any) -> None:
-        self._in_loop(self._loop.remove_writer, sock.fileno())  # type: ignore[union-attr]
+    def _watch_writable(self, client: mqtt.Client, sock: Any) -> None:
+        if client is self._client and client.socket() is sock and client.want_write():
+            self._loop.add_writer(sock.fileno(), self._on_writable)  # type: ignore[union-attr]
+            self._writer_fd = sock.fileno()
+
+    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any
+                                    ) -> None:
+        if self._writer_fd == sock.fileno():
+            self._writer_fd = None
+            self._in_loop(self._loop.remove_writer, sock.fileno())  # type: ignore[union-attr]
 
     def _on_readable(self) -> None:
         if self._drain_again is None:  # else that drain reads these bytes too
             self._drain(self._client)
 
-    def _drain(self, client: mqtt.Client | None) -> None:
+    def _drain(self, client: IngestClient | None) -> None:
         self._drain_again = None
         if client is None or client is not self._client:
             return  # a drain scheduled for a connection that has been replaced
         try:
-            for _ in range(_DRAIN_PACKETS):
+            sock = client.socket()
+            buffered = getattr(sock, "buffered", None)  # plain sockets have none
+            budget = _DRAIN_PACKETS
+            while budget > 0:  # plain PUBLISHes ours, the rest (and EOF) paho's loop_read
+                taken = client.read_publishes(budget)
+                if taken:
+                    budget -= taken
+                    continue
+                if taken == 0 and not (buffered and buffered()):
+                    break  # nothing more has arrived
                 before = self._received
-                if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._received == before:
-                    break  # no complete PUBLISH arrived: nothing more for now
+                if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                if self._received == before and not (buffered and buffered()):
+                    break  # no complete packet arrived: nothing more for now
+                budget -= 1
             # Bytes already read from the kernel raise no readable event: drain them in the
             # next loop iteration (one drain per iteration, readable event or not, so the
             # ingest task sees at most _DRAIN_PACKETS new messages per iteration).
-            sock = client.socket()
-            pending = getattr(sock, "pending", None)  # plain sockets have none
+            pending = getattr(sock, "pending", None)
             if pending is not None and pending():
                 self._drain_again = self._loop.call_soon(  # type: ignore[union-attr]
                     self._drain, client)
@@ -270,14 +282,13 @@ class MqttSession:
         client = self._client
         if client is None or not self.connected:
             return 0
-        epoch = self.epoch
-        sent = 0
-        ack = client.ack
-        for mid, ep in acks:
-            if ep == epoch:
-                ack(mid, 1)
-                sent += 1
-        return sent
+        mids = [mid for mid, ep in acks if ep == self.epoch]
+        if not client.ack_many(mids):  # the fast path is off: paho's own, one by one
+            for mid in mids:
+                client.ack(mid, 1)
+        if mids:  # written now, one send (paho keeps what the socket does not take)
+            self._on_writable()
+        return len(mids)
 
     # -- the connection loop -------------------------------------------------------------
 

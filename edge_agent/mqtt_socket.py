@@ -88,6 +88,23 @@ class BufferedSocket:
         """Bytes received from the socket and not yet returned by ``recv``."""
         return len(self._buf) - self._pos
 
+    def fill(self) -> int:
+        """One read from the socket into the (empty) buffer; how many bytes (0: EOF).
+        The socket's exceptions propagate unchanged, as from ``recv``."""
+        data = self.sock.recv(RECV_BYTES)
+        self._buf = data
+        self._pos = 0
+        return len(data)
+
+    def peek(self) -> tuple[bytes, int]:
+        """The buffer and the position of its first byte not yet returned by ``recv``
+        (for a parser that takes whole packets from it, then calls ``skip_to``)."""
+        return self._buf, self._pos
+
+    def skip_to(self, pos: int) -> None:
+        """The buffered bytes before ``pos`` were consumed without ``recv``."""
+        self._pos = pos
+
     def pending(self) -> int:
         """Bytes readable without a readable event: buffered, plus SSL's decrypted ones."""
         n = len(self._buf) - self._pos

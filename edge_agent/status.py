@@ -23,6 +23,8 @@ Health rules (each failing rule adds a human-readable problem; 503 when any fail
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections import deque
 from collections.abc import Callable
@@ -268,7 +270,8 @@ def stream_status(s: Any, now: float) -> StatusDoc:
         "devices": len(s.marks), "dedup_evictions": s.marks.evictions,
         "sequence_resets": dict(st.resets), "internal_errors": st.internal_errors,
         "log_size_bytes": lg.size_bytes,
-        "appends": st.batches, "fsyncs": lg.stats.fsyncs,
+        # appends and fsyncs of the log: readings per fsync is what the group commit saves
+        "log_appends": lg.stats.appended_batches, "log_fsyncs": lg.stats.fsyncs,
         "hurried_commits": lg.hurried_commits,
         "max_bytes": sc.max_bytes, "full_policy": sc.full_policy,
         # every record the full policy deleted, and those whose batch is still on the
@@ -283,6 +286,37 @@ def stream_status(s: Any, now: float) -> StatusDoc:
 
 
 # -- the HTTP app --------------------------------------------------------------------------
+
+def status_server(app: Any) -> Any:
+    """uvicorn's server for ``app``, minus two things an agent does not want: its signal
+    handlers (the agent handles signals itself) and ten wake-ups a second. uvicorn's
+    ``main_loop`` ticks every 100 ms to refresh the Date header (once a second) and to
+    see ``should_exit``; here it ticks once a second, and ``leave()`` ends it at once."""
+    import uvicorn  # imported here: the CLI's status command does not need it
+
+    class StatusServer(uvicorn.Server):
+        _leave: asyncio.Event | None = None
+
+        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext()
+
+        async def main_loop(self) -> None:
+            self._leave = leave = asyncio.Event()
+            counter = 0  # uvicorn's on_tick refreshes the Date header when counter % 10 == 0
+            while not await self.on_tick(counter):
+                counter = (counter + 10) % 864000
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await leave.wait()
+
+        def leave(self) -> None:
+            self.should_exit = True
+            if self._leave is not None:
+                self._leave.set()
+
+    return StatusServer(uvicorn.Config(app, log_level="warning", access_log=False,
+                                       lifespan="off", http="h11", ws="none"))
+
 
 def create_app(snapshot: Callable[[], StatusDoc], metrics_body: Callable[[], tuple[bytes, str]],
                stuck_after_s: float, local: Any = None) -> Any:

@@ -76,6 +76,11 @@ class StreamStore:
             limit = min(limit, self.keep_from)
         return self.log.delete_before(limit)
 
+    @property
+    def persist_due(self) -> bool:
+        """Whether the acked offset moved since its checkpoint was last written."""
+        return self.acked_offset != self._persisted
+
     def persist_acked(self) -> None:
         """Write the acked checkpoint when it moved (temp file + fsync + rename)."""
         # Read the offset once: this runs in a worker thread while the event loop moves

@@ -43,8 +43,9 @@ def stream_config(name: str = "telemetry", priority: int = 5, **kwargs: object) 
 
 def edge_config(data_dir: Path, streams: Iterable[StreamConfig] | None = None,
                 edge_id: str = "edge-1", **uplink: object) -> EdgeConfig:
-    """An EdgeConfig for tests; ``uplink`` keywords go to UplinkConfig (small linger)."""
+    """An EdgeConfig for tests; ``uplink`` keywords go to UplinkConfig (no linger)."""
     uplink.setdefault("linger_ms", 0.0)
+    uplink.setdefault("min_batch_linger_ms", 0.0)
     uplink.setdefault("retry_max_s", 0.2)
     return EdgeConfig(edge_id=edge_id, data_dir=data_dir,
                       streams=tuple(streams or (stream_config(),)),
@@ -188,7 +189,8 @@ def write_edge_toml(path: Path, data_dir: Path, url: str, *, edge_id: str = "edg
     tok = f'token = "{token}"\n' if token else ""
     path.write_text(
         f'edge_id = "{edge_id}"\ndata_dir = "{data_dir}"\n\n'
-        f'[uplink]\nurl = "{url}"\n{tok}linger_ms = 0\nretry_max_s = 0.2\n{extra_uplink}\n'
+        f'[uplink]\nurl = "{url}"\n{tok}linger_ms = 0\nmin_batch_linger_ms = 0\n'
+        f'retry_max_s = 0.2\n{extra_uplink}\n'
         f"{streams}"
     )
     return path

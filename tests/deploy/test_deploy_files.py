@@ -86,6 +86,8 @@ def test_gateway_mosquitto_conf_keeps_persistence_and_auth() -> None:
     assert ("allow_anonymous", "false") in lines
     assert any(k == "password_file" for k, *_ in lines)
     assert any(k == "acl_file" for k, *_ in lines)
+    # Nagle off: else readings behind an unacknowledged one wait for the agent's ACK
+    assert ("set_tcp_nodelay", "true") in lines
 
 
 def test_gateway_mosquitto_conf_is_accepted_by_mosquitto(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -261,6 +262,62 @@ def test_alarm_appended_later_overtakes_the_telemetry_backlog(tmp_path: Path) ->
     cloud.close()
     telemetry.log.close()
     alarms.log.close()
+
+
+# -- batching a trickle ------------------------------------------------------------------
+
+
+def test_a_trickle_waits_for_min_batch_records_or_the_linger(tmp_path: Path) -> None:
+    # A request costs about as much as a dozen readings: fewer than min_batch_records
+    # wait up to min_batch_linger_ms for company, so a quiet gateway sends few requests.
+    cfg = edge_config(tmp_path / "edge", min_batch_records=16, min_batch_linger_ms=400)
+    store = open_edge(cfg)
+    fill(store, 3, 3)
+    cloud = Cloud(tmp_path / "cloud")
+    up = Recording(memory_uplink(cloud.ingestor))
+    sent_at: dict[str, float] = {}
+
+    async def main() -> None:
+        fwd = Forwarder(senders(cfg, [store]), up, cfg.uplink)
+        start = time.monotonic()
+
+        def trickle() -> bool:
+            if not up.sends:
+                return False
+            if "first" not in sent_at:
+                sent_at["first"] = time.monotonic() - start
+                fill(store, 16, 4, start=3)  # a full minimum: goes without waiting
+                fwd.notify()
+                sent_at["refilled"] = time.monotonic()
+            return fwd.drained()
+
+        await run_until(fwd, trickle)
+        sent_at["second"] = time.monotonic() - sent_at["refilled"]
+
+    asyncio.run(main())
+    assert up.sends == [("telemetry", 0, 2), ("telemetry", 3, 18)]
+    assert sent_at["first"] >= 0.4 * 0.9, sent_at  # the three waited for the linger
+    assert sent_at["second"] < 0.4 * 0.9, sent_at  # sixteen did not
+    verify_cloud(cloud.view(), {source(cfg, store): range(19)})
+    cloud.close()
+    store.log.close()
+
+
+def test_priority_0_streams_never_wait_for_a_trickle(tmp_path: Path) -> None:
+    cfg = edge_config(tmp_path / "edge", [stream_config("alarms", priority=0)],
+                      min_batch_records=16, min_batch_linger_ms=60_000)
+    store = open_edge(cfg, "alarms")
+    fill(store, 1, 1)
+    cloud = Cloud(tmp_path / "cloud", {"alarms": 1})
+
+    async def main() -> None:
+        fwd = Forwarder(senders(cfg, [store]), memory_uplink(cloud.ingestor), cfg.uplink)
+        await run_until(fwd, fwd.drained, timeout=30)  # not the 60 s linger
+
+    asyncio.run(main())
+    verify_cloud(cloud.view("alarms"), {source(cfg, store): range(1)})
+    cloud.close()
+    store.log.close()
 
 
 # -- fatal errors ------------------------------------------------------------------------

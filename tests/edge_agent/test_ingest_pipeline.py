@@ -73,6 +73,34 @@ def test_pubacks_wait_for_the_group_commit(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_burst_after_a_quiet_spell_is_one_append_and_load_never_waits(
+        tmp_path: Path) -> None:
+    # Devices reporting on the same tick: the first reading after a quiet spell waits
+    # gather_s for the others, so the burst is one append, one fsync and one ack call.
+    async def main() -> None:
+        ing, store = pipeline(tmp_path, config(tmp_path), gather_s=2.0, quiet_s=60.0)
+        acks: list[list[tuple[int, int]]] = []
+        ing.ack = acks.append
+        task = asyncio.create_task(ing.run())
+        ing.submit(msg("d0", 0, 1))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the pipeline woke and is gathering
+        for d in range(1, 10):
+            ing.submit(msg(f"d{d}", 0, d + 1))
+        await until(lambda: ing.stats.pubacks >= 10, 30, "10 acks")
+        assert store.log.stats.appended_batches == 1 and len(acks) == 1
+        # quiet_s has not passed since that append: the next burst goes at once
+        start = time.monotonic()
+        ing.submit(msg("d0", 1, 11))
+        await until(lambda: ing.stats.pubacks >= 11, 30, "the 11th ack")
+        assert time.monotonic() - start < 2.0 * 0.9, "the second burst waited"
+        assert store.log.stats.appended_batches == 2
+        task.cancel()
+        store.log.close()
+
+    asyncio.run(main())
+
+
 def test_redeliveries_are_deduplicated_but_still_acked(tmp_path: Path) -> None:
     async def main() -> None:
         ing, store = pipeline(tmp_path, config(tmp_path))

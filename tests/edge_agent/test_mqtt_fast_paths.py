@@ -1,6 +1,6 @@
 """The paho guard (edge_agent/mqtt_guard.py): fast paths off when paho is not what we
 checked, a fallback to paho's own method on any exception inside an override, and an
-agent that keeps every guarantee with both paths off.
+agent that keeps every guarantee with every path off.
 
 A paho change used to raise inside ``loop_read``: the session reconnected, the broker
 redelivered the same PUBLISH, and nothing was ever acknowledged. The in-process tests
@@ -10,6 +10,7 @@ runs ``edge-agent run`` as if an unchecked paho were installed and SIGKILLs it.
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from test_mqtt_socket import _check, _publish, _session
 from edge_agent import mqtt_client, mqtt_socket
 from edge_agent.config import MqttConfig
 from edge_agent.mqtt_guard import (
+    ACK_BATCHES,
     BUFFERED_READS,
     CHECKED,
     FAST_PATHS,
@@ -55,9 +57,10 @@ def test_the_installed_paho_is_a_checked_one() -> None:
     # If this fails after an upgrade: run tests/edge_agent/test_mqtt_*.py against the new
     # paho, then raise pyproject's cap and mqtt_guard.CHECKED together.
     assert check_paho() == {}
-    assert FAST_PATHS.buffered_reads and FAST_PATHS.publish_decode
+    assert FAST_PATHS.buffered_reads and FAST_PATHS.publish_decode and FAST_PATHS.ack_batches
     assert FAST_PATHS.status() == [{"path": BUFFERED_READS, "on": True, "reason": ""},
-                                   {"path": PUBLISH_DECODE, "on": True, "reason": ""}]
+                                   {"path": PUBLISH_DECODE, "on": True, "reason": ""},
+                                   {"path": ACK_BATCHES, "on": True, "reason": ""}]
 
 
 def test_pyproject_caps_paho_below_the_next_unchecked_minor() -> None:
@@ -67,9 +70,9 @@ def test_pyproject_caps_paho_below_the_next_unchecked_minor() -> None:
 
 
 @pytest.mark.parametrize("version", ["2.3.0", "3.0.0", "2.0.1", "garbage"])
-def test_an_unchecked_version_turns_both_paths_off(version: str) -> None:
+def test_an_unchecked_version_turns_every_path_off(version: str) -> None:
     problems = check_paho(version)
-    assert set(problems) == {BUFFERED_READS, PUBLISH_DECODE}
+    assert set(problems) == {BUFFERED_READS, PUBLISH_DECODE, ACK_BATCHES}
     assert all(f"paho-mqtt {version} is not a checked version" in r for r in problems.values())
 
 
@@ -80,6 +83,10 @@ def test_a_missing_or_reshaped_private_attribute_turns_its_path_off() -> None:
     class NoCreateSocket(mqtt.Client):
         _create_socket = None  # type: ignore[assignment]
 
+    class OtherPacketQueue(mqtt.Client):
+        def _packet_queue(self, packet: bytes) -> Any:  # type: ignore[override]
+            return None
+
     class OtherInPacket(mqtt.Client):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -89,6 +96,8 @@ def test_a_missing_or_reshaped_private_attribute_turns_its_path_off() -> None:
     assert "Client._handle_publish" in check_paho(client_class=NoHandlePublish)[PUBLISH_DECODE]
     assert set(check_paho(client_class=NoCreateSocket)) == {BUFFERED_READS}
     assert "_in_packet" in check_paho(client_class=OtherInPacket)[PUBLISH_DECODE]
+    assert set(check_paho(client_class=OtherPacketQueue)) == {ACK_BATCHES}
+    assert "_packet_queue" in check_paho(client_class=OtherPacketQueue)[ACK_BATCHES]
 
 
 @pytest.mark.parametrize("qos", [0, 1])
@@ -130,7 +139,79 @@ def test_an_exception_while_wrapping_the_socket_falls_back_to_paho(
     assert "AttributeError" in FAST_PATHS.reasons[BUFFERED_READS]
 
 
-# -- the agent with both paths off, under kill -9 ------------------------------------------
+# -- reading PUBLISH packets from the buffer, writing a batch's PUBACKs at once --------------
+
+def _publish_packet(mid: int, payload: bytes) -> bytes:
+    body = b"\x00\x05t/a/r" + mid.to_bytes(2, "big") + payload
+    return bytes([0x32, len(body)]) + body  # PUBLISH, QoS 1, MQTT 3.1.1
+
+
+def test_read_publishes_takes_whole_packets_and_leaves_the_rest_to_paho() -> None:
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    c = mqtt_client.IngestClient(mqtt.CallbackAPIVersion.VERSION2, manual_ack=True)
+    got: list[tuple[bytes, bytes, int, int]] = []
+    c.deliver = lambda *m: got.append(m)  # type: ignore[assignment]
+    c._sock = mqtt_socket.BufferedSocket(theirs)  # as if connected
+    c._last_bytes_received = 0.0
+    try:
+        assert c.read_publishes(10) == 0  # nothing has arrived
+        # two PUBLISH packets, a PINGRESP, the first bytes of a third PUBLISH
+        ours.sendall(_publish_packet(1, b"one") + _publish_packet(2, b"two") + b"\xd0\x00"
+                     + _publish_packet(3, b"three")[:4])
+        assert c.read_publishes(10) == 2
+        assert got == [(b"t/a/r", b"one", 1, 1), (b"t/a/r", b"two", 1, 2)]
+        assert c._last_bytes_received > 0  # paho's keepalive clock saw the read
+        assert c.read_publishes(10) == 0  # the PINGRESP is paho's, and what follows it
+        assert c._sock.buffered() == 6
+        assert c.read_publishes(1) == 0 and len(got) == 2
+    finally:
+        ours.close()
+        theirs.close()
+
+
+class _Wire:
+    """A connected socket as paho writes to it: every ``send`` recorded."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        """paho closes its socket when the client is collected."""
+
+
+def test_ack_many_writes_in_one_send_what_paho_writes_ack_by_ack() -> None:
+    def connected() -> tuple[mqtt_client.IngestClient, _Wire]:
+        c = mqtt_client.IngestClient(mqtt.CallbackAPIVersion.VERSION2, manual_ack=True)
+        c._sock = wire = _Wire()  # type: ignore[assignment]
+        return c, wire
+
+    ours, wire = connected()
+    assert ours.ack_many([1, 300, 65535])
+    paho, paho_wire = connected()
+    for mid in (1, 300, 65535):
+        paho.ack(mid, 1)
+    assert len(wire.sent) == 1 and len(paho_wire.sent) == 3
+    assert wire.sent[0] == b"".join(paho_wire.sent)
+
+
+def test_a_reshaped_packet_queue_turns_ack_batches_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    def reshaped(self: Any, command: int, packet: bytes, mid: int, qos: int, *,
+                 priority: int) -> None:  # as if paho added a required argument
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(mqtt_client.IngestClient, "_packet_queue", reshaped)
+    c = mqtt_client.IngestClient(mqtt.CallbackAPIVersion.VERSION2, manual_ack=True)
+    assert not c.ack_many([1, 2])  # MqttSession.ack then uses paho's ack for each
+    assert not FAST_PATHS.ack_batches
+    assert "queueing PUBACKs" in FAST_PATHS.reasons[ACK_BATCHES]
+
+
+# -- the agent with every path off, under kill -9 ------------------------------------------
 
 #: ``edge-agent run`` in a process where paho reports a version nobody has checked
 _UNCHECKED_PAHO = (
@@ -149,10 +230,10 @@ def test_the_agent_with_fast_paths_off_acks_only_what_is_durable(
                    status_port, tmp_path / "agent.out", ready=lambda: agent_ready(status_port),
                    ready_timeout=60).start()
     doc = http_get(status_port, "/status").json()
-    assert [f["on"] for f in doc["mqtt_fast_paths"]] == [False, False]
+    assert [f["on"] for f in doc["mqtt_fast_paths"]] == [False, False, False]
     assert "paho-mqtt 2.3.0 is not a checked version" in doc["mqtt_fast_paths"][0]["reason"]
     metrics = http_get(status_port, "/metrics").text
-    for path in (BUFFERED_READS, PUBLISH_DECODE):
+    for path in (BUFFERED_READS, PUBLISH_DECODE, ACK_BATCHES):
         assert f'edge_mqtt_fast_path{{path="{path}"}} 0.0' in metrics
     pubs = [Publisher(mosquitto.port, f"dev{i}") for i in range(DEVICES)]
     feeder = Feeder(pubs, pause_s=0.002).start()
