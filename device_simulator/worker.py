@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import multiprocessing as mp
+import os
 import resource
 import signal
 import time
@@ -55,6 +58,9 @@ class WorkerPlan:
     groups: tuple[tuple[str, tuple[int, ...]], ...]  # (client id, device indices)
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -78,10 +84,22 @@ def _loop_factory(name: str) -> Any:
     return uvloop.new_event_loop
 
 
+def _die_with_parent() -> None:
+    """A SIGKILLed ``device-sim`` cannot stop its workers (daemonic children are only
+    stopped at a normal exit), and an orphaned worker would go on publishing: have the
+    kernel kill this process with its parent (Linux), and exit if that already happened."""
+    parent = mp.parent_process()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)
+
+
 def worker_main(cfg: RunConfig, plan: WorkerPlan, queue: Any, start_event: Any,
                 stop_event: Any, start_at: Any) -> None:
     """Process entry point (spawned by the runner)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into stop_event
+    _die_with_parent()
     try:
         worker = Worker(cfg, plan, queue, start_event, stop_event, start_at)
         loop_factory = _loop_factory(cfg.loop)
