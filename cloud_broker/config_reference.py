@@ -19,7 +19,7 @@ from pathlib import Path
 from tomlconf import Key, collect, reference
 
 from .config import parse_config
-from .mirrors.settings import PER_TARGET
+from .mirrors.settings import PER_TARGET, PG_BATCH_BYTES, PG_BATCH_RECORDS, MirrorConfig
 
 EXAMPLE = '''
 data_dir = "/var/lib/cloud-broker"
@@ -140,7 +140,12 @@ TYPES = {
 }
 DEFAULTS = {"kafka.advertised": "listen", "mirrors.<name>.target": "required",
             "mirrors.<name>.topic": "required", "tokens.token": "required",
-            "max_decompressed_bytes": "2 x max_body_bytes"}
+            "max_decompressed_bytes": "2 x max_body_bytes",
+            # the postgres target takes larger batches (mirrors/settings.py)
+            "mirrors.<name>.batch_records":
+                f"{MirrorConfig.batch_records} (postgres: {PG_BATCH_RECORDS})",
+            "mirrors.<name>.batch_bytes":
+                f"{MirrorConfig.batch_bytes} (postgres: {PG_BATCH_BYTES})"}
 
 MEANING = {
     "data_dir": "where partitions, group offsets and ingest state live (one broker per "

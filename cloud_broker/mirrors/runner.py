@@ -105,11 +105,14 @@ class MirrorRunner:
 
     def status(self) -> dict[str, Any]:
         parts = [self.partitions[p].to_dict() for p in sorted(self.partitions)]
-        lags = [p["lag"] for p in parts if p["lag"] is not None]
+        # unknown (None) until every partition's lag is known: a sum over the known ones
+        # would say "caught up" while a partition has not been read yet
+        lags = [p["lag"] for p in parts]
         # Masked here, where it is built: target descriptions and error texts may carry
         # a URL with credentials, and every caller (GET and POST /v1/mirrors) gets it safe.
         return redact({**self.config.public(), "target_description": self.target.description,
-                       "lag": sum(lags) if lags else None, "partitions": parts})
+                       "lag": sum(lags) if lags and None not in lags else None,
+                       "partitions": parts})
 
     # -- retrying ------------------------------------------------------------------------
 

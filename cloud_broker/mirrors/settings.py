@@ -81,6 +81,7 @@ PG_BASE_COLUMNS = frozenset({"topic", "partition", "offset", "key", "key_bytes",
 MAX_PG_FIELDS = 64
 #: default batch_records of a postgres mirror (others: 1000)
 PG_BATCH_RECORDS = 5000
+PG_BATCH_BYTES = 4 << 20
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -195,7 +196,7 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
         # as hundreds of rows, so batches are larger there (docs/benchmarks.md).
         "batch_records": m.integer("batch_records", PG_BATCH_RECORDS if target == "postgres"
                                    else 1000, minimum=1),
-        "batch_bytes": m.integer("batch_bytes", 4 << 20 if target == "postgres" else 1 << 20,
+        "batch_bytes": m.integer("batch_bytes", PG_BATCH_BYTES if target == "postgres" else 1 << 20,
                                  minimum=1024),
         "wait_ms": m.integer("wait_ms", 1000, minimum=0),
         "max_backoff_s": m.number("max_backoff_s", 30.0, minimum=0.01),
