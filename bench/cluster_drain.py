@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import pstats
 import shutil
@@ -72,6 +73,21 @@ def nats_cpu(cluster: NatsCluster) -> float:
     return sum(process_cpu(n.proc.pid) for n in cluster.nodes if n.proc is not None)
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of process ``pid``: cProfile sees only the main thread, and
+    the JetStream store publishes from its own client thread."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out[task.name] = process_cpu_path(task / "stat")
+    return out
+
+
+def process_cpu_path(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_drain(work: Path, template: Path, s: Setting, name: str, extra: str,
               cluster: NatsCluster, profile: Path | None) -> Result:
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
@@ -82,16 +98,20 @@ def run_drain(work: Path, template: Path, s: Setting, name: str, extra: str,
                        *broker.args[1:]]
     broker.start()
     assert broker.proc is not None
-    nats0 = nats_cpu(cluster)
+    nats0, threads0 = nats_cpu(cluster), thread_cpu(broker.proc.pid)
     try:
         cfg = edge_cfg(run_dir / "edge", f"http://127.0.0.1:{broker.port}", s)
         result = asyncio.run(drain(cfg, 600, broker.proc.pid))
+        threads = thread_cpu(broker.proc.pid)
     finally:
         if profile is not None:
             broker.proc.send_signal(signal.SIGINT)  # cProfile writes on KeyboardInterrupt
             broker.proc.wait(60)
         broker.stop(timeout=60)
     result.name = f"{name} {s.label}"
+    busy = sorted((cpu - threads0.get(t, 0.0) for t, cpu in threads.items()), reverse=True)
+    result.note += ("; " if result.note else "") + "busiest broker threads " + "/".join(
+        f"{cpu / result.readings * 1e6:.1f}" for cpu in busy[:3]) + " us/rdg"
     if extra:
         us = (nats_cpu(cluster) - nats0) / result.readings * 1e6
         result.note += ("; " if result.note else "") + f"nats-server CPU {us:.1f} us/rdg (3 nodes)"

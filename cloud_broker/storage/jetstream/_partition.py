@@ -68,7 +68,7 @@ class StaleMark(Exception):
 
 @dataclass(eq=False)
 class _Item:
-    body: bytes
+    body: bytes = field(repr=False)  # ~150 KB: a repr of it costs more than its publish
     count: int
     max_ts: int
     expect_base: int | None = None  # a plain append: the offset promised to its caller
@@ -225,8 +225,11 @@ class JetStreamPartition(StreamFollower, Waiters):
                 item.done.set_result(result)
                 self.notify()
             finally:
-                with self._lock, contextlib.suppress(ValueError):
-                    self._pending.remove(item)
+                # only plain appends are pending; removing an absent item would raise a
+                # ValueError whose message is built from the item's repr, at every piece
+                if item.expect_base is not None:
+                    with self._lock, contextlib.suppress(ValueError):
+                        self._pending.remove(item)
 
     async def _publish(self, item: _Item) -> tuple[int, int]:
         tag = os.urandom(8).hex()
