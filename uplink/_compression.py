@@ -11,6 +11,7 @@ are a function of the batch.
 
 from __future__ import annotations
 
+import threading
 import zlib
 
 import zstandard
@@ -25,6 +26,23 @@ _GZIP_CHUNK = 64 * 1024
 # compression argument -> Content-Encoding token (RFC 9110 / RFC 8878 names)
 _TOKENS: dict[str, str] = {"none": "identity", "gzip": "gzip", "zstd": "zstd"}
 _DEFAULT_LEVELS: dict[str, int] = {"gzip": 6, "zstd": 3}
+# One ZstdCompressor per thread and level: a new one allocates and clears its context
+# (about 1 MB at level 3) on every body, half the cost of compressing an uplink batch
+# (~9 of ~17 us for 6 KB). A compressor serves one call at a time, hence per thread; a
+# one-shot ``compress`` starts a fresh frame, so the bytes do not depend on earlier ones.
+_zstd = threading.local()
+
+
+def _zstd_compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_zstd, "by_level", None)
+    if cache is None:
+        cache = _zstd.by_level = {}
+    compressor = cache.get(level)
+    if compressor is None:
+        if len(cache) >= 8:  # levels come from config: a few; bounded all the same
+            cache.clear()
+        compressor = cache[level] = zstandard.ZstdCompressor(level=level)
+    return compressor
 
 
 def compress(body: bytes, compression: str, level: int | None) -> bytes:
@@ -35,7 +53,7 @@ def compress(body: bytes, compression: str, level: int | None) -> bytes:
         # mtime=0 keeps the bytes a pure function of the batch.
         compressor = zlib.compressobj(chosen, zlib.DEFLATED, 31)
         return compressor.compress(body) + compressor.flush()
-    return zstandard.ZstdCompressor(level=chosen).compress(body)
+    return _zstd_compressor(chosen).compress(body)
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import threading
 import zlib
 
 import cbor2
@@ -158,6 +159,22 @@ def test_zstd_without_a_declared_size_decodes() -> None:
     compressed = zstandard.ZstdCompressor(write_content_size=False).compress(body)
     assert zstandard.frame_content_size(compressed) == -1
     assert decode_batch(compressed, "zstd") == make_batch()
+
+
+def test_zstd_bodies_are_a_function_of_the_batch_alone() -> None:
+    # The compressor is reused per thread: an earlier, different body must not change
+    # the bytes of the next one (a fresh frame each time), in this thread or another.
+    plain, _ = encode_batch(make_batch())
+    fresh = zstandard.ZstdCompressor(level=3).compress(plain)
+    other = dataclasses.replace(make_batch(), stream="other")
+    bodies = [encode_batch(b, "zstd")[0] for b in (make_batch(), other, make_batch())]
+    from_thread: list[bytes] = []
+    t = threading.Thread(target=lambda: from_thread.append(
+        encode_batch(make_batch(), "zstd")[0]))
+    t.start()
+    t.join()
+    assert bodies[0] == bodies[2] == from_thread[0] == fresh
+    assert decode_batch(bodies[1], "zstd") == other
 
 
 # --- our own misuse ---------------------------------------------------------
