@@ -17,8 +17,9 @@ from typing import Any
 
 from ..auth import Principal
 from ..storage import LogError, OffsetOutOfRange, PartitionLog, UnknownTopic
-from .records import encode_batches
+from .records import encode_batch_pieces
 from .service import BrokerView
+from .wire import Chunks
 
 NONE, OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION = 0, 1, 3
 KAFKA_STORAGE_ERROR, TOPIC_AUTHORIZATION_FAILED, POLICY_VIOLATION = 56, 29, 44
@@ -109,10 +110,10 @@ async def list_offsets(broker: BrokerView, who: Principal, req: Any) -> dict[str
 
 
 def _read(part: PartitionLog, offset: int, max_bytes: int, compression: str
-          ) -> tuple[bytes, int]:
+          ) -> tuple[Chunks, int]:
     hw = part.durable_offset
     res = part.fetch_batches(offset, MAX_FETCH_RECORDS, max(1, max_bytes), end=hw)
-    return encode_batches(res.batches, compression), hw
+    return Chunks(encode_batch_pieces(res.batches, compression)), hw
 
 
 async def _read_one(broker: BrokerView, part: PartitionLog, offset: int, max_bytes: int
