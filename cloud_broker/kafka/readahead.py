@@ -10,6 +10,8 @@ else it is dropped. What it read is still what a fresh read gives: the records b
 durable offset are immutable, and the Fetch's own range check (``start_offset``, which
 retention moves) runs first. At most one answer ahead per connection: its memory is one
 more answer (``MAX_FETCH_BYTES`` at most), released when the connection closes.
+The read starts as soon as the answer is read, not once it is written: the client's
+turn alone is shorter than a read, and started after the write it measured slower.
 """
 
 from __future__ import annotations
