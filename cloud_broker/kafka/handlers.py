@@ -17,8 +17,10 @@ from typing import Any
 
 from ..auth import Principal
 from ..storage import LogError, OffsetOutOfRange, PartitionLog, UnknownTopic
-from .records import encode_batches
+from .readahead import ReadAhead
+from .records import encode_batch_pieces
 from .service import BrokerView
+from .wire import Chunks
 
 NONE, OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION = 0, 1, 3
 KAFKA_STORAGE_ERROR, TOPIC_AUTHORIZATION_FAILED, POLICY_VIOLATION = 56, 29, 44
@@ -109,14 +111,15 @@ async def list_offsets(broker: BrokerView, who: Principal, req: Any) -> dict[str
 
 
 def _read(part: PartitionLog, offset: int, max_bytes: int, compression: str
-          ) -> tuple[bytes, int]:
+          ) -> tuple[Chunks, int, int]:
+    """(records, high watermark, next offset)."""
     hw = part.durable_offset
     res = part.fetch_batches(offset, MAX_FETCH_RECORDS, max(1, max_bytes), end=hw)
-    return encode_batches(res.batches, compression), hw
+    return Chunks(encode_batch_pieces(res.batches, compression)), hw, res.next_offset
 
 
-async def _read_one(broker: BrokerView, part: PartitionLog, offset: int, max_bytes: int
-                    ) -> dict[str, Any]:
+async def _read_one(broker: BrokerView, part: PartitionLog, offset: int, max_bytes: int,
+                    ahead: ReadAhead | None = None) -> dict[str, Any]:
     cfg = broker.config.kafka
     assert cfg is not None
     out: dict[str, Any] = {"partition_index": part.index, "error_code": NONE,
@@ -127,12 +130,15 @@ async def _read_one(broker: BrokerView, part: PartitionLog, offset: int, max_byt
     if not part.start_offset <= offset <= part.durable_offset:
         out["error_code"] = OFFSET_OUT_OF_RANGE
         return out
+    early = ahead.take(part, offset, max_bytes) if ahead is not None else None
     try:
-        if part.durable_offset - offset <= INLINE_READ_RECORDS:
-            data, hw = _read(part, offset, max_bytes, cfg.compression)
+        if early is not None:
+            data, hw, after = await early
+        elif part.durable_offset - offset <= INLINE_READ_RECORDS:
+            data, hw, after = _read(part, offset, max_bytes, cfg.compression)
         else:
-            data, hw = await asyncio.to_thread(_read, part, offset, max_bytes,
-                                               cfg.compression)
+            data, hw, after = await asyncio.to_thread(_read, part, offset, max_bytes,
+                                                      cfg.compression)
     except OffsetOutOfRange:
         out["error_code"] = OFFSET_OUT_OF_RANGE
         return out
@@ -141,11 +147,17 @@ async def _read_one(broker: BrokerView, part: PartitionLog, offset: int, max_byt
         return out
     out["records"] = data
     out["high_watermark"] = out["last_stable_offset"] = hw
+    if ahead is not None and part.durable_offset - after > INLINE_READ_RECORDS:
+        ahead.start(part, after, max_bytes,
+                    lambda: _read(part, after, max_bytes, cfg.compression))
     return out
 
 
-async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
-    """Read every requested partition; when all are empty, wait for data (long-poll)."""
+async def fetch(broker: BrokerView, who: Principal, req: Any,
+                ahead: ReadAhead | None = None) -> dict[str, Any]:
+    """Read every requested partition; when all are empty, wait for data (long-poll).
+    ``ahead`` (the connection's) serves and starts reads ahead for a Fetch of one
+    partition (see ``readahead``); a Fetch of several drops it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(millis(req.max_wait), MAX_WAIT_MS) / 1000
     wanted = []
@@ -153,6 +165,9 @@ async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
         for p in t.partitions:
             part, err = _partition(broker, who, t.topic, p.partition)
             wanted.append((t.topic, p, part, err))
+    if ahead is not None and (len(wanted) != 1 or wanted[0][2] is None):
+        ahead.drop()
+        ahead = None
     while True:
         answers: dict[str, list[dict[str, Any]]] = {}
         seen: list[tuple[PartitionLog, int]] = []  # (partition, durable end when read)
@@ -164,7 +179,7 @@ async def fetch(broker: BrokerView, who: Principal, req: Any) -> dict[str, Any]:
                                        "records": b""}
             else:
                 ans = await _read_one(broker, part, p.fetch_offset,
-                                      min(p.partition_max_bytes, budget))
+                                      min(p.partition_max_bytes, budget), ahead)
                 seen.append((part, ans["high_watermark"]))
                 total += len(ans["records"])
                 budget = max(1, budget - len(ans["records"]))

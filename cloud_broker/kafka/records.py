@@ -82,6 +82,13 @@ _SLOW = (_Computed(), _Computed(null_zero=True))
 
 def encode_batches(batches: Sequence[StoredBatch], compression: str = "none") -> bytes:
     """The records ``[first, stop)`` of every stored batch as Kafka record batches."""
+    return b"".join(encode_batch_pieces(batches, compression))
+
+
+def encode_batch_pieces(batches: Sequence[StoredBatch], compression: str = "none"
+                        ) -> list[bytes]:
+    """``encode_batches`` as the pieces it joins: a Fetch answer sends them as they are
+    (``wire.Chunks``), since joining megabytes copies them once more into fresh pages."""
     attrs = COMPRESSION[compression]
     out: list[bytes] = []
     for sb in batches:
@@ -91,7 +98,7 @@ def encode_batches(batches: Sequence[StoredBatch], compression: str = "none") ->
             raise CorruptBatch(f"bad record framing in batch at byte {sb.info.position}",
                                position=sb.info.position,
                                first_offset=sb.info.base_offset) from exc
-    return b"".join(out)
+    return out
 
 
 def _convert(out: list[bytes], sb: StoredBatch, attrs: int) -> None:
@@ -188,4 +195,4 @@ def _records(buf: bytes, pos: int, count: int, V: Any, K: Any
     return join(out), pos, base
 
 
-__all__ = ["COMPRESSION", "encode_batches", "zigzag_varint"]
+__all__ = ["COMPRESSION", "encode_batch_pieces", "encode_batches", "zigzag_varint"]

@@ -23,6 +23,7 @@ from typing import Any
 from ..auth import AuthError, Principal
 from . import group_handlers as gh
 from . import handlers as h
+from .readahead import ReadAhead
 from .service import BrokerView
 from .wire import (
     API_VERSIONS,
@@ -115,8 +116,15 @@ class Connection:
             self.principal = KAFKA_ANONYMOUS
         self.mechanism: str | None = None
         self.raw_sasl = False  # SaslHandshake v0: the next frame is the bare token
+        self.ahead = ReadAhead()  # the next Fetch answer, read early (see readahead)
 
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self.ahead.drop()
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         auth_by = loop.time() + AUTH_TIMEOUT_S
         while True:
@@ -170,7 +178,7 @@ class Connection:
                     "error_message": None if ok else "authentication failed"}
         assert who is not None
         if key == 1:
-            return await h.fetch(b, who, req)
+            return await h.fetch(b, who, req, self.ahead)
         if key == 3:
             return h.metadata(b, who, req)
         if key == 2:

@@ -165,6 +165,25 @@ def _convert(f: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
     return value
 
 
+class Chunks:
+    """Bytes kept as their pieces (a Fetch answer's record batches): ``len`` is their
+    total size, which is all kio's writer of a non-flexible ``records`` field asks
+    before handing the value to ``_Pieces.write``, which keeps the pieces as they are.
+    Joined, a ~8 MiB answer is copied once more into fresh pages (~40 page faults per
+    1 000 records)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts, self.size = parts, sum(map(len, parts))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
 class _Pieces:
     """What kio's writers write into (they only call ``write``): the pieces, kept. A
     Fetch answer holds megabytes of records; grown in a BytesIO and copied out they cost
@@ -177,8 +196,11 @@ class _Pieces:
         self.parts: list[bytes] = []
         self.size = 0
 
-    def write(self, b: bytes) -> int:
-        self.parts.append(b)
+    def write(self, b: bytes | Chunks) -> int:
+        if type(b) is Chunks:
+            self.parts += b.parts
+        else:
+            self.parts.append(b)  # type: ignore[arg-type]
         self.size += len(b)
         return len(b)
 
@@ -207,6 +229,6 @@ def api_keys() -> list[dict[str, int]]:
             for k, (_, lo, hi) in sorted(SUPPORTED.items())]
 
 
-__all__ = ["API_VERSIONS", "SUPPORTED", "BadRequest", "UnsupportedVersion",
+__all__ = ["API_VERSIONS", "SUPPORTED", "BadRequest", "Chunks", "UnsupportedVersion",
            "api_keys", "api_versions_v0_frame", "build", "parse_request", "peek_header",
            "response_frame"]
