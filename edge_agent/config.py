@@ -104,8 +104,7 @@ class IngestConfig:
     dead_letter_max_bytes: int = 16 * 1024 * 1024
     #: bytes of each refused payload kept in the dead-letter log
     dead_letter_payload_bytes: int = 4096
-    #: most messages appended as one shared_log batch
-    batch_max_messages: int = 2000
+    batch_max_messages: int = 2000  # most messages appended as one shared_log batch
     #: extra wait for more messages before a batch is appended (0: take what has arrived)
     batch_window_ms: float = 0.0
     #: after commit_interval_ms without an append, how long a reading waits for its burst
@@ -287,7 +286,8 @@ def _uplink(u: Section, base: Path) -> UplinkConfig:
         max_batch_bytes=u.integer("max_batch_bytes", d.max_batch_bytes, minimum=1024),
         linger_ms=u.number("linger_ms", d.linger_ms, minimum=0),
         min_batch_records=u.integer("min_batch_records", d.min_batch_records, minimum=1),
-        min_batch_linger_ms=u.number("min_batch_linger_ms", d.min_batch_linger_ms, minimum=0),
+        min_batch_linger_ms=u.number("min_batch_linger_ms", d.min_batch_linger_ms,
+                                     minimum=0, maximum=60_000),
         max_in_flight=u.integer("max_in_flight", d.max_in_flight, minimum=1),
         timeout_s=u.number("timeout_s", d.timeout_s, minimum=0.1),
         bandwidth_bytes_per_s=u.integer("bandwidth_bytes_per_s", 0, minimum=0),
@@ -309,7 +309,7 @@ def _ingest(g: Section) -> IngestConfig:
                                             d.dead_letter_payload_bytes, minimum=0),
         batch_max_messages=g.integer("batch_max_messages", d.batch_max_messages, minimum=1),
         batch_window_ms=g.number("batch_window_ms", d.batch_window_ms, minimum=0),
-        gather_ms=g.number("gather_ms", d.gather_ms, minimum=0),
+        gather_ms=g.number("gather_ms", d.gather_ms, minimum=0, maximum=1000),  # PUBACKs wait
         backpressure_retry_ms=g.number("backpressure_retry_ms", d.backpressure_retry_ms,
                                        minimum=1),
         dedup_checkpoint_s=g.number("dedup_checkpoint_s", d.dedup_checkpoint_s, minimum=0.1),

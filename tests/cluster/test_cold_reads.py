@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import pytest
@@ -88,8 +87,7 @@ def test_cold_reads_return_every_record_in_order(cluster: NatsCluster) -> None:
         reopened.close()
 
 
-def test_a_stream_made_without_direct_gets_is_switched_on(cluster: NatsCluster,
-                                                           tmp_path: Path) -> None:
+def test_a_stream_made_without_direct_gets_is_switched_on(cluster: NatsCluster) -> None:
     probe = _store(cluster, "cold2")
     name, subject = probe.stream_name("t", 0), probe.subject("t", 0)
     probe.close()

@@ -38,6 +38,9 @@ def with_(path: str, value: Any) -> dict[str, Any]:
     ("mqtt.receive_maximum", 0, "mqtt.receive_maximum"),
     ("ingest.dedup_window", 10, "ingest.dedup_window"),  # below receive_maximum (1000)
     ("mqtt.session_expiry_s", -1, "mqtt.session_expiry_s"),
+    # held PUBACKs and trickle readings: waits are bounded, not free-form
+    ("ingest.gather_ms", 5000, "ingest.gather_ms"),
+    ("uplink.min_batch_linger_ms", 3_600_000, "uplink.min_batch_linger_ms"),
     ("mqtt.bogus", 1, "mqtt.bogus"),
     ("uplink.url", "ftp://x", "uplink.url"),
     ("uplink.url", "http://127.0.0.1:99999", "uplink.url"),
