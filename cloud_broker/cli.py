@@ -18,7 +18,7 @@ import sys
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from supervision import limit_malloc, start_memory_log
+from supervision import limit_malloc, start_heap_trimmer, start_memory_log
 
 from .client import cli as consume_cli
 from .config import BrokerConfig, ConfigError, load_config
@@ -74,6 +74,7 @@ def tune_gc() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     limit_malloc()  # before any worker thread allocates
+    start_heap_trimmer()
     start_memory_log("broker")
     cfg = load_config(args.config)
     listen_key = "listen"

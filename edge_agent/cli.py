@@ -20,7 +20,7 @@ import logging
 import signal
 import sys
 
-from supervision import limit_malloc, start_memory_log
+from supervision import limit_malloc, start_heap_trimmer, start_memory_log
 
 from .config import ConfigError, EdgeConfig, load_config
 
@@ -114,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # import time when those are installed; the agent never uses it, so keep it out.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     limit_malloc()
+    start_heap_trimmer()
     start_memory_log("agent")
     cfg = load_config(args.config)
     setup_logging(cfg.status.json_logs, logging.DEBUG if args.verbose else logging.INFO)

@@ -2,8 +2,16 @@
 and the cloud broker (G9: nothing dies silently). See ``_supervisor`` for the strategy;
 ``_memory`` holds the malloc settings both take at start."""
 
-from ._memory import limit_malloc, memory_figures, start_memory_log
+from ._memory import (
+    heap_free,
+    limit_malloc,
+    memory_figures,
+    start_heap_trimmer,
+    start_memory_log,
+    trim_heap,
+)
 from ._supervisor import Factory, Supervisor, TaskState, failure_reason, task_problems
 
-__all__ = ["Factory", "Supervisor", "TaskState", "failure_reason", "limit_malloc",
-           "memory_figures", "start_memory_log", "task_problems"]
+__all__ = ["Factory", "Supervisor", "TaskState", "failure_reason", "heap_free", "limit_malloc",
+           "memory_figures", "start_heap_trimmer", "start_memory_log", "task_problems",
+           "trim_heap"]

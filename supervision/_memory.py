@@ -10,6 +10,16 @@ every burst and never comes down. A fixed threshold keeps large buffers mmapped 
 to the system on free) and two arenas bound the per-thread heaps. A no-op where glibc is
 not the allocator. Measured in docs/reliability.md (the soak's leak runs).
 
+``start_heap_trimmer`` handles what the two settings cannot: after a burst (a backlog
+poured in at once when a stalled process catches up) the heap holds many MB of free
+chunks below live ones, which glibc only gives back from the top of the heap. The RSS
+then stays at the burst's high water for the rest of the process's life (a 5 MB step
+per burst in the agent, docs/reliability.md). Every ``every_s`` a daemon thread reads
+the free space inside the heap and, when it exceeds ``min_free``, calls
+``malloc_trim(0)``, which returns the free pages inside the heap, not only its top. The
+call holds the arena locks for about a millisecond per 100 MB of heap; it runs only
+after a burst, never on a steady heap.
+
 ``start_memory_log`` is the diagnostic those runs used: cheap figures from inside the
 process (tracemalloc slows a process at 5,000 readings/s so much that the run measures
 its own backlog instead).
@@ -72,14 +82,61 @@ def memory_figures() -> dict[str, object]:
     out: dict[str, object] = {"t": round(time.time(), 1), "pid": os.getpid()}
     with contextlib.suppress(OSError, ValueError), open("/proc/self/statm") as f:
         out["rss"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    libc = _libc()
-    with contextlib.suppress(AttributeError, TypeError):  # glibc >= 2.33 only
-        libc.mallinfo2.restype = _MallInfo2  # type: ignore[union-attr]
-        mi = libc.mallinfo2()  # type: ignore[union-attr]
+    mi = _mallinfo()
+    if mi is not None:
         out.update(heap_in_use=mi.uordblks, heap_free=mi.fordblks, heap_mmapped=mi.hblkhd)
     out["py_blocks"] = sys.getallocatedblocks()
     out["gc_counts"] = gc.get_count()
     return out
+
+
+def _mallinfo() -> _MallInfo2 | None:
+    libc = _libc()
+    try:
+        libc.mallinfo2.restype = _MallInfo2  # type: ignore[union-attr]
+        return libc.mallinfo2()  # type: ignore[union-attr,no-any-return]
+    except (AttributeError, TypeError):  # not glibc, or glibc < 2.33
+        return None
+
+
+def heap_free() -> int | None:
+    """Free bytes inside glibc's heap (not returned to the system); None elsewhere."""
+    mi = _mallinfo()
+    return None if mi is None else int(mi.fordblks)
+
+
+def trim_heap(min_free: int = 0) -> bool:
+    """``malloc_trim(0)`` when the heap holds more than ``min_free`` free bytes; True
+    when it ran and gave memory back."""
+    free = heap_free()
+    if free is None or free <= min_free:
+        return False
+    try:
+        return bool(_libc().malloc_trim(0))  # type: ignore[union-attr]
+    except AttributeError:
+        return False
+
+
+HEAP_TRIM_EVERY_S = 30.0
+HEAP_TRIM_MIN_FREE = 4 * 1024 * 1024
+
+
+def start_heap_trimmer(every_s: float = HEAP_TRIM_EVERY_S, min_free: int = HEAP_TRIM_MIN_FREE,
+                       stop: threading.Event | None = None) -> threading.Thread | None:
+    """Run ``trim_heap(min_free)`` every ``every_s`` seconds from a daemon thread until
+    ``stop`` is set (see the module docstring); None where the C library has no heap
+    figures."""
+    if heap_free() is None:
+        return None
+    stopped = stop or threading.Event()
+
+    def loop() -> None:
+        while not stopped.wait(every_s):
+            trim_heap(min_free)
+
+    thread = threading.Thread(target=loop, name="heap-trim", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_memory_log(role: str) -> threading.Thread | None:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from supervision import limit_malloc, memory_figures, start_memory_log
+from supervision import (
+    heap_free,
+    limit_malloc,
+    memory_figures,
+    start_heap_trimmer,
+    start_memory_log,
+    trim_heap,
+)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
@@ -46,3 +54,63 @@ def test_memory_log_is_off_unless_asked_then_writes_lines(
         time.sleep(0.05)
     assert lines and all(x["pid"] == os.getpid() for x in lines)
     assert len(lines) >= 3 and all(x["py_blocks"] > 0 for x in lines)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _Burst:
+    """64 MB of heap chunks, touched, then freed under one chunk that stays: what a burst
+    leaves behind. glibc's own trim gives back only the heap's top, so the RSS stays."""
+
+    SIZE, COUNT = 64 * 1024, 1024  # under the mmap threshold: heap chunks
+
+    def __enter__(self) -> _Burst:
+        import ctypes
+        import ctypes.util
+
+        self.libc = libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        blocks = [libc.malloc(self.SIZE) for _ in range(self.COUNT)]
+        self.pin = libc.malloc(self.SIZE)
+        for b in blocks:
+            ctypes.memset(b, 1, self.SIZE)
+        for b in blocks:
+            libc.free(b)
+        self.total = self.SIZE * self.COUNT
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.libc.free(self.pin)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_trim_heap_returns_free_chunks_below_a_live_one() -> None:
+    with _Burst() as burst:
+        free = heap_free()
+        assert free is not None and free >= burst.total // 2
+        assert trim_heap(min_free=free + 1) is False  # under its threshold: not run
+        before = _rss()
+        assert trim_heap(min_free=1024 * 1024) is True
+        assert before - _rss() >= burst.total // 2
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_heap_trimmer_gives_a_burst_back_in_the_background() -> None:
+    stop = threading.Event()
+    with _Burst() as burst:
+        before = _rss()
+        thread = start_heap_trimmer(every_s=0.02, min_free=1024 * 1024, stop=stop)
+        assert thread is not None and thread.daemon
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and before - _rss() < burst.total // 2:
+                time.sleep(0.02)
+            assert before - _rss() >= burst.total // 2
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+    assert not thread.is_alive()
