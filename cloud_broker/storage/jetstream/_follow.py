@@ -52,7 +52,7 @@ class StreamFollower:
     client: ClientThread
     stream: str
     view: PartitionView
-    _ahead: ReadAhead
+    readahead: ReadAhead
     follow_interval_s: float
     _apply_lock: asyncio.Lock
     _hint: asyncio.Event
@@ -136,7 +136,7 @@ class StreamFollower:
 
     def _load(self, seqs: Sequence[int]) -> dict[int, bytes]:
         """Bodies the tail cache does not hold (a reader thread): batched, read ahead."""
-        return self.client.run(self._ahead.load(seqs))
+        return self.client.run(self.readahead.load(seqs))
 
     async def _batch(self, seqs: Sequence[int], nbytes: int) -> dict[int, bytes]:
         return await batch_get(self.client.nc, self.stream, seqs, nbytes,

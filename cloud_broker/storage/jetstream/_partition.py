@@ -96,7 +96,7 @@ class JetStreamPartition(StreamFollower, Waiters):
         self.follow_interval_s = follow_interval_s
         self.view = PartitionView(cache_bytes)
         self.reader = Reader(self.view, self._load)
-        self._ahead = ReadAhead(self.view, self._batch, self._body,
+        self.readahead = ReadAhead(self.view, self._batch, self._body,
                                 budget if budget is not None else Budget(), readahead_bytes)
         self._lock = threading.Lock()
         self._next = 0  # the next offset promised by a plain append
@@ -122,7 +122,7 @@ class JetStreamPartition(StreamFollower, Waiters):
             self._hint.set()
 
     async def _shutdown(self) -> None:
-        self._ahead.drop()
+        self.readahead.drop()
         for t in self._tasks:
             t.cancel()
         for item in list(self._pending):

@@ -10,13 +10,17 @@ lagging replica slows a read down but never shortens it.
 
 A reader that reads on where its last read ended (a consumer catching up) finds the next
 messages already fetched: after each read, up to ``window`` bytes of the messages that
-follow are kept in flight or held, in chunks of half the window (one chunk is consumed
-while the next arrives). A read somewhere else starts over with one chunk. Memory is
-bounded twice: a partition holds at most ``window`` bytes of read-ahead, and every
-partition of a node takes its bytes from one ``Budget``, so a node holds at most
-``Budget.total`` whatever the number of partitions being read. A chunk is given back
-once the reader passed it, and a partition's read-ahead is dropped when the reader goes
-elsewhere or is idle for ``IDLE_S``.
+follow are kept in flight or held, in chunks the size of that read (the next read waits
+for one chunk at most, not for the window). A first read, or a read somewhere else,
+starts over with one chunk. Bodies the tail cache holds are never fetched ahead.
+
+Memory is bounded twice: a partition holds at most ``window`` bytes of read-ahead (plus
+one message when a single message is larger, and the last message read, where the next
+read starts when the last one ended inside it), and every partition of a node takes its
+bytes from one ``Budget``, so a node holds at most ``Budget.total`` whatever the number
+of partitions being read; past it, reads are served on demand. A chunk is given back once
+the reader passed it, and a partition's read-ahead is dropped when the reader goes
+elsewhere, is idle for ``IDLE_S``, or the partition closes.
 
 Concurrency: everything here runs on the store's client loop; reads of the view's lists
 go through ``view.following`` (under the view's lock).
@@ -126,6 +130,8 @@ class ReadAhead:
         self.budget, self.window = budget, window
         self._chunks: deque[_Chunk] = deque()
         self._last_read = -1  # the highest sequence the last read asked for
+        self._last_body: bytes | None = None  # its body: a read that ended inside a
+        # message starts the next one there
         self._idle: asyncio.TimerHandle | None = None
         self.ahead_hits = 0  # bodies a read found fetched ahead
         self.on_demand = 0  # bodies a read had to wait a request for
@@ -150,6 +156,8 @@ class ReadAhead:
         while self._chunks and self._chunks[0].seqs[-1] < seqs[0]:
             self._release(self._chunks.popleft())
         out: dict[int, bytes] = {}
+        if seqs[0] == self._last_read and self._last_body is not None:
+            out[seqs[0]] = self._last_body
         for chunk in [c for c in self._chunks if c.seqs[0] <= seqs[-1]]:
             try:
                 bodies = await asyncio.shield(chunk.task)
@@ -167,6 +175,7 @@ class ReadAhead:
             found = await asyncio.gather(*(self.fallback(s) for s in rest))
             out.update((s, b) for s, b in zip(rest, found, strict=True) if b is not None)
         self._last_read = max(self._last_read, seqs[-1]) if sequential else seqs[-1]
+        self._last_body = out.get(self._last_read)
         while self._chunks and self._chunks[0].seqs[-1] <= seqs[-1]:
             self._release(self._chunks.popleft())
         step = self.view.bytes_of(seqs)
@@ -205,6 +214,7 @@ class ReadAhead:
         closed); its bytes go back to the budget."""
         while self._chunks:
             self._release(self._chunks.popleft())
+        self._last_body = None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
