@@ -14,7 +14,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from cloud_broker.config import TopicConfig
 from cloud_broker.storage.jetstream import _readahead
-from cloud_broker.storage.jetstream._readahead import Budget, ReadAhead, batch_get
+from cloud_broker.storage.jetstream._readahead import MAX_CHUNKS, Budget, ReadAhead, batch_get
 from cloud_broker.storage.jetstream._view import PartitionView, Piece
 from tests.cluster.natsd import NatsCluster, jetstream_cluster
 from tests.cluster.test_cold_reads import _read_all, _store, _write
@@ -76,6 +76,18 @@ def test_a_sequential_reader_finds_its_next_reads_fetched() -> None:
         assert sorted(q for b in s.batches for q in b) == list(range(1, 41))
         assert not s.singles
         assert ra.held == 0 and ra.budget.used == 0  # nothing follows the end
+    asyncio.run(go())
+
+
+def test_reads_of_one_small_message_keep_few_requests_in_flight() -> None:
+    async def go() -> None:
+        v, s = _view(200), Stream(range(1, 201))
+        ra = _ahead(v, s, window=64 * SIZE)
+        for q in range(1, 20):
+            assert await ra.load([q]) == {q: b"body-%d" % q}
+            assert len(ra._chunks) <= MAX_CHUNKS and ra.held <= ra.window
+        assert min(len(c.seqs) for c in ra._chunks) == 64 // MAX_CHUNKS
+        assert ra.on_demand == 1
     asyncio.run(go())
 
 

@@ -11,16 +11,17 @@ lagging replica slows a read down but never shortens it.
 A reader that reads on where its last read ended (a consumer catching up) finds the next
 messages already fetched: after each read, up to ``window`` bytes of the messages that
 follow are kept in flight or held, in chunks the size of that read (the next read waits
-for one chunk at most, not for the window). A first read, or a read somewhere else,
-starts over with one chunk. Bodies the tail cache holds are never fetched ahead.
+for one chunk at most, not for the window), ``MAX_CHUNKS`` chunks at most. A first read,
+or a read somewhere else, starts over with one chunk. Bodies the tail cache holds are
+never fetched ahead.
 
 Memory is bounded twice: a partition holds at most ``window`` bytes of read-ahead (plus
 one message when a single message is larger, and the last message read, where the next
 read starts when the last one ended inside it), and every partition of a node takes its
 bytes from one ``Budget``, so a node holds at most ``Budget.total`` whatever the number
 of partitions being read; past it, reads are served on demand. A chunk is given back once
-the reader passed it, and a partition's read-ahead is dropped when the reader goes
-elsewhere, is idle for ``IDLE_S``, or the partition closes.
+the reader passed it, and a partition's read-ahead (with the last message read) is
+dropped when the reader goes elsewhere, is idle for ``IDLE_S``, or the partition closes.
 
 Concurrency: everything here runs on the store's client loop; reads of the view's lists
 go through ``view.following`` (under the view's lock).
@@ -46,6 +47,9 @@ IDLE_S = 5.0
 #: read-ahead bytes per partition, and per node (all partitions)
 WINDOW_BYTES = 8 << 20
 TOTAL_BYTES = 64 << 20
+#: requests in flight for one partition's read-ahead at most (reads of a few small
+#: messages would otherwise fill the window with thousands of tiny requests)
+MAX_CHUNKS = 16
 NUM_PENDING = "Nats-Num-Pending"  # on every message of a batched answer (not on an old server's)
 
 
@@ -179,7 +183,8 @@ class ReadAhead:
         while self._chunks and self._chunks[0].seqs[-1] <= seqs[-1]:
             self._release(self._chunks.popleft())
         step = self.view.bytes_of(seqs)
-        self._top_up(self.window if sequential else step, step)
+        self._top_up(self.window if sequential else step,
+                     max(step, self.window // MAX_CHUNKS))
         self._arm_idle()
         return out
 
@@ -207,7 +212,7 @@ class ReadAhead:
         if self._idle is not None:
             self._idle.cancel()
         self._idle = (asyncio.get_running_loop().call_later(IDLE_S, self.drop)
-                      if self._chunks else None)
+                      if self._chunks or self._last_body is not None else None)
 
     def drop(self) -> None:
         """Forget the read-ahead (the reader went elsewhere, went idle, or the partition
