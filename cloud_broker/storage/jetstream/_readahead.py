@@ -9,19 +9,20 @@ read by the single-message path (``fallback``: a direct get, then the leader's g
 lagging replica slows a read down but never shortens it.
 
 A reader that reads on where its last read ended (a consumer catching up) finds the next
-messages already fetched: after each read, up to ``window`` bytes of the messages that
-follow are kept in flight or held, in chunks the size of that read (the next read waits
-for one chunk at most, not for the window), ``MAX_CHUNKS`` chunks at most. A first read,
-or a read somewhere else, starts over with one chunk. Bodies the tail cache holds are
-never fetched ahead.
+messages already fetched: each read asks for what follows before it waits for its own
+bodies, until ``window`` bytes past it are in flight or held, in chunks the size of that
+read (the next read waits for one chunk at most, not for the window), ``MAX_CHUNKS``
+chunks at most. A first read, or a read somewhere else, asks for one chunk ahead. Bodies
+the tail cache holds are never fetched ahead.
 
-Memory is bounded twice: a partition holds at most ``window`` bytes of read-ahead (plus
-one message when a single message is larger, and the last message read, where the next
-read starts when the last one ended inside it), and every partition of a node takes its
-bytes from one ``Budget``, so a node holds at most ``Budget.total`` whatever the number
-of partitions being read; past it, reads are served on demand. A chunk is given back once
-the reader passed it, and a partition's read-ahead (with the last message read) is
-dropped when the reader goes elsewhere, is idle for ``IDLE_S``, or the partition closes.
+Memory is bounded twice: a partition holds at most ``window`` bytes of read-ahead past
+the read in progress (plus one message when a single message is larger, and the last
+message read, where the next read starts when the last one ended inside it), and every
+partition of a node takes its bytes from one ``Budget``, so a node holds at most
+``Budget.total`` whatever the number of partitions being read; past it, reads are served
+on demand. A chunk is given back once the reader passed it, and a partition's read-ahead
+(with the last message read) is dropped when the reader goes elsewhere, is idle for
+``IDLE_S``, or the partition closes.
 
 Concurrency: everything here runs on the store's client loop; reads of the view's lists
 go through ``view.following`` (under the view's lock).
@@ -162,39 +163,47 @@ class ReadAhead:
         out: dict[int, bytes] = {}
         if seqs[0] == self._last_read and self._last_body is not None:
             out[seqs[0]] = self._last_body
-        for chunk in [c for c in self._chunks if c.seqs[0] <= seqs[-1]]:
+        mine = [c for c in self._chunks if c.seqs[0] <= seqs[-1]]
+        covered = {q for c in mine for q in c.seqs}
+        uncovered = [q for q in seqs if q not in out and q not in covered]
+        now = (asyncio.ensure_future(self.fetch(uncovered, self.view.bytes_of(uncovered)))
+               if uncovered else None)
+        # what follows is asked for before this read waits, so it travels meanwhile
+        step = self.view.bytes_of(seqs)
+        self._top_up(seqs[-1], self.window if sequential else step,
+                     max(step, self.window // MAX_CHUNKS))
+        for chunk in mine:
             try:
                 bodies = await asyncio.shield(chunk.task)
             except asyncio.CancelledError:
                 if not chunk.task.cancelled():
+                    if now is not None:
+                        now.cancel()
                     raise  # this read was cancelled, not the chunk
                 continue  # another read dropped it: what it held is read below
-            out.update((s, bodies[s]) for s in seqs if s in bodies)
-        missing = [s for s in seqs if s not in out]
-        self.ahead_hits += len(seqs) - len(missing)
-        self.on_demand += len(missing)
-        if missing:
-            out.update(await self.fetch(missing, self.view.bytes_of(missing)))
-            rest = [s for s in seqs if s not in out]
-            found = await asyncio.gather(*(self.fallback(s) for s in rest))
-            out.update((s, b) for s, b in zip(rest, found, strict=True) if b is not None)
+            out.update((q, bodies[q]) for q in seqs if q in bodies)
+        if now is not None:
+            out.update(await now)
+        self.ahead_hits += sum(q in covered for q in seqs)
+        self.on_demand += len(uncovered)
+        rest = [q for q in seqs if q not in out]
+        found = await asyncio.gather(*(self.fallback(q) for q in rest))
+        out.update((q, b) for q, b in zip(rest, found, strict=True) if b is not None)
         self._last_read = max(self._last_read, seqs[-1]) if sequential else seqs[-1]
         self._last_body = out.get(self._last_read)
         while self._chunks and self._chunks[0].seqs[-1] <= seqs[-1]:
             self._release(self._chunks.popleft())
-        step = self.view.bytes_of(seqs)
-        self._top_up(self.window if sequential else step,
-                     max(step, self.window // MAX_CHUNKS))
         self._arm_idle()
         return out
 
-    def _top_up(self, limit: int, step: int) -> None:
-        """Fetch what follows the last chunk in chunks of ``step`` bytes (the size of the
-        read: the next read waits for one chunk, not the window) up to ``limit`` bytes."""
+    def _top_up(self, after: int, limit: int, step: int) -> None:
+        """Fetch what follows sequence ``after`` and the chunks already asked for, in
+        chunks of ``step`` bytes (the size of a read: the next read waits for one chunk,
+        not the window), until ``limit`` bytes beyond ``after`` are in flight or held."""
         if self.window <= 0:
             return
-        held = self.held
-        frontier = self._chunks[-1].seqs[-1] if self._chunks else self._last_read
+        held = sum(c.nbytes for c in self._chunks if c.seqs[-1] > after)  # kept after the read
+        frontier = max(self._chunks[-1].seqs[-1], after) if self._chunks else after
         while held < limit:
             seqs, nbytes = self.view.following(frontier, min(step, limit - held))
             if not seqs or not self.budget.take(nbytes):
