@@ -72,6 +72,8 @@ user = "broker"
 password = "nats-s3cret"
 request_timeout_s = 5.0
 cache_bytes = 33554432
+readahead_bytes = 8388608
+readahead_total_bytes = 67108864
 
 [kafka]
 listen = "0.0.0.0:9092"
@@ -211,6 +213,10 @@ MEANING = {
     "storage.jetstream.request_timeout_s": "timeout of one JetStream request",
     "storage.jetstream.cache_bytes": "per node, bytes of recent records kept to serve "
                                      "reads at the tail without a round trip",
+    "storage.jetstream.readahead_bytes": "per partition, bytes of older records fetched "
+                                         "ahead of a consumer reading on (0: none)",
+    "storage.jetstream.readahead_total_bytes": "per node, the most read-ahead held for all "
+                                               "partitions together",
     "mirrors.<name>": "a resumable copy of one topic into a target (docs/mirrors.md)",
     "mirrors.<name>.target": "where the copy goes",
     "mirrors.<name>.topic": "the source topic (must exist at start)",

@@ -30,6 +30,8 @@ def open_store(config: BrokerConfig) -> tuple[PartitionStoreAPI, type[Ingestor]]
     conn = Connection(js.servers, user=js.user, password=js.password, token=js.token,
                       creds_file=str(js.creds_file) if js.creds_file else None,
                       request_timeout_s=js.request_timeout_s)
-    return JetStreamStore(JetStreamSettings(conn, replicas=js.replicas,
-                                            stream_prefix=js.stream_prefix,
-                                            cache_bytes=js.cache_bytes)), SharedIngestor
+    settings = JetStreamSettings(conn, replicas=js.replicas, stream_prefix=js.stream_prefix,
+                                 cache_bytes=js.cache_bytes,
+                                 readahead_bytes=js.readahead_bytes,
+                                 readahead_total_bytes=js.readahead_total_bytes)
+    return JetStreamStore(settings), SharedIngestor

@@ -36,6 +36,9 @@ class JetStreamConfig:
     request_timeout_s: float = 5.0
     #: newest message bodies kept in memory per partition, for live consumers
     cache_bytes: int = 32 << 20
+    #: older message bodies fetched ahead of a sequential reader: per partition, per node
+    readahead_bytes: int = 8 << 20
+    readahead_total_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ def parse_storage(doc: Section, base_dir: Path) -> StorageConfig:
     s.required("jetstream", '[storage] backend = "jetstream" needs [storage.jetstream] servers')
     js = s.section("jetstream", known={
         "servers", "replicas", "stream_prefix", "user", "password", "token", "creds_file",
-        "request_timeout_s", "cache_bytes"})
+        "request_timeout_s", "cache_bytes", "readahead_bytes", "readahead_total_bytes"})
     js.required("servers", "the cluster's client URLs, nats://host:port")
     raw = js.get("servers")
     if not isinstance(raw, list) or not raw or len(raw) > 64:
@@ -79,7 +82,10 @@ def parse_storage(doc: Section, base_dir: Path) -> StorageConfig:
         servers=servers, replicas=js.integer("replicas", 3, minimum=1, maximum=5),
         stream_prefix=prefix, user=user, password=password, token=token, creds_file=creds,
         request_timeout_s=js.number("request_timeout_s", 5.0, minimum=0.1, maximum=60),
-        cache_bytes=js.integer("cache_bytes", 32 << 20, minimum=0, maximum=1 << 34)))
+        cache_bytes=js.integer("cache_bytes", 32 << 20, minimum=0, maximum=1 << 34),
+        readahead_bytes=js.integer("readahead_bytes", 8 << 20, minimum=0, maximum=1 << 30),
+        readahead_total_bytes=js.integer("readahead_total_bytes", 64 << 20, minimum=0,
+                                         maximum=1 << 36)))
 
 
 def _prefix_ok(v: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import nats
 import pytest
@@ -24,11 +25,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
         yield c
 
 
-def _store(cluster: NatsCluster, prefix: str) -> JetStreamStore:
+def _store(cluster: NatsCluster, prefix: str, **settings: Any) -> JetStreamStore:
     """No tail cache: every read's bodies come from the streams."""
     return JetStreamStore(JetStreamSettings(Connection(tuple(cluster.urls)), replicas=3,
                                             stream_prefix=prefix, cache_bytes=0,
-                                            follow_interval_s=0.2))
+                                            follow_interval_s=0.2, **settings))
 
 
 def _write(part: object, batches: int = 20, per: int = 50) -> list[tuple[bytes, bytes]]:

@@ -26,8 +26,10 @@ def test_local_is_the_default() -> None:
 def test_jetstream_settings_are_read() -> None:
     cfg = config({"backend": "jetstream", "jetstream": {
         "servers": ["nats://n1:4222", "tls://n2:4222"], "replicas": 3, "user": "b",
-        "password": "pw", "stream_prefix": "prod-1", "request_timeout_s": 2}}).storage
+        "password": "pw", "stream_prefix": "prod-1", "request_timeout_s": 2,
+        "readahead_bytes": 0, "readahead_total_bytes": 1 << 20}}).storage
     js = cfg.jetstream
+    assert (js.readahead_bytes, js.readahead_total_bytes) == (0, 1 << 20)
     assert cfg.backend == "jetstream" and js.servers == ("nats://n1:4222", "tls://n2:4222")
     assert (js.replicas, js.user, js.password, js.stream_prefix) == (3, "b", "pw", "prod-1")
     assert "pw" not in repr(js)
@@ -52,6 +54,9 @@ def test_jetstream_settings_are_read() -> None:
     ({"backend": "jetstream", "jetstream": {"servers": ["nats://n:1"],
                                             "stream_prefix": "a.b"}},
      "storage.jetstream.stream_prefix"),
+    ({"backend": "jetstream", "jetstream": {"servers": ["nats://n:1"],
+                                            "readahead_bytes": -1}},
+     "storage.jetstream.readahead_bytes"),
     ({"backend": "jetstream", "jetstream": {"servers": ["nats://n:1"], "surprise": 1}},
      "storage.jetstream.surprise"),
 ])
@@ -74,7 +79,7 @@ toml_values = st.recursive(
                                                                  max_size=4), max_leaves=12)
 keys = st.sampled_from(["backend", "jetstream", "servers", "replicas", "user", "password",
                         "token", "creds_file", "stream_prefix", "request_timeout_s",
-                        "cache_bytes", "x"])
+                        "cache_bytes", "readahead_bytes", "readahead_total_bytes", "x"])
 
 
 @settings(max_examples=300, deadline=None)

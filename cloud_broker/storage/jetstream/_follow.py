@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence, Sized
 import nats.js.errors
 
 from ._client import NATS_ERRORS, NO_MESSAGE, ClientThread, JetStreamUnavailable, unavailable
+from ._readahead import ReadAhead, batch_get
 from ._view import PartitionView, Piece, ViewError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class StreamFollower:
     client: ClientThread
     stream: str
     view: PartitionView
+    readahead: ReadAhead
     follow_interval_s: float
     _apply_lock: asyncio.Lock
     _hint: asyncio.Event
@@ -120,9 +122,10 @@ class StreamFollower:
         return msg.headers, msg.data or b""
 
     async def _body(self, seq: int) -> bytes | None:
-        """The body of a message the view already indexed: a direct get (raw bytes, no
-        JSON or base64, answered by any replica), or the leader's get when no replica
-        had it (a follower behind the leader answers "not found")."""
+        """The body of a message the view already indexed that a batched read did not
+        return: a direct get (raw bytes, no JSON or base64, answered by any replica), or
+        the leader's get when no replica had it (a follower behind the leader answers
+        "not found")."""
         try:
             msg = await self.client.js.get_msg(self.stream, seq, direct=True)
             return msg.data or b""
@@ -132,10 +135,12 @@ class StreamFollower:
         return None if got is None else got[1]
 
     def _load(self, seqs: Sequence[int]) -> dict[int, bytes]:
-        async def get_all() -> dict[int, bytes]:
-            got = await asyncio.gather(*(self._body(s) for s in seqs))
-            return {s: b for s, b in zip(seqs, got, strict=True) if b is not None}
-        return self.client.run(get_all())
+        """Bodies the tail cache does not hold (a reader thread): batched, read ahead."""
+        return self.client.run(self.readahead.load(seqs))
+
+    async def _batch(self, seqs: Sequence[int], nbytes: int) -> dict[int, bytes]:
+        return await batch_get(self.client.nc, self.stream, seqs, nbytes,
+                               self.client.conn.request_timeout_s)
 
     async def _follow(self) -> None:
         while True:

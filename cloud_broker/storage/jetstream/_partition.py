@@ -55,6 +55,7 @@ from ._client import (
 )
 from ._follow import H_BASE, H_COUNT, H_MAXTS, H_ORIGIN, H_TAG, StreamFollower
 from ._read import Reader, frame_records
+from ._readahead import WINDOW_BYTES, Budget, ReadAhead
 from ._view import PartitionView, Piece
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ class JetStreamPartition(StreamFollower, Waiters):
 
     def __init__(self, client: ClientThread, cfg: TopicConfig, index: int, stream: str,
                  subject: str, node_id: str, cache_bytes: int = 32 << 20,
-                 follow_interval_s: float = 1.0) -> None:
+                 follow_interval_s: float = 1.0, budget: Budget | None = None,
+                 readahead_bytes: int = WINDOW_BYTES) -> None:
         super().__init__()
         self.topic, self.index, self.cfg = cfg.name, index, cfg
         self.client, self.stream, self.subject = client, stream, subject
@@ -94,6 +96,8 @@ class JetStreamPartition(StreamFollower, Waiters):
         self.follow_interval_s = follow_interval_s
         self.view = PartitionView(cache_bytes)
         self.reader = Reader(self.view, self._load)
+        self.readahead = ReadAhead(self.view, self._batch, self._body,
+                                budget if budget is not None else Budget(), readahead_bytes)
         self._lock = threading.Lock()
         self._next = 0  # the next offset promised by a plain append
         self._pending: deque[_Item] = deque()
@@ -118,6 +122,7 @@ class JetStreamPartition(StreamFollower, Waiters):
             self._hint.set()
 
     async def _shutdown(self) -> None:
+        self.readahead.drop()
         for t in self._tasks:
             t.cancel()
         for item in list(self._pending):

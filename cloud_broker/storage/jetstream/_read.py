@@ -6,7 +6,8 @@ are for ``fetch_batches``) over the bodies of the
 messages the view's index names for an offset range; the rules are the local store's
 (whole messages, at least one, ``max_bytes`` counted in stored bytes, a corrupt message
 reported in ``skipped`` and counted). Bodies come from the view's tail cache or, when
-evicted, from the stream (``load``: one blocking round trip for all that are missing).
+evicted, from the stream (``load``: one blocking call for all that are missing, served
+by one batched request or by what the read-ahead already fetched, ``_readahead``).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from ._client import (
     unavailable,
 )
 from ._partition import JetStreamPartition
+from ._readahead import TOTAL_BYTES, WINDOW_BYTES, Budget
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class JetStreamSettings:
     #: bytes of newest message bodies kept in memory per partition (live consumers)
     cache_bytes: int = 32 << 20
     follow_interval_s: float = 1.0
+    #: bytes of older message bodies fetched ahead of a sequential reader, per partition
+    #: (0: none) and for all partitions of the node together (see ``_readahead``)
+    readahead_bytes: int = WINDOW_BYTES
+    readahead_total_bytes: int = TOTAL_BYTES
 
 
 def escape(name: str) -> str:
@@ -62,6 +67,7 @@ class JetStreamStore(TopicTable[JetStreamPartition]):
         self.settings = settings
         self.node_id = os.urandom(6).hex()
         self.client = ClientThread(settings.connection)
+        self.budget = Budget(settings.readahead_total_bytes)
         super().__init__()
 
     def stream_name(self, topic: str, index: int) -> str:
@@ -120,7 +126,8 @@ class JetStreamStore(TopicTable[JetStreamPartition]):
             await self._create(cfg.name, i)
             part = JetStreamPartition(
                 self.client, cfg, i, self.stream_name(cfg.name, i), self.subject(cfg.name, i),
-                self.node_id, self.settings.cache_bytes, self.settings.follow_interval_s)
+                self.node_id, self.settings.cache_bytes, self.settings.follow_interval_s,
+                self.budget, self.settings.readahead_bytes)
             await part.open()
             opened.append(part)
         return opened

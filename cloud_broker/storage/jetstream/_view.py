@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -131,6 +132,31 @@ class PartitionView:
 
     def cached(self, seq: int) -> bytes | None:
         return self._cache.get(seq)
+
+    def following(self, seq: int, nbytes: int) -> tuple[list[int], int]:
+        """The sequences after ``seq`` whose bodies add up to at most ``nbytes`` (at least
+        one when there is any), up to the first body the cache holds; and their bytes."""
+        with self.lock:
+            i = bisect.bisect_right(self.seqs, seq)
+            out: list[int] = []
+            total = 0
+            while i < len(self.seqs) and (not out or total + self.sizes[i] <= nbytes):
+                if self.seqs[i] in self._cache:
+                    break
+                out.append(self.seqs[i])
+                total += self.sizes[i]
+                i += 1
+            return out, total
+
+    def bytes_of(self, seqs: Sequence[int]) -> int:
+        """The stored bytes of the messages ``seqs`` (0 for one the view no longer has)."""
+        with self.lock:
+            total = 0
+            for seq in seqs:
+                i = bisect.bisect_left(self.seqs, seq)
+                if i < len(self.seqs) and self.seqs[i] == seq:
+                    total += self.sizes[i]
+            return total
 
     def locate(self, offset: int) -> int:
         """Index of the entry holding ``offset`` (start <= offset < end)."""
