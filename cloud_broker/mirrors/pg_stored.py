@@ -23,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from shared_log import HEADER_HEAD, HEADER_SIZE, RECORD_HEAD, StoredBatch, decode_records
 
 from .pg_copy import (
-    _LEAD,
     _MIDDLE,
     _PLAIN,
     _TAIL,
@@ -33,13 +32,12 @@ from .pg_copy import (
     PG_EPOCH_MS,
     TIME_RANGE_MS,
     TRAILER,
-    _container,
     _header_lead,
     copy_data,
 )
 
 #: items per row in the row list, and where the key, value and header value sit
-_ROW, _KEY, _VALUE, _HVALUE = 9, 2, 4, 7
+_ROW, _KEY, _VALUE, _HVALUE = 6, 1, 3, 5
 
 
 def _rows(lead: bytes, batch: StoredBatch, start: int, out: list[bytes]) -> bool:
@@ -58,9 +56,13 @@ def _rows(lead: bytes, batch: StoredBatch, start: int, out: list[bytes]) -> bool
     mark = len(out)
     lo, hi = TIME_RANGE_MS
     extend = out.extend
-    name: bytes | None = None
+    # A row opens with the previous row's closing '"]]' (cut off the first one below), so
+    # a row is six pieces, three of them packed.
+    closing = b'"]]' + lead
+    row_lead = struct.Struct(f">{len(closing)}siqi").pack
+    name, name_len, extra = b"", -1, 0
     head_lead = b""
-    extra = 0
+    tail = _TAIL
     for offset in range(start, batch.stop):
         ts, klen, vlen, hcount = unpack(buf, pos)
         if hcount != 1 or not vlen:
@@ -70,25 +72,28 @@ def _rows(lead: bytes, batch: StoredBatch, start: int, out: list[bytes]) -> bool
         v = k + klen
         h = v + vlen
         nlen, hlen = hunpack(buf, h)
-        n = h + 6
-        hv = n + nlen
+        hv = h + 6 + nlen
         pos = hv + hlen
-        if buf[n:hv] != name:
-            if name is not None:  # a second header name in the batch
+        if nlen != name_len or not buf.startswith(name, h + 6):
+            if name_len >= 0:  # a second header name in the batch
                 del out[mark:]
                 return False
-            name = buf[n:hv]
+            name, name_len = buf[h + 6:hv], nlen
             head_lead = _header_lead(name.decode())
             extra = len(head_lead) + 3 + 1  # lead, the closing '"]]', jsonb version byte
+            tail = struct.Struct(f">iib{len(head_lead)}s").pack
         first, last = buf[v], buf[h - 1]
-        if not ((first == 123 and last == 125) or (first == 91 and last == 93)
-                or _container(buf[v:h])):
+        # pg_copy._container, inline: an object or array, maybe followed by whitespace
+        if not ((first == 123 and (last == 125 or (last < 33 and buf[v:h].rstrip()
+                                                     .endswith(b"}"))))
+                or (first == 91 and (last == 93 or (last < 33 and buf[v:h].rstrip()
+                                                      .endswith(b"]"))))):
             del out[mark:]
             return False
-        extend((lead, _LEAD(8, offset, klen), buf[k:v],
+        extend((row_lead(closing, 8, offset, klen), buf[k:v],
                 _MIDDLE(-1, 8, ((lo if ts < lo else hi if ts > hi else ts) - PG_EPOCH_MS)
                         * 1000, 8, ts, vlen + 1, 1),
-                buf[v:h], _TAIL(-1, hlen + extra, 1), head_lead, buf[hv:pos], b'"]]'))
+                buf[v:h], tail(-1, hlen + extra, 1, head_lead), buf[hv:pos]))
     keys = b"".join(out[mark + _KEY::_ROW])
     body = b"".join(out[mark + _VALUE::_ROW])
     heads = b"".join(out[mark + _HVALUE::_ROW])
@@ -96,6 +101,8 @@ def _rows(lead: bytes, batch: StoredBatch, start: int, out: list[bytes]) -> bool
             or heads.translate(None, _PLAIN)):
         del out[mark:]
         return False
+    out[mark] = out[mark][3:]
+    out.append(b'"]]')
     return True
 
 
