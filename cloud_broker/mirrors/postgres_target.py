@@ -22,7 +22,8 @@ not written again. Each partition has its own connection because the runner copi
 partitions concurrently and a connection runs one transaction at a time.
 
 psycopg 3 rather than asyncpg: its ``AsyncConnection`` pipelines statements and takes
-binary COPY data as it is (built by ``pg_copy``), libpq brings every connection option
+binary COPY data as it is (built by ``pg_copy``, or by ``pg_stored`` straight from
+the stored batches of a local read: ``takes_stored``), libpq brings every connection option
 (sslmode, sslrootcert, sslcert, sslkey, PGPASSWORD, ~/.pgpass, service files) for free,
 and its errors carry SQLSTATE classes that map onto ours.
 
