@@ -22,7 +22,8 @@ not written again. Each partition has its own connection because the runner copi
 partitions concurrently and a connection runs one transaction at a time.
 
 psycopg 3 rather than asyncpg: its ``AsyncConnection`` pipelines statements and takes
-binary COPY data as it is (built by ``pg_copy``), libpq brings every connection option
+binary COPY data as it is (built by ``pg_copy``, or by ``pg_stored`` straight from
+the stored batches of a local read: ``takes_stored``), libpq brings every connection option
 (sslmode, sslrootcert, sslcert, sslkey, PGPASSWORD, ~/.pgpass, service files) for free,
 and its errors carry SQLSTATE classes that map onto ours.
 
@@ -53,7 +54,9 @@ from psycopg.conninfo import conninfo_to_dict
 from shared_log import StoredRecord
 
 from .pg_copy import COLUMNS, copy_chunks
-from .pg_rows import BYTES, FIELD_TYPES, MODES
+from .pg_rows import BYTES, FAST, FIELD_TYPES, MODES
+from .pg_stored import stored_chunks
+from .stored import StoredRecords, span
 from .target import TargetRejected, TargetUnavailable
 
 log = logging.getLogger(__name__)
@@ -180,6 +183,12 @@ class PostgresTarget:
         return [*zip(COLUMNS, COLUMN_TYPES, strict=True),
                 *((n, FIELD_TYPES[k]) for n, k in self.fields.items())]
 
+    @property
+    def takes_stored(self) -> bool:
+        """Local reads may hand over stored batches (``stored.py``): without typed fields
+        the COPY rows are built from them directly (``pg_stored``)."""
+        return not self.fields
+
     # -- the Target interface -------------------------------------------------------------
 
     async def open(self, topic: str, partitions: int) -> None:
@@ -230,10 +239,13 @@ class PostgresTarget:
     async def write(self, partition: int, records: Sequence[StoredRecord]) -> None:
         merge = False
         for mode in MODES:
+            if mode != FAST and isinstance(records, StoredRecords):
+                # Values judged here, record by record: objects, decoded off the loop.
+                records = await asyncio.to_thread(records.decoded)
             try:
                 try:
-                    await self._guarded(partition, "write", lambda c, m=mode, g=merge:
-                                        self._write(c, partition, records, m, g))
+                    await self._guarded(partition, "write", lambda c, m=mode, g=merge, r=records:
+                                        self._write(c, partition, r, m, g))
                 except psycopg.errors.UniqueViolation:
                     if merge:
                         raise
@@ -243,9 +255,9 @@ class PostgresTarget:
                     self.merged_batches += 1
                     log.info("%s partition %d: rows from offset %d are already in the "
                              "table past its position; merging the batch", self.description,
-                             partition, records[0].offset)
-                    await self._guarded(partition, "write", lambda c, m=mode:
-                                        self._write(c, partition, records, m, True))
+                             partition, span(records)[0])
+                    await self._guarded(partition, "write", lambda c, m=mode, r=records:
+                                        self._write(c, partition, r, m, True))
                 return
             except psycopg.errors.UniqueViolation as exc:
                 # Not our primary key (ON CONFLICT DO NOTHING covers it): another unique
@@ -258,7 +270,7 @@ class PostgresTarget:
                 # more strictly here and write it again (pg_rows.MODES).
                 log.warning("%s partition %d: the server refused a value in the batch from "
                             "offset %d (%s); writing it again, values judged %s",
-                            self.description, partition, records[0].offset,
+                            self.description, partition, span(records)[0],
                             str(exc).splitlines()[0][:200], "after" if mode == BYTES else
                             MODES[MODES.index(mode) + 1])
                 if mode == BYTES:
@@ -271,20 +283,22 @@ class PostgresTarget:
         staging table and from there with ON CONFLICT DO NOTHING; commit. A statement
         error rolls back here, so the connection stays usable."""
         topic, q = self._topic, self._statements()
+        last = span(records)[1]
+        stored = isinstance(records, StoredRecords) and mode == FAST and not self.fields
         try:
             async with conn.pipeline():
                 await conn.execute(b"BEGIN")
                 cur = await conn.execute(q["lock"], [self.table, topic, partition])
-                await conn.execute(q["position"], [self.table, topic, partition,
-                                                   records[-1].offset + 1])
+                await conn.execute(q["position"], [self.table, topic, partition, last + 1])
             row = await cur.fetchone()
             position = row[0] if row else 0
-            if records[-1].offset >= position:  # else a replay of rows already committed
+            if last >= position:  # else a replay of rows already committed
                 if merge:
                     await conn.execute(q["stage"])
                 async with conn.cursor().copy(q["stage_copy" if merge else "copy"]) as cp:
-                    for data in copy_chunks(topic, partition, records, position,
-                                            self.fields, mode):
+                    for data in (stored_chunks(topic, partition, records.batches, position)
+                                 if stored else copy_chunks(topic, partition, records, position,
+                                                            self.fields, mode)):
                         await cp.write(data)
                         await asyncio.sleep(0)  # the broker's loop runs between pieces
                 if merge:

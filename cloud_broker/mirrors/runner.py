@@ -48,6 +48,7 @@ from ..storage import UnknownTopic
 from .checkpoints import CheckpointStore
 from .settings import MirrorConfig
 from .source import Source, SourceBatch, SourceUnavailable
+from .stored import span
 from .target import Target, TargetConflict, TargetRejected, TargetUnavailable
 
 log = logging.getLogger(__name__)
@@ -207,10 +208,13 @@ class MirrorRunner:
             # its checkpoint): catch the checkpoint up, for targets that cannot tell later.
             await self._checkpoint(ps, pos)
         verified = time.monotonic()
+        # Only asked of a target that says so: other sources need not know the keyword.
+        how = {"stored": True} if getattr(self.target, "takes_stored", False) else {}
         while True:
             batch: SourceBatch = await self._retrying(
                 ps, "read source", lambda pos=pos: self.source.read(
-                    cfg.topic, p, pos, cfg.batch_records, cfg.batch_bytes, cfg.wait_ms / 1000))
+                    cfg.topic, p, pos, cfg.batch_records, cfg.batch_bytes, cfg.wait_ms / 1000,
+                    **how))
             ps.end_offset = batch.end_offset
             lost = batch.next_offset - pos - len(batch.records)
             if lost > 0:
@@ -255,7 +259,7 @@ class MirrorRunner:
             await self.target.write(p, batch.records)
             return batch.next_offset
         except TargetConflict as c:
-            first = batch.records[0].offset
+            first = span(batch.records)[0]
             if c.next_offset == pos and first > pos:
                 raise TargetRejected(
                     f"source records {pos}..{first - 1} are gone and {self.target.description}"

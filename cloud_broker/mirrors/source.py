@@ -23,8 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shared_log import CorruptBatch, CorruptRange, StoredBatch
+
 from ..client import BrokerClient, ConsumerError, OffsetOutOfRangeError
-from ..storage import LogError, OffsetOutOfRange, PartitionStoreAPI, UnknownTopic
+from ..storage import LogError, OffsetOutOfRange, PartitionLog, PartitionStoreAPI, UnknownTopic
+from .stored import StoredRecords, check_framing
 
 
 class SourceUnavailable(Exception):
@@ -48,7 +51,9 @@ class Source(Protocol):
     async def partitions(self, topic: str) -> int: ...
 
     async def read(self, topic: str, partition: int, offset: int, max_records: int,
-                   max_bytes: int, wait_s: float) -> SourceBatch: ...
+                   max_bytes: int, wait_s: float, *, stored: bool = False) -> SourceBatch:
+        """``stored``: the target reads stored batches (``stored.StoredRecords``); a
+        source that has none returns records as usual."""
 
     async def close(self) -> None: ...
 
@@ -75,7 +80,7 @@ class LocalSource:
         return ev
 
     async def read(self, topic: str, partition: int, offset: int, max_records: int,
-                   max_bytes: int, wait_s: float) -> SourceBatch:
+                   max_bytes: int, wait_s: float, *, stored: bool = False) -> SourceBatch:
         part = self.store.partition(topic, partition)
         waited = False
         while True:
@@ -92,6 +97,13 @@ class LocalSource:
         if offset >= durable:
             return SourceBatch([], offset, start, durable)
         try:
+            if stored:
+                got = await asyncio.to_thread(_fetch_stored, part, offset, max_records,
+                                              max_bytes, durable)
+                if got is not None:
+                    batches, nxt, skipped_ranges = got
+                    return SourceBatch(StoredRecords(batches) if batches else [], nxt, start,
+                                       durable, [(s.first, s.last) for s in skipped_ranges])
             res = await asyncio.to_thread(part.fetch, offset, max_records, max_bytes)
         except OffsetOutOfRange:  # retention moved the start meanwhile
             return SourceBatch([], max(offset, part.start_offset), part.start_offset, durable)
@@ -106,6 +118,19 @@ class LocalSource:
 
     async def close(self) -> None:
         self._events.clear()
+
+
+def _fetch_stored(part: PartitionLog, offset: int, max_records: int, max_bytes: int,
+                  durable: int) -> tuple[list[StoredBatch], int, list[CorruptRange]] | None:
+    """The stored batches of a read below ``durable``, their framing checked; None when
+    one is broken (the caller reads again with ``fetch``, which skips and counts it)."""
+    res = part.fetch_batches(offset, max_records, max_bytes, end=durable)
+    try:
+        for b in res.batches:
+            check_framing(b)
+    except CorruptBatch:
+        return None
+    return res.batches, res.next_offset, res.skipped
 
 
 class HttpSource:
@@ -128,7 +153,7 @@ class HttpSource:
             raise SourceUnavailable(f"{self.description}: bad topic reply: {exc!r}") from exc
 
     async def read(self, topic: str, partition: int, offset: int, max_records: int,
-                   max_bytes: int, wait_s: float) -> SourceBatch:
+                   max_bytes: int, wait_s: float, *, stored: bool = False) -> SourceBatch:
         try:
             res = await self.client.fetch(topic, partition, offset, max_records,
                                           int(wait_s * 1000), max_bytes)

@@ -36,6 +36,10 @@ Errors (everything a backend raises is mapped to one of these, ``raise ... from 
 ``next_offset(partition)`` is the offset after the last record the target holds for the
 partition: 0 when it provably holds none, ``None`` when it cannot tell (the runner then
 trusts its own checkpoint). It raises the same errors as ``write``.
+
+Optional: a target whose ``takes_stored`` is true may get ``records`` as a
+``stored.StoredRecords`` from a local source: the same records, holding the stored
+batches themselves for a target that converts them in one pass (the PostgreSQL target).
 """
 
 from __future__ import annotations
