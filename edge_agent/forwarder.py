@@ -80,9 +80,10 @@ class StreamSender:
         #: if that batch is not acked (they are then resent as an empty range)
         self._dropped_in_flight: list[tuple[int, int]] = []
         store.log.on_drop = self._on_drop
-        #: the last appended batches: sent from memory while the sender keeps up (G1:
-        #: still only durable offsets; the log stays the source of truth, edge_agent.tail)
-        self.tail = TailCache(2 * cfg.max_batch_bytes)
+        #: the last appended batches, as much as may be in flight (4 MiB stored by
+        #: default, ~3 s at 5,000 readings/s): sent from memory while the sender keeps
+        #: up; still only durable offsets, the log stays the source of truth (.tail)
+        self.tail = TailCache(cfg.max_batch_bytes * cfg.max_in_flight)
         store.log.on_append = self.tail.add
 
     @property
