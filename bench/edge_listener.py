@@ -68,6 +68,9 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SYS_RECEIVED = "$SYS/broker/publish/messages/received"
+#: seconds a part may take to start: on a 2-core machine at load 20 importing the
+#: broker alone takes 10-15 s of wall time
+START_S = 120.0
 demo = _demo()
 
 
@@ -87,7 +90,7 @@ def start_mosquitto(procs: Any, name: str, port: int, extra: str = "") -> None:
                     .replace("@PORT@", str(port)).replace("@DATA@", f"{data}/")
                     + ("user root\n" if os.geteuid() == 0 else "") + extra)
     procs.start(name, [MOSQUITTO, "-c", str(conf)])
-    demo.wait_until(lambda: demo.port_open(port), 20, name)
+    demo.wait_until(lambda: demo.port_open(port), START_S, name)
 
 
 class Stack:
@@ -126,10 +129,11 @@ class Stack:
             if cloud_up:
                 self.procs.start("cloud-broker", [str(BIN / "cloud-broker"), "serve",
                                                   "--config", str(cloud_toml)])
-                demo.wait_until(lambda: demo.port_open(self.cloud_port), 30, "cloud broker")
+                demo.wait_until(lambda: demo.port_open(self.cloud_port), START_S,
+                                "cloud broker")
             self.procs.start("edge-agent", [str(BIN / "edge-agent"), "run", "--config",
                                             str(edge_toml)])
-            demo.wait_until(lambda: demo.mqtt_ready(self.status(), self.port), 60,
+            demo.wait_until(lambda: demo.mqtt_ready(self.status(), self.port), START_S,
                             "edge agent")
         self.edge = {name: p.pid for name, p in self.procs.procs
                      if name in ("edge-agent", "mosquitto")}

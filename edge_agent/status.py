@@ -281,7 +281,11 @@ def stream_status(s: Any, now: float) -> StatusDoc:
         "uplink": {"retries": ss.retries, "last_error": ss.last_error,
                    "tls_error": ss.tls_error,
                    "stopped": s.sender.stopped, "batches_sent": ss.batches_sent,
-                   "records_sent": ss.records_sent, "last_ack_at": ss.last_ack_at or None},
+                   "records_sent": ss.records_sent, "last_ack_at": ss.last_ack_at or None,
+                   # of the records read for batches, those still in memory (not read
+                   # back from the log: edge_agent.tail)
+                   "records_from_memory": s.sender.tail.records_from_memory,
+                   "records_from_log": s.sender.tail.records_from_log},
     }
 
 

@@ -64,6 +64,9 @@ class Log(CommitControl):
         #: (offsets base..next-1), under the log's lock, from the appending thread: an
         #: owner that knows which offsets were delivered elsewhere counts the real losses.
         self.on_drop: Callable[[int, int], None] | None = None
+        #: called as ``on_append(base, records, nbytes)`` after each ``append`` (not
+        #: ``append_framed``), from the appending thread; it must not raise (it is done)
+        self.on_append: Callable[[int, Sequence[Record], int], None] | None = None
         self._seen_corrupt: set[tuple[int, int]] = set()
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -127,14 +130,15 @@ class Log(CommitControl):
         under drop_oldest only once the log has no segment of its own left to delete), in
         both cases with nothing written.
         """
-        return self._append(len(records), lambda base: encode_batch(base, records))
+        return self._append(len(records), lambda base: encode_batch(base, records), records)
 
     def append_framed(self, body: bytes, count: int, max_timestamp: int) -> tuple[int, int]:
         """``append`` for ``count`` records already framed in ``body`` (see
         ``encode_framed``); same durability, limits and errors."""
         return self._append(count, lambda base: encode_framed(base, count, max_timestamp, body))
 
-    def _append(self, n: int, encode: Callable[[int], bytes]) -> tuple[int, int]:
+    def _append(self, n: int, encode: Callable[[int], bytes],
+                records: Sequence[Record] = ()) -> tuple[int, int]:
         with self._lock:
             self._check_writable()
             base = self.end_offset
@@ -154,6 +158,8 @@ class Log(CommitControl):
             self._size += len(data)
             self.stats.appended_records += n
             self.stats.appended_batches += 1
+        if records and self.on_append is not None:  # before the commit can cover them
+            self.on_append(base, records, len(data))
         mode = self.config.commit.mode
         if mode is CommitMode.EVERY_BATCH:
             self.flush()

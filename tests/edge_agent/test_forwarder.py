@@ -20,9 +20,10 @@ from cloud_broker.config import TopicConfig
 from cloud_broker.ingest import Ingestor
 from cloud_broker.storage import PartitionStore
 from edge_agent.config import EdgeConfig, IngestConfig
-from edge_agent.forwarder import Forwarder, StreamSender, block_of
+from edge_agent.forwarder import Forwarder, StreamSender
 from edge_agent.ratelimit import TokenBucket
 from edge_agent.streams import StreamStore
+from edge_agent.tail import block_of
 from edge_agent.uplink_http import HttpUplink, Uplink
 from shared_log import Log, Record, fetch_columns
 from tests.helpers import Server, broker_server, until

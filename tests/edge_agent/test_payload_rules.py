@@ -6,8 +6,16 @@ import json
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge_agent.payload import PayloadRules, Rejected, check_device, topic_pattern
+from edge_agent.payload import (
+    PayloadRules,
+    Rejected,
+    _decode_json,
+    check_device,
+    topic_pattern,
+)
 
 TOPIC = "topic:devices/{device}/telemetry"
 
@@ -152,3 +160,33 @@ def test_boot_epoch_field(boot: object, epoch: str) -> None:
     payload = json.dumps({"seq": 1, "boot": boot}).encode()
     assert rules(epoch_field="boot").inspect("devices/d/telemetry", payload) == (
         "d", 1, None, epoch)
+
+
+_numbers = st.one_of(st.integers(), st.integers(min_value=2**63 - 2, max_value=2**64 + 2),
+                     st.integers(min_value=-(2**63) - 2, max_value=-(2**63) + 2),
+                     st.sampled_from([10**30, -(10**30), 10**400]),
+                     st.floats(allow_nan=True, allow_infinity=True))
+_values = st.one_of(st.none(), st.booleans(), _numbers, st.text(max_size=8),
+                    st.sampled_from(["\ud800", "dev-1", "a b"]),
+                    st.lists(_numbers, max_size=2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=st.dictionaries(st.sampled_from(["device", "seq", "ts", "boot", "v"]), _values),
+       spacing=st.sampled_from(["", " ", "\n"]), extra=st.sampled_from([b"", b" ", b"x"]))
+def test_the_fast_json_decoder_decides_as_the_json_module(doc: dict[str, object], spacing: str,
+                                                           extra: bytes) -> None:
+    # NaN, infinities, lone surrogates (json only), integers past 64 bits (floats in
+    # orjson), 4,300+ digit integers, trailing garbage: every payload's fate is the same
+    # as with the json module alone.
+    try:
+        payload = spacing.encode() + json.dumps(doc).encode() + extra
+    except ValueError:  # an int past Python's int-to-str limit
+        payload = b'{"seq": 1, "ts": ' + b"9" * 5000 + b"}"
+    for kw in ({}, {"device_key": "field:device", "epoch_field": "boot"},
+               {"require_sequence": True}):
+        fast = rules(**kw)
+        slow = rules(**kw)
+        slow._decode = _decode_json  # the json module's scanner alone
+        assert fast.inspect("devices/d/telemetry", payload) == \
+            slow.inspect("devices/d/telemetry", payload), (kw, payload)
