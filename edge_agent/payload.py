@@ -127,13 +127,17 @@ def _decode_json(payload: bytes) -> Any:
     return doc
 
 
+#: orjson reads integers within 64 bits as int: only a float this large may have been one
+_INT64 = float(2**63)
+
+
 def json_reader(fields: tuple[str, ...]) -> Callable[[bytes], Any]:
     """The JSON decoder of a stream that reads ``fields``: orjson (a third of the time of
     ``_decode_json`` on a reading, the largest part of inspecting one), with
     ``_decode_json``'s answer wherever the two could differ, so a payload's fate is the
     same: orjson refuses what the json module accepts (NaN, infinities, lone
     surrogates), and turns an integer past 64 bits into a float, so a field read as a
-    float is decoded again (tests/edge_agent/test_payload_rules.py compares the two)."""
+    float that large is decoded again (a timestamp in seconds with a fraction is not) (tests/edge_agent/test_payload_rules.py compares the two)."""
     loads, error = orjson.loads, orjson.JSONDecodeError
 
     def decode(payload: bytes) -> Any:
@@ -143,8 +147,9 @@ def json_reader(fields: tuple[str, ...]) -> Callable[[bytes], Any]:
             return _decode_json(payload)
         if type(doc) is dict:
             for name in fields:
-                if type(doc.get(name)) is float:
-                    return _decode_json(payload)
+                value = doc.get(name)
+                if type(value) is float and not -_INT64 < value < _INT64:
+                    return _decode_json(payload)  # maybe an integer past 64 bits
         return doc
     return decode
 

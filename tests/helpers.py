@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,6 +84,23 @@ def find_binary(name: str) -> str:
     return path
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """The ``preexec_fn`` that makes a server die with the test run, even a SIGKILLed one
+    (its own session keeps it out of the run's Ctrl-C). The parent-death signal fires when
+    the *thread* that forked exits, so a server started from a worker thread
+    (``asyncio.to_thread``) would die with that thread: only the main thread's children
+    get it; the fixtures' teardown kills the rest."""
+    return _die_with_parent if threading.current_thread() is threading.main_thread() else None
+
+
 class ChildProcess:
     """A server subprocess of a test (in its own session): ``kill()`` is SIGKILL,
     ``stop()`` SIGTERM then SIGKILL after ``timeout``."""
@@ -124,7 +143,8 @@ class Server(ChildProcess):
     def start(self) -> Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                     env=self.env, start_new_session=True)
+                                     env=self.env, start_new_session=True,
+                                     preexec_fn=die_with_parent())
         log.close()
         deadline = time.monotonic() + self.ready_timeout
         while not self._ready():

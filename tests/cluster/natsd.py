@@ -18,24 +18,20 @@ leader. The leader of a stream is read from ``/jsz`` (``stream_leader``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import os
 import re
-import signal
 import subprocess
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ChildProcess, free_port, wait_for
+from tests.helpers import ChildProcess, die_with_parent, free_port, wait_for
 
 MIN_VERSION = (2, 12)
-_PR_SET_PDEATHSIG = 1
 
 
 def nats_server_binary() -> Path:
@@ -60,11 +56,6 @@ def server_version(binary: Path) -> tuple[int, int, int]:
     if m is None:
         raise RuntimeError(f"cannot read the nats-server version from {out!r}")
     return int(m[1]), int(m[2]), int(m[3])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _http_json(url: str, timeout: float = 1.0) -> Any:
@@ -116,14 +107,10 @@ class NatsNode(ChildProcess):
             raise RuntimeError(f"{self.name} is already running")
         self.write_config()
         log = open(self.dir / "nats.out", "ab")  # noqa: SIM115 - lives as long as the process
-        # The parent-death signal fires when the *thread* that forked exits: a node restarted
-        # from a worker thread (asyncio.to_thread) would die with that thread. Only the main
-        # thread's children get it; the fixtures' teardown kills the rest.
-        on_main = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen([str(nats_server_binary()), "-c", str(self.config_path)],
                                      stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True,
-                                     preexec_fn=_die_with_parent if on_main else None)
+                                     preexec_fn=die_with_parent())
         log.close()
 
     def healthy(self) -> bool:
