@@ -137,7 +137,8 @@ def json_reader(fields: tuple[str, ...]) -> Callable[[bytes], Any]:
     ``_decode_json``'s answer wherever the two could differ, so a payload's fate is the
     same: orjson refuses what the json module accepts (NaN, infinities, lone
     surrogates), and turns an integer past 64 bits into a float, so a field read as a
-    float that large is decoded again (a timestamp in seconds with a fraction is not) (tests/edge_agent/test_payload_rules.py compares the two)."""
+    float that large is decoded again; a timestamp in seconds with a fraction is not
+    (tests/edge_agent/test_payload_rules.py compares the two)."""
     loads, error = orjson.loads, orjson.JSONDecodeError
 
     def decode(payload: bytes) -> Any:
