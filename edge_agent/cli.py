@@ -20,7 +20,7 @@ import logging
 import signal
 import sys
 
-from supervision import limit_malloc, start_heap_trimmer, start_memory_log
+from supervision import FullCollections, limit_malloc, start_heap_trimmer, start_memory_log
 
 from .config import ConfigError, EdgeConfig, load_config
 
@@ -98,6 +98,7 @@ async def _serve(cfg: EdgeConfig) -> int:
         print(f"edge-agent: configuration error: {exc}", file=sys.stderr)
         return 2
     tune_gc()
+    collections = FullCollections(loop)
     logging.getLogger("edge_agent").info(
         "edge agent %s running: %d streams, status on %s:%d", cfg.edge_id, len(cfg.streams),
         *(agent.status_address or ("?", 0)))
@@ -105,6 +106,7 @@ async def _serve(cfg: EdgeConfig) -> int:
         await stop.wait()
     finally:
         logging.getLogger("edge_agent").info("stopping")
+        collections.cancel()
         await agent.stop()
     return 0
 

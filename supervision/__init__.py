@@ -3,6 +3,7 @@ and the cloud broker (G9: nothing dies silently). See ``_supervisor`` for the st
 ``_memory`` holds the malloc settings both take at start."""
 
 from ._memory import (
+    FullCollections,
     heap_free,
     limit_malloc,
     memory_figures,
@@ -12,6 +13,6 @@ from ._memory import (
 )
 from ._supervisor import Factory, Supervisor, TaskState, failure_reason, task_problems
 
-__all__ = ["Factory", "Supervisor", "TaskState", "failure_reason", "heap_free", "limit_malloc",
-           "memory_figures", "start_heap_trimmer", "start_memory_log", "task_problems",
-           "trim_heap"]
+__all__ = ["Factory", "FullCollections", "Supervisor", "TaskState", "failure_reason",
+           "heap_free", "limit_malloc", "memory_figures", "start_heap_trimmer",
+           "start_memory_log", "task_problems", "trim_heap"]

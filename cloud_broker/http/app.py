@@ -8,11 +8,14 @@ The route table is ``routes.py``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.routing import Route
+
+from supervision import FullCollections
 
 from ..broker import Broker
 from ..config import BrokerConfig
@@ -27,9 +30,11 @@ def create_app(config: BrokerConfig, extra_routes: list[Route] | None = None,
         broker = Broker(config, data_lock)
         app.state.service = app.state.broker = broker
         await broker.start()
+        collections = FullCollections(asyncio.get_running_loop())
         try:
             yield
         finally:
+            collections.cancel()
             await broker.stop()
 
     return Starlette(routes=[*BROKER_ROUTES, *(extra_routes or [])], lifespan=lifespan)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from supervision import (
+    FullCollections,
     heap_free,
     limit_malloc,
     memory_figures,
@@ -114,3 +115,39 @@ def test_heap_trimmer_gives_a_burst_back_in_the_background() -> None:
             stop.set()
             thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_full_collections_free_old_cyclic_garbage_on_the_loop() -> None:
+    """With automatic collection off (what the servers' raised thresholds amount to for
+    an old cycle), a cycle stays until ``FullCollections`` runs; cancel stops it."""
+    import asyncio
+    import gc
+    import weakref
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        ref = weakref.ref(Node())  # a cycle, unreachable at once
+        collections = FullCollections(loop, every_s=0.05)
+        try:
+            deadline = time.monotonic() + 10
+            while ref() is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert ref() is None
+        finally:
+            collections.cancel()
+        runs = collections.runs
+        await asyncio.sleep(0.2)
+        assert collections.runs == runs  # cancelled: no more runs
+        return runs
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        assert asyncio.run(run()) >= 1
+    finally:
+        if was_enabled:
+            gc.enable()
