@@ -23,10 +23,13 @@ def test_workers_die_with_a_killed_parent(tmp_path: Path, mosquitto: Server) -> 
     workers: list[psutil.Process] = []
     try:
         parent = psutil.Process(proc.pid)
-        workers = wait_for(lambda: [c for c in parent.children(recursive=True)
-                                    if "spawn_main" in " ".join(c.cmdline())]
-                           if len(parent.children(recursive=True)) >= 2 else None,
-                           30, 0.1, "two worker processes")
+
+        def spawned() -> list[psutil.Process] | None:
+            found = [c for c in parent.children(recursive=True)
+                     if "spawn_main" in " ".join(c.cmdline())]
+            return found if len(found) >= 2 else None  # (not the resource tracker)
+
+        workers = wait_for(spawned, 30, 0.1, "two worker processes")
         assert len(workers) >= 2
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
