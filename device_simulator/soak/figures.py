@@ -1,13 +1,17 @@
 """The soak's resource figures: RSS and fd growth after warm-up, alarm lag, peaks.
 
 Strategy: pure functions over the sampler's JSON lines. Growth is the slope of a least
-squares line through the samples of a role's longest-lived incarnation after the
-warm-up, times the span it covers: for a process that ran throughout, its in-process
-growth. The same fit across all incarnations is reported too (for a process killed
-every few seconds it shows start-up ramps, so it is not judged). The bounds below are
-what the run is judged by, and only when that incarnation has at least
-``JUDGE_MIN_SPAN_S`` of samples after the warm-up: otherwise the figures are printed
-without a judgement (the allocator has not settled).
+squares line times the span it covers, fitted over a role's longest-lived incarnation
+after the warm-up (the run's, and the incarnation's own first ``INCARNATION_WARMUP_S``:
+a restarted process starts with a catch-up). For RSS the line goes through each
+minute's low water, not through every sample: a catch-up after a fault (a backlog
+pouring in, batches in flight) raises the RSS for a while and the heap trimmer gives it
+back, while a leak raises the floor, minute after minute. The fit through every sample
+is reported beside it (``raw_growth``). The same fit across all incarnations is reported
+too (for a process killed every few seconds it shows start-up ramps, so it is not
+judged). The bounds below are what the run is judged by, and only when the judged
+incarnation has at least ``JUDGE_MIN_SPAN_S`` of samples after the warm-up: otherwise
+the figures are printed without a judgement (the allocator has not settled).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ RSS_BOUNDS = {"agent": 2 * MB, "broker": 5 * MB}
 #: or two in flight at the last sample)
 FD_BOUNDS = {"agent": 4, "broker": 8}
 JUDGE_MIN_SPAN_S = 120.0
+#: a restarted process's own warm-up: its samples count after this many seconds of life
+INCARNATION_WARMUP_S = 60.0
+#: RSS is judged through the low water of each window this long
+FLOOR_WINDOW_S = 60.0
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -44,26 +52,57 @@ def _fit(pts: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.linear_regression(xs, ys).slope * (xs[-1] - xs[0]), xs[-1] - xs[0]
 
 
+def floors(pts: list[tuple[float, float]],
+           window_s: float = FLOOR_WINDOW_S) -> list[tuple[float, float]]:
+    """The low water of each ``window_s`` of ``pts`` (time-ordered), at the window's
+    lowest sample."""
+    out: list[tuple[float, float]] = []
+    start = pts[0][0] if pts else 0.0
+    low: tuple[float, float] | None = None
+    for t, y in pts:
+        if t - start >= window_s:
+            if low is not None:
+                out.append(low)
+            start, low = t, None
+        if low is None or y < low[1]:
+            low = (t, y)
+    if low is not None:
+        out.append(low)
+    return out
+
+
 def growth(samples: list[dict[str, Any]], role: str, key: str,
            warmup_s: float) -> dict[str, Any] | None:
     """Growth of ``key`` after warm-up in the role's longest-lived incarnation (the one
-    judged) and, for information, across all of them (a role killed every few seconds
-    shows its start-up ramp there, not a leak)."""
+    judged; through each minute's low water for RSS) and, for information, across all
+    of them (a role killed every few seconds shows its start-up ramp there, not a leak)."""
     by_pid: dict[int, list[tuple[float, float]]] = {}
+    counts_from: dict[int, float] = {}
+    first_t = samples[0]["t"] if samples else 0.0
     for s in samples:
-        if s["t"] >= warmup_s and key in s["procs"].get(role, ()):
-            by_pid.setdefault(s["procs"][role]["pid"], []).append(
-                (s["t"], s["procs"][role][key]))
+        proc = s["procs"].get(role)
+        if proc is None or key not in proc:
+            continue
+        # a process there from the first sample is covered by the run's warm-up
+        counts_from.setdefault(proc["pid"], warmup_s if s["t"] == first_t else max(
+            warmup_s, s["t"] + INCARNATION_WARMUP_S))
+        if s["t"] >= counts_from[proc["pid"]]:
+            by_pid.setdefault(proc["pid"], []).append((s["t"], proc[key]))
     if not by_pid:
         return None
     longest = max(by_pid.values(), key=lambda pts: pts[-1][0] - pts[0][0])
     every = sorted(p for pts in by_pid.values() for p in pts)
-    g, span = _fit(longest)
+    raw, span = _fit(longest)
+    if key == "rss":  # the floor's slope, over the incarnation's whole span
+        low, low_span = _fit(floors(longest))
+        g = low / low_span * span if low_span else 0.0
+    else:
+        g = raw
     all_g, all_span = _fit(every)
     pids = {s["procs"][role]["pid"] for s in samples if role in s["procs"]}
-    return {"growth": g, "span_s": span, "all_growth": all_g, "all_span_s": all_span,
-            "first": longest[0][1], "last": every[-1][1], "max": max(y for _, y in every),
-            "incarnations": len(pids)}
+    return {"growth": g, "raw_growth": raw, "span_s": span, "all_growth": all_g,
+            "all_span_s": all_span, "first": longest[0][1], "last": every[-1][1],
+            "max": max(y for _, y in every), "incarnations": len(pids)}
 
 
 def cpu_mean(samples: list[dict[str, Any]], role: str) -> float | None:

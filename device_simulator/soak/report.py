@@ -24,17 +24,21 @@ def _verdict_table(result: dict[str, Any]) -> Table:
 
 
 def _resource_table(result: dict[str, Any]) -> Table:
-    t = Table(title="resources after warm-up (growth = fitted slope x span)")
-    for c in ("role", "incarnations", "RSS last (MB)", "RSS growth (MB)", "fds last",
+    t = Table(title="resources after warm-up (growth = fitted slope x span; RSS judged "
+                    "through each minute's low water, every sample beside it)")
+    for c in ("role", "incarnations", "RSS last (MB)", "RSS growth (MB)",
+              "RSS growth, every sample (MB)", "fds last",
               "fd growth", "threads last", "CPU mean %"):
         t.add_column(c, justify="right")
     for role, fig in result.get("resources", {}).items():
         rss, fds, thr = fig["rss"], fig["fds"], fig["threads"]
         if rss is None:
-            t.add_row(role, "-", "-", "-", "-", "-", "-", "-")
+            t.add_row(role, "-", "-", "-", "-", "-", "-", "-", "-")
             continue
         t.add_row(role, str(rss["incarnations"]), f"{rss['last'] / MB:.1f}",
-                  f"{rss['growth'] / MB:+.2f}", str(fds["last"]), f"{fds['growth']:+.1f}",
+                  f"{rss['growth'] / MB:+.2f}",
+                  f"{rss.get('raw_growth', rss['growth']) / MB:+.2f}", str(fds["last"]),
+                  f"{fds['growth']:+.1f}",
                   str(thr["last"]), f"{fig['cpu_mean']:.0f}" if fig["cpu_mean"] else "-")
     return t
 

@@ -126,6 +126,38 @@ def test_growth_is_the_fitted_slope_over_the_span_after_warm_up() -> None:
     assert "agent grew" in figures.judge(leaky, 100, ["agent"])[1][0]
 
 
+def _rss_samples(rss: Any, pids: Any = lambda t: 1) -> list[dict[str, Any]]:
+    return [{"t": float(t), "procs": {"agent": {"pid": pids(t), "rss": rss(t), "fds": 9,
+                                               "threads": 3, "cpu": 1.0}}}
+            for t in range(0, 1200)]
+
+
+def test_a_catch_up_that_is_given_back_is_not_growth_but_a_rising_floor_is() -> None:
+    base = 50 * figures.MB
+
+    def burst(t: int) -> float:  # +20 MB for 40 s every 5 minutes, then given back
+        return base + (20 * figures.MB if t % 300 >= 250 and t % 300 < 290 else 0)
+
+    g = figures.growth(_rss_samples(burst), "agent", "rss", warmup_s=300)
+    assert g is not None and abs(g["growth"]) < 0.1 * figures.MB
+    assert figures.judge(_rss_samples(burst), 300, ["agent"])[1] == []
+    # the same bursts on a floor rising 3 MB over the 900 s judged: a leak
+    leak = figures.judge(_rss_samples(lambda t: burst(t) + t * 3 * figures.MB / 900), 300,
+                         ["agent"])[1]
+    assert leak and "agent grew" in leak[0]
+
+
+def test_a_restarted_process_is_judged_after_its_own_warm_up() -> None:
+    # restarted at 600 s; its first minute is a catch-up ramp (+10 MB), then flat
+    def rss(t: int) -> float:
+        return 50 * figures.MB + (10 * figures.MB * max(0, 660 - t) / 60 if t >= 600 else 0)
+
+    g = figures.growth(_rss_samples(rss, lambda t: 1 if t < 600 else 2), "agent", "rss",
+                       warmup_s=300)
+    assert g is not None and g["span_s"] == pytest.approx(1199 - 660)
+    assert abs(g["growth"]) < 0.01 * figures.MB and g["incarnations"] == 2
+
+
 def test_member_output_is_read_once_per_offset_and_torn_lines_are_skipped(
         tmp_path: Path) -> None:
     out = tmp_path / "m.out"
