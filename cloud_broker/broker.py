@@ -9,6 +9,7 @@ serves it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -23,7 +24,7 @@ from .kafka import KafkaServer
 from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
 from .storage import UnknownTopic
-from .storage.open import open_store
+from .storage.open import STARTUP_WAIT_S, open_store, open_topics
 from .storage.settings import JetStreamConfig
 from .trust import MirrorTargets, TopicLimitReached
 
@@ -58,8 +59,7 @@ class Broker:
         #: the local store's directory; mirror-target markers live here in either mode
         self.topics_root = config.data_dir / "topics"
         self.store, ingestor_type = open_store(config)
-        for topic in config.topics.values():
-            self.store.ensure_topic(topic)
+        open_topics(self.store, config.topics.values())
         self._reopen_auto_created()
         self.mirror_targets = MirrorTargets(self.topics_root)
         self.ingestor = ingestor_type(self.store, config.data_dir,
@@ -115,9 +115,20 @@ class Broker:
     async def _open_shared_groups(self, js: JetStreamConfig) -> None:
         """Cluster mode: groups and committed offsets in the JetStream KV bucket every
         broker node shares (docs/cluster.md); needs the event loop, hence here."""
-        from .groups.kv_backend import KvGroupBackend, bucket_for
+        from .groups.kv_backend import GroupStoreError, KvGroupBackend, bucket_for
 
-        backend = await KvGroupBackend.connect(js, js.replicas, bucket_for(js.stream_prefix))
+        deadline = time.monotonic() + STARTUP_WAIT_S
+        for attempt in itertools.count():  # as the partitions at start (storage.open)
+            try:
+                backend = await KvGroupBackend.connect(js, js.replicas,
+                                                       bucket_for(js.stream_prefix))
+                break
+            except GroupStoreError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                pause = min(5.0, 0.25 * 2 ** attempt)
+                log.warning("groups: %s; trying again in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
         self.groups = GroupCoordinator(self.store, backend)
         self.metrics.watch_groups(self.groups)
 

@@ -5,18 +5,35 @@ Strategy: ``[storage] backend`` picks one of two pairs. ``local``: shared_log fi
 ``jetstream``: streams in a NATS JetStream cluster and the ingest whose marks are the
 streams' (cloud_broker.ingest.shared), which is what lets several stateless broker nodes
 share the partitions. nats-py is imported only for the second (the ``cluster`` extra).
+
+At start, a cluster that cannot answer yet (every node down, no quorum while a node
+restarts, a stream leader being elected) is waited for, up to ``STARTUP_WAIT_S``, with a
+warning per retry: a broker node restarted at the same moment as a NATS node would
+otherwise exit, and under a supervisor that restarts it, loop. Past the wait it exits
+with the cluster's error, as before.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
+
+from shared_log import LogError
 
 from .interface import PartitionStoreAPI
 from .log_store import PartitionStore
 
 if TYPE_CHECKING:
-    from ..config import BrokerConfig
+    from ..config import BrokerConfig, TopicConfig
     from ..ingest import Ingestor
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: how long a broker waits at start for a store that says "not now" (``retry_later``)
+STARTUP_WAIT_S = 120.0
 
 
 def open_store(config: BrokerConfig) -> tuple[PartitionStoreAPI, type[Ingestor]]:
@@ -34,4 +51,31 @@ def open_store(config: BrokerConfig) -> tuple[PartitionStoreAPI, type[Ingestor]]
                                  cache_bytes=js.cache_bytes,
                                  readahead_bytes=js.readahead_bytes,
                                  readahead_total_bytes=js.readahead_total_bytes)
-    return JetStreamStore(settings), SharedIngestor
+    deadline = time.monotonic() + STARTUP_WAIT_S
+    return until_available(lambda: JetStreamStore(settings), "connect", deadline), SharedIngestor
+
+
+def until_available(fn: Callable[[], T], what: str, deadline: float,
+                    sleep: Callable[[float], None] = time.sleep) -> T:
+    """``fn()``, called again while it raises a ``LogError`` marked ``retry_later`` (the
+    store cannot do it now) and ``deadline`` (monotonic) has not passed."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except LogError as exc:
+            if not getattr(exc, "retry_later", False) or time.monotonic() >= deadline:
+                raise
+            pause = min(5.0, 0.25 * 2 ** attempt, max(0.0, deadline - time.monotonic()))
+            log.warning("storage: %s: %s; trying again in %.1f s", what, exc, pause)
+            sleep(pause)
+            attempt += 1
+
+
+def open_topics(store: PartitionStoreAPI, topics: Iterable[TopicConfig],
+                wait_s: float = STARTUP_WAIT_S) -> None:
+    """Open (create where missing) every configured topic, waiting for the store."""
+    deadline = time.monotonic() + wait_s
+    for topic in topics:
+        until_available(lambda topic=topic: store.ensure_topic(topic),
+                        f"open topic {topic.name}", deadline)

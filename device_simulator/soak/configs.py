@@ -54,10 +54,12 @@ def _topics() -> str:
     return "".join(f"[topics.{t}]\npartitions = {n}\n\n" for t, n in TOPICS.items())
 
 
-def cloud_toml(work: Path, ports: Ports) -> Path:
-    path = work / "cloud.toml"
-    path.write_text(f'data_dir = "{work / "cloud"}"\nlisten = "127.0.0.1:{ports.cloud}"\n\n'
-                    + _topics() + _tokens())
+def cloud_toml(work: Path, port: int, name: str = "cloud", storage: str = "") -> Path:
+    """One broker node's file: ``name`` is its data directory and file stem; ``storage``
+    the ``[storage]`` section of cluster mode (empty: the local partition store)."""
+    path = work / f"{name}.toml"
+    path.write_text(f'data_dir = "{work / name}"\nlisten = "127.0.0.1:{port}"\n\n'
+                    + _topics() + _tokens() + storage)
     return path
 
 
@@ -73,9 +75,12 @@ def mirror_toml(work: Path, ports: Ports) -> Path:
     return path
 
 
-def edge_toml(work: Path, ports: Ports, data_dir: Path) -> Path:
+def edge_toml(work: Path, ports: Ports, data_dir: Path,
+              uplink_ports: tuple[int, ...] = ()) -> Path:
     """Both streams require the sequence field, so a malformed reading is dead-lettered
-    (without it the agent would keep it as opaque bytes and forward it)."""
+    (without it the agent would keep it as opaque bytes and forward it). In cluster mode
+    ``uplink_ports`` lists a fault proxy per broker node (the agent fails over)."""
+    urls = ", ".join(f'"http://127.0.0.1:{p}"' for p in uplink_ports or (ports.uplink,))
     path = work / "edge.toml"
     streams = "".join(
         f'[[streams]]\nname = "{name}"\ntopics = ["devices/+/{sub}"]\npriority = {prio}\n'
@@ -85,7 +90,7 @@ def edge_toml(work: Path, ports: Ports, data_dir: Path) -> Path:
     path.write_text(
         f'edge_id = "{EDGE_ID}"\ndata_dir = "{data_dir}"\n\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {ports.mqtt}\nprotocol = "5"\n\n'
-        f'[uplink]\nurl = "http://127.0.0.1:{ports.uplink}"\ntoken = "{EDGE_TOKEN}"\n'
+        f'[uplink]\nurl = [{urls}]\ntoken = "{EDGE_TOKEN}"\n'
         "retry_max_s = 1.0\n\n"
         f'[status]\nlisten = "127.0.0.1:{ports.status}"\nstuck_after_s = 120\n\n' + streams)
     return path

@@ -36,21 +36,30 @@ class FaultRunner:
         self.log = FaultLog()
         self.down: set[str] = set()  # roles stopped on purpose, to start again
         self._actions: list[tuple[float, int, Callable[[], None]]] = []
+        nth: Counter[str] = Counter()
         for i, f in enumerate(faults):
-            begin, end = self._verbs(f)
+            begin, end = self._verbs(f, nth[f.kind])
+            nth[f.kind] += 1
             self._actions.append((f.at, 2 * i, begin))
             self._actions.append((f.at + f.duration, 2 * i + 1, end))
         self._actions.sort(key=lambda a: (a[0], a[1]))
 
-    def _role(self, f: Fault) -> str | None:
-        return {"agent_kill": "agent", "broker_kill": "broker", "mosquitto_restart": "mosquitto",
+    def _role(self, f: Fault, nth: int) -> str | None:
+        """The process a kill hits; in cluster mode the ``nth`` broker kill hits the
+        broker nodes in turn, the ``nth`` NATS kill the NATS nodes in turn."""
+        if f.kind == "broker_kill":
+            return list(self.stack.brokers)[nth % len(self.stack.brokers)]
+        if f.kind == "nats_kill":
+            if not self.stack.nats:
+                raise ValueError("nats_kill needs cluster mode (--cluster)")
+            return f"nats-{nth % len(self.stack.nats) + 1}"
+        return {"agent_kill": "agent", "mosquitto_restart": "mosquitto",
                 "mirror_kill": "mirror"}.get(f.kind) or (
             f"member-{f.target}" if f.kind == "consumer_kill" else None)
 
-    def _verbs(self, f: Fault) -> tuple[Callable[[], None], Callable[[], None]]:
-        role, stack = self._role(f), self.stack
-        proxy = stack.proxy
-        assert proxy is not None
+    def _verbs(self, f: Fault, nth: int) -> tuple[Callable[[], None], Callable[[], None]]:
+        role, stack = self._role(f, nth), self.stack
+        proxies = stack.proxies
         if role is not None:
             def begin() -> None:
                 proc = stack.procs[role]
@@ -66,15 +75,25 @@ class FaultRunner:
                 self.down.discard(role)
                 stack.procs[role].start()
             return begin, end
-        if f.kind == "uplink_cut":
-            return (lambda: (proxy.down(), self.log.done.update([f.kind]))[0]), proxy.up
+        if f.kind == "uplink_cut":  # every broker node out of the agent's reach
+            def cut() -> None:
+                for proxy in proxies:
+                    proxy.down()
+                self.log.done[f.kind] += 1
+
+            def restore() -> None:
+                for proxy in proxies:
+                    proxy.up()
+            return cut, restore
         if f.kind == "slow_link":
             def slow() -> None:
-                proxy.delay_s = f.level
+                for proxy in proxies:
+                    proxy.delay_s = f.level
                 self.log.done[f.kind] += 1
 
             def fast() -> None:
-                proxy.delay_s = 0.0
+                for proxy in proxies:
+                    proxy.delay_s = 0.0
             return slow, fast
         if f.kind == "disk_full":
             def fill() -> None:
@@ -119,10 +138,9 @@ class FaultRunner:
             time.sleep(poll)
 
     def heal(self) -> None:
-        proxy = self.stack.proxy
-        assert proxy is not None
-        proxy.up()
-        proxy.delay_s = 0.0
+        for proxy in self.stack.proxies:
+            proxy.up()
+            proxy.delay_s = 0.0
         self.stack.disk.free()
         for role in list(self.down):
             self.stack.procs[role].start()

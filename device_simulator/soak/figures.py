@@ -152,7 +152,7 @@ def judge(samples: list[dict[str, Any]], warmup_s: float,
         for fig, bounds, unit, scale in ((rss, RSS_BOUNDS, "MB", MB),
                                          (net or fds, FD_BOUNDS,
                                           "fds (net of segment files)" if net else "fds", 1)):
-            bound = bounds.get(role)
+            bound = bounds.get(role, bounds.get(role.split("-")[0]))  # broker-1: a broker
             if fig is None or bound is None or fig["span_s"] < JUDGE_MIN_SPAN_S:
                 continue
             if fig["growth"] > bound:

@@ -46,6 +46,7 @@ class Options:
     disk_mb: int = 256
     faults: list[Fault] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    cluster: bool = False
 
 
 def _sim_args(o: Options, port: int, manifest: Path) -> list[str]:
@@ -69,7 +70,7 @@ def run(o: Options) -> dict[str, Any]:
     o.work.mkdir(parents=True)
     dump(o.faults, o.work / "schedule.json", o.meta)
     signal.signal(signal.SIGTERM, _sigterm)
-    stack = Stack(o.work, o.disk_mb)
+    stack = Stack(o.work, o.disk_mb, o.cluster)
     sampler = sim = None
     result: dict[str, Any] = {"options": {k: str(v) if isinstance(v, Path) else v
                                           for k, v in asdict(o).items() if k != "faults"},
@@ -83,7 +84,7 @@ def run(o: Options) -> dict[str, Any]:
         manifest_path = o.work / "run.json"
         t0 = time.monotonic()
         sampler = Sampler(o.work / "samples.jsonl", stack.procs.pids, stack.ports.status, t0,
-                          segments=o.work / "cloud" / "topics")
+                          segments=None if o.cluster else o.work / "cloud" / "topics")
         sampler.start()
         with open(o.work / "sim.json", "wb") as out, open(o.work / "sim.log", "wb") as err:
             sim = subprocess.Popen(_sim_args(o, stack.ports.mqtt, manifest_path), stdout=out,

@@ -26,6 +26,7 @@ DURATIONS: dict[str, tuple[float, float]] = {
     "consumer_kill": (0.2, 3.0),
     "mirror_kill": (0.2, 3.0),
     "disk_full": (3.0, 10.0),
+    "nats_kill": (0.5, 5.0),  # cluster mode: one NATS node at a time
 }
 KINDS = tuple(DURATIONS)
 #: the delay per chunk of a slow link, seconds (uniform in this range)

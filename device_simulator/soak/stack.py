@@ -1,5 +1,8 @@
 """The soak's pipeline: Mosquitto, cloud broker, edge agent (through the fault proxy),
-two consumer-group members, a mirror into SQLite; started, checked and drained.
+two consumer-group members, a mirror into SQLite; started, checked and drained. In
+cluster mode: a 3-node NATS JetStream cluster holds the partitions, and two broker nodes
+("broker", "broker-1") serve them, each behind its own fault proxy, the agent listing
+both (it fails over), the members reading one node each.
 
 Strategy: ``Stack`` owns the ports, the configuration files, the fault proxy, the edge
 disk and one ``Proc`` per role; the fault runner only calls its small verbs
@@ -23,6 +26,7 @@ from ..netfault import FaultProxy
 from . import configs
 from .configs import GROUP, READ_TOKEN, TOPICS, Ports
 from .disk import EdgeDisk
+from .natscluster import NatsNode, nats_nodes, nats_server, storage_section
 from .procs import Procs, python
 
 MEMBERS = 2
@@ -62,14 +66,24 @@ def mosquitto_binary() -> str:
 
 
 class Stack:
-    def __init__(self, work: Path, disk_mb: int) -> None:
+    def __init__(self, work: Path, disk_mb: int, cluster: bool = False) -> None:
         self.work = work
         self.ports = Ports(*(free_port() for _ in range(5)))
         self.disk = EdgeDisk(work / "edge-disk", disk_mb)
         self.procs = Procs()
-        self.proxy: FaultProxy | None = None
+        self.cluster = cluster
+        self.nats: list[NatsNode] = []
+        #: broker role -> (its port, the port of the fault proxy in front of it)
+        self.brokers = {"broker": (self.ports.cloud, self.ports.uplink)}
+        if cluster:
+            self.brokers["broker-1"] = (free_port(), free_port())
+        self.proxies: list[FaultProxy] = []
         self.url = f"http://127.0.0.1:{self.ports.cloud}"
         self._http = httpx.Client(timeout=3, headers={"Authorization": f"Bearer {READ_TOKEN}"})
+
+    @property
+    def proxy(self) -> FaultProxy | None:
+        return self.proxies[0] if self.proxies else None
 
     # -- building ------------------------------------------------------------------------
 
@@ -78,18 +92,29 @@ class Stack:
         w, p = self.work, self.ports
         self.procs.add("mosquitto", [mosquitto_binary(), "-c",
                                      str(configs.mosquitto_conf(w, p.mqtt))], w)
-        self.procs.add("broker", python("cloud_broker.cli", "serve", "--config",
-                                        str(configs.cloud_toml(w, p))), w)
-        self.procs.add("agent", python("edge_agent.cli", "run", "--config",
-                                       str(configs.edge_toml(w, p, self.disk.data_dir))), w)
+        storage = ""
+        if self.cluster:
+            self.nats = nats_nodes(w, free_port, cluster_name="soak")
+            for i, node in enumerate(self.nats, 1):
+                self.procs.add(f"nats-{i}", [nats_server(), "-c", str(node.conf)], w)
+            storage = storage_section(self.nats)
+        for i, (role, (port, _)) in enumerate(self.brokers.items()):
+            toml = configs.cloud_toml(w, port, "cloud" if i == 0 else f"cloud-{i}", storage)
+            self.procs.add(role, python("cloud_broker.cli", "serve", "--config", str(toml)), w)
+        uplinks = tuple(up for _, up in self.brokers.values())
+        self.procs.add("agent", python("edge_agent.cli", "run", "--config", str(
+            configs.edge_toml(w, p, self.disk.data_dir, uplinks))), w)
         self.procs.add("mirror", python("cloud_broker.cli", "mirror", "--config",
                                         str(configs.mirror_toml(w, p)), "--token", READ_TOKEN,
                                         "--listen", f"127.0.0.1:{p.mirror}"), w)
+        ports = [port for port, _ in self.brokers.values()]
         for i in range(MEMBERS):
-            self.procs.add(f"member-{i}", python("device_simulator.soak.member", self.url,
+            url = f"http://127.0.0.1:{ports[i % len(ports)]}"
+            self.procs.add(f"member-{i}", python("device_simulator.soak.member", url,
                                                  GROUP, str(self.member_out(i)),
                                                  "--token", READ_TOKEN), w)
-        self.proxy = FaultProxy(p.uplink, "127.0.0.1", p.cloud).start()
+        self.proxies = [FaultProxy(up, "127.0.0.1", port).start()
+                        for port, up in self.brokers.values()]
 
     def member_out(self, i: int) -> Path:
         return self.work / f"member-{i}.out"
@@ -98,8 +123,14 @@ class Stack:
         check = self.check_running
         self.procs["mosquitto"].start()
         wait_until(lambda: port_open(self.ports.mqtt), 20, "Mosquitto", check)
-        self.procs["broker"].start()
-        wait_until(self.broker_healthy, 60, "the cloud broker", check)
+        for i in range(1, len(self.nats) + 1):
+            self.procs[f"nats-{i}"].start()
+        for node in self.nats:
+            wait_until(node.healthy, 60, f"NATS node {node.name}", check)
+        for role, (port, _) in self.brokers.items():
+            self.procs[role].start()
+            wait_until(lambda port=port: self._get(f"http://127.0.0.1:{port}/healthz")
+                       is not None, 60, f"the cloud broker ({role})", check)
         self.procs["agent"].start()
         wait_until(self.agent_subscribed, 60, "the edge agent's subscription", check)
         for name in ("mirror", *(f"member-{i}" for i in range(MEMBERS))):
@@ -113,8 +144,8 @@ class Stack:
 
     def teardown(self) -> None:
         self.procs.stop_all()
-        if self.proxy is not None:
-            self.proxy.stop()
+        for proxy in self.proxies:
+            proxy.stop()
         self._http.close()
         self.disk.unmount()
 
@@ -126,9 +157,6 @@ class Stack:
             return resp.json() if resp.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None
-
-    def broker_healthy(self) -> bool:
-        return self._get(f"{self.url}/healthz") is not None
 
     def agent_status(self) -> dict[str, Any] | None:
         return self._get(f"http://127.0.0.1:{self.ports.status}/status")

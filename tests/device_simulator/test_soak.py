@@ -63,6 +63,34 @@ def test_short_soak_under_every_fault_loses_and_duplicates_nothing(tmp_path: Pat
                                    else ()))
 
 
+def test_short_soak_in_cluster_mode_through_nats_and_broker_node_kills(
+        tmp_path: Path) -> None:
+    """The same harness with the partitions in a 3-node JetStream cluster: two broker
+    nodes (the agent fails over between them), NATS nodes and broker nodes killed in
+    turn, and the faults of the edge side at the same time."""
+    result = _run_soak(
+        tmp_path, 240, "--cluster", "--seconds", "60", "--rate", "400", "--devices", "40",
+        "--seed", "4", "--reboots", "10", "--malformed", "6",
+        "--faults", "nats_kill=3,broker_kill=2,agent_kill=2,uplink_cut=1,consumer_kill=1,"
+                    "mosquitto_restart=0,slow_link=0,mirror_kill=1,disk_full=0")
+    _assert_whole(result, ("nats_kill", "broker_kill", "agent_kill", "uplink_cut",
+                           "consumer_kill", "mirror_kill"))
+    roles = result["resources"]
+    assert {"nats-1", "nats-2", "nats-3", "broker", "broker-1"} <= set(roles)
+    assert result["faults"]["done"]["nats_kill"] == 3  # each node once, in turn
+    assert result["faults"]["done"]["broker_kill"] == 2  # each broker node once
+
+
+def test_nats_kills_need_cluster_mode() -> None:
+    from device_simulator.soak import cli
+
+    with pytest.raises(ValueError, match="--cluster"):
+        cli.options(cli.build_parser().parse_args(["--faults", "nats_kill=2"]))
+    opts = cli.options(cli.build_parser().parse_args(["--cluster", "--minutes", "10"]))
+    assert opts.cluster and opts.meta["cluster"] is True
+    assert sum(f.kind == "nats_kill" for f in opts.faults) == cli.CLUSTER_PER_10_MIN["nats_kill"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("SOAK_MINUTES"),
                     reason="a long soak: set SOAK_MINUTES (10 = the documented run)")

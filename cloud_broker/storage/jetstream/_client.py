@@ -38,6 +38,8 @@ STREAM_NOT_FOUND = 10059
 class JetStreamUnavailable(LogError):
     """The cluster cannot do it now (no quorum, no connection, a timeout): retry later."""
 
+    retry_later = True
+
 
 @dataclass(frozen=True)
 class Connection:
