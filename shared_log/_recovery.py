@@ -41,6 +41,7 @@ def open_segments(directory: Path, index_interval: int, read_only: bool, stats: 
         fsync_dir(directory)  # the new log's first segment survives a power loss
     for seg, nxt in zip(segments, bases[1:], strict=False):
         seg.next_offset = nxt  # offsets a damaged sealed segment lost stay reserved
+        seg.sealed = True  # its index is loaded on a read, and may leave memory again
     raw = read_checkpoint(directory / RECOVERY_POINT, None)
     rp = raw.get("offset") if isinstance(raw, dict) else None
     first = max(0, bisect.bisect_right(bases, rp) - 1) if isinstance(rp, int) else 0

@@ -31,6 +31,7 @@ from pathlib import Path
 from ._errors import CorruptBatch, DiskFull
 from ._files import INDEX_SUFFIX, LOG_SUFFIX, segment_name
 from ._index import OffsetIndex
+from ._index_cache import LOADED
 from ._records import HEADER_SIZE, BatchInfo, parse_header, verify_batch
 
 _READ_CHUNK = 256 * 1024
@@ -73,6 +74,8 @@ class Segment:
         self._since_index = 0
         self._lock = threading.Lock()
         self._deleted = False
+        #: no more appends: its index may leave memory when no reader uses it (_index_cache)
+        self.sealed = False
         # A new segment's index is built in memory by append(); a stale file is dropped.
         self._index_loaded = self.size == 0
         if self.size == 0 and not read_only:
@@ -118,6 +121,19 @@ class Segment:
             with self._lock:
                 self.index = OffsetIndex(self.index.path, self.base_offset)
                 self._index_loaded = False
+                self.sealed = True
+
+    def index_bytes(self) -> int:
+        return len(self.index) * 8
+
+    def drop_index(self) -> None:
+        """Forget the index in memory when its file has it all (``_index_cache``); a
+        reader between its ``ensure_index`` and its lookup then scans from the start of
+        the file, which is slower and as correct (the index only says where to start)."""
+        with self._lock:
+            if self.sealed and self._index_loaded and self.index.saved:
+                self.index = OffsetIndex(self.index.path, self.base_offset)
+                self._index_loaded = False
 
     def truncate(self, position: int) -> None:
         os.ftruncate(self._file.fileno(), position)
@@ -128,16 +144,16 @@ class Segment:
 
     def ensure_index(self) -> None:
         """Load the index, or rebuild it by a scan when missing, inconsistent or wrong."""
-        if self._index_loaded:
-            return
-        with self._lock:
-            if self._index_loaded:
-                return
-            if not self._load_index():
-                self._rebuild_index()
-                if not self.read_only and not self._deleted:
-                    self.index.rewrite()
-            self._index_loaded = True
+        if not self._index_loaded:
+            with self._lock:
+                if not self._index_loaded:
+                    if not self._load_index():
+                        self._rebuild_index()
+                        if not self.read_only and not self._deleted:
+                            self.index.rewrite()
+                    self._index_loaded = True
+        if self.sealed:
+            LOADED.touch(self)
 
     def _load_index(self) -> bool:
         """Load the file when it is consistent and every entry names the batch at its
@@ -195,6 +211,7 @@ class Segment:
         """
         if sealed:
             self._index_loaded = False
+            self.sealed = True
             self.ensure_index()
             return 0
         loaded = self._load_index()
@@ -414,6 +431,7 @@ class Segment:
         return os.fstat(self._file.fileno()).st_mtime
 
     def close(self) -> None:
+        LOADED.forget(self)
         if not self._file.closed:
             if not self.read_only:
                 self.index.write_pending()
@@ -421,6 +439,7 @@ class Segment:
 
     def delete(self) -> None:
         """Unlink both files; the read handle closes once no reader holds the segment."""
+        LOADED.forget(self)
         with self._lock:  # a reader rebuilding the index must not write it back now
             self._deleted = True
             for p in (self.log_path, self.index.path):

@@ -30,6 +30,8 @@ from .natscluster import NatsNode, nats_nodes, nats_server, storage_section
 from .procs import Procs, python
 
 MEMBERS = 2
+#: cluster mode: each broker node's body cache per partition ([storage.jetstream])
+CLUSTER_CACHE_BYTES = 1 << 20
 
 
 def free_port() -> int:
@@ -97,7 +99,12 @@ class Stack:
             self.nats = nats_nodes(w, free_port, cluster_name="soak")
             for i, node in enumerate(self.nats, 1):
                 self.procs.add(f"nats-{i}", [nats_server(), "-c", str(node.conf)], w)
-            storage = storage_section(self.nats)
+            # Small body caches: the RSS judgement looks for leaks, and with the default
+            # (32 MiB per partition, 10 partitions) a broker node's RSS rises for as long
+            # as its caches fill, longer than a node lives between the soak's kills.
+            storage = storage_section(self.nats) + (
+                f"cache_bytes = {CLUSTER_CACHE_BYTES}\n"
+                f"readahead_total_bytes = {4 * CLUSTER_CACHE_BYTES}\n")
         for i, (role, (port, _)) in enumerate(self.brokers.items()):
             toml = configs.cloud_toml(w, port, "cloud" if i == 0 else f"cloud-{i}", storage)
             self.procs.add(role, python("cloud_broker.cli", "serve", "--config", str(toml)), w)
