@@ -12,6 +12,7 @@ disk and one ``Proc`` per role; the fault runner only calls its small verbs
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import sqlite3
@@ -34,7 +35,32 @@ MEMBERS = 2
 CLUSTER_CACHE_BYTES = 1 << 20
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A loopback port free now, below the kernel's ephemeral range when there is room.
+
+    A port from ``bind(0)`` is an ephemeral one: between the moment it is picked and the
+    moment the server binds it, any outgoing connection of the run (hundreds of devices
+    connecting to Mosquitto) may take it as its local port, and the server fails to
+    start ("address already in use"; seen with a NATS node's monitoring port). Ports
+    below the ephemeral range are never given to outgoing connections."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(200 if low > 12000 else 0):
+        port = rng.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -224,3 +224,18 @@ def test_broker_fds_are_judged_net_of_its_segment_files() -> None:
     figs, problems = figures.judge(samples(0), 100, ["broker"])
     assert problems == [] and figs["broker"]["fds"]["growth"] > 8
     assert "net of segment files" in figures.judge(samples(1), 100, ["broker"])[1][0]
+
+
+def test_the_soak_picks_its_ports_outside_the_ephemeral_range() -> None:
+    """An outgoing connection can never take a port the soak picked for a server."""
+    import socket
+
+    from device_simulator.soak import stack
+
+    low, _ = stack._ephemeral_range()
+    ports = {stack.free_port() for _ in range(20)}
+    if low > 12000:
+        assert all(10000 <= p < low for p in ports), ports
+    for p in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))  # still free
