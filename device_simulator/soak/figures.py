@@ -93,10 +93,11 @@ def growth(samples: list[dict[str, Any]], role: str, key: str,
     longest = max(by_pid.values(), key=lambda pts: pts[-1][0] - pts[0][0])
     every = sorted(p for pts in by_pid.values() for p in pts)
     raw, span = _fit(longest)
-    if key == "rss":  # the floor's slope, over the incarnation's whole span
-        low, low_span = _fit(floors(longest))
+    lows = floors(longest) if key == "rss" else []
+    if len(lows) >= 3:  # the floor's slope, over the incarnation's whole span
+        low, low_span = _fit(lows)
         g = low / low_span * span if low_span else 0.0
-    else:
+    else:  # too short for a floor: every sample
         g = raw
     all_g, all_span = _fit(every)
     pids = {s["procs"][role]["pid"] for s in samples if role in s["procs"]}
