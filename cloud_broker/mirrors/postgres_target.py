@@ -213,8 +213,33 @@ class PostgresTarget:
     # -- the Target interface -------------------------------------------------------------
 
     async def open(self, topic: str, partitions: int) -> None:
+        """Create the table; meanwhile open the connections the partitions will use (as
+        many as there are partitions, up to ``connections``), so the mirror's start waits
+        for the slower of the two, not for both."""
         self._topic = topic
-        await self._guarded("create table", self._create)  # the connection stays pooled
+        warm = [asyncio.create_task(self._warm())
+                for _ in range(min(partitions, self.connections) - len(self._open) - 1)]
+        try:
+            await self._guarded("create table", self._create)  # the connection stays pooled
+        except BaseException:
+            for t in warm:
+                t.cancel()
+            raise
+        finally:
+            await asyncio.gather(*warm, return_exceptions=True)
+
+    async def _warm(self) -> None:
+        """One more idle connection in the pool; a failure is left to the first write
+        that needs it (it connects again, and reports)."""
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self.timeout_s * 2):
+                    conn = await self._connect()
+            except (psycopg.Error, OSError, TimeoutError, TargetRejected) as exc:
+                log.debug("%s: connecting ahead failed: %s", self.description, exc)
+                return
+            self._open.add(conn)
+            self._idle.append(conn)
 
     async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
         t = sql.Identifier(self.table)

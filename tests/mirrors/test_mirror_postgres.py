@@ -431,3 +431,23 @@ def test_partitions_share_a_bounded_pool_of_connections(pg: PostgresServer) -> N
                      "'edgestream-mirror'") == [(0,)]
     with pytest.raises(ValueError):
         target(pg, "pooled", connections=0)
+
+
+@pytest.mark.parametrize(("partitions", "connections", "want"), [(3, 4, 3), (6, 2, 2), (1, 4, 1)])
+def test_open_connects_ahead_for_the_partitions_within_the_bound(
+        pg: PostgresServer, partitions: int, connections: int, want: int) -> None:
+    """While the table is created the pool opens the connections the first writes will
+    take, never more than the partitions need or the bound allows."""
+    t = target(pg, f"ahead{partitions}", connections=connections)
+
+    async def go() -> tuple[int, int]:
+        try:
+            await t.open(TOPIC, partitions)
+            held = query(pg, "select count(*) from pg_stat_activity where application_name "
+                             "= 'edgestream-mirror'")[0][0]
+            await asyncio.gather(*(t.write(p, [reading(0)]) for p in range(partitions)))
+            return held, len(t._open)
+        finally:
+            await t.close()
+
+    assert asyncio.run(go()) == (want, want)
