@@ -11,6 +11,7 @@ import pytest
 
 from cloud_broker.config import ConfigError, parse_config
 from cloud_broker.mirrors import parse_mirror
+from cloud_broker.mirrors.settings import PG_CONNECTIONS
 from cloud_broker.mirrors.sql_target import MAX_JSON_COLUMNS, SqlTarget
 from shared_log import StoredRecord
 
@@ -34,7 +35,8 @@ def test_a_cloud_toml_with_every_target(tmp_path: Path) -> None:
     assert js.stream_name == "EDGESTREAM_a_b"
     assert db.path == tmp_path / "arch.db" and db.run == "standalone"
     assert db.batch_records == 10
-    assert parse_mirror("pg", {"topic": "t", "target": "postgres"}, tmp_path).connections == 4
+    assert parse_mirror("pg", {"topic": "t", "target": "postgres"}, tmp_path).connections == \
+        PG_CONNECTIONS
     assert parse_mirror("pg", {"topic": "t", "target": "postgres", "connections": 9},
                         tmp_path).connections == 9
 
