@@ -20,7 +20,8 @@ every partition's position equals its end offset. Peers, same records, same run:
   ``executemany`` (which pipelines its statements) of ``INSERT ... ON CONFLICT DO
   NOTHING`` into a table of the same layout and indexes on the same server, one
   transaction per ``--pg-batch`` rows like the mirror's batches (values as ``Jsonb``,
-  headers as JSON). The mirror uses the postgres target's default batch (5000 records).
+  headers as JSON). The mirror uses the postgres target's default batch (5000 records)
+  and connections (4: ``--pg-connections``), the peer one connection.
 
 ``--targets postgres`` (comma-separated: nats, broker, sql, postgres) runs only some.
 
