@@ -20,18 +20,28 @@ every partition's position equals its end offset. Peers, same records, same run:
   ``executemany`` (which pipelines its statements) of ``INSERT ... ON CONFLICT DO
   NOTHING`` into a table of the same layout and indexes on the same server, one
   transaction per ``--pg-batch`` rows like the mirror's batches (values as ``Jsonb``,
-  headers as JSON). The mirror uses the postgres target's default batch (5000 records).
+  headers as JSON). The mirror uses the postgres target's default batch (5000 records)
+  and connections (4: ``--pg-connections``), the peer one connection.
 
 ``--targets postgres`` (comma-separated: nats, broker, sql, postgres) runs only some.
 
 Each measurement is repeated ``--repeat`` times round-robin and the best kept (on a
 shared machine interference only adds time). Not a test: nothing here asserts.
+
+For PostgreSQL every run is also printed with what does not depend on the machine's
+load: CPU time per row of this process (the mirror, or the peer's client) and of the
+PostgreSQL cluster (its postmaster's child processes, read from /proc before the
+connections close), the mirror's startup (until its first batch is committed: tables,
+connections) and the load average. Both sides run on the same two kinds of process, so
+the CPU ratio (peer CPU per row / mirror CPU per row) is the throughput ratio a machine
+whose cores are all busy would give, and cores / (CPU per row) its ceiling.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -46,6 +56,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import psutil
 import sqlite_utils
 from psycopg.types.json import Jsonb
 
@@ -53,7 +64,7 @@ from cloud_broker.config import TopicConfig
 from cloud_broker.mirrors import LocalSource, MirrorManager, parse_mirror
 from cloud_broker.mirrors.nats_target import message_headers
 from cloud_broker.mirrors.postgres_target import PostgresTarget
-from cloud_broker.mirrors.settings import PG_BATCH_RECORDS
+from cloud_broker.mirrors.settings import PG_BATCH_RECORDS, PG_CONNECTIONS
 from cloud_broker.mirrors.sql_target import PK, record_row
 from cloud_broker.storage import PartitionStore
 from shared_log import Record
@@ -141,17 +152,55 @@ def make_source(data_dir: Path, partitions: int, n: int) -> PartitionStore:
 # -- runs ----------------------------------------------------------------------------------
 
 
-async def run_mirror(store: PartitionStore, work: Path, table: dict, name: str) -> float:
+class Cpu:
+    """CPU seconds of this process and of a PostgreSQL cluster, between two reads."""
+
+    def __init__(self, pg: PostgresServer | None) -> None:
+        self.pg = pg
+        self.client = self.server = 0.0
+        self._c0 = self._s0 = 0.0
+
+    def _server(self) -> float:
+        if self.pg is None or self.pg.proc is None:
+            return 0.0
+        root = psutil.Process(self.pg.proc.pid)
+        total = 0.0
+        for proc in [root, *root.children()]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def start(self) -> None:
+        self._c0, self._s0 = time.process_time(), self._server()
+
+    def stop(self) -> None:
+        self.client = time.process_time() - self._c0
+        self.server = self._server() - self._s0
+
+
+async def run_mirror(store: PartitionStore, work: Path, table: dict, name: str,
+                     cpu: Cpu | None = None, first: list[float] | None = None) -> float:
+    """Seconds from start until every partition is copied; ``cpu`` is read over the same
+    window (before the connections close), ``first`` gets the seconds until every
+    partition had started copying (tables created, connections made, positions read)."""
     cfg = parse_mirror(name, {"topic": TOPIC, "wait_ms": 50, **table}, work)
     manager = MirrorManager(work / f"ck-{name}", LocalSource(store), [cfg])
     ends = {p.index: p.log.end_offset for p in store.partitions(TOPIC)}
+    if cpu:
+        cpu.start()
     t0 = time.perf_counter()
     await manager.start()
     runner = manager.runners[name]
     while not (len(runner.partitions) == len(ends) and all(
             ps.position == ends[p] for p, ps in runner.partitions.items())):
+        if first is not None and not first and len(runner.partitions) == len(ends) and all(
+                ps.state != "starting" for ps in runner.partitions.values()):
+            first.append(time.perf_counter() - t0)
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - t0
+    if cpu:
+        cpu.stop()
     await manager.stop()
     return elapsed
 
@@ -204,7 +253,7 @@ def sql_plain(store: PartitionStore, path: Path, limit: int) -> float:
 
 
 async def pg_plain(pg: PostgresServer, store: PartitionStore, table: str, limit: int,
-                   per_txn: int) -> float:
+                   per_txn: int, cpu: Cpu | None = None) -> float:
     """psycopg executemany, ``per_txn`` rows per transaction, same table layout and
     indexes."""
     target = PostgresTarget(pg.dsn, table, password=PASSWORD)
@@ -217,6 +266,8 @@ async def pg_plain(pg: PostgresServer, store: PartitionStore, table: str, limit:
 
     def run() -> float:
         with pg.connect() as conn:
+            if cpu:
+                cpu.start()
             t0 = time.perf_counter()
             for b in range(0, len(recs), per_txn):
                 with conn.transaction(), conn.cursor() as cur:
@@ -225,13 +276,17 @@ async def pg_plain(pg: PostgresServer, store: PartitionStore, table: str, limit:
                          Jsonb(json.loads(r.value)),
                          Jsonb([[n, v.decode()] for n, v in r.headers]))
                         for r in recs[b:b + per_txn]])
-            return (time.perf_counter() - t0) / len(recs)
+            elapsed = time.perf_counter() - t0
+            if cpu:
+                cpu.stop()
+            return elapsed / len(recs)
 
     return await asyncio.to_thread(run)
 
 
 async def best(repeat: int, fn: Callable[[int], Awaitable[float]]) -> float:
-    return min([await fn(i) for i in range(repeat)])
+    """The highest rate of ``repeat`` runs (interference only slows a run down)."""
+    return max([await fn(i) for i in range(repeat)])
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -275,12 +330,31 @@ async def main(args: argparse.Namespace) -> None:
         async def sql_peer(i: int) -> float:
             return 1 / await asyncio.to_thread(sql_plain, store, work / f"p{i}.db", peer_n)
 
+        pg_runs: list[str] = []
+        pg_cpu: dict[str, list[float]] = {"mirror": [], "peer": []}
+
         async def pg_mirror(i: int) -> float:
-            return total / await run_mirror(store, work, {
+            cpu, first = Cpu(pg), []
+            rate = total / await run_mirror(store, work, {
                 "target": "postgres", "dsn": pg.dsn, "password": PASSWORD,
-                "table": f"mirror{i}", "batch_records": args.pg_batch}, f"pg{i}")
+                "table": f"mirror{i}", "batch_records": args.pg_batch,
+                "connections": args.pg_connections}, f"pg{i}", cpu, first)
+            pg_cpu["mirror"].append(1e6 * (cpu.client + cpu.server) / total)
+            pg_runs.append(f"  mirror run {i}: {rate:9,.0f} rows/s, CPU per row: client "
+                           f"{1e6 * cpu.client / total:.2f} us + server "
+                           f"{1e6 * cpu.server / total:.2f} us; startup "
+                           f"{1000 * first[0] if first else float('nan'):.0f} ms; "
+                           f"load {os.getloadavg()[0]:.1f}")
+            return rate
         async def pg_peer(i: int) -> float:
-            return 1 / await pg_plain(pg, store, f"peer{i}", peer_n, args.pg_batch)
+            cpu = Cpu(pg)
+            rate = 1 / await pg_plain(pg, store, f"peer{i}", peer_n, args.pg_batch, cpu)
+            pg_cpu["peer"].append(1e6 * (cpu.client + cpu.server) / peer_n)
+            pg_runs.append(f"  peer run {i}:   {rate:9,.0f} rows/s, CPU per row: client "
+                           f"{1e6 * cpu.client / peer_n:.2f} us + server "
+                           f"{1e6 * cpu.server / peer_n:.2f} us; load "
+                           f"{os.getloadavg()[0]:.1f}")
+            return rate
 
         wanted = set(args.targets.split(","))
         if "nats" in wanted:
@@ -314,6 +388,14 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'':44} {'records/s':>12}  ratio")
         for name, rate, ratio in rows:
             print(f"{name:44} {rate:12,.0f}  {ratio}")
+        if "postgres" in wanted:
+            m, p = min(pg_cpu["mirror"]), min(pg_cpu["peer"])
+            print(f"\nPostgreSQL, every run ({args.pg_connections} connections, "
+                  f"{os.cpu_count()} cores):")
+            print("\n".join(pg_runs))
+            print(f"  CPU per row, best: mirror {m:.2f} us, peer {p:.2f} us: peer / mirror = "
+                  f"{p / m:.1f}x; all-cores ceiling of the mirror "
+                  f"{(os.cpu_count() or 1) * 1e6 / m:,.0f} rows/s")
         plot_rows("mirror", ("path", "records/s"), [(n, r) for n, r, _ in rows])
         store.close()
     finally:
@@ -334,6 +416,8 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=1000, help="mirror batch_records")
     parser.add_argument("--pg-batch", type=int, default=PG_BATCH_RECORDS,
                         help="batch_records of the postgres mirror, rows per peer transaction")
+    parser.add_argument("--pg-connections", type=int, default=PG_CONNECTIONS,
+                        help="connections of the postgres mirror")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--targets", default="nats,broker,sql,postgres")

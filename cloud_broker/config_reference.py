@@ -121,6 +121,7 @@ password_env = "PGPASSWORD_MIRROR"
 table = "readings"
 fields = {temp = "double", site = "text"}
 hypertable = true
+connections = 4
 sslmode = "verify-full"
 sslrootcert = "/etc/cloud-broker/pg-ca.pem"
 sslcert = "/etc/cloud-broker/pg-client.pem"
@@ -244,6 +245,7 @@ MEANING = {
     "mirrors.<name>.password_env": "environment variable holding the password",
     "mirrors.<name>.fields": "typed columns extracted from JSON values",
     "mirrors.<name>.hypertable": "make the table a TimescaleDB hypertable when available",
+    "mirrors.<name>.connections": "most connections at once (partitions share them)",
     "mirrors.<name>.sslmode": "libpq sslmode",
     "mirrors.<name>.sslrootcert": "CA file for verify-ca / verify-full",
     "mirrors.<name>.sslcert": "client certificate",

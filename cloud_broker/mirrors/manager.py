@@ -48,7 +48,7 @@ def build_target(cfg: MirrorConfig) -> Target:
         return PostgresTarget(cfg.dsn, cfg.table, password=cfg.password,
                               password_env=cfg.password_env, connect_kwargs=ssl,
                               fields=dict(cfg.fields), hypertable=cfg.hypertable,
-                              timeout_s=cfg.timeout_s)
+                              timeout_s=cfg.timeout_s, connections=cfg.connections)
     from .sql_target import SqlTarget
     assert cfg.path is not None
     return SqlTarget(cfg.path, cfg.table, cfg.json_columns, cfg.timeout_s)

@@ -18,8 +18,17 @@ again the slow way: COPY into a temporary staging table and ``INSERT ... SELECT 
 CONFLICT DO NOTHING`` (see ``merged_batches``). Rows and position commit together or not
 at all, so the target always knows exactly where it is (``next_offset`` reads the
 position row): a replayed batch inserts nothing, and rows removed later for retention are
-not written again. Each partition has its own connection because the runner copies
-partitions concurrently and a connection runs one transaction at a time.
+not written again.
+
+The runner copies partitions concurrently and a connection runs one transaction at a
+time, so the target keeps a pool of at most ``connections`` connections: a write takes
+an idle one (or opens one) and gives it back when its transaction is over. Partitions
+written on separate connections run on separate server backends, so the server's work
+(parsing jsonb, the two indexes) spreads over its cores, and the mirror builds one
+partition's COPY data while the server stores another's. Which connection writes a batch
+does not matter for exactly once: the position row lock and the one transaction do that.
+More partitions than connections wait their turn (in order); the bound keeps a topic of
+many partitions from taking a backend each.
 
 psycopg 3 rather than asyncpg: its ``AsyncConnection`` pipelines statements and takes
 binary COPY data as it is (built by ``pg_copy``, or by ``pg_stored`` straight from
@@ -56,6 +65,7 @@ from shared_log import StoredRecord
 from .pg_copy import COLUMNS, copy_chunks
 from .pg_rows import BYTES, FAST, FIELD_TYPES, MODES
 from .pg_stored import stored_chunks
+from .settings import PG_CONNECTIONS as CONNECTIONS
 from .stored import StoredRecords, span
 from .target import TargetRejected, TargetUnavailable
 
@@ -109,7 +119,9 @@ class PostgresTarget:
                  password: str | None = None, password_env: str | None = None,
                  connect_kwargs: Mapping[str, Any] | None = None,
                  fields: Mapping[str, str] | None = None, hypertable: bool = True,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, connections: int = CONNECTIONS) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         self.conninfo = conninfo
         self._password = password
         self.password_env = password_env
@@ -119,7 +131,10 @@ class PostgresTarget:
         self.timeout_s = timeout_s
         self._kwargs = dict(connect_kwargs or {})
         self.description = f"postgresql {_where(conninfo)} table {table}"
-        self._conns: dict[int, psycopg.AsyncConnection[Any]] = {}
+        self.connections = connections
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._open: set[psycopg.AsyncConnection[Any]] = set()
+        self._slots = asyncio.Semaphore(connections)
         self._topic = ""
         self._sql: dict[str, sql.Composed] = {}
         #: batches the primary key refused (rows already past the position), merged instead
@@ -149,34 +164,40 @@ class PostgresTarget:
             raise
         return conn
 
-    async def _conn(self, partition: int) -> psycopg.AsyncConnection[Any]:
-        conn = self._conns.get(partition)
-        if conn is None or conn.closed:
-            conn = self._conns[partition] = await self._connect()
-        return conn
+    async def _drop(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._open.discard(conn)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), 2)
 
-    async def _drop(self, partition: int) -> None:
-        conn = self._conns.pop(partition, None)
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2)
-
-    async def _guarded(self, partition: int, what: str, op: Any) -> Any:
-        """Run ``op(conn)`` within the timeout; a failure drops the connection unless it
-        is idle again (``op`` rolled back: an error of the statement, not of the link),
-        and maps to our errors. Refused content and the primary key's refusal are left
-        to ``write``, which writes the batch again."""
-        conn = None
-        try:
-            async with asyncio.timeout(self.timeout_s * 2):
-                conn = await self._conn(partition)
-                return await op(conn)
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            if conn is None or conn.closed or conn.info.transaction_status != IDLE:
-                await self._drop(partition)
-            if _refused_content(exc) or isinstance(exc, psycopg.errors.UniqueViolation):
-                raise
-            raise _mapped(exc, f"{self.description}: {what}") from exc
+    async def _guarded(self, what: str, op: Any) -> Any:
+        """Run ``op(conn)`` on a connection of the pool within the timeout (waiting for a
+        free one does not count); a failure drops the connection unless it is idle again
+        (``op`` rolled back: an error of the statement, not of the link), and maps to our
+        errors. Refused content and the primary key's refusal are left to ``write``,
+        which writes the batch again."""
+        async with self._slots:
+            conn = None
+            try:
+                async with asyncio.timeout(self.timeout_s * 2):
+                    while self._idle and conn is None:
+                        conn = self._idle.pop()  # the most recently used: warm, alive
+                        if conn.closed:
+                            self._open.discard(conn)
+                            conn = None
+                    if conn is None:
+                        conn = await self._connect()
+                        self._open.add(conn)
+                    return await op(conn)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                if _refused_content(exc) or isinstance(exc, psycopg.errors.UniqueViolation):
+                    raise
+                raise _mapped(exc, f"{self.description}: {what}") from exc
+            finally:
+                if conn is not None:
+                    if not conn.closed and conn.info.transaction_status == IDLE:
+                        self._idle.append(conn)
+                    else:  # broken, or cancelled mid-transaction
+                        await self._drop(conn)
 
     def _columns(self) -> list[tuple[str, str]]:
         """(name, type) of every column the target writes, in COPY order."""
@@ -192,9 +213,33 @@ class PostgresTarget:
     # -- the Target interface -------------------------------------------------------------
 
     async def open(self, topic: str, partitions: int) -> None:
+        """Create the table; meanwhile open the connections the partitions will use (as
+        many as there are partitions, up to ``connections``), so the mirror's start waits
+        for the slower of the two, not for both."""
         self._topic = topic
-        await self._guarded(-1, "create table", self._create)
-        await self._drop(-1)
+        warm = [asyncio.create_task(self._warm())
+                for _ in range(min(partitions, self.connections) - len(self._open) - 1)]
+        try:
+            await self._guarded("create table", self._create)  # the connection stays pooled
+        except BaseException:
+            for t in warm:
+                t.cancel()
+            raise
+        finally:
+            await asyncio.gather(*warm, return_exceptions=True)
+
+    async def _warm(self) -> None:
+        """One more idle connection in the pool; a failure is left to the first write
+        that needs it (it connects again, and reports)."""
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self.timeout_s * 2):
+                    conn = await self._connect()
+            except (psycopg.Error, OSError, TimeoutError, TargetRejected) as exc:
+                log.debug("%s: connecting ahead failed: %s", self.description, exc)
+                return
+            self._open.add(conn)
+            self._idle.append(conn)
 
     async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
         t = sql.Identifier(self.table)
@@ -244,7 +289,7 @@ class PostgresTarget:
                 records = await asyncio.to_thread(records.decoded)
             try:
                 try:
-                    await self._guarded(partition, "write", lambda c, m=mode, g=merge, r=records:
+                    await self._guarded("write", lambda c, m=mode, g=merge, r=records:
                                         self._write(c, partition, r, m, g))
                 except psycopg.errors.UniqueViolation:
                     if merge:
@@ -256,7 +301,7 @@ class PostgresTarget:
                     log.info("%s partition %d: rows from offset %d are already in the "
                              "table past its position; merging the batch", self.description,
                              partition, span(records)[0])
-                    await self._guarded(partition, "write", lambda c, m=mode, r=records:
+                    await self._guarded("write", lambda c, m=mode, r=records:
                                         self._write(c, partition, r, m, True))
                 return
             except psycopg.errors.UniqueViolation as exc:
@@ -350,8 +395,9 @@ class PostgresTarget:
                             "partition = %s").format(sql.Identifier(self.table)),
                     [self._topic, partition])).fetchone()
                 return 0 if top is None or top[0] is None else int(top[0]) + 1
-        return await self._guarded(partition, "read position", ask)
+        return await self._guarded("read position", ask)
 
     async def close(self) -> None:
-        for p in list(self._conns):
-            await self._drop(p)
+        self._idle.clear()
+        for conn in list(self._open):
+            await self._drop(conn)

@@ -40,6 +40,7 @@ Example::
     table = "readings"
     fields = { temp = "double", site = "text" }  # JSON fields as typed columns
     hypertable = true               # a hypertable when TimescaleDB is installed
+    connections = 4                 # at most this many connections (partitions share them)
     sslmode = "verify-full"         # sslrootcert, sslcert, sslkey: paths, passed to libpq
 
     # common keys, all optional
@@ -72,7 +73,7 @@ PER_TARGET = {
     "nats": {"servers", "stream", "subject_prefix", "replicas", "duplicate_window_s"},
     "sql": {"path", "table", "json_columns"},
     "postgres": {"dsn", "password", "password_env", "table", "fields", "hypertable",
-                 "sslmode", "sslrootcert", "sslcert", "sslkey"},
+                 "connections", "sslmode", "sslrootcert", "sslcert", "sslkey"},
 }
 #: typed columns a postgres mirror may extract from JSON values (pg_rows.FIELD_TYPES)
 PG_FIELD_TYPES = ("text", "bigint", "double", "boolean", "jsonb")
@@ -82,6 +83,8 @@ MAX_PG_FIELDS = 64
 #: default batch_records of a postgres mirror (others: 1000)
 PG_BATCH_RECORDS = 5000
 PG_BATCH_BYTES = 4 << 20
+#: default bound on a postgres mirror's connections (postgres_target.CONNECTIONS)
+PG_CONNECTIONS = 4
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -125,6 +128,7 @@ class MirrorConfig:
     password_env: str | None = None
     fields: tuple[tuple[str, str], ...] = ()
     hypertable: bool = True
+    connections: int = PG_CONNECTIONS
     sslmode: str | None = None
     sslrootcert: Path | None = None
     sslcert: Path | None = None
@@ -243,6 +247,7 @@ def parse_mirror(name: str, raw: Any, base_dir: Path, path: str | None = None) -
                   table=m.string("table", "records", check=_TABLE.match,
                                  form="must be an SQL name ([A-Za-z_][A-Za-z0-9_]{0,63})"),
                   fields=_pg_fields(m), hypertable=m.boolean("hypertable", True),
+                  connections=m.integer("connections", PG_CONNECTIONS, minimum=1, maximum=64),
                   sslmode=m.string("sslmode", None, choices=SSLMODES),
                   **{k: m.path(k, base_dir) for k in ("sslrootcert", "sslcert", "sslkey")})
     else:

@@ -299,7 +299,18 @@ class PostgresKit(Kit):
         self.server.close()
 
 
-KITS = {"broker": BrokerKit, "nats": NatsKit, "postgres": PostgresKit, "sql": SqlKit}
+class SharedPostgresKit(PostgresKit):
+    """PostgreSQL with fewer connections than partitions: partitions take turns on the
+    connections of the pool, so a batch of any partition may go over any of them."""
+
+    kind = "postgres-shared"
+
+    def table(self, name: str = "m", **extra: Any) -> dict[str, Any]:
+        return super().table(name, **{"connections": PARTITIONS - 1, **extra})
+
+
+KITS = {"broker": BrokerKit, "nats": NatsKit, "postgres": PostgresKit,
+        "postgres-shared": SharedPostgresKit, "sql": SqlKit}
 
 
 # -- running mirrors -----------------------------------------------------------------------

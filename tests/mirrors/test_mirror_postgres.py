@@ -390,3 +390,64 @@ def test_copy_data_in_pieces_is_the_same_copy(pg: PostgresServer) -> None:
     assert offsets(pg, "pieces") == list(range(2500))
     assert query(pg, 'select value_bytes from pieces where "offset" = 1200') == [
         (b"plain text",)]
+
+
+def test_partitions_share_a_bounded_pool_of_connections(pg: PostgresServer) -> None:
+    """Six partitions written at once over two connections: never a third backend, every
+    row once, every position right; the table's creator is the first pooled connection."""
+    t = target(pg, "pooled", connections=2)
+    opened = 0
+    connect = t._connect
+
+    async def counted() -> Any:
+        nonlocal opened
+        opened += 1
+        return await connect()
+
+    t._connect = counted  # type: ignore[method-assign]
+
+    async def partition(p: int) -> None:
+        for b in range(0, 300, 50):
+            await t.write(p, [StoredRecord(i, b"dev-%d" % p, b'{"p": %d}' % p, 1_700_000_000_000
+                                           + i, ()) for i in range(b, b + 50)])
+            await t.write(p, [StoredRecord(b, b"dev", b"{}", 0, ())])  # a replay: nothing
+        assert await t.next_offset(p) == 300
+
+    async def go() -> int:
+        try:
+            await t.open(TOPIC, 6)
+            await asyncio.gather(*(partition(p) for p in range(6)))
+            return query(pg, "select count(*) from pg_stat_activity where application_name "
+                             "= 'edgestream-mirror'")[0][0]
+        finally:
+            await t.close()
+
+    assert asyncio.run(go()) == 2
+    assert opened == 2
+    assert query(pg, 'select partition, count(*), count(distinct "offset"), min("offset"), '
+                     'max("offset") from pooled group by 1 order by 1') == [
+        (p, 300, 300, 0, 299) for p in range(6)]
+    assert query(pg, "select count(*) from pg_stat_activity where application_name = "
+                     "'edgestream-mirror'") == [(0,)]
+    with pytest.raises(ValueError):
+        target(pg, "pooled", connections=0)
+
+
+@pytest.mark.parametrize(("partitions", "connections", "want"), [(3, 4, 3), (6, 2, 2), (1, 4, 1)])
+def test_open_connects_ahead_for_the_partitions_within_the_bound(
+        pg: PostgresServer, partitions: int, connections: int, want: int) -> None:
+    """While the table is created the pool opens the connections the first writes will
+    take, never more than the partitions need or the bound allows."""
+    t = target(pg, f"ahead{partitions}", connections=connections)
+
+    async def go() -> tuple[int, int]:
+        try:
+            await t.open(TOPIC, partitions)
+            held = query(pg, "select count(*) from pg_stat_activity where application_name "
+                             "= 'edgestream-mirror'")[0][0]
+            await asyncio.gather(*(t.write(p, [reading(0)]) for p in range(partitions)))
+            return held, len(t._open)
+        finally:
+            await t.close()
+
+    assert asyncio.run(go()) == (want, want)

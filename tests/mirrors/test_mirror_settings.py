@@ -11,6 +11,7 @@ import pytest
 
 from cloud_broker.config import ConfigError, parse_config
 from cloud_broker.mirrors import parse_mirror
+from cloud_broker.mirrors.settings import PG_CONNECTIONS
 from cloud_broker.mirrors.sql_target import MAX_JSON_COLUMNS, SqlTarget
 from shared_log import StoredRecord
 
@@ -34,6 +35,10 @@ def test_a_cloud_toml_with_every_target(tmp_path: Path) -> None:
     assert js.stream_name == "EDGESTREAM_a_b"
     assert db.path == tmp_path / "arch.db" and db.run == "standalone"
     assert db.batch_records == 10
+    assert parse_mirror("pg", {"topic": "t", "target": "postgres"}, tmp_path).connections == \
+        PG_CONNECTIONS
+    assert parse_mirror("pg", {"topic": "t", "target": "postgres", "connections": 9},
+                        tmp_path).connections == 9
 
 
 @pytest.mark.parametrize(("table", "key"), [
@@ -48,6 +53,9 @@ def test_a_cloud_toml_with_every_target(tmp_path: Path) -> None:
     ({"topic": "t", "target": "sql", "path": "x", "run": "sometimes"}, "mirrors.m.run"),
     ({"topic": "t", "target": "sql", "path": "x", "batch_records": True},
      "mirrors.m.batch_records"),
+    ({"topic": "t", "target": "postgres", "connections": 0}, "mirrors.m.connections"),
+    ({"topic": "t", "target": "postgres", "connections": 65}, "mirrors.m.connections"),
+    ({"topic": "t", "target": "sql", "path": "x", "connections": 2}, "mirrors.m.connections"),
 ])
 def test_mistakes_name_their_key(table: dict, key: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
