@@ -116,7 +116,8 @@ class Connection(asyncio.Protocol):
             self._rest += data
         elif len(data) <= _SLICE:  # the usual case: a device's few packets
             self._process(data)
-            self.flow()
+            if self.paused or self.server.congested or len(self.inflight) >= self._rmax:
+                self.flow()  # else it would find nothing to do
         else:
             self._consume(data)
 
