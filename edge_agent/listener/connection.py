@@ -143,22 +143,22 @@ class Connection(asyncio.Protocol):
             self.server.stats.malformed += 1
             self.fail(exc.reason_code, exc.message)
             return
-        self._handle_all(packets)
+        if self.state != _CONNECTED:
+            self._handle_all(packets)
+            return
+        publish = self._publish
+        for p in packets:  # the usual case: PUBLISHes, straight to _publish
+            try:
+                if type(p) is tuple:
+                    publish(p)
+                else:
+                    self._handle(p)
+            except MqttProtocolError as exc:
+                self.fail(exc.reason_code, exc.message)
+            if self.state == _CLOSED:
+                return
 
     def _handle_all(self, packets: list[Any]) -> None:
-        if self.state == _CONNECTED:  # the usual case: PUBLISHes, straight to _publish
-            publish = self._publish
-            for p in packets:
-                try:
-                    if type(p) is tuple:
-                        publish(p)
-                    else:
-                        self._handle(p)
-                except MqttProtocolError as exc:
-                    self.fail(exc.reason_code, exc.message)
-                if self.state == _CLOSED:
-                    return
-            return
         for i, p in enumerate(packets):
             if self.state == _AUTHENTICATING:
                 self._queued.extend(packets[i:])
