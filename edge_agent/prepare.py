@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from shared_log import Record
 
@@ -65,6 +66,7 @@ class Preparer:
     """The per-reading half of a pipeline (mixed into ``ingest.StreamIngest``)."""
 
     name: str
+    route: Callable[[str], str | None]  # the agent's Router: a topic's owning stream
     store: object | None
     rules: PayloadRules | None
     marks: HighWaterMarks
@@ -75,7 +77,6 @@ class Preparer:
     _logged_at: dict[str, float]
     _suppressed: Counter[str]
 
-    def route(self, topic: str) -> str | None: ...  # the agent's Router, set per instance
 
     def _prepare(self, msgs: list[InMessage]) -> Pending:
         p = Pending()
