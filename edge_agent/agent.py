@@ -150,7 +150,7 @@ class Agent:
             observe_fsync=self.metrics.observer(sc.name),
             max_batch=ing.batch_max_messages, window_s=ing.batch_window_ms / 1000,
             gather_s=ing.gather_ms / 1000, quiet_s=ing.commit_interval_ms / 1000,
-            retry_s=ing.backpressure_retry_ms / 1000)
+            retry_s=ing.backpressure_retry_ms / 1000, routed=self.listener is not None)
         now = time.time()
         tracker = status_mod.StreamTracker(store.acked_offset, store.log.end_offset, 0,
                                            now, sampled_at=now)

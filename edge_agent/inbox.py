@@ -80,9 +80,11 @@ class Inbox:
             st.received_qos0 += 1
             st.dropped["full"] += 1
             return
-        self.messages.append(msg)
-        self.wake.set()
-        if self._nap is not None and len(self.messages) >= self._nap_limit:
+        messages = self.messages
+        if not messages:  # else set since: the pipeline clears it only to take them all
+            self.wake.set()
+        messages.append(msg)
+        if self._nap is not None and len(messages) >= self._nap_limit:
             _end_nap(self._nap)
 
     def hurry(self) -> None:

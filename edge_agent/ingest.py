@@ -28,7 +28,7 @@ forwarder frees acknowledged segments, space returns and ingest resumes by itsel
 
 No single message can stop a stream (G7): anything unexpected raised while one message
 is handled dead-letters that message with reason ``internal`` (counted, logged at most
-every ``_LOG_EVERY_S``) and the batch goes on; a record the log cannot encode
+every 10 s, see ``prepare``) and the batch goes on; a record the log cannot encode
 (``InvalidRecord``) is isolated by halving the batch and dead-lettered alone; any other
 append failure holds the batch and retries (back-pressure, below), never ends the task.
 The acknowledgement loop survives a failing PUBACK the same way. Not thread-safe:
@@ -45,21 +45,13 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
-from shared_log import InvalidRecord, LogFull, Record
+from shared_log import InvalidRecord, LogFull
 
 from .deadletter import DeadLetter, DeadLetterLog
-from .dedup import (
-    ACCEPT,
-    DUPLICATE,
-    EPOCH_HEADER,
-    RESET_CAUSES,
-    SEQ_HEADER,
-    HighWaterMarks,
-    advance,
-    judge,
-)
+from .dedup import HighWaterMarks
 from .inbox import Inbox, IngestStats, InMessage, Pending
-from .payload import PayloadRules, Rejected
+from .payload import PayloadRules
+from .prepare import Preparer
 from .streams import StreamStore
 
 __all__ = ["AckFn", "InMessage", "IngestStats", "RouteFn", "StreamIngest"]
@@ -70,14 +62,13 @@ log = logging.getLogger(__name__)
 AckFn = Callable[[list[tuple[int, int]]], None]
 #: the owning stream of a topic (first matching stream in config order), None when none
 RouteFn = Callable[[str], "str | None"]
-_LOG_EVERY_S = 10.0  # at most one log line per stream and kind in this many seconds
 
 
 def _no_acks(acks: list[tuple[int, int]]) -> None:
     """The ``ack`` of a pipeline with no MQTT session (tests, tools)."""
 
 
-class StreamIngest:
+class StreamIngest(Preparer):
     """The pipeline of one stream (``store``), or of unmatched topics (``store is None``)."""
 
     def __init__(self, name: str, store: StreamStore | None, rules: PayloadRules | None,
@@ -87,7 +78,7 @@ class StreamIngest:
                  observe_fsync: Callable[[float], None] = lambda s: None,
                  on_appended: Callable[[], None] = lambda: None,
                  max_batch: int = 2000, window_s: float = 0.0, retry_s: float = 0.5,
-                 gather_s: float = 0.0, quiet_s: float = 0.0) -> None:
+                 gather_s: float = 0.0, quiet_s: float = 0.0, routed: bool = False) -> None:
         """``inbox`` is where the MQTT session delivers (a new one if None); ``ack`` sends
         the PUBACKs of that session; ``on_durable`` is called once per append when its
         records are durable (the forwarder's ``notify``); ``observe_fsync`` gets the
@@ -95,10 +86,12 @@ class StreamIngest:
         ``on_appended`` is called once per append before it is durable (an observer).
         Readings gather until the log's next commit could start (one append and fsync);
         after ``quiet_s`` without an append that is now, so the first reading waits
-        ``gather_s`` for the rest of its burst (one append, fsync and PUBACK write)."""
+        ``gather_s`` for the rest of its burst (one append, fsync and PUBACK write).
+        ``routed``: the inbox only ever gets this stream's topics (the MQTT listener
+        routes before it submits), so readings are not routed again (``prepare``)."""
         self.name, self.store, self.rules = name, store, rules
         self.marks = marks if marks is not None else HighWaterMarks()
-        self.deadletters, self.route = deadletters, route
+        self.deadletters, self.route, self.routed = deadletters, route, routed
         self.max_batch, self.window_s, self.retry_s = max_batch, window_s, retry_s
         self.gather_s, self.quiet_s = gather_s, quiet_s
         self._appended_at = float("-inf")  # time.monotonic() of the last append
@@ -158,120 +151,6 @@ class StreamIngest:
                     self.deadletters.hurry_commit()
         finally:
             acker.cancel()
-
-    def _prepare(self, msgs: list[InMessage]) -> Pending:
-        p = Pending()
-        st = self.stats
-        st.received += len(msgs)
-        records, meta, dead, acks = p.records, p.meta, p.dead, p.acks
-        name, route, rules = self.name, self.route, self.rules
-        marks = self.marks.marks
-        window = self.marks.window
-        seen: dict[str, tuple[str, int, str | None, int]] = {}
-        now_ms = int(time.time() * 1000)
-        ct = self._ct if self.store is not None else None
-        with_topic = rules is not None and rules.topic_header
-        dedup = qos0 = 0
-        for msg in msgs:
-            topic, payload, qos, mid, epoch = msg
-            if qos:
-                acks.append((mid, epoch))
-            else:
-                qos0 += 1
-            try:  # free unless something raises (3.11 zero-cost exceptions)
-                owner = route(topic)
-                if owner != name or rules is None:
-                    if owner is None:  # only the unmatched-topics pipeline sees these
-                        dead.append(DeadLetter("", topic, "no_stream",
-                                               "topic matches no stream", "", payload, qos))
-                    continue  # another stream's session stores it
-                r = rules.inspect(topic, payload)
-                if type(r) is Rejected:
-                    dead.append(DeadLetter(name, topic, r.reason, r.detail, r.device,
-                                           payload, qos))
-                    continue
-                device, seq, ts, boot = r  # type: ignore[misc]
-                if seq is None:
-                    headers: tuple[tuple[str, bytes], ...] = (ct,)
-                else:
-                    mark = seen.get(device)
-                    if mark is None:
-                        mark = marks.get(device)
-                    if mark is not None and boot == mark[0] and seq > mark[1]:
-                        new_mark = (boot, seq, mark[2], mark[3])  # in order: the usual case
-                    else:
-                        verdict = judge(mark, boot, seq, window)
-                        if verdict == DUPLICATE:
-                            dedup += 1
-                            continue
-                        if verdict != ACCEPT:
-                            self._reset(device, mark, boot, seq, RESET_CAUSES[verdict])
-                        new_mark = advance(mark, boot, seq)
-                    if boot:
-                        headers = (ct, (SEQ_HEADER, b"%d" % seq), (EPOCH_HEADER, boot.encode()))
-                    else:
-                        headers = (ct, (SEQ_HEADER, b"%d" % seq))
-                if with_topic:
-                    headers = (*headers, ("mqtt-topic", topic.encode()))
-                if ts is not None:
-                    headers = (*headers, ("device-ts", b"%d" % ts))
-                rec = Record(device.encode(), payload, now_ms, headers)
-                if seq is not None:
-                    seen[device] = new_mark
-                records.append(rec)
-                meta.append((device, seq, qos, boot, topic))
-            except Exception as exc:
-                dead.append(self._internal(msg, exc))
-        st.received_qos0 += qos0
-        st.deduplicated += dedup
-        st.dead_lettered += len(dead)
-        return p
-
-    def _internal(self, msg: InMessage, exc: BaseException) -> DeadLetter:
-        """The dead-letter entry of a message whose handling raised (a bug, logged)."""
-        topic, payload, qos = msg[0], msg[1], msg[2]
-        self.stats.internal_errors += 1
-        try:
-            detail = f"{type(exc).__name__}: {exc}"[:200]
-        except Exception:  # an exception whose str() raises too
-            detail = type(exc).__name__
-        self.stats.last_error = f"internal: {detail}"
-        if self._may_log("internal"):
-            log.error("stream %s: handling a message on %r raised; dead-lettered as "
-                      "'internal'", self.name, str(topic)[:200], exc_info=exc)
-        return DeadLetter(self.name, topic if type(topic) is str else repr(topic)[:200],
-                          "internal", detail, "",
-                          payload if type(payload) is bytes else b"", qos if qos in (0, 1) else 1)
-
-    def _prepare_failed(self, msgs: list[InMessage], exc: BaseException) -> Pending:
-        """A batch whose preparation raised outside any one message: dead-letter it all."""
-        p = Pending()
-        p.acks.extend((m[3], m[4]) for m in msgs if m[2])
-        p.dead.extend(self._internal(m, exc) for m in msgs)
-        self.stats.dead_lettered += len(p.dead)
-        return p
-
-    def _reset(self, device: str, mark: tuple[str, int, str | None, int] | None, boot: str,
-               seq: int, cause: str) -> None:
-        self.stats.resets[cause] += 1
-        if self._may_log("reset"):
-            assert mark is not None
-            log.info("stream %s: device %s restarted its sequence (%s): epoch %r seq %d -> "
-                     "epoch %r seq %d", self.name, device, cause, mark[0], mark[1], boot, seq)
-
-    def _may_log(self, kind: str) -> bool:
-        """Rate limit for lines a hostile device could trigger: one per kind per period."""
-        now = time.monotonic()
-        last = self._logged_at.get(kind)
-        if last is not None and now - last < _LOG_EVERY_S:
-            self._suppressed[kind] += 1
-            return False
-        self._logged_at[kind] = now
-        n = self._suppressed.pop(kind, 0)
-        if n:
-            log.info("stream %s: %d more '%s' events in the last %.0f s", self.name, n, kind,
-                     now - last if last is not None else 0.0)
-        return True
 
     async def _write(self, p: Pending) -> None:
         if p.dead:

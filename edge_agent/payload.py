@@ -210,7 +210,7 @@ class PayloadRules:
                             f"{len(payload)} bytes > max_payload_bytes {self.max_payload_bytes}")
         device: str | Rejected = ""
         if self.device_topic is not None:
-            device = self.device_from_topic(topic)
+            device = self._topic_cache.get(topic) or self.device_from_topic(topic)
             if type(device) is Rejected:
                 return device
         if not self._parse:

@@ -54,6 +54,7 @@ from mqttproto import (
 )
 from mqttproto import Property as P
 
+from ..inbox import Inbox
 from .auth import may_publish
 from .rules import connect_verdict, session_expiry
 from .stats import Host, reason_label
@@ -64,6 +65,7 @@ _PUBACK = struct.Struct("!BBH").pack  # 0x40, 2, packet id: a success PUBACK in 
 _PINGRESP = b"\xd0\x00"
 _SLICE = 16 * 1024  # bytes handled per event-loop turn (about 0.5k small PUBLISHes)
 _CONNECTING, _AUTHENTICATING, _CONNECTED, _CLOSED = range(4)
+_UNSEEN = object()  # a topic not in Connection._routes yet
 #: DISCONNECT reasons that CONNACK may not carry, and what a CONNACK says instead
 _CONNACK_INSTEAD = {ReasonCode.SESSION_TAKEN_OVER: ReasonCode.SERVER_UNAVAILABLE,
                     ReasonCode.SERVER_SHUTTING_DOWN: ReasonCode.SERVER_UNAVAILABLE}
@@ -79,7 +81,8 @@ class Connection(asyncio.Protocol):
         self.version = 4
         self.client_id = ""
         self.acl: tuple[str, ...] = ()
-        self._allowed: dict[str, bool] = {}  # topic -> the ACL's answer
+        #: topic -> the inbox its readings go to (None: the ACL forbids it), see _route
+        self._routes: dict[str, Inbox | None] = {}
         self.keepalive = self.expiry_s = 0
         self.will: Any = None
         self.inflight: dict[int, int | None] = {}
@@ -113,7 +116,8 @@ class Connection(asyncio.Protocol):
             self._rest += data
         elif len(data) <= _SLICE:  # the usual case: a device's few packets
             self._process(data)
-            self.flow()
+            if self.paused or self.server.congested or len(self.inflight) >= self._rmax:
+                self.flow()  # else it would find nothing to do
         else:
             self._consume(data)
 
@@ -139,7 +143,20 @@ class Connection(asyncio.Protocol):
             self.server.stats.malformed += 1
             self.fail(exc.reason_code, exc.message)
             return
-        self._handle_all(packets)
+        if self.state != _CONNECTED:
+            self._handle_all(packets)
+            return
+        publish = self._publish
+        for p in packets:  # the usual case: PUBLISHes, straight to _publish
+            try:
+                if type(p) is tuple:
+                    publish(p)
+                else:
+                    self._handle(p)
+            except MqttProtocolError as exc:
+                self.fail(exc.reason_code, exc.message)
+            if self.state == _CLOSED:
+                return
 
     def _handle_all(self, packets: list[Any]) -> None:
         for i, p in enumerate(packets):
@@ -202,15 +219,12 @@ class Connection(asyncio.Protocol):
         if props and P.TOPIC_ALIAS in props:
             raise MqttProtocolError(ReasonCode.TOPIC_ALIAS_INVALID, "topic aliases are off")
         server = self.server
-        st = server.stats
-        st.publishes += 1
-        allowed = self._allowed.get(topic)
-        if allowed is None:  # a device publishes to a few topics: check each once
-            if len(self._allowed) >= 64:
-                self._allowed.clear()
-            allowed = self._allowed[topic] = may_publish(self.acl, topic)
-        if not allowed:
-            st.acl_denied += 1
+        server.stats.publishes += 1
+        inbox = self._routes.get(topic, _UNSEEN)
+        if inbox is _UNSEEN:
+            inbox = self._route(topic)
+        if inbox is None:
+            server.stats.acl_denied += 1
             if self.version != V5:  # no way to refuse in a 3.1.1 PUBACK: never fake one
                 self.fail(ReasonCode.NOT_AUTHORIZED, f"may not publish to {topic[:200]!r}")
             elif qos:
@@ -225,13 +239,24 @@ class Connection(asyncio.Protocol):
                                         "more unacknowledged QoS 1 readings than allowed")
             inflight[pid] = None
             self._order.append(pid)
-            server.submit((topic, payload, 1, pid, self.number))
+            inbox.submit((topic, payload, 1, pid, self.number))
             if not self.waiting:
                 server.now_waiting(self)
             if server.waiting >= server.publishers:
                 server.hurry()
         else:
-            server.submit((topic, payload, 0, 0, self.number))
+            inbox.submit((topic, payload, 0, 0, self.number))
+        if len(inbox.messages) > server.inbox_high:
+            server.congested = True  # cleared by the listener's poll (wait_for_room)
+
+    def _route(self, topic: str) -> Inbox | None:
+        """The inbox of ``topic``'s stream, None if the ACL forbids it; asked once per
+        topic (a device publishes to a few), so a reading costs one dict lookup here."""
+        if len(self._routes) >= 64:
+            self._routes.clear()
+        inbox = self.server.inbox_for(topic) if may_publish(self.acl, topic) else None
+        self._routes[topic] = inbox
+        return inbox
 
     def _queue_ack(self, pid: int, reason: int) -> None:
         if pid not in self.inflight:

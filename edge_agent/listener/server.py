@@ -77,6 +77,7 @@ class Listener:
         self.address: tuple[str, int] | None = None
         #: some stream's inbox went over _INBOX_HIGH: connections stop being read from
         self.congested = False
+        self.inbox_high = _INBOX_HIGH
         #: connections that have published at QoS 1, and those of them with readings
         #: waiting for PUBACKs (the commit rule, see connection.py)
         self.publishers = 0
@@ -186,9 +187,15 @@ class Listener:
 
     # -- readings in, PUBACKs out ----------------------------------------------------------
 
+    def inbox_for(self, topic: str) -> Inbox:
+        """The inbox of the stream ``topic`` belongs to (the unmatched one if none)."""
+        owner = self.route(topic)
+        return self.inboxes.get(owner, self.unmatched) if owner is not None else self.unmatched
+
     def submit(self, msg: InMessage) -> None:
-        owner = self.route(msg[0])
-        inbox = self.inboxes.get(owner, self.unmatched) if owner is not None else self.unmatched
+        """Hand a reading to its stream's pipeline (wills; connections route per topic
+        once and submit to the inbox themselves, see ``Connection._route``)."""
+        inbox = self.inbox_for(msg[0])
         inbox.submit(msg)
         if len(inbox.messages) > _INBOX_HIGH:
             self.congested = True  # cleared by _resume_waiting
@@ -204,7 +211,8 @@ class Listener:
         for conn in due:
             conn.release()
             if conn.waiting and not conn.inflight:
-                self.now_waiting(conn, False)
+                conn.waiting = False  # now_waiting(conn, False), inlined: once per reading
+                self.waiting -= 1
 
     def now_waiting(self, conn: Connection, waiting: bool = True) -> None:
         """``conn`` has QoS 1 readings waiting for PUBACKs (False: no longer)."""

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from mqttproto import ReasonCode
 
-from ..inbox import InMessage
+from ..inbox import Inbox, InMessage
 from .auth import Authenticator
 from .config import ListenerConfig
 from .sessions import Sessions
@@ -45,12 +45,15 @@ class Host(Protocol):
     sessions: Sessions
     auth: Authenticator
     congested: bool
+    #: readings waiting in one inbox beyond which connections stop being read
+    inbox_high: int
     #: connections that have published QoS 1, and those of them waiting for PUBACKs
     publishers: int
     waiting: int
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
     def submit(self, msg: InMessage) -> None: ...
+    def inbox_for(self, topic: str) -> Inbox: ...
     def forget(self, conn: Any) -> None: ...
     def wait_for_room(self, conn: Any) -> None: ...
     def will_later(self, client_id: str, will: Any, expiry_s: int) -> None: ...
