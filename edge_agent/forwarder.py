@@ -360,7 +360,7 @@ class Forwarder:
             return
         log.warning("stream %s: uplink error, retrying: %s", s.name, exc)
 
-    async def run(self, persist_interval_s: float = 1.0) -> None:
+    async def run(self, persist_interval_s: float = 5.0) -> None:
         """Run until cancelled; acked offsets that moved are persisted at most every
         ``persist_interval_s`` and on exit. Idle (nothing unsent, nothing to persist)
         it sleeps until notified."""

@@ -31,8 +31,8 @@ is handled dead-letters that message with reason ``internal`` (counted, logged a
 every ``_LOG_EVERY_S``) and the batch goes on; a record the log cannot encode
 (``InvalidRecord``) is isolated by halving the batch and dead-lettered alone; any other
 append failure holds the batch and retries (back-pressure, below), never ends the task.
-A failing PUBACK ends ``run`` (the pipeline is restarted and its session reconnected). Not thread-safe:
-everything here runs on the agent's event loop.
+A failing PUBACK ends ``run`` (the pipeline is restarted and its session reconnected).
+Not thread-safe: everything here runs on the agent's event loop.
 """
 
 from __future__ import annotations
