@@ -105,6 +105,7 @@ class StreamIngest:
         self.inbox = inbox if inbox is not None else Inbox()
         #: where the MQTT adapter delivers: the inbox's own method, no extra call per message
         self.submit = self.inbox.submit
+        self.inbox.set_gate(self._gate, max_batch)
         self.ack, self.on_durable, self.on_appended = ack, on_durable, on_appended
         self.observe_fsync = observe_fsync
         self.stats: IngestStats = self.inbox.stats
@@ -127,20 +128,12 @@ class StreamIngest:
         inbox, wake, acks = self.inbox, self.inbox.wake, self._acks
         acks.failed = None  # a new run: the failure that ended the last one was raised
         acks.pump()
-        if inbox.messages:  # restarted after a failure: the inbox may hold readings already
-            wake.set()
+        inbox.resume()  # restarted after a failure: the inbox may hold readings already
         while True:
-            await wake.wait()
-            self._since = time.perf_counter()  # the readings' wait starts (nap included)
+            await wake.wait()  # at the gate's time (``_gate``), a full batch or a hurry
             if acks.failed is not None:  # acknowledging failed: end, to be restarted (G9)
                 raise acks.failed
-            if self.window_s > 0 and len(inbox.messages) < self.max_batch:
-                await asyncio.sleep(self.window_s)
-            elif self.store is not None and inbox.messages and not inbox.urgent:
-                now = time.monotonic()  # gather for the next commit, or a burst (init)
-                quiet = now - self._appended_at > self.quiet_s
-                await inbox.nap(max(self.store.log.commit_due_at(),
-                                    now + self.gather_s if quiet else 0.0), self.max_batch)
+            self._since = inbox.since  # the readings' wait started (gathering included)
             wake.clear()
             while inbox.messages:
                 msgs = inbox.take(self.max_batch)
@@ -155,6 +148,18 @@ class StreamIngest:
                 if self.store is not None:
                     self.store.log.hurry_commit()
                 self.deadletters.hurry_commit()
+
+    def _gate(self) -> float:
+        """Until when a batch whose first reading arrives now may gather (``Inbox``): the
+        batch window if one is set; else until the log's next commit could start, and
+        after a quiet spell for the burst's ``gather_s``."""
+        now = time.monotonic()
+        if self.window_s > 0:
+            return now + self.window_s
+        if self.store is None:
+            return 0.0
+        quiet = now - self._appended_at > self.quiet_s
+        return max(self.store.log.commit_due_at(), now + self.gather_s if quiet else 0.0)
 
     def _prepare(self, msgs: list[InMessage]) -> Pending:
         p = Pending()
