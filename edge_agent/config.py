@@ -73,9 +73,11 @@ class UplinkConfig:
     max_batch_records: int = 5000
     max_batch_bytes: int = 1024 * 1024
     linger_ms: float = 20.0
-    #: fewer records wait up to min_batch_linger_ms for more (not in priority 0 streams)
+    #: a trickle (fewer records than min_batch_records, or slower than trickle_rate a
+    #: second) sends at most one request per min_batch_linger_ms (not priority 0 streams)
     min_batch_records: int = 16
-    min_batch_linger_ms: float = 200.0
+    min_batch_linger_ms: float = 1000.0
+    trickle_rate: float = 1000.0
     max_in_flight: int = 4
     timeout_s: float = 10.0
     #: bytes/s on the wire for metered links; 0 = unlimited
@@ -288,6 +290,7 @@ def _uplink(u: Section, base: Path) -> UplinkConfig:
         min_batch_records=u.integer("min_batch_records", d.min_batch_records, minimum=1),
         min_batch_linger_ms=u.number("min_batch_linger_ms", d.min_batch_linger_ms,
                                      minimum=0, maximum=60_000),
+        trickle_rate=u.number("trickle_rate", d.trickle_rate, minimum=0),
         max_in_flight=u.integer("max_in_flight", d.max_in_flight, minimum=1),
         timeout_s=u.number("timeout_s", d.timeout_s, minimum=0.1),
         bandwidth_bytes_per_s=u.integer("bandwidth_bytes_per_s", 0, minimum=0),

@@ -74,6 +74,8 @@ class StreamSender:
         self.stats = SenderStats()
         self.stopped: str | None = None  # set by a fatal error
         self.pending_since: float | None = None
+        #: time.monotonic() when this stream's last request left (the trickle spacing)
+        self.last_sent_at = float("-inf")
         #: records the full policy deleted that the cloud never got (drops.drop_oldest)
         self.lost = 0
         #: [lo, hi) ranges deleted while a batch carrying them was on the wire: lost only
@@ -227,22 +229,24 @@ class Forwarder:
         self._persist_lock = threading.Lock()
         self.connected = True
         self._announced = False
+        #: time.monotonic() when the run loop's timer fires (inf: no timer)
+        self._timer_at = float("inf")
 
     def notify(self) -> None:
         """Data became durable in some stream's log: look for batches to send.
 
-        Called by the ingest pipelines from their durability waiter (one per append)."""
-        self._wakeup.set()
+        Called by the ingest pipelines from their durability waiter (one per append). In a
+        trickle most appends only add to a batch that waits for its time: then nothing
+        wakes the run loop, whose timer is set for that time already."""
+        if not self._wakeup.is_set() and not self._held(time.monotonic()):
+            self._wakeup.set()
 
     def _launch_ready(self, now: float) -> float | None:
         """Start sends for free slots in priority order; returns the next linger deadline.
 
-        A partial batch may wait (``_wait_s``): for up to ``linger_ms`` while a request of
-        the stream is on the wire (Nagle's rule: the reply usually comes first), and for
-        up to ``min_batch_linger_ms`` while it holds fewer than ``min_batch_records`` (a
-        trickle: a request costs the agent about a dozen readings' CPU). Under load each
-        group commit makes dozens of records durable at once, so the second rule never
-        holds a busy stream back; priority 0 streams (alarms) are exempt from it.
+        A partial batch may wait (``_due``): for up to ``linger_ms`` while a request of
+        the stream is on the wire (Nagle's rule: the reply usually comes first), and, in
+        a trickle, until ``min_batch_linger_ms`` after the stream's previous request.
         """
         deadline: float | None = None
         cfg = self.cfg
@@ -252,19 +256,18 @@ class Forwarder:
                 if pending == 0:
                     s.pending_since = None
                     break
-                wait = self._wait_s(s, pending)
-                if wait > 0:
-                    if s.pending_since is None:
-                        s.pending_since = now
-                    if now - s.pending_since < wait:
-                        due = s.pending_since + wait
-                        deadline = due if deadline is None else min(deadline, due)
-                        break
+                if s.pending_since is None:
+                    s.pending_since = now
+                due = self._due(s, pending, now)
+                if due > now:
+                    deadline = due if deadline is None else min(deadline, due)
+                    break
                 acked = s.state.acked_offset
                 batch = s.build_batch()
                 if batch is None:
                     break
                 s.pending_since = None
+                s.last_sent_at = now
                 self.in_flight += 1
                 task = asyncio.create_task(self._send(s, batch, acked))
                 self._tasks.add(task)
@@ -273,15 +276,45 @@ class Forwarder:
                 break
         return deadline
 
-    def _wait_s(self, s: StreamSender, pending: int) -> float:
-        """How long ``pending`` unsent records of ``s`` may wait for more (see above)."""
+    def _due(self, s: StreamSender, pending: int, now: float) -> float:
+        """When ``pending`` unsent records of ``s`` may go (``now`` or earlier: at once).
+
+        A trickle is batched by time: while the stream's records are fewer than
+        ``min_batch_records``, or arrive slower than ``trickle_rate`` a second (counted
+        since its previous request), it sends at most one request per
+        ``min_batch_linger_ms``; after a quiet spell the first goes at once. A request
+        costs the agent (and the broker) about as much CPU as a dozen readings, so a quiet
+        gateway pays for one a second, not one per group commit. Under load each group
+        commit makes dozens of records durable at once, so this never holds a busy stream
+        back; priority 0 streams (alarms) are exempt.
+        """
         cfg = self.cfg
         if pending >= cfg.max_batch_records:
-            return 0.0
-        wait = cfg.linger_ms / 1000 if s.state.in_flight else 0.0
-        if pending < cfg.min_batch_records and s.priority > 0:
-            wait = max(wait, cfg.min_batch_linger_ms / 1000)
-        return wait
+            return now
+        due = now
+        if s.state.in_flight and s.pending_since is not None:
+            due = s.pending_since + cfg.linger_ms / 1000
+        spacing = cfg.min_batch_linger_ms / 1000
+        since = now - s.last_sent_at
+        if (s.priority > 0 and since < spacing
+                and (pending < cfg.min_batch_records or pending < cfg.trickle_rate * since)):
+            due = max(due, s.last_sent_at + spacing)
+        return due
+
+    def _held(self, now: float) -> bool:
+        """Whether no stream can send before the forwarder's timer fires anyway (only
+        trickle spacing or the linger holds them): a durable append then needs no
+        wake-up of the forwarder's task."""
+        for s in self.senders:
+            if s.stopped is not None:
+                continue
+            pending = s.unsent()
+            if pending == 0:
+                continue
+            if s.pending_since is None or (self.in_flight < self.cfg.max_in_flight
+                                           and self._due(s, pending, now) < self._timer_at):
+                return False
+        return True
 
     async def _send(self, s: StreamSender, batch: Batch, acked_when_sent: int) -> None:
         try:
@@ -327,17 +360,18 @@ class Forwarder:
             return
         log.warning("stream %s: uplink error, retrying: %s", s.name, exc)
 
-    async def run(self, persist_interval_s: float = 1.0) -> None:
-        """Run until cancelled; acked offsets that moved are persisted every
-        ``persist_interval_s`` and on exit."""
+    async def run(self, persist_interval_s: float = 5.0) -> None:
+        """Run until cancelled; acked offsets that moved are persisted at most every
+        ``persist_interval_s`` and on exit. Idle (nothing unsent, nothing to persist)
+        it sleeps until notified."""
         loop = asyncio.get_running_loop()
         next_persist = time.monotonic() + persist_interval_s
         timer: asyncio.TimerHandle | None = None
-        timer_at = 0.0
         fired: list[bool] = [False]  # the timer can fire early (ms resolution): re-arm
 
         def wake() -> None:
             fired[0] = True
+            self._timer_at = float("inf")
             self._wakeup.set()
 
         if not self._announced:  # once: say now whether the cloud can be reached at all
@@ -348,22 +382,30 @@ class Forwarder:
                 self._wakeup.clear()
                 now = time.monotonic()
                 deadline = self._launch_ready(now)
-                if now >= next_persist:
-                    if any(s.store.persist_due for s in self.senders):
-                        await asyncio.to_thread(self.persist)
+                persist_due = any(s.store.persist_due for s in self.senders)
+                if persist_due and now >= next_persist:
+                    await asyncio.to_thread(self.persist)
                     next_persist = time.monotonic() + persist_interval_s
-                wake_at = next_persist if deadline is None else min(deadline, next_persist)
+                    continue  # the acked offsets may have moved meanwhile: look again
+                wake_at = deadline if not persist_due else (
+                    next_persist if deadline is None else min(deadline, next_persist))
                 # One timer, moved only when the wake-up time changes: every durable
                 # append notifies, and a timeout per wake-up was a timer made and dropped.
-                if timer is None or timer_at != wake_at or fired[0]:
+                if wake_at is None:
                     if timer is not None:
                         timer.cancel()
-                    timer_at, fired[0] = wake_at, False
+                        timer = None
+                    self._timer_at = float("inf")
+                elif timer is None or self._timer_at != wake_at or fired[0]:
+                    if timer is not None:
+                        timer.cancel()
+                    self._timer_at, fired[0] = wake_at, False
                     timer = loop.call_later(max(0.0, wake_at - time.monotonic()), wake)
                 await self._wakeup.wait()
         finally:
             if timer is not None:
                 timer.cancel()
+            self._timer_at = float("inf")
             for t in list(self._tasks):
                 t.cancel()
             for t in list(self._tasks):

@@ -10,11 +10,14 @@ While the pipeline cannot append (``blocked``, see ingest's back-pressure), QoS 
 readings are best effort and dropped here (counted as ``full``); QoS 1 ones queue and
 stay unacknowledged, so Mosquitto holds the rest of the session.
 
-The pipeline may ``nap`` until its log's next commit could start, gathering readings into
-one append; a full batch or a ``hurry`` ends the nap early. ``hurry`` is the MQTT
-listener's word that every device publishing to it is waiting for
-a PUBACK: the pipeline then asks its log to commit what it appended without waiting out
-the commit spacing (``ingest.StreamIngest.run``).
+The pipeline's ``gate`` says, when the first reading of a batch arrives, how long
+readings may gather before the pipeline appends them (until its log's next commit could
+start, or a burst's ``gather_ms``): the inbox then wakes the pipeline at that time, not at
+once, so a batch costs the pipeline one wake-up, not one to start waiting and one to end
+it. A full batch or a ``hurry`` wakes it early. ``hurry`` is the MQTT listener's word that
+every device publishing to it is waiting for a PUBACK: the pipeline then asks its log to
+commit what it appended without waiting out the commit spacing
+(``ingest.StreamIngest.run``).
 
 Not thread-safe: everything here runs on the agent's event loop.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared_log import Record
@@ -61,16 +65,25 @@ class IngestStats:
 class Inbox:
     """Messages waiting for the pipeline's next batch, and the event that wakes it."""
 
-    __slots__ = ("_nap", "_nap_limit", "blocked", "messages", "stats", "urgent", "wake")
+    __slots__ = ("_gate", "_limit", "_timer", "blocked", "messages", "since", "stats",
+                 "urgent", "wake")
 
     def __init__(self, stats: IngestStats | None = None) -> None:
         self.messages: list[InMessage] = []
         self.wake = asyncio.Event()
         self.blocked = False  # set by the pipeline while appends fail
         self.urgent = False  # commit without waiting out the spacing (see ``hurry``)
-        self._nap: asyncio.Future[None] | None = None  # the pipeline's wait (see ``nap``)
-        self._nap_limit = 0
+        self.since = 0.0  # time.perf_counter() when the first waiting message arrived
+        self._gate: Callable[[], float] | None = None
+        self._limit = 0
+        self._timer: asyncio.TimerHandle | None = None  # wakes the pipeline at the gate
         self.stats = stats if stats is not None else IngestStats()
+
+    def set_gate(self, gate: Callable[[], float], limit: int) -> None:
+        """``gate()``: the ``time.monotonic()`` until which a batch whose first reading
+        arrives now may gather (in the past: append at once); ``limit`` readings wake the
+        pipeline anyway."""
+        self._gate, self._limit = gate, limit
 
     def submit(self, msg: InMessage) -> None:
         """Take one message from the MQTT adapter (called for every message: keep it cheap)."""
@@ -81,40 +94,45 @@ class Inbox:
             st.dropped["full"] += 1
             return
         messages = self.messages
-        if not messages:  # else set since: the pipeline clears it only to take them all
-            self.wake.set()
         messages.append(msg)
-        if self._nap is not None and len(messages) >= self._nap_limit:
-            _end_nap(self._nap)
+        if self._timer is not None:  # gathering: a full batch goes now
+            if len(messages) >= self._limit:
+                self._ring()
+        elif len(messages) == 1 and not self.wake.is_set():  # the first of a batch
+            self.since = time.perf_counter()
+            gate = self._gate
+            seconds = gate() - time.monotonic() if gate is not None else 0.0
+            if seconds > 0 and self._limit > 1:
+                self._timer = asyncio.get_running_loop().call_later(seconds, self._ring)
+            else:
+                self.wake.set()
+        else:
+            self.wake.set()
+
+    def resume(self) -> None:
+        """The pipeline (re)starts: readings already waiting wake it, unless they are
+        gathering (their timer wakes it)."""
+        if self.messages and self._timer is None:
+            self.wake.set()
+
+    def _ring(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.wake.set()
 
     def hurry(self) -> None:
         """Every publisher waits for a PUBACK: have what is appended committed now."""
         self.urgent = True
-        self.wake.set()
-        if self._nap is not None:
-            _end_nap(self._nap)
-
-    async def nap(self, until: float, limit: int) -> None:
-        """Let readings gather until ``time.monotonic()`` is ``until`` (the log's next
-        commit could not start sooner, so they share one append and the same fsync), or
-        ``limit`` wait, or ``hurry``."""
-        seconds = until - time.monotonic()
-        if seconds <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        fut = self._nap = loop.create_future()
-        self._nap_limit = limit
-        timer = loop.call_later(seconds, _end_nap, fut)
-        try:
-            await fut
-        finally:
-            timer.cancel()
-            self._nap = None
+        self._ring()
 
     def take(self, max_batch: int) -> list[InMessage]:
         """Up to ``max_batch`` messages in arrival order (empty when none wait)."""
         if len(self.messages) <= max_batch:
             msgs, self.messages = self.messages, []
+            if self._timer is not None:  # taken early (the pipeline was busy): no ring
+                self._timer.cancel()
+                self._timer = None
             return msgs
         msgs = self.messages[:max_batch]
         del self.messages[:max_batch]
@@ -122,11 +140,6 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self.messages)
-
-
-def _end_nap(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class Pending:

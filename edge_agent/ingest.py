@@ -9,9 +9,9 @@ than the redelivery window, is accepted and counted as a reset), bad input becom
 dead-letter entries. The batch is appended, and *one* durability waiter is made per
 append (``_appended``). It serves both sides of G1: when the group commit covers the
 append, its callback (``_durable_done``) calls ``on_durable`` (the forwarder's
-``notify``: only durable records may leave), and the ``_ack_loop`` task, which awaits the
-same waiter (and the dead-letter entries of the same batch), sends the PUBACKs through
-``ack``, in arrival order. While one batch waits for its fsync the next one is already
+``notify``: only durable records may leave) and pumps the ``acks.AckQueue``, which sends
+the PUBACKs through ``ack`` in arrival order once a batch and its dead-letter entries are
+durable (no task wakes up for it). While one batch waits for its fsync the next one is already
 being built and appended, so the fsync rate adapts to the load and many readings share
 one fsync. Nor is a batch appended before the log's group commit could start its next
 fsync (``Log.commit_due_at``): until then the readings gather in the inbox, so under a
@@ -31,8 +31,8 @@ is handled dead-letters that message with reason ``internal`` (counted, logged a
 every 10 s, see ``prepare``) and the batch goes on; a record the log cannot encode
 (``InvalidRecord``) is isolated by halving the batch and dead-lettered alone; any other
 append failure holds the batch and retries (back-pressure, below), never ends the task.
-The acknowledgement loop survives a failing PUBACK the same way. Not thread-safe:
-everything here runs on the agent's event loop.
+A failing PUBACK ends ``run`` (the pipeline is restarted and its session reconnected).
+Not thread-safe: everything here runs on the agent's event loop.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from asyncio import CancelledError
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
 from shared_log import InvalidRecord, LogFull
 
+from .acks import AckQueue
 from .deadletter import DeadLetter, DeadLetterLog
 from .dedup import HighWaterMarks
 from .inbox import Inbox, IngestStats, InMessage, Pending
@@ -98,10 +98,12 @@ class StreamIngest(Preparer):
         self.inbox = inbox if inbox is not None else Inbox()
         #: where the MQTT adapter delivers: the inbox's own method, no extra call per message
         self.submit = self.inbox.submit
+        self.inbox.set_gate(self._gate, max_batch)
         self.ack, self.on_durable, self.on_appended = ack, on_durable, on_appended
         self.observe_fsync = observe_fsync
         self.stats: IngestStats = self.inbox.stats
-        self._acks: asyncio.Queue[Pending] = asyncio.Queue()
+        self._acks = AckQueue(name, self.stats, deadletters, lambda acks: self.ack(acks),
+                              self.inbox.wake.set)
         self._logged_at: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._suppressed: Counter[str] = Counter()
         self._since = 0.0  # perf_counter() when the batch being written started to gather
@@ -116,41 +118,41 @@ class StreamIngest(Preparer):
     # -- the batch loop ------------------------------------------------------------------
 
     async def run(self) -> None:
-        inbox, wake = self.inbox, self.inbox.wake
-        acker = asyncio.create_task(self._ack_loop(), name=f"ack-{self.name}")
-        acker.add_done_callback(lambda _t: wake.set())
-        if inbox.messages:  # restarted after a failure: the inbox may hold readings already
-            wake.set()
-        try:
-            while True:
-                await wake.wait()
-                self._since = time.perf_counter()  # the readings' wait starts (nap included)
-                if acker.done():  # the ack loop died: end with it, to be restarted (G9)
-                    acker.result()
-                    raise RuntimeError("the acknowledgement loop ended")
-                if self.window_s > 0 and len(inbox.messages) < self.max_batch:
-                    await asyncio.sleep(self.window_s)
-                elif self.store is not None and inbox.messages and not inbox.urgent:
-                    now = time.monotonic()  # gather for the next commit, or a burst (init)
-                    quiet = now - self._appended_at > self.quiet_s
-                    await inbox.nap(max(self.store.log.commit_due_at(),
-                                        now + self.gather_s if quiet else 0.0), self.max_batch)
-                wake.clear()
-                while inbox.messages:
-                    msgs = inbox.take(self.max_batch)
-                    try:
-                        p = self._prepare(msgs)
-                    except Exception as exc:  # a bug outside any one message: never stop
-                        p = self._prepare_failed(msgs, exc)
-                    await self._write(p)
-                    self._acks.put_nowait(p)
-                if inbox.urgent:  # after the append: the commit must cover those readings
-                    inbox.urgent = False
-                    if self.store is not None:
-                        self.store.log.hurry_commit()
-                    self.deadletters.hurry_commit()
-        finally:
-            acker.cancel()
+        inbox, wake, acks = self.inbox, self.inbox.wake, self._acks
+        acks.failed = None  # a new run: the failure that ended the last one was raised
+        acks.pump()
+        inbox.resume()  # restarted after a failure: the inbox may hold readings already
+        while True:
+            await wake.wait()  # at the gate's time (``_gate``), a full batch or a hurry
+            if acks.failed is not None:  # acknowledging failed: end, to be restarted (G9)
+                raise acks.failed
+            self._since = inbox.since  # the readings' wait started (gathering included)
+            wake.clear()
+            while inbox.messages:
+                msgs = inbox.take(self.max_batch)
+                try:
+                    p = self._prepare(msgs)
+                except Exception as exc:  # a bug outside any one message: never stop
+                    p = self._prepare_failed(msgs, exc)
+                await self._write(p)
+                acks.push(p)
+            if inbox.urgent:  # after the append: the commit must cover those readings
+                inbox.urgent = False
+                if self.store is not None:
+                    self.store.log.hurry_commit()
+                self.deadletters.hurry_commit()
+
+    def _gate(self) -> float:
+        """Until when a batch whose first reading arrives now may gather (``Inbox``): the
+        batch window if one is set; else until the log's next commit could start, and
+        after a quiet spell for the burst's ``gather_s``."""
+        now = time.monotonic()
+        if self.window_s > 0:
+            return now + self.window_s
+        if self.store is None:
+            return 0.0
+        quiet = now - self._appended_at > self.quiet_s
+        return max(self.store.log.commit_due_at(), now + self.gather_s if quiet else 0.0)
 
     async def _write(self, p: Pending) -> None:
         if p.dead:
@@ -240,6 +242,7 @@ class StreamIngest(Preparer):
         if not fut.cancelled() and fut.exception() is None and t_append is not None:
             self.observe_fsync(time.perf_counter() - t_append)
         self.on_durable()
+        self._acks.pump()
 
     def _block(self, p: Pending, error: str) -> None:
         """An append failed: drop QoS 0 readings, keep QoS 1 ones for the retry."""
@@ -257,34 +260,3 @@ class StreamIngest(Preparer):
             p.records = [p.records[i] for i in keep]
             p.meta = [p.meta[i] for i in keep]
         st.held = len(p.records)
-
-    # -- acknowledgements ----------------------------------------------------------------
-
-    async def _ack_loop(self) -> None:
-        # A failure here is not swallowed: the messages of that batch would stay
-        # unacknowledged in the MQTT session and Mosquitto would not redeliver them until
-        # a reconnect. Ending ends ``run`` too, and the supervisor restarts the pipeline
-        # and reconnects its session, so they come back (G9).
-        while True:
-            p = await self._acks.get()
-            await self._ack_batch(p)
-
-    async def _ack_batch(self, p: Pending) -> None:
-        st = self.stats
-        if p.durable:
-            if not all(f.done() for f in p.durable):
-                await asyncio.wait(p.durable)
-            errors = [CancelledError() if f.cancelled() else f.exception()
-                      for f in p.durable if f.cancelled() or f.exception() is not None]
-            if errors:
-                # fsync failed: the log refuses further appends; never ack what is
-                # not durable. Mosquitto redelivers these after a restart.
-                exc = errors[0]
-                st.write_error = st.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("stream %s: durability failed, not acknowledging: %s",
-                          self.name, exc)
-                return
-        await self.deadletters.wait_durable(p.dl_last)
-        if p.acks:
-            self.ack(p.acks)
-            st.pubacks += len(p.acks)

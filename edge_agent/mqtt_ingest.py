@@ -94,6 +94,7 @@ class MqttSession:
         self._stopping, self._received = False, 0
         self._drain_again: asyncio.Handle | None = None  # a drain of buffered bytes
         self._writer_fd: int | None = None  # the fd watched for writability, if any
+        self._acking = False  # within ``ack``: it watches for writability itself
 
     # -- paho client and its callbacks ---------------------------------------------------
 
@@ -145,7 +146,9 @@ class MqttSession:
     def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         # Deferred: ``ack`` writes at once and usually completes; a writer added and
         # removed re-registers the fd with uvloop (an epoll delete, the reader re-added).
-        self._in_loop(self._loop.call_soon, self._watch_writable, client, sock)  # type: ignore[union-attr]
+        # ``ack`` looks after its own writes (no callback per PUBACK write).
+        if not self._acking:
+            self._in_loop(self._loop.call_soon, self._watch_writable, client, sock)  # type: ignore[union-attr]
 
     def _watch_writable(self, client: mqtt.Client, sock: Any) -> None:
         if client is self._client and client.socket() is sock and client.want_write():
@@ -174,6 +177,9 @@ class MqttSession:
                 taken = client.read_publishes(budget)
                 if taken:
                     budget -= taken
+                    if getattr(sock, "drained", False) and not buffered():
+                        break  # a short read took all there was (the fd stays readable
+                        # if more came since: epoll is level-triggered), no EAGAIN read
                     continue
                 if taken == 0 and not (buffered and buffered()):
                     break  # nothing more has arrived
@@ -283,11 +289,18 @@ class MqttSession:
         if client is None or not self.connected:
             return 0
         mids = [mid for mid, ep in acks if ep == self.epoch]
-        if not client.ack_many(mids):  # the fast path is off: paho's own, one by one
-            for mid in mids:
-                client.ack(mid, 1)
+        self._acking = True
+        try:
+            if not client.ack_many(mids):  # the fast path is off: paho's own, one by one
+                for mid in mids:
+                    client.ack(mid, 1)
+        finally:
+            self._acking = False
         if mids:  # written now, one send (paho keeps what the socket does not take)
             self._on_writable()
+            sock = client.socket()
+            if sock is not None and client is self._client:
+                self._watch_writable(client, sock)  # the rest when the socket takes it
         return len(mids)
 
     # -- the connection loop -------------------------------------------------------------
@@ -369,8 +382,13 @@ class MqttSession:
             await asyncio.sleep(delay)
 
     async def _keepalive(self, client: mqtt.Client) -> None:
+        # paho's clock: a PINGREQ after keepalive_s without a packet out, a lost
+        # connection after another keepalive_s without the PINGRESP. Checked every tenth
+        # of it (at least every second): the ping leaves at most 10 % late, well within
+        # the broker's 1.5x grace, and an idle session wakes 0.3 times a second, not once.
+        every = max(1.0, self.cfg.keepalive_s / 10)
         while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(every)
         self._lost(self.last_error or "keepalive failed")
 
     def _drop(self, client: mqtt.Client) -> None:

@@ -55,12 +55,15 @@ RECV_BYTES = 65536
 class BufferedSocket:
     """Wraps a non-blocking (TLS) socket: ``recv`` from a buffer, all else delegated."""
 
-    __slots__ = ("_buf", "_pos", "fileno", "send", "sock")
+    __slots__ = ("_buf", "_pos", "drained", "fileno", "send", "sock")
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self._buf = b""
         self._pos = 0
+        #: the last ``fill`` read less than it asked for: the kernel's queue was empty
+        #: then, so another read would most likely find nothing (EAGAIN)
+        self.drained = False
         # the calls made per message or per event, bound once (no __getattr__ per call)
         self.send = sock.send
         self.fileno = sock.fileno
@@ -94,6 +97,7 @@ class BufferedSocket:
         data = self.sock.recv(RECV_BYTES)
         self._buf = data
         self._pos = 0
+        self.drained = len(data) < RECV_BYTES
         return len(data)
 
     def peek(self) -> tuple[bytes, int]:

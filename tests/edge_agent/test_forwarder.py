@@ -60,17 +60,19 @@ class Cloud:
 
 
 class Recording:
-    """Wraps an uplink: records (stream, base, last) of every send in start order, and
-    can hold every send at a gate (a slow cloud)."""
+    """Wraps an uplink: records (stream, base, last) and the time of every send in start
+    order, and can hold every send at a gate (a slow cloud)."""
 
     def __init__(self, inner: Uplink, gate: Callable[[], Awaitable[None]] | None = None
                  ) -> None:
         self.inner = inner
         self.gate = gate
         self.sends: list[tuple[str, int, int]] = []
+        self.times: list[float] = []  # time.monotonic() of each send
 
     async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
         self.sends.append((batch.stream, batch.base_offset, batch.last_offset))
+        self.times.append(time.monotonic())
         if self.gate is not None:
             await self.gate()
         return await self.inner.send(topic, batch)
@@ -268,38 +270,87 @@ def test_alarm_appended_later_overtakes_the_telemetry_backlog(tmp_path: Path) ->
 # -- batching a trickle ------------------------------------------------------------------
 
 
-def test_a_trickle_waits_for_min_batch_records_or_the_linger(tmp_path: Path) -> None:
-    # A request costs about as much as a dozen readings: fewer than min_batch_records
-    # wait up to min_batch_linger_ms for company, so a quiet gateway sends few requests.
+def test_a_trickle_goes_at_once_after_a_quiet_spell_then_once_per_interval(
+        tmp_path: Path) -> None:
+    # A request costs about as much as a dozen readings: a trickle sends at most one
+    # request per min_batch_linger_ms, so a quiet gateway sends few requests, but a
+    # reading after a quiet spell goes at once, and a flood never waits.
     cfg = edge_config(tmp_path / "edge", min_batch_records=16, min_batch_linger_ms=400)
     store = open_edge(cfg)
     fill(store, 3, 3)
     cloud = Cloud(tmp_path / "cloud")
     up = Recording(memory_uplink(cloud.ingestor))
-    sent_at: dict[str, float] = {}
+    at: dict[str, float] = {}
 
     async def main() -> None:
         fwd = Forwarder(senders(cfg, [store]), up, cfg.uplink)
         start = time.monotonic()
 
         def trickle() -> bool:
-            if not up.sends:
-                return False
-            if "first" not in sent_at:
-                sent_at["first"] = time.monotonic() - start
-                fill(store, 16, 4, start=3)  # a full minimum: goes without waiting
+            now = time.monotonic()
+            if len(up.sends) == 1 and "first" not in at:
+                at["first"] = now - start
+                fill(store, 3, 3, start=3)  # three more right after: they wait
                 fwd.notify()
-                sent_at["refilled"] = time.monotonic()
+            elif len(up.sends) == 2 and "second" not in at:
+                at["second"] = now
+                fill(store, 2000, 4, start=6)  # a flood: goes without waiting
+                fwd.notify()
+            elif len(up.sends) == 3 and "third" not in at:
+                at["third"] = now
             return fwd.drained()
 
         await run_until(fwd, trickle)
-        sent_at["second"] = time.monotonic() - sent_at["refilled"]
+        at["sent_second"] = up.times[1] - up.times[0]
+        at["sent_third"] = up.times[2] - up.times[1]
 
     asyncio.run(main())
-    assert up.sends == [("telemetry", 0, 2), ("telemetry", 3, 18)]
-    assert sent_at["first"] >= 0.4 * 0.9, sent_at  # the three waited for the linger
-    assert sent_at["second"] < 0.4 * 0.9, sent_at  # sixteen did not
-    verify_cloud(cloud.view(), {source(cfg, store): range(19)})
+    assert up.sends == [("telemetry", 0, 2), ("telemetry", 3, 5), ("telemetry", 6, 2005)]
+    assert at["first"] < 0.4 * 0.9, at  # after a quiet spell: at once
+    assert at["sent_second"] >= 0.4 * 0.9, at  # one request per interval
+    assert at["sent_third"] < 0.4 * 0.9, at  # the flood did not wait
+    verify_cloud(cloud.view(), {source(cfg, store): range(2006)})
+    cloud.close()
+    store.log.close()
+
+
+def test_the_trickle_rules_and_a_held_trickle_does_not_wake_the_forwarder(
+        tmp_path: Path) -> None:
+    cfg = edge_config(tmp_path / "edge", min_batch_records=16, min_batch_linger_ms=1000,
+                      trickle_rate=1000, linger_ms=20)
+    store = open_edge(cfg)
+    cloud = Cloud(tmp_path / "cloud")
+
+    async def main() -> None:
+        fwd = Forwarder(senders(cfg, [store]), memory_uplink(cloud.ingestor), cfg.uplink)
+        [s] = fwd.senders
+        now = 1000.0
+        s.last_sent_at = now - 0.01  # the previous request left 10 ms ago
+        assert fwd._due(s, 12, now) == s.last_sent_at + 1.0  # fewer than 16
+        assert fwd._due(s, 20, now) == now  # 20 in 10 ms: 2,000/s, no trickle
+        s.last_sent_at = now - 0.1
+        assert fwd._due(s, 20, now) == s.last_sent_at + 1.0  # 200/s: a trickle
+        assert fwd._due(s, 5000, now) == now  # a full batch never waits
+        s.last_sent_at = now - 1.5
+        assert fwd._due(s, 1, now) == now  # after a quiet spell: at once
+        # held: durable appends of a trickle do not wake the run loop, whose timer is
+        # set for the batch's time already
+        s.last_sent_at = time.monotonic()
+        s.pending_since = time.monotonic()
+        fwd._timer_at = s.last_sent_at + 1.0
+        fill(store, 3, 3)
+        fwd.notify()
+        assert not fwd._wakeup.is_set()
+        fwd._timer_at = s.last_sent_at + 2.0  # the timer would fire too late: wake
+        fwd.notify()
+        assert fwd._wakeup.is_set()
+        fwd._wakeup.clear()
+        fwd._timer_at = s.last_sent_at + 1.0
+        fill(store, 100, 3, start=3)  # 103 at once: above the trickle rate
+        fwd.notify()
+        assert fwd._wakeup.is_set()
+
+    asyncio.run(main())
     cloud.close()
     store.log.close()
 

@@ -437,9 +437,11 @@ def test_the_agent_wires_each_stream_at_construction_with_one_waiter_per_append(
             [s] = agent.streams
             assert agent.forwarder is not None
             assert s.ingest.ack == s.session.ack
-            # the durability callback wakes the forwarder (and, for edge processing,
-            # the stream's transforms and local readers: edge_agent.edgeproc)
+            # the durability callback notifies the forwarder (and, for edge processing,
+            # the stream's transforms and local readers: edge_agent.edgeproc), which
+            # wakes when something may be sent (test_forwarder: not for a held trickle)
             agent.forwarder._wakeup.clear()
+            agent.forwarder._held = lambda now: False  # type: ignore[method-assign]
             s.ingest.on_durable()
             assert agent.forwarder._wakeup.is_set()
             assert s.ingest.submit == s.ingest.inbox.submit

@@ -56,6 +56,18 @@ def test_recv_serves_small_reads_from_one_socket_read(pair: Any) -> None:
     assert bs.recv(10) == b"XYZ"  # then the socket
 
 
+def test_fill_says_whether_it_took_all_the_kernel_had(pair: Any) -> None:
+    # A read shorter than asked for found the kernel's queue empty: the drain stops there
+    # instead of reading again only to get EAGAIN (the fd stays readable if more came).
+    writer, bs = pair
+    writer.sendall(b"\x30\x03abc")
+    assert bs.fill() == 5 and bs.drained
+    writer.sendall(b"x" * (RECV_BYTES + 10))
+    assert bs.fill() == RECV_BYTES and not bs.drained  # more may be waiting
+    assert bs.recv(RECV_BYTES) == b"x" * RECV_BYTES
+    assert bs.fill() == 10 and bs.drained
+
+
 def test_recv_when_a_packet_is_split_across_socket_reads(pair: Any) -> None:
     writer, bs = pair
     writer.sendall(b"\x30\x0ahel")
