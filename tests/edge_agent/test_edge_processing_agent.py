@@ -42,6 +42,11 @@ name = "telemetry"
 topics = ["devices/+/telemetry"]
 device_key = "topic:devices/{device}/telemetry"
 forward = false
+# The check compares with an uninterrupted run over the whole raw log, so the log must
+# never drop a segment: with forward = false a rolled segment is deleted once the
+# transforms took it, and a long run (sixty kills under load: ~106k readings) filled
+# the default 16 MiB.
+segment_bytes = 268435456
 [[streams.transforms]]
 type = "route"
 expr = "alarm"
@@ -185,23 +190,10 @@ def check_local_consumers(port: int, pub: Publisher, total: int) -> None:
     assert [json.loads(x["value"])["seq"] for x in resp.json()["records"]] == [n]
     assert http_get(port, "/v1/streams/nope/records?offset=0").status_code == 404
     assert http_get(port, "/v1/streams/alarms/records?offset=-1").status_code == 400
-    # forward = false: once the transforms have taken them, the raw stream's oldest
-    # segments may be deleted (a long run rolls several); offset 0 then answers 416
-    # naming where the log starts now, and the records are read from there.
-    start = 0
     r = http_get(port, "/v1/streams/telemetry/records?offset=0&max_records=5")
-    for _ in range(3):  # a deletion may also land between two requests
-        if r.status_code != 416:
-            break
-        assert r.json()["start_offset"] > start
-        start = r.json()["start_offset"]
-        r = http_get(port, f"/v1/streams/telemetry/records?offset={start}&max_records=5")
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200, f"the raw log lost its start (see STREAMS): {r.text}"
     raw = r.json()
-    assert [x["offset"] for x in raw["records"]] == list(range(start, start + 5))
-    assert all(x["key"].startswith("dev") and "seq" in x["headers"] for x in raw["records"])
-    if start == 0:
-        assert [json.loads(x["value"])["seq"] for x in raw["records"]] == [0, 0, 0, 1, 1]
+    assert [json.loads(x["value"])["seq"] for x in raw["records"]] == [0, 0, 0, 1, 1]
 
 
 def test_agent_killed_twenty_times_delivers_every_window_once(
