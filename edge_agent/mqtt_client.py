@@ -35,7 +35,8 @@ for each PUBLISH with ``self._in_packet["command"]`` (the fixed header's first b
 arguments. tests/edge_agent/test_mqtt_client.py checks the split against paho's
 ``decode_publish`` and the client against a real Mosquitto.
 
-``Client._in_packet``, ``_msgtime_mutex`` and ``_last_bytes_received`` as above;
+``Client._in_packet``, ``_msgtime_mutex`` and ``_last_bytes_received`` as above (the
+last two also for ``hold_keepalive``);
 ``Client._packet_queue`` (private, path ``ack_batches``) as above.
 
 The guard (``mqtt_guard``): when the paho version is not one we checked or these
@@ -49,6 +50,7 @@ outside that fallback (it is ours: a second delivery through paho would duplicat
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import struct
 from collections.abc import Callable
@@ -168,6 +170,15 @@ class IngestClient(BufferingClient):
         for topic, payload, qos, mid in taken:
             deliver(topic, payload, qos, mid)
         return len(taken)
+
+    def hold_keepalive(self) -> None:
+        """Set paho's keep-alive clock of bytes received to now, as a read does. For a
+        session that stops reading at its Receive Maximum (``mqtt_flow``): the PINGRESP
+        waits unread behind the PUBLISHes, and paho would drop a live connection as dead.
+        Without the attribute (a reshaped paho) nothing is set: the connection is then
+        dropped after about twice the keep-alive and the session reconnects."""
+        with contextlib.suppress(AttributeError), self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
 
     def ack_many(self, mids: list[int]) -> bool:
         """Queue the PUBACKs of ``mids`` as one packet; False when the path is off (the

@@ -24,8 +24,11 @@ The socket is watched for writability only when a write did not complete.
 The session: fixed client id, clean start off and a session expiry interval, so Mosquitto
 keeps the subscriptions and queues QoS 1 readings while the agent is down or restarting;
 ``Receive Maximum`` bounds how many unacknowledged messages it sends at once (the
-back-pressure window). Subscriptions are renewed after every connect because a broker
-that lost its own state (Mosquitto killed between autosaves) answers session_present=0.
+back-pressure window); Mosquitto does not hold a resumed session to it, so the session
+enforces it itself (``mqtt_flow``: no more QoS 1 PUBLISHes read than that ahead of the
+PUBACKs; the socket is not read meanwhile). Subscriptions are renewed after every
+connect because a broker that lost its own state (Mosquitto killed between autosaves)
+answers session_present=0 (the SUBACK may wait behind a resumed session's backlog).
 
 PUBACKs are only sent on the connection that received the message: after a reconnect the
 broker redelivers unacknowledged messages (same packet id, DUP set) and may reuse packet
@@ -53,6 +56,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .config import MqttConfig
 from .mqtt_client import IngestClient
+from .mqtt_flow import ReceiveWindow
 from .mqtt_guard import FAST_PATHS
 
 log = logging.getLogger(__name__)
@@ -95,6 +99,7 @@ class MqttSession:
         self._drain_again: asyncio.Handle | None = None  # a drain of buffered bytes
         self._writer_fd: int | None = None  # the fd watched for writability, if any
         self._acking = False  # within ``ack``: it watches for writability itself
+        self._window = ReceiveWindow(cfg.receive_maximum)  # read, not yet PUBACKed
 
     # -- paho client and its callbacks ---------------------------------------------------
 
@@ -172,7 +177,7 @@ class MqttSession:
         try:
             sock = client.socket()
             buffered = getattr(sock, "buffered", None)  # plain sockets have none
-            budget = _DRAIN_PACKETS
+            budget = min(_DRAIN_PACKETS, self._window.room())  # never read past the limit
             while budget > 0:  # plain PUBLISHes ours, the rest (and EOF) paho's loop_read
                 taken = client.read_publishes(budget)
                 if taken:
@@ -189,6 +194,9 @@ class MqttSession:
                 if self._received == before and not (buffered and buffered()):
                     break  # no complete packet arrived: nothing more for now
                 budget -= 1
+            if self._window.room() <= 0:  # resumed by ``ack`` (buffered bytes included)
+                self._window.pause(self._loop, sock)
+                return
             # Bytes already read from the kernel raise no readable event: drain them in the
             # next loop iteration (one drain per iteration, readable event or not, so the
             # ingest task sees at most _DRAIN_PACKETS new messages per iteration).
@@ -198,6 +206,13 @@ class MqttSession:
                     self._drain, client)
         except Exception as exc:  # a broken socket ends this connection
             self._lost(f"read failed: {type(exc).__name__}: {exc}")
+
+    def _resume(self, client: IngestClient) -> None:
+        sock = client.socket()
+        if self._window.resume(self._loop, sock, self._on_readable) \
+                and self._drain_again is None:  # buffered bytes raise no readable event
+            self._drain_again = self._loop.call_soon(  # type: ignore[union-attr]
+                self._drain, client)
 
     def _on_writable(self) -> None:
         client = self._client
@@ -224,6 +239,7 @@ class MqttSession:
         ok = not reason.is_failure
         if ok:
             self.epoch += 1
+            self._window.reset()
             self.connects += 1
             self.connected = True
             self.disconnected_since = None
@@ -270,6 +286,8 @@ class MqttSession:
         except UnicodeDecodeError:
             text = _BAD_TOPIC
         self._received += 1
+        if qos:
+            self._window.unacked += 1
         self.deliver((text, payload, qos, mid, self.epoch))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -279,6 +297,8 @@ class MqttSession:
         except UnicodeDecodeError:
             topic = _BAD_TOPIC
         self._received += 1
+        if msg.qos:
+            self._window.unacked += 1
         self.deliver((topic, msg.payload, msg.qos, msg.mid, self.epoch))
 
     # -- acknowledgements ----------------------------------------------------------------
@@ -301,6 +321,8 @@ class MqttSession:
             sock = client.socket()
             if sock is not None and client is self._client:
                 self._watch_writable(client, sock)  # the rest when the socket takes it
+            if self._window.acked(len(mids)) and client is self._client:
+                self._resume(client)
         return len(mids)
 
     # -- the connection loop -------------------------------------------------------------
@@ -342,6 +364,7 @@ class MqttSession:
         attempt = 0
         while not self._stopping:
             client = self._client = self._new_client()
+            self._window.reset()  # a pause of the old connection ends with it
             self._connack = self._loop.create_future()
             self._closed = asyncio.Event()
             try:
@@ -381,13 +404,19 @@ class MqttSession:
                      self.last_error)
             await asyncio.sleep(delay)
 
-    async def _keepalive(self, client: mqtt.Client) -> None:
+    async def _keepalive(self, client: IngestClient) -> None:
         # paho's clock: a PINGREQ after keepalive_s without a packet out, a lost
         # connection after another keepalive_s without the PINGRESP. Checked every tenth
         # of it (at least every second): the ping leaves at most 10 % late, well within
         # the broker's 1.5x grace, and an idle session wakes 0.3 times a second, not once.
+        # While the session is paused at its Receive Maximum it reads nothing, the
+        # PINGRESP included: paho's clock is held (``mqtt_flow``); PINGREQs still go out.
         every = max(1.0, self.cfg.keepalive_s / 10)
-        while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+        while True:
+            if self._window.paused_fd is not None:
+                client.hold_keepalive()
+            if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                break
             await asyncio.sleep(every)
         self._lost(self.last_error or "keepalive failed")
 
