@@ -15,11 +15,9 @@ Example (see docs/edge-agent.md for every key)::
 
     [mqtt_listener]            # devices publish to the agent itself (or [mqtt]: Mosquitto)
     listen = "0.0.0.0:1883"
-    password_file = "/etc/edge-agent/passwd"
 
     [uplink]
     url = "https://cloud.example:8443"
-    token = "..."
 
     [[streams]]
     name = "alarms"
@@ -73,8 +71,7 @@ class UplinkConfig:
     max_batch_records: int = 5000
     max_batch_bytes: int = 1024 * 1024
     linger_ms: float = 20.0
-    #: a trickle (fewer records than min_batch_records, or slower than trickle_rate a
-    #: second) sends at most one request per min_batch_linger_ms (not priority 0 streams)
+    #: a trickle (< min_batch_records, or < trickle_rate/s): a request per min_batch_linger_ms
     min_batch_records: int = 16
     min_batch_linger_ms: float = 1000.0
     trickle_rate: float = 1000.0

@@ -33,6 +33,7 @@ from ._files import INDEX_SUFFIX, LOG_SUFFIX, segment_name
 from ._index import OffsetIndex
 from ._index_cache import LOADED
 from ._records import HEADER_SIZE, BatchInfo, parse_header, verify_batch
+from ._resync import byte_scan, resync
 
 _READ_CHUNK = 256 * 1024
 
@@ -186,7 +187,7 @@ class Segment:
         while position < self.size:
             for item in self.scan(position):
                 if isinstance(item, CorruptBatch):
-                    found = self._byte_scan(item.position + 1, self.size, expected, 2**64)
+                    found = byte_scan(self, item.position + 1, self.size, expected, 2**64)
                     if found is None:
                         return
                     position, expected = found
@@ -252,7 +253,7 @@ class Segment:
             # Damage followed by good batches is not a torn tail: those batches may have
             # been fsynced and acknowledged. Skip the damage (its offsets stay reserved and
             # are reported) and go on; only a tail with nothing valid after it is cut.
-            nxt = self._byte_scan(bad_at + 1, self.size, expected, 2**63)
+            nxt = byte_scan(self, bad_at + 1, self.size, expected, 2**63)
             if nxt is None:
                 break
             position, next_off = nxt
@@ -369,7 +370,7 @@ class Segment:
                         expected, position = self.index.lookup(expected - 1)
                         break
                     at_start = False
-                    nxt = self._resync(item.position + 1, limit, expected, end_offset)
+                    nxt = resync(self, item.position + 1, limit, expected, end_offset)
                     next_pos, next_off = (limit, end_offset) if nxt is None else nxt
                     if next_off > max(expected, offset):
                         yield CorruptRange(
@@ -389,40 +390,6 @@ class Segment:
         if expected < end_offset and end_offset > offset:
             # The file ends before the offsets the next segment says this one holds.
             yield CorruptRange(self.base_offset, position, 0, expected, end_offset - 1)
-
-    def _resync(
-        self, position: int, limit: int, min_offset: int, end_offset: int
-    ) -> tuple[int, int] | None:
-        """Find the next verifiable batch at or after ``position``: (position, base_offset)."""
-        self.ensure_index()
-        # Not strict: the writer may be adding an entry (positions grow first).
-        for pos, rel in zip(self.index.positions, self.index.offsets, strict=False):
-            off = self.base_offset + rel
-            if pos >= position and pos < limit and off >= min_offset:
-                info = self._batch_at(pos)
-                if info is not None and info.base_offset == off:
-                    # There may be good batches before this index entry; look there first.
-                    found = self._byte_scan(position, pos, min_offset, end_offset)
-                    return found or (pos, off)
-        return self._byte_scan(position, limit, min_offset, end_offset)
-
-    def _byte_scan(
-        self, position: int, limit: int, min_offset: int, end_offset: int
-    ) -> tuple[int, int] | None:
-        fd = self._file.fileno()
-        data = os.pread(fd, limit - position, position)
-        i = data.find(b"\x01\x00", 8)
-        while i != -1:
-            cand = position + i - 8
-            info = self._batch_at(cand)
-            if (
-                info is not None
-                and min_offset <= info.base_offset < end_offset
-                and info.position + info.size <= limit
-            ):
-                return cand, info.base_offset
-            i = data.find(b"\x01\x00", i + 1)
-        return None
 
     # -- lifecycle -----------------------------------------------------------------------
 

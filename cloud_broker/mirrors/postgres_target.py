@@ -20,21 +20,18 @@ at all, so the target always knows exactly where it is (``next_offset`` reads th
 position row): a replayed batch inserts nothing, and rows removed later for retention are
 not written again.
 
-The runner copies partitions concurrently and a connection runs one transaction at a
-time, so the target keeps a pool of at most ``connections`` connections: a write takes
-an idle one (or opens one) and gives it back when its transaction is over. Partitions
-written on separate connections run on separate server backends, so the server's work
-(parsing jsonb, the two indexes) spreads over its cores, and the mirror builds one
-partition's COPY data while the server stores another's. Which connection writes a batch
-does not matter for exactly once: the position row lock and the one transaction do that.
-More partitions than connections wait their turn (in order); the bound keeps a topic of
-many partitions from taking a backend each.
+The runner copies partitions concurrently, so the target keeps a pool of at most
+``connections`` connections (one transaction each at a time): partitions on separate
+connections run on separate server backends (the server's jsonb and index work spreads
+over its cores while the mirror builds the next COPY data). Which connection writes a
+batch does not matter for exactly once (the position row lock and the one transaction
+do that). More partitions than connections wait their turn, in order: the bound keeps a
+topic of many partitions from taking a backend each.
 
 psycopg 3 rather than asyncpg: its ``AsyncConnection`` pipelines statements and takes
-binary COPY data as it is (built by ``pg_copy``, or by ``pg_stored`` straight from
-the stored batches of a local read: ``takes_stored``), libpq brings every connection option
-(sslmode, sslrootcert, sslcert, sslkey, PGPASSWORD, ~/.pgpass, service files) for free,
-and its errors carry SQLSTATE classes that map onto ours.
+binary COPY data as it is (``pg_copy``, or ``pg_stored`` from a local read's stored
+batches: ``takes_stored``), libpq brings every connection option (sslmode, certificates,
+PGPASSWORD, ~/.pgpass, service files), and its errors carry SQLSTATE classes we map.
 
 Table (``table`` option, default ``records``)::
 
