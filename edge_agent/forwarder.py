@@ -36,6 +36,7 @@ from uplink import Ack, Batch, Refusal, RefusalMove, SenderState
 from .config import UplinkConfig
 from .streams import StreamStore
 from .tail import TailCache, read_block
+from .trickle import TrickleRule
 from .uplink_http import (
     FatalUplinkError,
     RetryableUplinkError,
@@ -216,7 +217,7 @@ def retry_wait(failures: int, exc: BaseException, retry_max_s: float) -> float:
     return random.uniform(0, min(retry_max_s, 0.05 * 2 ** min(failures - 1, 30)))
 
 
-class Forwarder:
+class Forwarder(TrickleRule):
     """Schedules batches of all streams over one Uplink."""
 
     def __init__(self, senders: list[StreamSender], uplink: Uplink, cfg: UplinkConfig) -> None:
@@ -275,46 +276,6 @@ class Forwarder:
             if self.in_flight >= cfg.max_in_flight:
                 break
         return deadline
-
-    def _due(self, s: StreamSender, pending: int, now: float) -> float:
-        """When ``pending`` unsent records of ``s`` may go (``now`` or earlier: at once).
-
-        A trickle is batched by time: while the stream's records are fewer than
-        ``min_batch_records``, or arrive slower than ``trickle_rate`` a second (counted
-        since its previous request), it sends at most one request per
-        ``min_batch_linger_ms``; after a quiet spell the first goes at once. A request
-        costs the agent (and the broker) about as much CPU as a dozen readings, so a quiet
-        gateway pays for one a second, not one per group commit. Under load each group
-        commit makes dozens of records durable at once, so this never holds a busy stream
-        back; priority 0 streams (alarms) are exempt.
-        """
-        cfg = self.cfg
-        if pending >= cfg.max_batch_records:
-            return now
-        due = now
-        if s.state.in_flight and s.pending_since is not None:
-            due = s.pending_since + cfg.linger_ms / 1000
-        spacing = cfg.min_batch_linger_ms / 1000
-        since = now - s.last_sent_at
-        if (s.priority > 0 and since < spacing
-                and (pending < cfg.min_batch_records or pending < cfg.trickle_rate * since)):
-            due = max(due, s.last_sent_at + spacing)
-        return due
-
-    def _held(self, now: float) -> bool:
-        """Whether no stream can send before the forwarder's timer fires anyway (only
-        trickle spacing or the linger holds them): a durable append then needs no
-        wake-up of the forwarder's task."""
-        for s in self.senders:
-            if s.stopped is not None:
-                continue
-            pending = s.unsent()
-            if pending == 0:
-                continue
-            if s.pending_since is None or (self.in_flight < self.cfg.max_in_flight
-                                           and self._due(s, pending, now) < self._timer_at):
-                return False
-        return True
 
     async def _send(self, s: StreamSender, batch: Batch, acked_when_sent: int) -> None:
         try:
