@@ -58,6 +58,7 @@ from .config import MqttConfig
 from .mqtt_client import IngestClient
 from .mqtt_flow import ReceiveWindow
 from .mqtt_guard import FAST_PATHS
+from .mqtt_watch import SocketWatch
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ _BAD_TOPIC = "\ufffd(invalid utf-8 topic)"
 _DRAIN_PACKETS = 512  # packets read per drain (readable event) before yielding to other tasks
 
 
-class MqttSession:
+class MqttSession(SocketWatch):
     """One MQTT client session subscribed to ``subscriptions`` [(filter, qos)]."""
 
     def __init__(self, cfg: MqttConfig, client_id: str, subscriptions: list[tuple[str, int]],
@@ -126,46 +127,6 @@ class MqttSession:
         c.on_socket_unregister_write = self._on_socket_unregister_write
         return c
 
-    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn`` on the event loop (paho calls some hooks from the connect thread)."""
-        assert self._loop is not None
-        if threading.current_thread() is self._loop_thread:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._loop.add_reader, sock.fileno(), self._on_readable)  # type: ignore[union-attr]
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        fd = sock.fileno()
-        if fd > -1:
-            self._in_loop(self._remove_fd, fd)
-
-    def _remove_fd(self, fd: int) -> None:
-        assert self._loop is not None
-        self._loop.remove_reader(fd)
-        self._loop.remove_writer(fd)
-        self._writer_fd = None if self._writer_fd == fd else self._writer_fd
-
-    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        # Deferred: ``ack`` writes at once and usually completes; a writer added and
-        # removed re-registers the fd with uvloop (an epoll delete, the reader re-added).
-        # ``ack`` looks after its own writes (no callback per PUBACK write).
-        if not self._acking:
-            self._in_loop(self._loop.call_soon, self._watch_writable, client, sock)  # type: ignore[union-attr]
-
-    def _watch_writable(self, client: mqtt.Client, sock: Any) -> None:
-        if client is self._client and client.socket() is sock and client.want_write():
-            self._loop.add_writer(sock.fileno(), self._on_writable)  # type: ignore[union-attr]
-            self._writer_fd = sock.fileno()
-
-    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any
-                                    ) -> None:
-        if self._writer_fd == sock.fileno():
-            self._writer_fd = None
-            self._in_loop(self._loop.remove_writer, sock.fileno())  # type: ignore[union-attr]
-
     def _on_readable(self) -> None:
         if self._drain_again is None:  # else that drain reads these bytes too
             self._drain(self._client)
@@ -213,15 +174,6 @@ class MqttSession:
                 and self._drain_again is None:  # buffered bytes raise no readable event
             self._drain_again = self._loop.call_soon(  # type: ignore[union-attr]
                 self._drain, client)
-
-    def _on_writable(self) -> None:
-        client = self._client
-        if client is None:
-            return
-        try:
-            client.loop_write()
-        except Exception as exc:
-            self._lost(f"write failed: {type(exc).__name__}: {exc}")
 
     def _lost(self, reason: str) -> None:
         self.last_error = reason
@@ -419,13 +371,6 @@ class MqttSession:
                 break
             await asyncio.sleep(every)
         self._lost(self.last_error or "keepalive failed")
-
-    def _drop(self, client: mqtt.Client) -> None:
-        with contextlib.suppress(Exception):
-            sock = client.socket()
-            if sock is not None:
-                self._remove_fd(sock.fileno())
-                sock.close()
 
     async def close(self, timeout: float = 2.0) -> None:
         """Disconnect cleanly (the session and its unacknowledged messages stay on the broker)."""
