@@ -40,8 +40,8 @@ from plot import plot_printed_tables  # bench/ is on sys.path (a script)
 from device_simulator import payloads, sensors
 from edge_agent.config import parse_config
 from edge_agent.edgeproc import derived_streams
-from edge_agent.forwarder import block_of
 from edge_agent.streams import StreamStore, open_stream
+from edge_agent.tail import block_of
 from edge_agent.transforms import TransformRunner
 from shared_log import Record, fetch_columns
 from uplink import Batch, encode_batch

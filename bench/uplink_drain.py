@@ -269,7 +269,7 @@ def stage_costs(work: Path, n: int, devices: int, size: int,
     """CPU µs per reading of each step of the path, single-threaded, best of 5, GC as the
     broker runs it (cloud_broker.cli.tune_gc). (side, step, µs)."""
     from cloud_broker.ingest import frame_block
-    from edge_agent.forwarder import block_of
+    from edge_agent.tail import block_of
     from shared_log import encode_framed, fetch_columns
     from uplink import Batch, decode_batch, encode_batch
 
