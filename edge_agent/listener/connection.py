@@ -7,7 +7,7 @@ cleanly (DISCONNECT with its reason in MQTT 5, a plain close in 3.1.1); nothing 
 of ``data_received``, and a read is handled 16 KiB per loop turn. States: *connecting*
 (only CONNECT, within ``connect_timeout_s`` of the socket opening, TLS included),
 *authenticating* (the CONNECT checked off the loop, the session recorded; reading paused,
-later packets wait), *connected*.
+later packets wait), *connected*. That way in, and the timers, are ``handshake.Handshake``.
 
 A QoS 1 PUBLISH enters ``inflight`` (packet id -> PUBACK reason, None until durable) and
 goes to the pipeline with this connection's number; the pipeline calls ``settle`` once
@@ -28,7 +28,6 @@ is closed), SUBSCRIBE (SUBACK 0x87 / 0x80). Not thread-safe: the listener's loop
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
 import time
 from collections import deque
@@ -56,28 +55,26 @@ from mqttproto import Property as P
 
 from ..inbox import Inbox
 from .auth import may_publish
-from .rules import connect_verdict, session_expiry
+from .handshake import AUTHENTICATING, CLOSED, CONNECTED, CONNECTING, Handshake
+from .rules import session_expiry
 from .stats import Host, reason_label
-
-log = logging.getLogger(__name__)
 
 _PUBACK = struct.Struct("!BBH").pack  # 0x40, 2, packet id: a success PUBACK in 3.1.1 and 5
 _PINGRESP = b"\xd0\x00"
 _SLICE = 16 * 1024  # bytes handled per event-loop turn (about 0.5k small PUBLISHes)
-_CONNECTING, _AUTHENTICATING, _CONNECTED, _CLOSED = range(4)
 _UNSEEN = object()  # a topic not in Connection._routes yet
 #: DISCONNECT reasons that CONNACK may not carry, and what a CONNACK says instead
 _CONNACK_INSTEAD = {ReasonCode.SESSION_TAKEN_OVER: ReasonCode.SERVER_UNAVAILABLE,
                     ReasonCode.SERVER_SHUTTING_DOWN: ReasonCode.SERVER_UNAVAILABLE}
 
 
-class Connection(asyncio.Protocol):
+class Connection(Handshake, asyncio.Protocol):
     def __init__(self, server: Host, number: int) -> None:
         self.server = server
         self.number = number  # the "epoch" the pipeline hands back with each PUBACK
         self.reader = PacketReader(server.cfg.max_packet_size, fields=True)
         self._rmax = server.cfg.receive_maximum
-        self.state = _CONNECTING
+        self.state = CONNECTING
         self.version = 4
         self.client_id = ""
         self.acl: tuple[str, ...] = ()
@@ -109,7 +106,7 @@ class Connection(asyncio.Protocol):
         self._timer = loop.call_later(self.server.cfg.connect_timeout_s, self._connect_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self.state == _CLOSED:
+        if self.state == CLOSED:
             return
         self.last_rx = time.monotonic()
         if self._rest:  # still working through an earlier read (reading is paused)
@@ -124,12 +121,12 @@ class Connection(asyncio.Protocol):
     def _consume(self, data: bytes | None = None) -> None:
         """Handle ``data`` (or what is left) a slice per loop turn, never ms at once."""
         if data is None:
-            data = self._rest if self.state != _CLOSED else b""
+            data = self._rest if self.state != CLOSED else b""
         self._rest = b""
-        while data and self.state != _CLOSED:
+        while data and self.state != CLOSED:
             chunk, data = data[:_SLICE], data[_SLICE:]
             self._process(chunk)
-            if data and self.state != _CLOSED:
+            if data and self.state != CLOSED:
                 self._rest = data
                 self._pause()
                 asyncio.get_running_loop().call_soon(self._consume)
@@ -143,7 +140,7 @@ class Connection(asyncio.Protocol):
             self.server.stats.malformed += 1
             self.fail(exc.reason_code, exc.message)
             return
-        if self.state != _CONNECTED:
+        if self.state != CONNECTED:
             self._handle_all(packets)
             return
         publish = self._publish
@@ -155,26 +152,26 @@ class Connection(asyncio.Protocol):
                     self._handle(p)
             except MqttProtocolError as exc:
                 self.fail(exc.reason_code, exc.message)
-            if self.state == _CLOSED:
+            if self.state == CLOSED:
                 return
 
     def _handle_all(self, packets: list[Any]) -> None:
         for i, p in enumerate(packets):
-            if self.state == _AUTHENTICATING:
+            if self.state == AUTHENTICATING:
                 self._queued.extend(packets[i:])
                 return
             try:
                 self._handle(p)
             except MqttProtocolError as exc:
                 self.fail(exc.reason_code, exc.message)
-            if self.state == _CLOSED:
+            if self.state == CLOSED:
                 return
 
     def pause_writing(self) -> None:  # the device does not read its PUBACKs
         self.fail(ReasonCode.QUOTA_EXCEEDED, "the client does not read what it is sent")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state = _CLOSED
+        self.state = CLOSED
         if self._timer is not None:
             self._timer.cancel()
         self.server.forget(self)
@@ -184,10 +181,10 @@ class Connection(asyncio.Protocol):
                 self.server.will_later(self.client_id, self.will, self.expiry_s)
 
     def _handle(self, p: Any) -> None:
-        if self.state == _CONNECTING:
+        if self.state == CONNECTING:
             if type(p) is not Connect:
                 raise MqttProtocolError(ReasonCode.PROTOCOL_ERROR, "first packet not CONNECT")
-            self.state = _AUTHENTICATING
+            self.state = AUTHENTICATING
             self._pause()
             self.server.spawn(self._connect(p))
             return
@@ -277,60 +274,6 @@ class Connection(asyncio.Protocol):
         self.server.stats.disconnects["client"] += 1
         self._close()
 
-    async def _connect(self, c: Connect) -> None:
-        server = self.server
-        self.version = c.protocol_level
-        ssl_obj = self.transport.get_extra_info("ssl_object") if self.transport else None
-        cert = ssl_obj.getpeercert() if ssl_obj is not None else None
-        try:
-            verdict = await connect_verdict(c, cert, server.auth, server.cfg)
-        except Exception as exc:  # a bug or an unreadable password file: refuse, log
-            log.exception("mqtt listener: checking a CONNECT from %s failed", self.peer)
-            verdict = None
-            server.stats.refused[f"error: {type(exc).__name__}"] += 1
-        if self.state == _CLOSED:
-            return
-        if verdict is None or verdict.reason:
-            reason = verdict.reason if verdict else ReasonCode.UNSPECIFIED_ERROR
-            server.stats.refused[reason_label(reason)] += 1
-            self._send(Connack(False, reason))
-            self._close()
-            return
-        self.client_id, self.will = verdict.client_id, c.will
-        self.acl, self.keepalive, self.expiry_s = verdict.acl, c.keepalive, verdict.expiry_s
-        present, old, wait = server.sessions.attach(self.client_id, c.clean_start,
-                                                    self.expiry_s, self)
-        self.attached = True
-        if old is not None and old is not self:
-            server.stats.takeovers += 1
-            old.fail(ReasonCode.SESSION_TAKEN_OVER, "another connection took the session")
-        server.session_started(self.client_id, c.clean_start)
-        if wait:  # the session set must be on disk before a device is told about it
-            try:
-                async with asyncio.timeout(server.cfg.connect_timeout_s):
-                    await server.sessions.durable()
-            except TimeoutError:
-                server.sessions.detach(self.client_id, self, 0)
-                self.attached = False
-                self.fail(ReasonCode.SERVER_UNAVAILABLE, "the session could not be recorded")
-                return
-        if self.state == _CLOSED or server.sessions.live.get(self.client_id) is None or \
-                server.sessions.live[self.client_id].conn is not self:
-            self._close()  # gone, or taken over while the session was written
-            return
-        props = verdict.connack_properties(server.cfg) if self.version == V5 else {}
-        self._send(Connack(present, 0, props))
-        self.state = _CONNECTED
-        server.stats.connects += 1
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.keepalive:
-            self._timer = asyncio.get_running_loop().call_later(self.keepalive * 1.5,
-                                                                self._keepalive_check)
-        queued, self._queued = self._queued, []
-        self._handle_all(queued)
-        self.flow()
-
     def settle(self, pid: int) -> bool:
         """The pipeline made reading ``pid`` durable; True when ``release`` is due."""
         inflight = self.inflight
@@ -355,12 +298,12 @@ class Connection(asyncio.Protocol):
             return
         self.server.stats.pubacks += len(out)
         self._write(b"".join(out) if len(out) > 1 else out[0])
-        if self.paused and self.state == _CONNECTED:
+        if self.paused and self.state == CONNECTED:
             self.flow()
 
     def flow(self) -> None:
         """Pause reading while this client or the pipeline has too much waiting."""
-        if self.state != _CONNECTED or self._rest:
+        if self.state != CONNECTED or self._rest:
             return  # _consume calls again once the rest is handled
         full = len(self.inflight) >= self._rmax
         if full or self.server.congested:
@@ -377,33 +320,19 @@ class Connection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
 
-    def _connect_timeout(self) -> None:
-        if self.state in (_CONNECTING, _AUTHENTICATING):
-            self.server.stats.disconnects["connect timeout"] += 1
-            self._close()
-
-    def _keepalive_check(self) -> None:
-        limit = self.keepalive * 1.5
-        idle = time.monotonic() - self.last_rx
-        if idle >= limit:
-            self.fail(ReasonCode.KEEP_ALIVE_TIMEOUT, f"silent for {idle:.1f}s")
-        elif self.state == _CONNECTED:
-            self._timer = asyncio.get_running_loop().call_later(limit - idle,
-                                                                self._keepalive_check)
-
     def fail(self, reason: int, message: str) -> None:
         """End the connection for ``reason``: a refusing CONNACK while connecting, a
         DISCONNECT in MQTT 5 once connected (3.1.1 has none: a plain close)."""
-        if self.state == _CLOSED:
+        if self.state == CLOSED:
             return
         if reason != ReasonCode.SESSION_TAKEN_OVER:
             self.server.stats.disconnects[reason_label(reason)] += 1
             if message:
                 self.server.note(f"{self.peer} ({self.client_id or 'no client id'}): "
                                  f"{message}")
-        if self.state == _AUTHENTICATING:  # taken over or stopping: no CONNACK code of its own
+        if self.state == AUTHENTICATING:  # taken over or stopping: no CONNACK code of its own
             self._send(Connack(False, _CONNACK_INSTEAD.get(reason, reason)))
-        elif self.state == _CONNECTING:
+        elif self.state == CONNECTING:
             if reason == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:  # 3.1.1's return code 1
                 self._write(encode(Connack(False, reason), 4))
         elif self.version == V5:
@@ -411,7 +340,7 @@ class Connection(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
-        self.state = _CLOSED
+        self.state = CLOSED
         if self.transport is not None:
             self.transport.close()
 
