@@ -7,6 +7,7 @@ The rooms::
     rules.py       what a CONNECT is answered (pure, table-tested)
     sessions.py    persistent sessions that survive a kill -9 (the session-present flag)
     connection.py  one device connection (asyncio.Protocol over mqttproto)
+    handshake.py   its CONNECT, connect and keep-alive timers, states (a base of Connection)
     server.py      the socket, bounds, routing into the stream pipelines, PUBACKs out
 
 See docs/edge-agent.md ("MQTT listener") for what each mode guarantees.
