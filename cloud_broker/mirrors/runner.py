@@ -1,15 +1,17 @@
 """The mirror loop: tail every partition of a topic into a target, checkpointing.
 
-Strategy: one task per partition, each doing only this, with exactly one batch in memory:
+Strategy: one task per partition, each doing only this, with at most two batches in
+memory:
 
     resume:  position = target.next_offset(p)   (the target's word wins)
                         or the checkpoint       (when the target cannot tell)
                         or the source start
     loop:    batch = source.read(p, position)   (long poll, bounded by records and bytes)
-             target.write(p, batch)             (retried with backoff until it holds)
+             target.write(p, batch)             (retried with backoff until it holds),
+               meanwhile the next batch is read from batch.next_offset (read ahead)
              position = batch.next_offset; checkpoint(p, position)
 
-Because a batch is read only after the previous one is written, a slow or dead target
+Because a batch is read at most one ahead of the one being written, a slow or dead target
 just stops the loop: memory stays bounded and the broker's ingest never waits for a
 mirror (reads come from the partition files, off the event loop). Nothing is ever skipped
 on the target side: a failing write is retried with exponential backoff (tenacity) for
@@ -210,37 +212,58 @@ class MirrorRunner:
         verified = time.monotonic()
         # Only asked of a target that says so: other sources need not know the keyword.
         how = {"stored": True} if getattr(self.target, "takes_stored", False) else {}
-        while True:
-            batch: SourceBatch = await self._retrying(
-                ps, "read source", lambda pos=pos: self.source.read(
-                    cfg.topic, p, pos, cfg.batch_records, cfg.batch_bytes, cfg.wait_ms / 1000,
-                    **how))
-            ps.end_offset = batch.end_offset
-            lost = batch.next_offset - pos - len(batch.records)
-            if lost > 0:
-                ps.records_lost += lost
-                log.warning("mirror %s partition %d: %d records from offset %d are gone from "
-                            "the source (retention or corruption: %s) and cannot be copied",
-                            self.name, p, lost, pos, batch.skipped or "before start")
-            if batch.records:
-                ps.state = "copying"
-                new = await self._retrying(ps, "write target",
-                                           lambda pos=pos, b=batch: self._write(p, pos, b))
-                ps.records_copied += len(batch.records) if new == batch.next_offset else 0
-                verified = time.monotonic()
-            elif batch.next_offset != pos:
-                new = batch.next_offset
-            else:
-                ps.state = "idle"
-                if time.monotonic() - verified >= cfg.verify_interval_s:
-                    verified = time.monotonic()
-                    new = await self._verify(p, pos)
+        ahead: tuple[int, asyncio.Task[SourceBatch]] | None = None
+        try:
+            while True:
+                if ahead is not None and ahead[0] == pos:
+                    batch = await ahead[1]
                 else:
-                    new = pos
-            if new != pos:
-                pos = ps.position = new
-                ps.updated_at = time.time()
-                await self._checkpoint(ps, pos)
+                    if ahead is not None:
+                        await _cancelled(ahead[1])
+                    batch = await self._read(ps, pos, how)
+                ahead = None
+                ps.end_offset = batch.end_offset
+                lost = batch.next_offset - pos - len(batch.records)
+                if lost > 0:
+                    ps.records_lost += lost
+                    log.warning("mirror %s partition %d: %d records from offset %d are gone "
+                                "from the source (retention or corruption: %s) and cannot be "
+                                "copied", self.name, p, lost, pos,
+                                batch.skipped or "before start")
+                if batch.records:
+                    ps.state = "copying"
+                    # Read ahead while the batch is written: the source's read and the
+                    # target's round trips overlap (two batches in memory at most, and a
+                    # stalled target still stops the loop after one read ahead).
+                    ahead = (batch.next_offset, asyncio.create_task(
+                        self._read(ps, batch.next_offset, how)))
+                    new = await self._retrying(ps, "write target",
+                                               lambda pos=pos, b=batch: self._write(p, pos, b))
+                    ps.records_copied += len(batch.records) if new == batch.next_offset else 0
+                    verified = time.monotonic()
+                elif batch.next_offset != pos:
+                    new = batch.next_offset
+                else:
+                    ps.state = "idle"
+                    if time.monotonic() - verified >= cfg.verify_interval_s:
+                        verified = time.monotonic()
+                        new = await self._verify(p, pos)
+                    else:
+                        new = pos
+                if new != pos:
+                    pos = ps.position = new
+                    ps.updated_at = time.time()
+                    await self._checkpoint(ps, pos)
+        finally:
+            if ahead is not None:
+                await _cancelled(ahead[1])
+
+    async def _read(self, ps: PartitionStatus, pos: int, how: dict[str, Any]) -> SourceBatch:
+        cfg = self.config
+        return await self._retrying(
+            ps, "read source", lambda: self.source.read(
+                cfg.topic, ps.partition, pos, cfg.batch_records, cfg.batch_bytes,
+                cfg.wait_ms / 1000, **how))
 
     async def _checkpoint(self, ps: PartitionStatus, pos: int) -> None:
         """Save the position; a failure is logged, not retried: the checkpoint is a hint
@@ -279,3 +302,13 @@ class MirrorRunner:
                         "%d; continuing from the target", self.name, p, held, pos)
             return held
         return pos
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel a read ahead no longer wanted and wait for it to end. Its error, if it
+    failed, is of no interest (the position it read from is not ours any more); our own
+    cancellation still reaches us (``asyncio.wait`` raises only that)."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
