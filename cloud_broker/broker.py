@@ -24,7 +24,7 @@ from .kafka import KafkaServer
 from .metrics import BrokerMetrics
 from .mirrors import LocalSource, MirrorCollector, MirrorManager
 from .storage import UnknownTopic
-from .storage.open import STARTUP_WAIT_S, open_store, open_topics
+from .storage.open import STARTUP_WAIT_S, open_store, open_topics, startup_pause
 from .storage.settings import JetStreamConfig
 from .trust import MirrorTargets, TopicLimitReached
 
@@ -126,7 +126,7 @@ class Broker:
             except GroupStoreError as exc:
                 if time.monotonic() >= deadline:
                     raise
-                pause = min(5.0, 0.25 * 2 ** attempt)
+                pause = startup_pause(attempt, deadline)
                 log.warning("groups: %s; trying again in %.1f s", exc, pause)
                 await asyncio.sleep(pause)
         self.groups = GroupCoordinator(self.store, backend)

@@ -66,10 +66,17 @@ def until_available(fn: Callable[[], T], what: str, deadline: float,
         except LogError as exc:
             if not getattr(exc, "retry_later", False) or time.monotonic() >= deadline:
                 raise
-            pause = min(5.0, 0.25 * 2 ** attempt, max(0.0, deadline - time.monotonic()))
+            pause = startup_pause(attempt, deadline)
             log.warning("storage: %s: %s; trying again in %.1f s", what, exc, pause)
             sleep(pause)
             attempt += 1
+
+
+def startup_pause(attempt: int, deadline: float) -> float:
+    """Seconds to wait before asking again after ``attempt`` failed tries (from 0): from
+    0.25 s doubling to 5 s, never past ``deadline`` (monotonic). The broker's groups
+    bucket waits for the cluster by the same rule (``Broker._open_shared_groups``)."""
+    return min(5.0, 0.25 * 2 ** attempt, max(0.0, deadline - time.monotonic()))
 
 
 def open_topics(store: PartitionStoreAPI, topics: Iterable[TopicConfig],
