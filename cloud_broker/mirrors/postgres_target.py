@@ -15,13 +15,14 @@ with COPY, each value parsed into jsonb once, no staging table and no merge. The
 key stays the backstop. Should rows be there anyway (written by hand, the position row
 deleted), the key refuses the COPY, the transaction rolls back, and the batch is written
 again the slow way: COPY into a temporary staging table and ``INSERT ... SELECT ... ON
-CONFLICT DO NOTHING`` (see ``merged_batches``). Rows and position commit together or not
+CONFLICT ON CONSTRAINT <primary key> DO NOTHING`` (see ``merged_batches``; a row another
+unique constraint refuses fails the batch, never skipped in silence). Rows and position commit together or not
 at all, so the target always knows exactly where it is (``next_offset`` reads the
 position row): a replayed batch inserts nothing, and rows removed later for retention are
 not written again.
 
-The runner copies partitions concurrently, so the target keeps a pool of at most
-``connections`` connections (one transaction each at a time): partitions on separate
+The runner copies partitions concurrently, so the target keeps a pool (``pg_pool``) of
+at most ``connections`` connections (one transaction each at a time): partitions on separate
 connections run on separate server backends (the server's jsonb and index work spreads
 over its cores while the mirror builds the next COPY data). Which connection writes a
 batch does not matter for exactly once (the position row lock and the one transaction
@@ -49,25 +50,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import pq, sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import sql
 
 from shared_log import StoredRecord
 
 from .pg_copy import COLUMNS, copy_chunks
+from .pg_pool import INERROR, PgPool, refused_content, where
 from .pg_rows import BYTES, FAST, FIELD_TYPES, MODES
 from .pg_stored import stored_chunks
 from .settings import PG_CONNECTIONS as CONNECTIONS
 from .stored import StoredRecords, span
-from .target import TargetRejected, TargetUnavailable
+from .target import TargetRejected
 
 log = logging.getLogger(__name__)
-IDLE, INERROR = pq.TransactionStatus.IDLE, pq.TransactionStatus.INERROR
 POSITIONS = "edgestream_positions"
 STAGE = "edgestream_stage"
 COLUMN_TYPES = ("text", "int", "bigint", "text", "bytea", "timestamptz", "bigint", "jsonb",
@@ -75,41 +74,7 @@ COLUMN_TYPES = ("text", "int", "bigint", "text", "bytea", "timestamptz", "bigint
 #: TimescaleDB is installed in the database: its function is there to call
 TIMESCALE_PRESENT = ("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb' UNION ALL "
                      "SELECT 1 FROM pg_proc WHERE proname = 'create_hypertable' LIMIT 1")
-#: SQLSTATE classes that are the operator's to fix, not transient
-_REJECTED_CLASSES = ("28", "3D", "3F", "42")
-_REJECTED_TEXT = ("password authentication failed", "no pg_hba.conf entry",
-                  "no password supplied", "does not exist", "does not support SSL",
-                  "certificate", "invalid sslmode")
-
-
-def _where(conninfo: str) -> str:
-    """host:port/dbname of a connection string, for logs (never its credentials)."""
-    try:
-        d = conninfo_to_dict(conninfo)
-    except psycopg.Error:
-        return "(invalid connection string)"
-    return f"{d.get('host', '') or 'localhost'}:{d.get('port', '') or 5432}/{d.get('dbname', '')}"
-
-
-def _refused_content(exc: BaseException) -> bool:
-    """The server refused what a row holds (bad JSON, a value out of range: class 22, or
-    JSON nested beyond its stack: class 54), not the connection or the statement."""
-    state = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, psycopg.DataError) or state[:2] == "54"
-
-
-def _mapped(exc: Exception, what: str) -> Exception:
-    """Ours for a psycopg error: rejected for auth, missing objects and bad SQL, else
-    unavailable (connection lost, server starting or shutting down, timeouts)."""
-    state = getattr(exc, "sqlstate", None) or ""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, psycopg.ProgrammingError) or state[:2] in _REJECTED_CLASSES or (
-            not state and any(t in text for t in _REJECTED_TEXT) and "starting up" not in text):
-        return TargetRejected(f"{what}: {text}")
-    return TargetUnavailable(f"{what}: {text}")
-
-
-class PostgresTarget:
+class PostgresTarget(PgPool):
     """Records of one topic into a PostgreSQL table; see the module docstring."""
 
     def __init__(self, conninfo: str, table: str = "records", *,
@@ -117,84 +82,17 @@ class PostgresTarget:
                  connect_kwargs: Mapping[str, Any] | None = None,
                  fields: Mapping[str, str] | None = None, hypertable: bool = True,
                  timeout_s: float = 10.0, connections: int = CONNECTIONS) -> None:
-        if connections < 1:
-            raise ValueError("connections must be at least 1")
-        self.conninfo = conninfo
-        self._password = password
-        self.password_env = password_env
+        super().__init__(conninfo, f"postgresql {where(conninfo)} table {table}",
+                         password=password, password_env=password_env,
+                         connect_kwargs=connect_kwargs, timeout_s=timeout_s,
+                         connections=connections)
         self.table = table
         self.fields = dict(fields or {})
         self.hypertable = hypertable
-        self.timeout_s = timeout_s
-        self._kwargs = dict(connect_kwargs or {})
-        self.description = f"postgresql {_where(conninfo)} table {table}"
-        self.connections = connections
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
-        self._open: set[psycopg.AsyncConnection[Any]] = set()
-        self._slots = asyncio.Semaphore(connections)
         self._topic = ""
         self._sql: dict[str, sql.Composed] = {}
         #: batches the primary key refused (rows already past the position), merged instead
         self.merged_batches = 0
-
-    # -- connections ---------------------------------------------------------------------
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        secret = {}
-        if self.password_env:
-            if self.password_env not in os.environ:
-                raise TargetRejected(f"{self.description}: the environment variable "
-                                     f"{self.password_env} (password_env) is not set")
-            secret["password"] = os.environ[self.password_env]
-        elif self._password is not None:
-            secret["password"] = self._password
-        conn = await psycopg.AsyncConnection.connect(
-            self.conninfo, connect_timeout=max(1, int(self.timeout_s)),
-            client_encoding="UTF8", application_name="edgestream-mirror", autocommit=True,
-            **self._kwargs, **secret)
-        try:
-            # Not through libpq's ``options``: that would replace the DSN's own (search_path).
-            await conn.execute("SELECT set_config('statement_timeout', %s, false)",
-                               [f"{int(self.timeout_s * 1000)}ms"])
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
-    async def _drop(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._open.discard(conn)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(), 2)
-
-    async def _guarded(self, what: str, op: Any) -> Any:
-        """Run ``op(conn)`` on a connection of the pool within the timeout (waiting for a
-        free one does not count); a failure drops the connection unless it is idle again
-        (``op`` rolled back: an error of the statement, not of the link), and maps to our
-        errors. Refused content and the primary key's refusal are left to ``write``,
-        which writes the batch again."""
-        async with self._slots:
-            conn = None
-            try:
-                async with asyncio.timeout(self.timeout_s * 2):
-                    while self._idle and conn is None:
-                        conn = self._idle.pop()  # the most recently used: warm, alive
-                        if conn.closed:
-                            self._open.discard(conn)
-                            conn = None
-                    if conn is None:
-                        conn = await self._connect()
-                        self._open.add(conn)
-                    return await op(conn)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                if _refused_content(exc) or isinstance(exc, psycopg.errors.UniqueViolation):
-                    raise
-                raise _mapped(exc, f"{self.description}: {what}") from exc
-            finally:
-                if conn is not None:
-                    if not conn.closed and conn.info.transaction_status == IDLE:
-                        self._idle.append(conn)
-                    else:  # broken, or cancelled mid-transaction
-                        await self._drop(conn)
 
     def _columns(self) -> list[tuple[str, str]]:
         """(name, type) of every column the target writes, in COPY order."""
@@ -224,19 +122,6 @@ class PostgresTarget:
             raise
         finally:
             await asyncio.gather(*warm, return_exceptions=True)
-
-    async def _warm(self) -> None:
-        """One more idle connection in the pool; a failure is left to the first write
-        that needs it (it connects again, and reports)."""
-        async with self._slots:
-            try:
-                async with asyncio.timeout(self.timeout_s * 2):
-                    conn = await self._connect()
-            except (psycopg.Error, OSError, TimeoutError, TargetRejected) as exc:
-                log.debug("%s: connecting ahead failed: %s", self.description, exc)
-                return
-            self._open.add(conn)
-            self._idle.append(conn)
 
     async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
         t = sql.Identifier(self.table)
@@ -306,7 +191,7 @@ class PostgresTarget:
                 # constraint someone added to the table.
                 raise TargetRejected(f"{self.description}: {exc}") from exc
             except psycopg.DatabaseError as exc:
-                if not _refused_content(exc):
+                if not refused_content(exc):
                     raise
                 # A value the server refused: never stall on it, judge the batch's values
                 # more strictly here and write it again (pg_rows.MODES).
@@ -344,7 +229,7 @@ class PostgresTarget:
                         await cp.write(data)
                         await asyncio.sleep(0)  # the broker's loop runs between pieces
                 if merge:
-                    await conn.execute(q["merge"])
+                    await conn.execute(await self._merge_statement(conn))
             await conn.execute(b"COMMIT")
         except psycopg.Error:
             if not conn.closed and conn.info.transaction_status == INERROR:
@@ -372,10 +257,23 @@ class PostgresTarget:
                                  sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k))
                                  for n, k in self._columns())),
             "stage_copy": sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(st, cols),
-            "merge": sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING"
-                             ).format(t, cols, cols, st),
         }
         return self._sql
+
+    async def _merge_statement(self, conn: psycopg.AsyncConnection[Any]) -> sql.Composed:
+        """The slow way's INSERT, skipping rows by the table's primary key only: a row
+        another unique constraint refuses (one added by hand) fails the batch, it is
+        never dropped in silence. No primary key: rejected, nothing could be skipped."""
+        row = await (await conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+            "AND contype = 'p'", [self.table])).fetchone()
+        if row is None:
+            raise TargetRejected(f"{self.description}: the table has no primary key, so "
+                                 "rows already there cannot be told apart")
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self._columns())
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ON CONSTRAINT {} "
+                       "DO NOTHING").format(sql.Identifier(self.table), cols, cols,
+                                            sql.Identifier(STAGE), sql.Identifier(row[0]))
 
     async def next_offset(self, partition: int) -> int | None:
         async def ask(conn: psycopg.AsyncConnection[Any]) -> int:
@@ -393,8 +291,3 @@ class PostgresTarget:
                     [self._topic, partition])).fetchone()
                 return 0 if top is None or top[0] is None else int(top[0]) + 1
         return await self._guarded("read position", ask)
-
-    async def close(self) -> None:
-        self._idle.clear()
-        for conn in list(self._open):
-            await self._drop(conn)

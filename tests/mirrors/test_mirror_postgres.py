@@ -160,6 +160,25 @@ def test_rows_already_past_the_position_take_the_merge_path_exactly_once(
     assert position(t) == 300
 
 
+def test_the_merge_skips_by_the_primary_key_only(pg: PostgresServer) -> None:
+    """The slow way skips rows the primary key already holds, nothing else: a row that
+    another unique constraint (one added by hand) refuses fails the batch, rejected,
+    with nothing of it written: never dropped in silence."""
+    t = target(pg, "merge_unique")
+    write(t, [reading(i) for i in range(10)])
+    with pg.connect() as conn:
+        conn.execute("create unique index merge_unique_ts on merge_unique (ts_ms)")
+        conn.execute("insert into merge_unique (topic, partition, \"offset\", time, ts_ms, "
+                     "value) values (%s, 0, 12, now(), 0, '{}')", [TOPIC])
+        conn.execute("delete from edgestream_positions where relation = 'merge_unique'")
+    # Offset 12 is past the position (the merge path); offset 15's ts_ms is one the
+    # added constraint already holds (offset 5's).
+    clash = StoredRecord(15, b"dev-0", b"{}", reading(5).timestamp, ())
+    with pytest.raises(TargetRejected, match="merge_unique_ts"):
+        write(t, [reading(i) for i in range(10, 15)] + [clash])
+    assert offsets(pg, "merge_unique") == [*range(10), 12]
+
+
 def test_columns_typed_fields_and_the_documented_queries(pg: PostgresServer) -> None:
     fields = {"temp": "double", "seq": "bigint", "site": "text", "ok": "boolean",
               "tags": "jsonb"}
