@@ -38,6 +38,7 @@ import orjson
 
 from . import status as status_mod
 from .config import EdgeConfig
+from .config_ingest import trickle_spacing
 from .deadletter import DeadLetterLog
 from .dedup import HighWaterMarks, checkpoint_recovered, load_marks, save_marks
 from .edgeproc import EdgeProcessing
@@ -143,6 +144,8 @@ class Agent:
                              max_payload_bytes=ing.max_payload_bytes)
         inbox = Inbox()
         session, ack = self._adapter(inbox, sc.name, [(t, sc.qos) for t in sc.topics])
+        trickle = trickle_spacing(ing, sc.priority, cfg.mqtt.receive_maximum,
+                                  self.listener is None and cfg.mqtt.protocol == "5")
         pipeline = StreamIngest(
             sc.name, store, rules, marks, self.deadletters, route,
             inbox=inbox, ack=ack,
@@ -150,6 +153,7 @@ class Agent:
             observe_fsync=self.metrics.observer(sc.name),
             max_batch=ing.batch_max_messages, window_s=ing.batch_window_ms / 1000,
             gather_s=ing.gather_ms / 1000, quiet_s=ing.commit_interval_ms / 1000,
+            trickle_s=trickle[0], trickle_rate=trickle[1],
             retry_s=ing.backpressure_retry_ms / 1000, routed=self.listener is not None)
         now = time.time()
         tracker = status_mod.StreamTracker(store.acked_offset, store.log.end_offset, 0,

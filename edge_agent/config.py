@@ -29,7 +29,6 @@ Example (see docs/edge-agent.md for every key)::
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import tomlconf
 from tomlconf import ConfigError, Section, is_host, load_toml, parse_listen, shown
 from uplink import is_safe_name
 
+from .config_ingest import IngestConfig, is_filter, parse_ingest
 from .listener.config import ListenerConfig, check_listener_files, parse_listener
 from .transforms.spec import TransformSpec, derived_names, parse_transforms
 
@@ -90,37 +90,6 @@ class UplinkConfig:
 
 
 _UPLINK_KEYS = set(UplinkConfig.__slots__) - {"urls"}  # a list goes in ``url``
-
-
-@dataclass(frozen=True, slots=True)
-class IngestConfig:
-    max_payload_bytes: int = 256 * 1024
-    #: payload field holding a per-device sequence number (JSON or CBOR map); "" = none
-    sequence_field: str = "seq"
-    #: payload field holding the device timestamp (ms since the epoch); "" = none
-    timestamp_field: str = "ts"
-    commit_interval_ms: float = 10.0
-    dead_letter_max_bytes: int = 16 * 1024 * 1024
-    #: bytes of each refused payload kept in the dead-letter log
-    dead_letter_payload_bytes: int = 4096
-    batch_max_messages: int = 2000  # most messages appended as one shared_log batch
-    #: extra wait for more messages before a batch is appended (0: take what has arrived)
-    batch_window_ms: float = 0.0
-    #: after commit_interval_ms without an append, how long a reading waits for its burst
-    gather_ms: float = 2.0
-    #: how often a blocked stream (log full, disk full) retries its append
-    backpressure_retry_ms: float = 500.0
-    #: how often the per-device dedup marks are checkpointed
-    dedup_checkpoint_s: float = 5.0
-    #: payload field holding a device's boot epoch (int or short string); "" = none
-    epoch_field: str = "boot"
-    #: how far back (in sequence numbers) a redelivery can be; a sequence that falls back
-    #: further counts as a device restart. Keep >= mqtt.receive_maximum.
-    dedup_window: int = 1000
-    #: most devices whose dedup marks are kept per stream (least recently seen evicted)
-    dedup_max_devices: int = 100_000
-    #: extra MQTT filters whose messages matching no stream are dead-lettered (no_stream)
-    unmatched_topics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +160,8 @@ class EdgeConfig:
 
 # -- validation ---------------------------------------------------------------------------
 
-_TOPIC_FILTER = re.compile(r"^(?:[^#+/]*|\+)(?:/(?:[^#+/]*|\+))*(?:/#)?$|^#$")
 _SAFE_NAME = "must match [A-Za-z0-9][A-Za-z0-9._-]*"
 _LISTEN_EXAMPLE = "127.0.0.1:9100"
-
-
-def _is_filter(t: str) -> bool:
-    return bool(t) and _TOPIC_FILTER.match(t) is not None
 
 
 def _stream(d: Section) -> StreamConfig:
@@ -207,7 +171,7 @@ def _stream(d: Section) -> StreamConfig:
     name = d.string("name", None, check=is_safe_name, form=_SAFE_NAME)
     if name is None:
         raise d.error("name", "is required")
-    topics = d.strings("topics", (), check=_is_filter,
+    topics = d.strings("topics", (), check=is_filter,
                        form="a non-empty list of MQTT topic filters")
     if not topics:
         raise d.error("topics", "must be a non-empty list of MQTT topic filters")
@@ -296,31 +260,6 @@ def _uplink(u: Section, base: Path) -> UplinkConfig:
     )
 
 
-def _ingest(g: Section) -> IngestConfig:
-    d = IngestConfig()
-    return IngestConfig(
-        max_payload_bytes=g.integer("max_payload_bytes", d.max_payload_bytes, minimum=1),
-        sequence_field=g.string("sequence_field", d.sequence_field),
-        timestamp_field=g.string("timestamp_field", d.timestamp_field),
-        commit_interval_ms=g.number("commit_interval_ms", d.commit_interval_ms, minimum=0),
-        dead_letter_max_bytes=g.integer("dead_letter_max_bytes", d.dead_letter_max_bytes,
-                                        minimum=1024),
-        dead_letter_payload_bytes=g.integer("dead_letter_payload_bytes",
-                                            d.dead_letter_payload_bytes, minimum=0),
-        batch_max_messages=g.integer("batch_max_messages", d.batch_max_messages, minimum=1),
-        batch_window_ms=g.number("batch_window_ms", d.batch_window_ms, minimum=0),
-        gather_ms=g.number("gather_ms", d.gather_ms, minimum=0, maximum=1000),  # PUBACKs wait
-        backpressure_retry_ms=g.number("backpressure_retry_ms", d.backpressure_retry_ms,
-                                       minimum=1),
-        dedup_checkpoint_s=g.number("dedup_checkpoint_s", d.dedup_checkpoint_s, minimum=0.1),
-        epoch_field=g.string("epoch_field", d.epoch_field),
-        dedup_window=g.integer("dedup_window", d.dedup_window, minimum=1),
-        dedup_max_devices=g.integer("dedup_max_devices", d.dedup_max_devices, minimum=1),
-        unmatched_topics=g.strings("unmatched_topics", (), check=_is_filter,
-                                   form="a list of MQTT topic filters"),
-    )
-
-
 def _status(s: Section) -> StatusConfig:
     d = StatusConfig()
     listen = s.get("listen", d.listen)
@@ -347,7 +286,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> EdgeCo
     data_dir = doc.path("data_dir", base)
     mqtt = _mqtt(doc.section("mqtt", known=MqttConfig.__slots__), edge_id, base)
     uplink = _uplink(doc.section("uplink", known=_UPLINK_KEYS), base)
-    ingest = _ingest(doc.section("ingest", known=IngestConfig.__slots__))
+    ingest = parse_ingest(doc.section("ingest", known=IngestConfig.__slots__))
     status = _status(doc.section("status", known=StatusConfig.__slots__))
     if not isinstance(raw.get("streams"), list) or not raw["streams"]:
         raise doc.error("streams", "at least one [[streams]] table is required")

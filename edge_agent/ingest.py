@@ -78,7 +78,8 @@ class StreamIngest(Preparer):
                  observe_fsync: Callable[[float], None] = lambda s: None,
                  on_appended: Callable[[], None] = lambda: None,
                  max_batch: int = 2000, window_s: float = 0.0, retry_s: float = 0.5,
-                 gather_s: float = 0.0, quiet_s: float = 0.0, routed: bool = False) -> None:
+                 gather_s: float = 0.0, quiet_s: float = 0.0, trickle_s: float = 0.0,
+                 trickle_rate: float = 0.0, routed: bool = False) -> None:
         """``inbox`` is where the MQTT session delivers (a new one if None); ``ack`` sends
         the PUBACKs of that session; ``on_durable`` is called once per append when its
         records are durable (the forwarder's ``notify``); ``observe_fsync`` gets the
@@ -87,6 +88,7 @@ class StreamIngest(Preparer):
         Readings gather until the log's next commit could start (one append and fsync);
         after ``quiet_s`` without an append that is now, so the first reading waits
         ``gather_s`` for the rest of its burst (one append, fsync and PUBACK write).
+        Below ``trickle_rate`` readings/s appends are ``trickle_s`` apart at least.
         ``routed``: the inbox only ever gets this stream's topics (the MQTT listener
         routes before it submits), so readings are not routed again (``prepare``)."""
         self.name, self.store, self.rules = name, store, rules
@@ -94,7 +96,10 @@ class StreamIngest(Preparer):
         self.deadletters, self.route, self.routed = deadletters, route, routed
         self.max_batch, self.window_s, self.retry_s = max_batch, window_s, retry_s
         self.gather_s, self.quiet_s = gather_s, quiet_s
+        self.trickle_s, self.trickle_rate = trickle_s, trickle_rate
         self._appended_at = float("-inf")  # time.monotonic() of the last append
+        #: readings/s of the last append, over the time since the one before
+        self._rate = float("inf")
         self.inbox = inbox if inbox is not None else Inbox()
         #: where the MQTT adapter delivers: the inbox's own method, no extra call per message
         self.submit = self.inbox.submit
@@ -145,14 +150,24 @@ class StreamIngest(Preparer):
     def _gate(self) -> float:
         """Until when a batch whose first reading arrives now may gather (``Inbox``): the
         batch window if one is set; else until the log's next commit could start, and
-        after a quiet spell for the burst's ``gather_s``."""
+        after a quiet spell for the burst's ``gather_s``.
+
+        At a trickle (the last append's readings came slower than ``trickle_rate``), at
+        least ``trickle_s`` after the last append: at 100 readings/s an append, fsync and
+        PUBACK write every 10-100 ms was two thirds of the agent's CPU, and a trickle's
+        records wait for the uplink's ``min_batch_linger_ms`` anyway. A reading after a
+        longer pause goes at once; a full batch, or the listener's ``hurry`` (every device
+        waits for a PUBACK), still wakes the pipeline early."""
         now = time.monotonic()
         if self.window_s > 0:
             return now + self.window_s
         if self.store is None:
             return 0.0
         quiet = now - self._appended_at > self.quiet_s
-        return max(self.store.log.commit_due_at(), now + self.gather_s if quiet else 0.0)
+        due = max(self.store.log.commit_due_at(), now + self.gather_s if quiet else 0.0)
+        if self._rate < self.trickle_rate:
+            return max(due, self._appended_at + self.trickle_s)
+        return due
 
     async def _write(self, p: Pending) -> None:
         if p.dead:
@@ -215,7 +230,10 @@ class StreamIngest(Preparer):
         del p.meta[:k]
         st.appended += k
         st.batches += 1
-        self._appended_at = time.monotonic()
+        now = time.monotonic()
+        since = now - self._appended_at  # inf for the first append: its rate is unknown
+        self._rate = k / max(since, 1e-6) if since < float("inf") else float("inf")
+        self._appended_at = now
         # One waiter per append serves the forwarder (woken in _durable_done) and the
         # PUBACKs (the ack loop awaits it). QoS 0 batches have no PUBACKs and feed the
         # fsync histogram only one in 16, which is enough for it.

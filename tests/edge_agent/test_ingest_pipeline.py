@@ -16,6 +16,7 @@ from edge_agent_testing import Publisher, write_config
 
 from edge_agent.agent import Agent
 from edge_agent.config import EdgeConfig, load_config, parse_config
+from edge_agent.config_ingest import IngestConfig, trickle_spacing
 from edge_agent.deadletter import DeadLetterLog
 from edge_agent.dedup import HighWaterMarks
 from edge_agent.ingest import StreamIngest
@@ -99,6 +100,69 @@ def test_a_burst_after_a_quiet_spell_is_one_append_and_load_never_waits(
         store.log.close()
 
     asyncio.run(main())
+
+
+def _trickle(tmp: Path, **kw: object) -> tuple[int, list[float]]:
+    """60 readings, one every 10 ms (100 readings/s): the appends they took and each
+    reading's wait for its PUBACK."""
+    async def main() -> tuple[int, list[float]]:
+        ing, store = pipeline(tmp, config(tmp), quiet_s=0.03, **kw)
+        sent: dict[int, float] = {}
+        waits: list[float] = []
+        ing.ack = lambda acks: waits.extend(time.monotonic() - sent[m] for m, _ in acks)
+        task = asyncio.create_task(ing.run())
+        for i in range(60):
+            sent[i + 1] = time.monotonic()
+            ing.submit(msg("d1", i, i + 1))
+            await asyncio.sleep(0.01)
+        await until(lambda: len(waits) >= 60, 30, "60 acks")
+        task.cancel()
+        store.log.close()
+        return store.log.stats.appended_batches, waits
+
+    return asyncio.run(main())
+
+
+def test_a_trickle_appends_once_per_spacing(tmp_path: Path) -> None:
+    """Below ``trickle_rate`` the appends (each an fsync and a PUBACK write) are
+    ``trickle_s`` apart; without the spacing each commit interval has its own."""
+    spaced, waits = _trickle(tmp_path / "spaced", trickle_s=0.2, trickle_rate=500.0)
+    every, _ = _trickle(tmp_path / "every")
+    # ~0.6 s of readings: the first append at once (no rate known yet), then one per 0.2 s
+    assert spaced <= 6, spaced
+    assert every >= 12, every  # a 30 ms commit interval: ~20 appends
+    assert max(waits) < 0.2 + 0.15  # a reading waits one spacing at most (and its fsync)
+
+
+def test_a_stream_above_the_trickle_rate_is_not_spaced(tmp_path: Path) -> None:
+    async def main() -> None:
+        ing, store = pipeline(tmp_path, config(tmp_path), quiet_s=0.03, trickle_s=5.0,
+                              trickle_rate=500.0)
+        ing.ack = lambda acks: None
+        task = asyncio.create_task(ing.run())
+        for i in range(200):  # 200 readings at once: the first append after them ...
+            ing.submit(msg("d1", i, i + 1))
+        await until(lambda: ing.stats.pubacks >= 200, 30, "200 acks")
+        # ... ran at 200 readings in ~0 s: far above the rate, so nothing waits 5 s
+        start = time.monotonic()
+        for i in range(200, 400):
+            ing.submit(msg("d1", i, i + 1))
+        await until(lambda: ing.stats.pubacks >= 400, 30, "400 acks")
+        assert time.monotonic() - start < 2.0
+        task.cancel()
+        store.log.close()
+
+    asyncio.run(main())
+
+
+def test_trickle_spacing_is_off_where_a_later_puback_would_slow_devices() -> None:
+    ing = IngestConfig()
+    assert trickle_spacing(ing, 5, 1000, True) == (0.25, 500.0)
+    assert trickle_spacing(ing, 0, 1000, True) == (0.0, 0.0)  # alarms
+    assert trickle_spacing(ing, 5, 1000, False) == (0.0, 0.0)  # listener, or 3.1.1
+    # a small Receive Maximum caps the rate: a spacing's readings within a quarter of it
+    assert trickle_spacing(ing, 5, 100, True) == (0.25, 100.0)
+    assert trickle_spacing(IngestConfig(trickle_window_ms=0), 5, 1000, True) == (0.0, 0.0)
 
 
 def test_redeliveries_are_deduplicated_but_still_acked(tmp_path: Path) -> None:
