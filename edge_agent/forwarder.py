@@ -35,7 +35,7 @@ from uplink import Ack, Batch, Refusal, RefusalMove, SenderState
 
 from .config import UplinkConfig
 from .streams import StreamStore
-from .tail import TailCache, read_block
+from .tail import TAIL_BYTES, TailCache, read_block
 from .trickle import TrickleRule
 from .uplink_http import (
     FatalUplinkError,
@@ -83,10 +83,9 @@ class StreamSender:
         #: if that batch is not acked (they are then resent as an empty range)
         self._dropped_in_flight: list[tuple[int, int]] = []
         store.log.on_drop = self._on_drop
-        #: the last appended batches, as much as may be in flight (4 MiB stored by
-        #: default, ~3 s at 5,000 readings/s): sent from memory while the sender keeps
-        #: up; still only durable offsets, the log stays the source of truth (.tail)
-        self.tail = TailCache(cfg.max_batch_bytes * cfg.max_in_flight)
+        #: the last appended batches (``TAIL_BYTES``): sent from memory while the sender
+        #: keeps up; still only durable offsets, the log stays the source of truth (.tail)
+        self.tail = TailCache(min(TAIL_BYTES, cfg.max_batch_bytes * cfg.max_in_flight))
         store.log.on_append = self.tail.add
 
     @property
