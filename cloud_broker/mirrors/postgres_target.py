@@ -16,10 +16,10 @@ key stays the backstop. Should rows be there anyway (written by hand, the positi
 deleted), the key refuses the COPY, the transaction rolls back, and the batch is written
 again the slow way: COPY into a temporary staging table and ``INSERT ... SELECT ... ON
 CONFLICT ON CONSTRAINT <primary key> DO NOTHING`` (see ``merged_batches``; a row another
-unique constraint refuses fails the batch, never skipped in silence). Rows and position commit together or not
-at all, so the target always knows exactly where it is (``next_offset`` reads the
-position row): a replayed batch inserts nothing, and rows removed later for retention are
-not written again.
+unique constraint refuses fails the batch, never skipped in silence). Rows and position
+commit together or not at all, so the target always knows exactly where it is
+(``next_offset`` reads the position row): a replayed batch inserts nothing, and rows
+removed later for retention are not written again.
 
 The runner copies partitions concurrently, so the target keeps a pool (``pg_pool``) of
 at most ``connections`` connections (one transaction each at a time): partitions on separate
