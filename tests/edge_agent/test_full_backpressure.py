@@ -220,6 +220,10 @@ def test_disk_filled_by_another_stream_drop_oldest_keeps_accepting(
                 pub.publish(seq)
             wait_for(lambda: pub.all_acked(n), 60, interval=0.1,
                      message="every telemetry reading acknowledged on the full disk")
+            # Mosquitto's PUBACKs come first; the agent appends them a spacing later at
+            # most (a trickle is spaced: ingest.trickle_window_ms)
+            wait_for(lambda: stream_status(status_port)["appended"] >= n, 30, interval=0.05,
+                     message="every telemetry reading appended on the full disk")
             st = stream_status(status_port)
             assert st["write_error"] == "" and st["full_policy_deleted"] > 0
             assert st["start_offset"] > 0
