@@ -82,6 +82,7 @@ class LeanClient:
         self.timeout_s = timeout_s
         self.max_reply_bytes = max_reply_bytes
         self._idle: list[_Conn] = []
+        self._busy: set[_Conn] = set()  # connections with a request on them
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
 
@@ -125,11 +126,14 @@ class LeanClient:
         return _Conn(reader, writer)
 
     async def _exchange(self, conn: _Conn, request: h11.Request, body: bytes) -> Reply:
+        self._busy.add(conn)
         try:
             reply = await self._roundtrip(conn, request, body)
         except BaseException:
             conn.close()
             raise
+        finally:
+            self._busy.discard(conn)
         if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE \
                 and not self._closed:
             conn.h11.start_next_cycle()
@@ -160,6 +164,15 @@ class LeanClient:
                 return Reply(status, b"".join(chunks), headers)
             else:  # ConnectionClosed or PAUSED before the reply ended
                 raise ConnectionFailed(f"connection ended before the reply: {event!r}")
+
+    def abort(self) -> None:
+        """Close every connection, those with a request on them included: their
+        requests end at once in ``ConnectionFailed`` instead of waiting out
+        ``timeout_s`` on a server that died under them (``HttpUplink`` does this when a
+        request to the same server failed). The client stays usable."""
+        idle, self._idle = self._idle, []
+        for conn in (*idle, *self._busy):
+            conn.close()
 
     async def aclose(self) -> None:
         self._closed = True

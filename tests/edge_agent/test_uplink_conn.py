@@ -102,6 +102,32 @@ def test_a_silent_server_times_out() -> None:
     asyncio.run(main())
 
 
+def test_abort_ends_the_requests_in_flight_at_once() -> None:
+    """A server that died under its connections (behind a proxy that keeps them open)
+    never answers: ``abort`` (the uplink calls it when a request to that server failed)
+    ends every request in flight now, not after ``timeout_s``; the client stays usable."""
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(1 << 20)
+        await asyncio.sleep(30)
+
+    async def main() -> None:
+        async with serving(silent) as (port, accepted):
+            client = LeanClient(f"http://127.0.0.1:{port}", {}, timeout_s=20)
+            posts = [asyncio.create_task(client.post("/x", b"b", {})) for _ in range(3)]
+            async with asyncio.timeout(10):
+                while accepted[0] < 3:  # all three on the wire
+                    await asyncio.sleep(0.01)
+            start = asyncio.get_running_loop().time()
+            client.abort()
+            for post in posts:
+                with pytest.raises(ConnectionFailed):
+                    await asyncio.wait_for(post, 5)
+            assert asyncio.get_running_loop().time() - start < 2.0
+            await client.aclose()
+
+    asyncio.run(main())
+
+
 def test_a_reply_over_the_cap_is_refused() -> None:
     async def huge(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request(r)
