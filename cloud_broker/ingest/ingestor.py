@@ -134,12 +134,12 @@ class Ingestor(IngestState):
         self.stats.batches += 1
         _check_reserved(batch.records)
         waits: list[tuple[PartitionLog, int]] = []
-        if decide(self._known(source), batch).kind is DecisionKind.GAP:
-            refusal = await self._wait_for_predecessor(source, batch)
+        if decide(self._known(source, parts), batch).kind is DecisionKind.GAP:
+            refusal = await self._wait_for_predecessor(source, parts, batch)
             if refusal is not None:
                 return refusal
         async with self._locks[source]:
-            decision = decide(self._known(source), batch)
+            decision = decide(self._known(source, parts), batch)
             kind = decision.kind
             if kind is DecisionKind.GAP:
                 self.stats.gaps += 1
@@ -184,11 +184,12 @@ class Ingestor(IngestState):
                 p.notify()
         return reply_for(batch, decision)
 
-    def _known(self, source: Source) -> int | None:
+    def _known(self, source: Source, parts: Sequence[PartitionLog]) -> int | None:
         """The acked offset ``decide`` starts from; None: a position never seen."""
         return self._acked.get(source)
 
-    async def _wait_for_predecessor(self, source: Source, batch: Batch) -> Refusal | None:
+    async def _wait_for_predecessor(self, source: Source, parts: Sequence[PartitionLog],
+                                    batch: Batch) -> Refusal | None:
         """With several requests in flight, a batch can overtake its predecessor on
         another connection. Refusing it would make the edge resend everything it has in
         flight, so wait up to ``gap_wait_s`` for the acked offset to reach it; the refusal
@@ -196,7 +197,7 @@ class Ingestor(IngestState):
         deadline = time.monotonic() + self.gap_wait_s
         while True:
             async with self._locks[source]:
-                decision = decide(self._known(source), batch)
+                decision = decide(self._known(source, parts), batch)
                 if decision.kind is not DecisionKind.GAP:
                     return None
                 remaining = deadline - time.monotonic()

@@ -13,14 +13,21 @@ one process writes. Here any node may receive any edge's batch, so
    cut again here above the new mark. So a record is written exactly when the partition
    does not hold it, whichever node writes, however the nodes race.
 
-2. **No node trusts its own idea of a position it did not ack.** The acked offset of a
-   source this node has not acked is taken as -1, not "unknown" (``_known``): ``decide``
-   then refuses a batch that does not start at 0 as a gap expecting 0, the edge rewinds
-   (``RefusalMove.REWIND``: the offsets it freed travel as an empty range) and resends
-   what it still holds, which the marks filter. A stale acked offset of this node (the
-   edge moved to another node and back) is only ever *lower* than the truth, so it can
-   cost a rewind, never a record: DUPLICATE and PARTIAL are decided only below offsets
-   this node itself saw durable.
+2. **No node trusts its own idea of a position it did not ack; it reads the stream's.**
+   A source's records in one partition are a prefix of those the edge routes there
+   (every piece is cut above the mark, and a batch is taken only from a start at or below
+   a known acked offset), so every record at or below the *lowest* of the topic's marks
+   is stored. That is the acked offset a node assumes for a source it has not acked
+   (``_known``; -1 while a partition holds none of the source), or its own when higher.
+   ``decide`` then takes a batch that starts at or below it and refuses one past it as a
+   gap expecting the next offset: the edge rewinds (``RefusalMove.REWIND``: the offsets
+   it freed travel as an empty range) only to there and resends what it holds past it,
+   which the marks filter. A node that lost its memory (restarted, or the edge moved to
+   it) so costs the edge a resend of at most the records since the quietest partition's
+   last record, not of everything it holds. A stale acked offset of this node (the edge
+   moved to another node and back) is only ever *lower* than the truth, so it can cost a
+   rewind, never a record: DUPLICATE and PARTIAL are decided only below offsets known
+   durable (this node's acks or the stream's marks).
 
 3. **Nothing to checkpoint.** The stream is the state: a node that starts reads its
    partitions (their views) and knows every mark; ``recover`` and ``checkpoint`` do
@@ -51,8 +58,14 @@ MAX_RECUTS = 16
 class SharedIngestor(Ingestor):
     """``Ingestor`` whose dedup state is the JetStream partitions' own (module docstring)."""
 
-    def _known(self, source: Source) -> int | None:
-        return self._acked.get(source, -1)
+    def _known(self, source: Source, parts: Sequence[PartitionLog]) -> int | None:
+        """This node's acked offset, or the lowest of the partitions' marks when higher
+        (point 2 of the module docstring): every record of ``source`` up to it is stored."""
+        own = self._acked.get(source, -1)
+        prefix = f"{source[0]}/{source[1]}/{source[2]}/".encode()
+        floor = min((p.mark(prefix) if isinstance(p, JetStreamPartition) else -1
+                     for p in parts), default=-1)
+        return max(own, floor)
 
     def recover(self, exclude_topics: frozenset[str] = frozenset()) -> None:
         """Nothing to rebuild: every partition read its marks from its stream on open."""
