@@ -11,7 +11,11 @@ backoff from 50 ms up to ``retry_max_s``, full jitter; a plain loop rather than 
 whose retry objects are reference cycles that only the full garbage collection frees: ~19
 objects per attempt, ~400 retry objects alive at a time at 5,000 readings/s); a fatal one
 stops that stream loudly while the others go on; a TLS failure is retried at
-``retry_max_s`` and reported as a problem (``SenderStats.tls_error``). Every position rule
+``retry_max_s`` and reported as a problem (``SenderStats.tls_error``). The first request
+that goes through after failures ends every retry's wait (``_link_back``): each request
+backs off on its own, so without it an alarm batch could sit out seconds of its backoff
+while telemetry, whose wait happened to be shorter, was already flowing again. Every
+position rule
 (refusals, the rewind to a cloud that restarted from a stale state checkpoint, halving the
 batch size on a 413, giving up what is in flight) is ``SenderState``'s (docs/protocol.md
 "Sender rules"); this module only tells it what happened.
@@ -231,6 +235,9 @@ class Forwarder(TrickleRule):
         self._announced = False
         #: time.monotonic() when the run loop's timer fires (inf: no timer)
         self._timer_at = float("inf")
+        #: set (and replaced) when a request goes through after failures: ends the
+        #: retries' waits (module docstring)
+        self._link_back = asyncio.Event()
 
     def notify(self) -> None:
         """Data became durable in some stream's log: look for batches to send.
@@ -286,8 +293,11 @@ class Forwarder(TrickleRule):
                 except RetryableUplinkError as exc:
                     failures += 1
                     self._note_retry(s, exc)
-                    await asyncio.sleep(retry_wait(failures, exc, self.cfg.retry_max_s))
-            self.connected = True
+                    await self._backoff(retry_wait(failures, exc, self.cfg.retry_max_s))
+            if not self.connected:
+                self.connected = True
+                self._link_back.set()
+                self._link_back = asyncio.Event()
             s.stats.tls_error = ""
             s.stats.batches_sent += 1
             s.stats.records_sent += len(batch.records)
@@ -307,6 +317,13 @@ class Forwarder(TrickleRule):
         finally:
             self.in_flight -= 1
             self._wakeup.set()
+
+    async def _backoff(self, delay: float) -> None:
+        """Wait ``delay`` s, or until a request goes through (module docstring)."""
+        back = self._link_back
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await back.wait()
 
     def _note_retry(self, s: StreamSender, exc: BaseException | None) -> None:
         self.connected = False

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from pathlib import Path
 
+import pytest
+
+from edge_agent import forwarder
 from edge_agent.forwarder import Forwarder, StreamSender, retry_wait
 from edge_agent.uplink_http import RetryableUplinkError, TlsUplinkError
 from tests.edge_agent.test_forwarder import Cloud, source
@@ -77,3 +81,55 @@ def test_retried_sends_deliver_exactly_once_and_leave_no_cyclic_garbage(
     assert collected[0] < flaky.calls, (collected, flaky.calls)
     cloud.close()
     store.log.close()
+
+
+class DownFor:
+    """Refuses each stream's first send retryably (the uplink is down), then forwards."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.failed = inner, set[str]()
+        self.delivered: dict[str, float] = {}
+
+    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
+        if batch.stream not in self.failed:
+            self.failed.add(batch.stream)
+            raise RetryableUplinkError(f"down for {batch.stream}")
+        reply = await self.inner.send(topic, batch)  # type: ignore[attr-defined]
+        self.delivered.setdefault(batch.stream, time.monotonic())
+        return reply
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()  # type: ignore[attr-defined]
+
+
+def test_a_request_that_goes_through_ends_the_other_retries_waits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each request backs off on its own; once telemetry's retry goes through, the
+    alarm batch's retry must not sit out the rest of its (here 30 s) backoff."""
+    waits = {"alarms": 30.0, "telemetry": 0.01}
+    monkeypatch.setattr(forwarder, "retry_wait",
+                        lambda failures, exc, top: waits[str(exc).rsplit(" ", 1)[1]])
+    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry"),
+                                          stream_config("alarms", priority=0)],
+                      max_batch_records=100, max_in_flight=4)
+    stores = [open_edge(cfg, "telemetry"), open_edge(cfg, "alarms")]
+    fill(stores[0], 300, 10)
+    fill(stores[1], 20, 2)
+    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4, "alarms": 2})
+    uplink = DownFor(memory_uplink(cloud.ingestor))
+
+    async def main() -> float:
+        fwd = Forwarder([StreamSender(s, cfg.edge_id, cfg.uplink) for s in stores],
+                        uplink, cfg.uplink)  # type: ignore[arg-type]
+        start = time.monotonic()
+        await run_until(fwd, fwd.drained, timeout=20)  # the alarm's backoff: 30 s
+        return time.monotonic() - start
+
+    took = asyncio.run(main())
+    assert uplink.failed == {"alarms", "telemetry"}
+    assert uplink.delivered["alarms"] - uplink.delivered["telemetry"] < 2.0, took
+    verify_cloud(cloud.view("telemetry"), {source(cfg, stores[0]): range(300)})
+    verify_cloud(cloud.view("alarms"), {source(cfg, stores[1]): range(20)})
+    cloud.close()
+    for s in stores:
+        s.log.close()
