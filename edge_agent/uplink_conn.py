@@ -17,6 +17,13 @@ An idle connection the server has closed since (its keep-alive timeout) is seen
 before it is reused (the stream is at EOF) and dropped. A request is never sent twice
 here: a failure is the caller's to retry (the forwarder resends; the batch is
 idempotent, G3).
+
+A failed request ends the requests sent before it that are still waiting (``abort``):
+behind a proxy or load balancer that keeps a killed node's connections open they would
+each wait out ``timeout_s`` (an alarm batch among them too). Only *older* ones, and not
+when the failure is itself such an ending: otherwise each ended request would end the
+retries sent meanwhile, to a node that may be up again, and so on (a cascade that kept
+an alarm stream failing over between two nodes for seconds in the cluster soak).
 """
 
 from __future__ import annotations
@@ -49,13 +56,15 @@ class Reply:
 
 
 class _Conn:
-    __slots__ = ("h11", "loop", "reader", "writer")
+    __slots__ = ("aborted", "h11", "loop", "reader", "seq", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.h11 = h11.Connection(h11.CLIENT)
         self.loop = asyncio.get_running_loop()
+        self.seq = 0  # the request on it (LeanClient._seq)
+        self.aborted = False  # closed by ``abort``: its request's failure ends no other
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -85,6 +94,7 @@ class LeanClient:
         self._busy: set[_Conn] = set()  # connections with a request on them
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
+        self._seq = 0  # requests numbered in the order they were sent
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Reply:
         """POST ``body`` to ``base_path + path``; the reply, or ConnectionFailed."""
@@ -95,13 +105,19 @@ class LeanClient:
         async with self._slots:
             if self._closed:
                 raise ConnectionFailed("the uplink client is closed")
+            self._seq += 1
+            seq, conn = self._seq, None
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    return await self._exchange(self._reusable() or await self._connect(),
-                                                request, body)
-            except ConnectionFailed:
-                raise
-            except (OSError, TimeoutError, EOFError, h11.ProtocolError, ValueError) as exc:
+                    conn = self._reusable() or await self._connect()
+                    conn.seq = seq
+                    return await self._exchange(conn, request, body)
+            except (ConnectionFailed, OSError, TimeoutError, EOFError, h11.ProtocolError,
+                    ValueError) as exc:
+                if conn is None or not conn.aborted:  # see the module docstring
+                    self.abort(older_than=seq)
+                if isinstance(exc, ConnectionFailed):
+                    raise
                 raise ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def _reusable(self) -> _Conn | None:
@@ -165,14 +181,19 @@ class LeanClient:
             else:  # ConnectionClosed or PAUSED before the reply ended
                 raise ConnectionFailed(f"connection ended before the reply: {event!r}")
 
-    def abort(self) -> None:
-        """Close every connection, those with a request on them included: their
-        requests end at once in ``ConnectionFailed`` instead of waiting out
-        ``timeout_s`` on a server that died under them (``HttpUplink`` does this when a
-        request to the same server failed). The client stays usable."""
+    def abort(self, older_than: int | None = None) -> None:
+        """Close the idle connections and those with a request on them (only requests
+        sent before request number ``older_than``, when given): their requests end at
+        once in ``ConnectionFailed`` instead of waiting out ``timeout_s`` on a server that
+        died under them (a failed request does this, see the module docstring). The
+        client stays usable."""
         idle, self._idle = self._idle, []
-        for conn in (*idle, *self._busy):
+        for conn in idle:
             conn.close()
+        for conn in list(self._busy):
+            if older_than is None or conn.seq < older_than:
+                conn.aborted = True
+                conn.close()
 
     async def aclose(self) -> None:
         self._closed = True

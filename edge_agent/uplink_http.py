@@ -187,11 +187,7 @@ class HttpUplink:
             reply = await self._lean_for(url).post(f"/v1/ingest/{topic}", data,
                                                    {"content-encoding": encoding})
         except ConnectionFailed as exc:
-            # The other requests in flight to that node are likely lost too (a node
-            # killed behind a proxy or load balancer that keeps their connections
-            # open): end them now, to be resent elsewhere, rather than after timeout_s
-            # each (an alarm batch among them would wait that long).
-            self._lean_for(url).abort()
+            # (the client ended the older requests to that node: uplink_conn)
             tls = _tls_failure(exc)
             if tls is not None:
                 raise TlsUplinkError(tls) from exc

@@ -104,8 +104,8 @@ def test_a_silent_server_times_out() -> None:
 
 def test_abort_ends_the_requests_in_flight_at_once() -> None:
     """A server that died under its connections (behind a proxy that keeps them open)
-    never answers: ``abort`` (the uplink calls it when a request to that server failed)
-    ends every request in flight now, not after ``timeout_s``; the client stays usable."""
+    never answers: ``abort`` (a failed request calls it) ends every request in flight
+    now, not after ``timeout_s``; the client stays usable."""
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await r.read(1 << 20)
         await asyncio.sleep(30)
@@ -123,6 +123,50 @@ def test_abort_ends_the_requests_in_flight_at_once() -> None:
                 with pytest.raises(ConnectionFailed):
                     await asyncio.wait_for(post, 5)
             assert asyncio.get_running_loop().time() - start < 2.0
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_failure_ends_only_the_requests_sent_before_it_and_does_not_cascade() -> None:
+    """Requests 1 and 2 hang, 3 fails (its connection closed without a reply), 4 was
+    sent after 3: the failure ends 1 and 2 at once; their ending must not end 4 (a
+    retry to a node that is up again), which gets its reply."""
+    fail_3, answer_4 = asyncio.Event(), asyncio.Event()
+    counts: list[list[int]] = []  # serving's count of connections accepted
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nth = counts[0][0]
+        await read_request(r)
+        if nth == 3:
+            await fail_3.wait()
+            return  # closed without a reply
+        if nth == 4:
+            await answer_4.wait()
+            w.write(OK)
+            await w.drain()
+        await asyncio.sleep(30)
+
+    async def main() -> None:
+        async with serving(handler) as (port, counter):
+            counts.append(counter)
+            client = LeanClient(f"http://127.0.0.1:{port}", {}, timeout_s=20)
+            posts = []
+            for n in range(1, 5):
+                posts.append(asyncio.create_task(client.post("/x", b"b", {})))
+                async with asyncio.timeout(10):
+                    while counter[0] < n:  # request n on its own connection, in order
+                        await asyncio.sleep(0.01)
+            fail_3.set()
+            async with asyncio.timeout(5):
+                for post in posts[:3]:
+                    with pytest.raises(ConnectionFailed):
+                        await post
+            await asyncio.sleep(0)  # the ended requests' failures are all handled now
+            assert not posts[3].done()
+            answer_4.set()
+            reply = await asyncio.wait_for(posts[3], 5)
+            assert reply.status == 200 and reply.body == b"hi"
             await client.aclose()
 
     asyncio.run(main())
