@@ -3,22 +3,25 @@
 Strategy: one scheduler for all streams shares ``max_in_flight`` request slots. Whenever a
 slot frees or data arrives, it hands slots to streams in priority order (0 first), so a
 backlog in a low-priority stream can delay a high-priority one by at most the batches
-already in flight (one batch round). Per stream, the sans-IO ``uplink.SenderState``
-decides which offsets go next and what an ack or a refusal means; this module only reads
-the log (what was just appended, from memory: ``edge_agent.tail``), calls the Uplink, and
-records acks (freeing segments). Retryable failures are retried forever (exponential
-backoff from 50 ms up to ``retry_max_s``, full jitter; a plain loop rather than tenacity,
-whose retry objects are reference cycles that only the full garbage collection frees: ~19
-objects per attempt, ~400 retry objects alive at a time at 5,000 readings/s); a fatal one
-stops that stream loudly while the others go on; a TLS failure is retried at
-``retry_max_s`` and reported as a problem (``SenderStats.tls_error``). The first request
-that goes through after failures ends every retry's wait (``_link_back``): each request
-backs off on its own, so without it an alarm batch could sit out seconds of its backoff
-while telemetry, whose wait happened to be shorter, was already flowing again. Every
-position rule
-(refusals, the rewind to a cloud that restarted from a stale state checkpoint, halving the
-batch size on a 413, giving up what is in flight) is ``SenderState``'s (docs/protocol.md
-"Sender rules"); this module only tells it what happened.
+already in flight (one batch round). Streams below the most urgent priority take at most
+``max_in_flight - 1`` slots: a round can last as long as the cloud stalls (a broker node
+waiting for a JetStream leader election holds every request for seconds), and an alarm
+must be on the wire when the stall ends, not queued behind it. Per stream, the sans-IO
+``uplink.SenderState`` decides which offsets go next and what an ack or a refusal means;
+this module only reads the log (what was just appended, from memory: ``edge_agent.tail``),
+calls the Uplink, and records acks (freeing segments). Retryable failures are retried
+forever (exponential backoff from 50 ms up to ``retry_max_s``, full jitter; a plain loop
+rather than tenacity, whose retry objects are reference cycles that only the full garbage
+collection frees: ~19 objects per attempt, ~400 retry objects alive at a time at 5,000
+readings/s); a fatal one stops that stream loudly while the others go on; a TLS failure is
+retried at ``retry_max_s`` and reported as a problem (``SenderStats.tls_error``). The
+first request that goes through after failures ends every retry's wait (``_link_back``):
+each request backs off on its own, so without it an alarm batch could sit out seconds of
+its backoff while telemetry, whose wait happened to be shorter, was already flowing again.
+Every position rule (refusals, the rewind to a cloud that restarted from a stale state
+checkpoint, halving the batch size on a 413, giving up what is in flight) is
+``SenderState``'s (docs/protocol.md "Sender rules"); this module only tells it what
+happened.
 
 Wake-ups: the ingest pipeline calls ``notify`` once an append is durable (from the same
 durability waiter that releases its PUBACKs), since only durable records may leave.
@@ -257,8 +260,14 @@ class Forwarder(TrickleRule):
         """
         deadline: float | None = None
         cfg = self.cfg
+        top = self.senders[0].priority if self.senders else 0
+        # The last slot is kept for the most urgent streams: with every slot taken by
+        # telemetry held in a stalled cloud, an alarm would wait for the stall to end
+        # before it is even sent (module docstring).
+        rest = cfg.max_in_flight - 1 if cfg.max_in_flight > 1 else cfg.max_in_flight
         for s in self.senders:
-            while self.in_flight < cfg.max_in_flight and s.stopped is None:
+            limit = cfg.max_in_flight if s.priority == top else rest
+            while self.in_flight < limit and s.stopped is None:
                 pending = s.unsent()
                 if pending == 0:
                     s.pending_since = None

@@ -267,6 +267,57 @@ def test_alarm_appended_later_overtakes_the_telemetry_backlog(tmp_path: Path) ->
     alarms.log.close()
 
 
+def test_a_stalled_cloud_holding_telemetry_leaves_a_slot_for_an_alarm(tmp_path: Path) -> None:
+    """Telemetry may fill all but one request slot: while the cloud holds every request
+    (a stall), an alarm appended meanwhile is sent at once, not after the stall."""
+    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry", priority=5),
+                                          stream_config("alarms", priority=0)],
+                      max_batch_records=100, max_in_flight=4)
+    telemetry, alarms = open_edge(cfg, "telemetry"), open_edge(cfg, "alarms")
+    fill(telemetry, 2_000, 20)
+    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4, "alarms": 1})
+    stall = asyncio.Event()  # set: the cloud answers again
+    waiting = [0]  # requests held by the stall
+
+    async def held() -> None:
+        waiting[0] += 1
+        try:
+            await stall.wait()
+        finally:
+            waiting[0] -= 1
+
+    up = Recording(memory_uplink(cloud.ingestor), held)
+
+    async def main() -> None:
+        fwd = Forwarder(senders(cfg, [telemetry, alarms]), up, cfg.uplink)
+        task = asyncio.create_task(fwd.run())
+        try:
+            # the first batch of a generation goes alone; then telemetry fills its slots
+            stall.set()
+            await until(lambda: telemetry.acked_offset >= 99, 10, "the first ack",
+                        interval=0.001)
+            stall.clear()
+            await until(lambda: waiting[0] == 3, 10, "telemetry held", interval=0.001)
+            assert fwd.in_flight == 3  # one slot stays free
+            fill(alarms, 5, 5)
+            fwd.notify()
+            await until(lambda: waiting[0] == 4, 10, "the alarm on the wire during the stall",
+                        interval=0.001)
+            assert [s for s, _, _ in up.sends].count("alarms") == 1
+            stall.set()
+            await until(fwd.drained, 20, "drained", interval=0.005)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(main(), 40))
+    verify_cloud(cloud.view("alarms"), {source(cfg, alarms): range(5)})
+    verify_cloud(cloud.view("telemetry"), {source(cfg, telemetry): range(2_000)})
+    cloud.close()
+    telemetry.log.close()
+    alarms.log.close()
+
+
 # -- batching a trickle ------------------------------------------------------------------
 
 
