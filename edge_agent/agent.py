@@ -42,7 +42,7 @@ from .config_ingest import trickle_spacing
 from .deadletter import DeadLetterLog
 from .dedup import HighWaterMarks, checkpoint_recovered, load_marks, save_marks
 from .edgeproc import EdgeProcessing
-from .forwarder import Forwarder, StreamSender
+from .forwarder import Forwarder
 from .inbox import Inbox
 from .ingest import AckFn, StreamIngest
 from .listener import Listener
@@ -51,6 +51,7 @@ from .mqtt_ingest import MqttSession
 from .payload import PayloadRules
 from .ratelimit import TokenBucket
 from .routing import Router, parse_listen
+from .stream_sender import StreamSender
 from .streams import StreamStore, open_stream
 from .supervisor import Supervisor
 from .uplink_http import HttpUplink, Uplink

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import EdgeConfig, StreamConfig
-from .forwarder import StreamSender
 from .local_read import LocalReader
 from .status import stream_problems
+from .stream_sender import StreamSender
 from .streams import StreamStore, open_stream
 from .supervisor import Supervisor
 from .transforms import TransformRunner

@@ -18,7 +18,7 @@ from .config import UplinkConfig
 
 
 class TrickleStream(Protocol):
-    """What the rule reads of a stream (``forwarder.StreamSender``, not imported: the
+    """What the rule reads of a stream (``stream_sender.StreamSender``, not imported: the
     forwarder imports this module)."""
 
     state: SenderState
