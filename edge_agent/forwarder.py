@@ -66,6 +66,7 @@ class Forwarder(TrickleRule):
 
     def __init__(self, senders: list[StreamSender], uplink: Uplink, cfg: UplinkConfig) -> None:
         self.senders = sorted(senders, key=lambda s: s.priority)
+        self._top = self.senders[0].priority if self.senders else 0  # the most urgent
         self.uplink = uplink
         self.cfg = cfg
         self.in_flight = 0
@@ -98,13 +99,12 @@ class Forwarder(TrickleRule):
         """
         deadline: float | None = None
         cfg = self.cfg
-        top = self.senders[0].priority if self.senders else 0
         # The last slot is kept for the most urgent streams: with every slot taken by
         # telemetry held in a stalled cloud, an alarm would wait for the stall to end
         # before it is even sent (module docstring).
-        rest = cfg.max_in_flight - 1 if cfg.max_in_flight > 1 else cfg.max_in_flight
+        rest = max(1, cfg.max_in_flight - 1)
         for s in self.senders:
-            limit = cfg.max_in_flight if s.priority == top else rest
+            limit = cfg.max_in_flight if s.priority == self._top else rest
             while self.in_flight < limit and s.stopped is None:
                 pending = s.unsent()
                 if pending == 0:

@@ -20,10 +20,11 @@ idempotent, G3).
 
 A failed request ends the requests sent before it that are still waiting (``abort``):
 behind a proxy or load balancer that keeps a killed node's connections open they would
-each wait out ``timeout_s`` (an alarm batch among them too). Only *older* ones, and not
-when the failure is itself such an ending: otherwise each ended request would end the
-retries sent meanwhile, to a node that may be up again, and so on (a cascade that kept
-an alarm stream failing over between two nodes for seconds in the cluster soak).
+each wait out ``timeout_s`` (an alarm batch among them too). Only *older* ones: a
+request ended that way then ends only requests older still, never the retries sent
+since, to a node that may be up again. Ending every request in flight cascaded (each
+ended request ended the retries sent meanwhile), which kept an alarm stream failing over
+between two nodes for seconds in the cluster soak.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Reply:
 
 
 class _Conn:
-    __slots__ = ("aborted", "h11", "loop", "reader", "seq", "writer")
+    __slots__ = ("h11", "loop", "reader", "seq", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -64,7 +65,6 @@ class _Conn:
         self.h11 = h11.Connection(h11.CLIENT)
         self.loop = asyncio.get_running_loop()
         self.seq = 0  # the request on it (LeanClient._seq)
-        self.aborted = False  # closed by ``abort``: its request's failure ends no other
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -106,7 +106,7 @@ class LeanClient:
             if self._closed:
                 raise ConnectionFailed("the uplink client is closed")
             self._seq += 1
-            seq, conn = self._seq, None
+            seq = self._seq
             try:
                 async with asyncio.timeout(self.timeout_s):
                     conn = self._reusable() or await self._connect()
@@ -114,8 +114,7 @@ class LeanClient:
                     return await self._exchange(conn, request, body)
             except (ConnectionFailed, OSError, TimeoutError, EOFError, h11.ProtocolError,
                     ValueError) as exc:
-                if conn is None or not conn.aborted:  # see the module docstring
-                    self.abort(older_than=seq)
+                self.abort(older_than=seq)  # see the module docstring
                 if isinstance(exc, ConnectionFailed):
                     raise
                 raise ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
@@ -192,7 +191,6 @@ class LeanClient:
             conn.close()
         for conn in list(self._busy):
             if older_than is None or conn.seq < older_than:
-                conn.aborted = True
                 conn.close()
 
     async def aclose(self) -> None:

@@ -70,7 +70,7 @@ from uplink import (
 from ..storage import InvalidRecord, LogError, PartitionLog, PartitionStoreAPI
 from .framing import PartitionPart, frame_block
 from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, first_reserved
-from .state import IngestState, IngestStats, Source, source_key
+from .state import IngestState, IngestStats, Source, origin_prefix, source_key
 
 log = logging.getLogger(__name__)
 #: records framed between two yields to the event loop (about 1.4 ms of framing)
@@ -233,7 +233,7 @@ class Ingestor(IngestState):
         if type(records) is not RecordBlock:  # the decoder's columns are checked already
             _check_storable(records)
             records = RecordBlock.from_records(records)
-        prefix = f"{source[0]}/{source[1]}/{source[2]}/".encode()  # safe names: ASCII
+        prefix = origin_prefix(source)
         framed, dedup = await self._frame(records, n, [m.get(source, -1) for m in marks],
                                           prefix)
         written = 0

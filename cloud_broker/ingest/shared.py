@@ -48,7 +48,7 @@ from uplink import RecordBlock, UplinkRecord
 from ..storage import LogError, PartitionLog
 from ..storage.jetstream import JetStreamPartition, StaleMark
 from .ingestor import Ingestor, IngestUnavailable, _check_storable
-from .state import Source, source_key
+from .state import Source, origin_prefix, source_key
 
 log = logging.getLogger(__name__)
 #: times a batch's pieces are cut again after marks moved, before a 503
@@ -62,7 +62,7 @@ class SharedIngestor(Ingestor):
         """This node's acked offset, or the lowest of the partitions' marks when higher
         (point 2 of the module docstring): every record of ``source`` up to it is stored."""
         own = self._acked.get(source, -1)
-        prefix = f"{source[0]}/{source[1]}/{source[2]}/".encode()
+        prefix = origin_prefix(source)
         floor = min((p.mark(prefix) if isinstance(p, JetStreamPartition) else -1
                      for p in parts), default=-1)
         return max(own, floor)
@@ -82,7 +82,7 @@ class SharedIngestor(Ingestor):
         if type(records) is not RecordBlock:
             _check_storable(records)
             records = RecordBlock.from_records(records)
-        n, prefix = len(parts), f"{source[0]}/{source[1]}/{source[2]}/".encode()
+        n, prefix = len(parts), origin_prefix(source)
         todo = set(range(n))
         written = 0
         try:

@@ -43,6 +43,12 @@ def source_key(source: Source) -> str:
     return "/".join(source)
 
 
+def origin_prefix(source: Source) -> bytes:
+    """``b"edge/stream/generation/"``: how an ``origin`` header (and a JetStream mark)
+    names ``source``, before the edge offset (safe names: ASCII)."""
+    return f"{source[0]}/{source[1]}/{source[2]}/".encode()
+
+
 def parse_source_key(text: str) -> Source | None:
     parts = text.split("/")
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None

@@ -87,11 +87,13 @@ def test_a_connection_the_server_closed_is_not_reused() -> None:
     asyncio.run(main())
 
 
-def test_a_silent_server_times_out() -> None:
-    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await r.read(1 << 20)
-        await asyncio.sleep(30)
+async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    """Reads the request, never answers (a server that died behind a proxy)."""
+    await r.read(1 << 20)
+    await asyncio.sleep(30)
 
+
+def test_a_silent_server_times_out() -> None:
     async def main() -> None:
         async with serving(silent) as (port, _):
             client = LeanClient(f"http://127.0.0.1:{port}", {}, timeout_s=0.3)
@@ -106,10 +108,6 @@ def test_abort_ends_the_requests_in_flight_at_once() -> None:
     """A server that died under its connections (behind a proxy that keeps them open)
     never answers: ``abort`` (a failed request calls it) ends every request in flight
     now, not after ``timeout_s``; the client stays usable."""
-    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await r.read(1 << 20)
-        await asyncio.sleep(30)
-
     async def main() -> None:
         async with serving(silent) as (port, accepted):
             client = LeanClient(f"http://127.0.0.1:{port}", {}, timeout_s=20)
