@@ -46,6 +46,9 @@ from ._recovery import RECOVERY_POINT, open_segments
 from ._results import FetchResult, LogStats
 from ._segment import CorruptRange, Segment
 
+#: most an append on a full disk waits for a flush to let go of a deleted segment's file
+FLUSH_WAIT_S = 5.0
+
 
 class Log(CommitControl):
     """A segmented, checksummed, append-only log in one directory."""
@@ -58,6 +61,9 @@ class Log(CommitControl):
         self.stats = LogStats()
         self._lock = threading.RLock()
         self._flush_lock = threading.Lock()
+        #: clear while a flush holds a segment outside ``_lock`` (see ``_drop_for_disk``)
+        self._flush_idle = threading.Event()
+        self._flush_idle.set()
         self._closed = False
         self._failed: BaseException | None = None
         #: called as ``on_drop(base, next)`` for every segment the full policy deletes
@@ -190,7 +196,10 @@ class Log(CommitControl):
             return False
         if len(self._segments) == 1:
             if not self._segments[0].size:
-                return False
+                # Everything is deleted, but a flush running outside the lock may still
+                # hold the file of a deleted segment open, so its space is not back yet:
+                # wait for that flush (it needs no lock to end) and try once more.
+                return not self._flush_idle.is_set() and self._flush_idle.wait(FLUSH_WAIT_S)
             self._roll()
         self._drop_first()
         return True
@@ -276,13 +285,19 @@ class Log(CommitControl):
                     raise LogClosed(f"log {self.directory} failed to fsync: {self._failed}")
                 seg = self._segments[-1]
                 end = seg.next_offset
-            if end <= self._waiters.durable_end:
-                return
+                if end <= self._waiters.durable_end:
+                    return
+                self._flush_idle.clear()
             try:
                 seg.flush()
             except OSError as exc:
                 self._flush_failed(exc)
                 raise
+            finally:
+                # Let go of the segment before waiting for the lock again: if a disk-full
+                # append deleted it meanwhile, its file (and its space) goes now.
+                del seg
+                self._flush_idle.set()
             with self._lock:
                 self.stats.fsyncs += 1
             self._waiters.advance(end)

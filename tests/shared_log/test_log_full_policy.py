@@ -6,6 +6,8 @@ import itertools
 import os
 import shutil
 import subprocess
+import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from shared_log_testing import append_batch, batch_for, batches_in, log_files, r
 
 from shared_log import DiskFull, FullPolicy, Log, LogConfig, LogFull
 from shared_log._records import encode_batch
+from shared_log._segment import Segment
 
 
 def _disk_bytes(directory: Path) -> int:
@@ -167,3 +170,55 @@ def test_enospc_makes_drop_oldest_drop_its_own_oldest(tiny_fs: Path, segment_byt
     with Log(tiny_fs / "victim", LogConfig(segment_bytes=segment_bytes)) as reopened:
         assert reopened.stats.truncated_bytes_on_open == 0
         assert reopened.end_offset == 1300
+
+
+def test_a_flush_holding_the_dropped_segment_delays_the_append_instead_of_failing_it(
+        tiny_fs: Path) -> None:
+    """The group commit fsyncs a segment outside the log's lock. When a disk-full append
+    deletes that very segment meanwhile, its file stays open (its space not back) until
+    the fsync ends: the append waits for it instead of raising DiskFull with nothing of
+    its own left to drop."""
+    hog = Log(tiny_fs / "hog", LogConfig(segment_bytes=64 * 1024))
+    victim = Log(tiny_fs / "victim", LogConfig(segment_bytes=64 * 1024,
+                                                full_policy=FullPolicy.DROP_OLDEST))
+    drops: list[tuple[int, int]] = []
+    victim.on_drop = lambda base, nxt: drops.append((base, nxt))
+    entered, release = threading.Event(), threading.Event()
+    try:
+        for _ in range(60):
+            append_batch(victim, 5)
+        seg = victim._segments[-1]
+        held = weakref.ref(seg)  # the test must not keep the segment's file open itself
+
+        def slow_flush() -> None:
+            if threading.current_thread() is not threading.main_thread():
+                entered.set()  # the group commit's thread, or the one started below
+                assert release.wait(10)
+            Segment.flush(held())  # type: ignore[arg-type]
+
+        seg.flush = slow_flush  # type: ignore[method-assign]
+        del seg
+        append_batch(victim, 5)  # something to flush
+        flusher = threading.Thread(target=victim.flush)
+        flusher.start()
+        assert entered.wait(10)
+        with pytest.raises(DiskFull):
+            while True:
+                hog.append(batch_for(hog.end_offset, 50))
+        timer = threading.Timer(0.3, release.set)
+        timer.start()
+        while not drops:  # until the held segment is dropped, and some more
+            append_batch(victim, 5)
+        for _ in range(20):
+            append_batch(victim, 5)
+        assert release.is_set()  # the append went through only once the flush let go
+        assert held() is None  # and the segment's file is closed
+        flusher.join(10)
+        assert not flusher.is_alive()
+        assert drops[0][0] == 0 and victim.stats.rejected_records == 0
+        end = victim.end_offset
+        assert read_all(victim)[0] == [stored_for(o) for o in range(victim.start_offset, end)]
+    finally:
+        release.set()
+        hog.close()
+        victim.close()
