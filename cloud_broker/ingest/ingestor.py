@@ -121,7 +121,9 @@ class Ingestor(IngestState):
         return cache
 
     async def ingest(self, topic: str, batch: Batch) -> Ack | Refusal:
-        """Apply ``batch`` to ``topic``; returns the reply once it is durable.
+        """Apply ``batch`` to ``topic``; returns the reply once it is durable. The batch
+        is let go of once appended: a caller that keeps no reference of its own frees
+        the records before the wait on durability.
 
         Raises UnknownTopic, and IngestUnavailable when the partitions cannot take it now.
         """
@@ -169,6 +171,12 @@ class Ingestor(IngestState):
                 self._acked[source] = decision.new_acked_offset
                 if (moved := self._moved.pop(source, None)) is not None:
                     moved.set()
+            # The records are in the page cache now: let go of the decoded batch for the
+            # wait on durability (a catch-up has several batches of thousands of records
+            # waiting for their fsync; a Python object per record each). The caller hands
+            # the batch over the same way (http/ingest.py).
+            reply, acked = reply_for(batch, decision), decision.new_acked_offset
+            del batch, decision
         if tail is not None:
             try:
                 await asyncio.shield(tail)
@@ -176,13 +184,12 @@ class Ingestor(IngestState):
                 self._reset(source)
                 self.stats.unavailable += 1
                 raise IngestUnavailable(f"not durable: {exc}") from exc
-        acked = decision.new_acked_offset
         if acked > self._durable.get(source, -1):
             self._durable[source] = acked
         if kind is not DecisionKind.DUPLICATE:
             for p in {p for p, _ in waits}:
                 p.notify()
-        return reply_for(batch, decision)
+        return reply
 
     def _known(self, source: Source, parts: Sequence[PartitionLog]) -> int | None:
         """The acked offset ``decide`` starts from; None: a position never seen."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TypeVar
@@ -39,7 +40,7 @@ from tests.helpers_uplink import (
     run_until,
     verify_cloud,
 )
-from uplink import Ack, AckStatus, Batch, Refusal, UplinkRecord
+from uplink import Ack, AckStatus, Batch, RecordBlock, Refusal, UplinkRecord
 
 T = TypeVar("T")
 TOPIC = "telemetry"
@@ -379,6 +380,45 @@ def test_checkpoint_and_ack_wait_for_durability(tmp_path: Path,
     cloud = cloud.reopen()
     assert cloud.ingestor.acked_offset(SOURCE) == 199
     assert ingest(cloud, make_batch(200, 200)).status is AckStatus.WRITTEN
+    cloud.close()
+
+
+class _Column(list):  # a list a test can hold a weak reference to
+    pass
+
+
+def test_a_batch_is_let_go_of_once_appended_not_held_until_durable(tmp_path: Path) -> None:
+    """A catch-up sends several large batches at once, all waiting for their fsync; the
+    decoded records (an object per record) must not live through that wait: the ingestor
+    lets go of the batch once it is appended (the broker's memory high water)."""
+    cloud = Cloud(tmp_path)
+    block = RecordBlock.from_records(make_batch(0, 199).records)
+    block.values = _Column(block.values)
+    alive = weakref.ref(block.values)
+    parts = {partition_for(k, 4) for k in block.keys}
+    held = [cloud.parts[i].log for i in sorted(parts)]
+
+    async def main() -> None:
+        for log in held:
+            log._flush_lock.acquire()
+        try:
+            write = asyncio.create_task(cloud.ingestor.ingest(TOPIC, handed.pop()))
+            async with asyncio.timeout(10):
+                while sum(log.end_offset for log in held) < 200:
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            assert not write.done() and all(log.end_offset > log.durable_offset for log in held)
+            assert alive() is None, "the records outlived their append"
+        finally:
+            for log in held:
+                log._flush_lock.release()
+        reply = await asyncio.wait_for(write, 10)
+        assert isinstance(reply, Ack) and reply.acked_offset == 199
+
+    handed = [Batch("edge-1", "telemetry", "g1", 0, 199, block)]  # handed over, not kept
+    del block
+    cloud.run(main())
+    assert sorted(r.edge_offset for r in cloud.view().records) == list(range(200))
     cloud.close()
 
 
