@@ -273,16 +273,20 @@ class Ingestor(IngestState):
                      ) -> tuple[list[PartitionPart], int]:
         """``frame_block`` over ``records`` in slices of ``FRAME_SLICE`` with a yield to
         the loop between them (see ``_append``); the parts per partition, records skipped."""
-        framed, dedup = frame_block(records[:FRAME_SLICE] if len(records) > FRAME_SLICE
-                                    else records, n, floors, self._partition_cache(n), prefix)
-        for lo in range(FRAME_SLICE, len(records), FRAME_SLICE):
-            await asyncio.sleep(0)
+        if len(records) <= FRAME_SLICE:
+            return frame_block(records, n, floors, self._partition_cache(n), prefix)
+        framed, dedup = [PartitionPart() for _ in range(n)], 0
+        for lo in range(0, len(records), FRAME_SLICE):
+            if lo:
+                await asyncio.sleep(0)
             more, d = frame_block(records[lo:lo + FRAME_SLICE], n, floors,
                                   self._partition_cache(n), prefix)
             dedup += d
             for into, part in zip(framed, more, strict=True):
                 if part.count:
-                    into.pieces += part.pieces
+                    # one bytes per slice: a large batch's pieces (three objects per
+                    # record) do not all live at once
+                    into.pieces.append(b"".join(part.pieces))
                     into.count += part.count
                     into.max_timestamp = max(into.max_timestamp, part.max_timestamp)
                     into.last_offset = part.last_offset
