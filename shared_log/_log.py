@@ -23,7 +23,6 @@ import contextlib
 import errno
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from ._commit import (
     GroupCommitter,
     SharedFlusher,
 )
-from ._config import CommitMode, FullPolicy, LogConfig
+from ._config import CommitMode, LogConfig
 from ._errors import DiskFull, LogClosed, LogFull
 from ._fetch import fetch_records
 from ._files import (
@@ -45,12 +44,10 @@ from ._records import Record, StoredRecord, encode_batch, encode_framed
 from ._recovery import RECOVERY_POINT, open_segments
 from ._results import FetchResult, LogStats
 from ._segment import CorruptRange, Segment
-
-#: most an append on a full disk waits for a flush to let go of a deleted segment's file
-FLUSH_WAIT_S = 5.0
+from ._space import SpaceControl
 
 
-class Log(CommitControl):
+class Log(CommitControl, SpaceControl):
     """A segmented, checksummed, append-only log in one directory."""
 
     def __init__(self, directory: str | os.PathLike[str], config: LogConfig | None = None,
@@ -187,23 +184,6 @@ class Log(CommitControl):
             # Rolling needs space too (index, recovery point): nothing was appended.
             raise DiskFull(f"no space left in {self.directory}: {exc}") from exc
 
-    def _drop_for_disk(self) -> bool:
-        """The file system is full (ENOSPC): under drop_oldest, this log gives up its own
-        oldest segment, as it would for its size cap, and the append is tried again. A
-        log that fills a shared disk must not block the drop_oldest logs beside it.
-        False when there is nothing left to give (reject_new, or an empty log)."""
-        if self.config.full_policy is not FullPolicy.DROP_OLDEST:
-            return False
-        if len(self._segments) == 1:
-            if not self._segments[0].size:
-                # Everything is deleted, but a flush running outside the lock may still
-                # hold the file of a deleted segment open, so its space is not back yet:
-                # wait for that flush (it needs no lock to end) and try once more.
-                return not self._flush_idle.is_set() and self._flush_idle.wait(FLUSH_WAIT_S)
-            self._roll()
-        self._drop_first()
-        return True
-
     def _check_writable(self) -> None:
         if self._closed:
             raise LogClosed(f"log {self.directory} is closed")
@@ -211,24 +191,6 @@ class Log(CommitControl):
             raise LogClosed(f"log {self.directory} is open read-only")
         if self._failed is not None:
             raise LogClosed(f"log {self.directory} failed to fsync: {self._failed}")
-
-    def _make_room(self, nbytes: int, nrecords: int) -> None:
-        cap = self.config.max_bytes
-        if cap is None or self._size + nbytes <= cap:
-            return
-        if nbytes > cap:
-            raise LogFull(f"a batch of {nbytes} bytes is larger than the log cap of {cap} bytes")
-        if self.config.full_policy is FullPolicy.REJECT_NEW:
-            raise LogFull(
-                f"log {self.directory.name} is full ({self._size} of {cap} bytes); "
-                "the batch was rejected and nothing existing was touched"
-            )
-        while self._size + nbytes > cap:
-            if len(self._segments) == 1:
-                if not self._segments[0].size:
-                    break
-                self._roll()
-            self._drop_first()
 
     def _roll(self) -> None:
         """Seal the active segment (fsync) and start a new one at the end offset."""
@@ -251,22 +213,6 @@ class Log(CommitControl):
             # The recovery point is a hint (a stale one only makes the next open look at
             # more segments), but the new segment's directory entry must be durable.
             fsync_dir(self.directory)
-
-    def _drop_first(self) -> None:
-        """Delete the oldest segment for the full policy, counting it and telling
-        ``on_drop`` which offsets went."""
-        seg = self._segments[0]
-        self.stats.dropped_records += seg.next_offset - seg.base_offset
-        self.stats.dropped_bytes += seg.size
-        self._delete_first()
-        if self.on_drop is not None:
-            self.on_drop(seg.base_offset, seg.next_offset)
-
-    def _delete_first(self) -> None:
-        seg = self._segments.pop(0)
-        self._bases.pop(0)
-        self._size -= seg.size
-        seg.delete()
 
     def roll(self) -> None:
         """Seal the active segment now if it holds anything (tests, tools, retention)."""
@@ -308,41 +254,6 @@ class Log(CommitControl):
         if self._failed is None:
             self._failed = exc
         self._waiters.fail(LogClosed(f"log {self.directory} failed to fsync: {exc}"))
-
-    # -- deletion and retention ----------------------------------------------------------
-
-    def delete_before(self, offset: int) -> int:
-        """Delete whole sealed segments whose records are all below ``offset``.
-
-        The edge calls this with the offset the cloud acknowledged. Returns the number of
-        records deleted. The active segment is never deleted.
-        """
-        deleted = 0
-        with self._lock:
-            while len(self._segments) > 1 and self._segments[0].next_offset <= offset:
-                seg = self._segments[0]
-                deleted += seg.next_offset - seg.base_offset
-                self._delete_first()
-        return deleted
-
-    def enforce_retention(self, now: float | None = None) -> int:
-        """Apply retention_bytes and retention_ms to sealed segments; returns records deleted."""
-        now = time.time() if now is None else now
-        cfg = self.config
-        deleted = 0
-        with self._lock:
-            while len(self._segments) > 1:
-                seg = self._segments[0]
-                too_big = cfg.retention_bytes is not None and self._size > cfg.retention_bytes
-                too_old = cfg.retention_ms is not None and (
-                    (now - seg.mtime) * 1000 > cfg.retention_ms
-                )
-                if not (too_big or too_old):
-                    break
-                deleted += seg.next_offset - seg.base_offset
-                self._delete_first()
-            self.stats.retention_deleted_records += deleted
-        return deleted
 
     # -- reading -------------------------------------------------------------------------
 

@@ -190,7 +190,7 @@ def test_no_cloud_broker_module_over_400_lines(name: str) -> None:
 
 #: the few modules of the other packages still a little over MAX_LINES, with their size
 #: when this was written: each may shrink, none may grow (split it instead)
-OVER_LIMIT = {"edge_agent.ingest": 411, "shared_log._log": 407, "shared_log._verify": 425,
+OVER_LIMIT = {"edge_agent.ingest": 411, "shared_log._verify": 425,
               "shared_log._segment": 433}
 
 
