@@ -117,10 +117,14 @@ class _PartitionCollector(Collector):
         corrupt = GaugeMetricFamily("broker_partition_corrupt_records",
                                     "Records lost to corrupt batches found on read",
                                     labels=["topic", "partition"])
+        wait = GaugeMetricFamily("broker_partition_append_wait_seconds",
+                                 "How long the oldest append not yet durable has waited "
+                                 "(0 when none waits)", labels=["topic", "partition"])
         for p in self.store:
             labels = [p.topic, str(p.index)]
             start.add_metric(labels, p.start_offset)
             end.add_metric(labels, p.end_offset)
             size.add_metric(labels, p.size_bytes)
             corrupt.add_metric(labels, p.corrupt_records)
-        yield from (start, end, size, corrupt)
+            wait.add_metric(labels, round(p.append_wait_s, 3))
+        yield from (start, end, size, corrupt, wait)

@@ -78,6 +78,12 @@ class PartitionLog(Protocol):
     def corrupt_records(self) -> int:
         """Records found lost to corruption on reads so far (a metric)."""
 
+    @property
+    def append_wait_s(self) -> float:
+        """How long the oldest append not yet durable has waited, 0.0 when none waits (a
+        metric: a partition that stopped taking writes, such as a JetStream stream
+        electing a leader, shows here before anywhere else)."""
+
     def append_framed(self, body: bytes, count: int, max_timestamp: int) -> tuple[int, int]:
         """Append ``count`` records already framed in shared_log's record format
         (docs/log-format.md) as one all-or-nothing batch; (first, last) offset. Returns

@@ -10,6 +10,7 @@ come from the config; the partition count of an existing topic is recorded in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class Partition(Waiters):
         self.topic = topic
         self.index = index
         self.log = log
+        self._waiting_since = time.monotonic()
 
     @property
     def start_offset(self) -> int:
@@ -71,10 +73,24 @@ class Partition(Waiters):
     def corrupt_records(self) -> int:
         return self.log.stats.corrupt_records
 
+    @property
+    def append_wait_s(self) -> float:
+        log = self.log
+        if log.durable_offset >= log.end_offset:
+            return 0.0
+        return time.monotonic() - self._waiting_since
+
+    def _appending(self) -> None:
+        # The start of a run of appends not yet durable (the oldest one waiting).
+        if self.log.durable_offset >= self.log.end_offset:
+            self._waiting_since = time.monotonic()
+
     def append_framed(self, body: bytes, count: int, max_timestamp: int) -> tuple[int, int]:
+        self._appending()
         return self.log.append_framed(body, count, max_timestamp)
 
     def append(self, records: Sequence[Record]) -> tuple[int, int]:
+        self._appending()
         return self.log.append(records)
 
     async def wait_durable(self, offset: int) -> None:

@@ -114,9 +114,18 @@ def cpu_mean(samples: list[dict[str, Any]], role: str) -> float | None:
 
 def alarm_lag(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """How far the oldest alarm waiting at the edge is behind the oldest telemetry reading
-    waiting, per sample: ``alarm_age - telemetry_age`` (0 when no alarm waits)."""
-    lags = []
+    waiting, per sample: ``alarm_age - telemetry_age`` (0 when no alarm waits).
+
+    In cluster mode the samples also hold the longest append wait of the alarm topic's
+    partitions on the brokers (``append_wait``). While an alarm partition's stream elects
+    a new leader (nats-server's followers wait 4-9 s for a lost one) no alarm of its
+    devices can be written, whatever the edge does. ``net_max_s`` is the lag less the
+    longest such wait seen within the lag's own window: what the pipeline added beyond
+    the store's election, which is what the bound judges there."""
+    lags, waits = [], []
     for s in samples:
+        if s.get("append_wait") is not None:
+            waits.append((s["t"], s["append_wait"].get("alarms", 0.0)))
         agent = s.get("agent") or {}
         alarms, tele = agent.get("alarms"), agent.get("telemetry")
         if not alarms or not tele:
@@ -124,7 +133,14 @@ def alarm_lag(samples: list[dict[str, Any]]) -> dict[str, Any]:
         a, t = alarms.get("oldest_s"), tele.get("oldest_s")
         lags.append((s["t"], 0.0 if a is None else a - (t or 0.0)))
     worst = max(lags, key=lambda x: x[1], default=(None, 0.0))
-    return {"samples": len(lags), "max_s": worst[1], "at_s": worst[0]}
+    out: dict[str, Any] = {"samples": len(lags), "max_s": worst[1], "at_s": worst[0]}
+    if waits:
+        nets = [(t, max(0.0, lag - max((w for wt, w in waits if t - lag <= wt <= t),
+                                        default=0.0))) for t, lag in lags]
+        net = max(nets, key=lambda x: x[1], default=(None, 0.0))
+        out.update(net_max_s=net[1], net_at_s=net[0],
+                   alarm_append_wait_max_s=max(w for _, w in waits))
+    return out
 
 
 def peaks(samples: list[dict[str, Any]]) -> dict[str, Any]:

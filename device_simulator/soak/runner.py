@@ -84,7 +84,9 @@ def run(o: Options) -> dict[str, Any]:
         manifest_path = o.work / "run.json"
         t0 = time.monotonic()
         sampler = Sampler(o.work / "samples.jsonl", stack.procs.pids, stack.ports.status, t0,
-                          segments=None if o.cluster else o.work / "cloud" / "topics")
+                          segments=None if o.cluster else o.work / "cloud" / "topics",
+                          metrics_urls=[f"http://127.0.0.1:{port}/metrics" for port, _ in
+                                        stack.brokers.values()] if o.cluster else None)
         sampler.start()
         with open(o.work / "sim.json", "wb") as out, open(o.work / "sim.log", "wb") as err:
             sim = subprocess.Popen(_sim_args(o, stack.ports.mqtt, manifest_path), stdout=out,
@@ -176,11 +178,14 @@ def judge(work: Path, warmup_s: float, roles: list[str], dead_letter_dir: Path |
     samples = figures.load(work / "samples.jsonl")
     result["resources"], grown = figures.judge(samples, warmup_s, roles)
     problems += grown
-    result["alarm_lag"] = figures.alarm_lag(samples)
-    result["alarm_lag"]["bound_s"] = ALARM_LAG_BOUND_S
-    if result["alarm_lag"]["max_s"] > ALARM_LAG_BOUND_S:
-        problems.append(f"alarms {result['alarm_lag']['max_s']:.1f} s behind telemetry at "
-                        f"{result['alarm_lag']['at_s']} s (bound {ALARM_LAG_BOUND_S} s)")
+    lag = result["alarm_lag"] = figures.alarm_lag(samples)
+    lag["bound_s"] = ALARM_LAG_BOUND_S
+    # cluster mode: judged net of the alarm partitions' leader elections (figures.alarm_lag)
+    judged, at = lag.get("net_max_s", lag["max_s"]), lag.get("net_at_s", lag["at_s"])
+    if judged > ALARM_LAG_BOUND_S:
+        net = " net of leader elections" if "net_max_s" in lag else ""
+        problems.append(f"alarms {judged:.1f} s behind telemetry{net} at {at} s "
+                        f"(bound {ALARM_LAG_BOUND_S} s)")
     result["edge_peaks"] = figures.peaks(samples)
 
 

@@ -1,5 +1,7 @@
 """Once a second: RSS, open fds, threads and CPU of every soak process, plus the agent's
 dedup marks, backlog and oldest unsent reading per stream, appended to a JSON-lines file.
+In cluster mode also the longest append wait of each topic's partitions on the broker
+nodes (``append_wait``): how long a JetStream stream has been electing a leader.
 
 The broker's fds are also sampled net of its segment files (``fds_net``): the
 partition store holds one fd per retained segment, which grows with the data until
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -60,12 +63,35 @@ def agent_figures(status_port: int) -> dict[str, Any] | None:
             for s in doc.get("streams", [])}
 
 
+_APPEND_WAIT = re.compile(
+    rb'^broker_partition_append_wait_seconds\{[^}]*topic="([^"]+)"[^}]*\} (\S+)$', re.M)
+
+
+def append_waits(metrics_urls: list[str]) -> dict[str, float] | None:
+    """topic -> the longest append wait of its partitions on any broker now (the
+    ``broker_partition_append_wait_seconds`` gauge); None when no broker answered."""
+    out: dict[str, float] | None = None
+    for url in metrics_urls:
+        try:
+            text = httpx.get(url, timeout=0.5).content
+        except httpx.HTTPError:
+            continue
+        out = out if out is not None else {}
+        for topic, value in _APPEND_WAIT.findall(text):
+            with contextlib.suppress(ValueError):
+                name = topic.decode()
+                out[name] = max(out.get(name, 0.0), float(value))
+    return out
+
+
 class Sampler(threading.Thread):
     def __init__(self, out: Path, pids: Callable[[], dict[str, int]], status_port: int,
-                 t0: float, every: float = 1.0, segments: Path | None = None) -> None:
+                 t0: float, every: float = 1.0, segments: Path | None = None,
+                 metrics_urls: list[str] | None = None) -> None:
         super().__init__(daemon=True, name="soak-sampler")
         self.out, self.pids, self.status_port = out, pids, status_port
         self.segments = segments  # the broker's topics directory
+        self.metrics_urls = metrics_urls or []  # the brokers' /metrics (cluster mode)
         self.t0, self.every = t0, every
         self.stop_event = threading.Event()
         self.last_agent: dict[str, Any] | None = None
@@ -91,7 +117,10 @@ class Sampler(threading.Thread):
         agent = agent_figures(self.status_port)
         if agent is not None:
             self.last_agent = agent
-        return {"t": round(now - self.t0, 2), "procs": procs, "agent": agent}
+        sample = {"t": round(now - self.t0, 2), "procs": procs, "agent": agent}
+        if self.metrics_urls:
+            sample["append_wait"] = append_waits(self.metrics_urls)
+        return sample
 
     def run(self) -> None:
         with open(self.out, "a") as f:

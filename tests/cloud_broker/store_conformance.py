@@ -83,6 +83,7 @@ class StoreConformance:
         assert (part.topic, part.index) == (TOPIC, 0)
         assert (part.start_offset, part.end_offset, part.durable_offset) == (0, 0, 0)
         assert (part.size_bytes, part.failed, part.corrupt_records) == (0, None, 0)
+        assert part.append_wait_s == 0.0
 
     def test_unknown_topics_and_partitions_raise_unknown_topic(
             self, store: PartitionStoreAPI) -> None:
@@ -122,6 +123,7 @@ class StoreConformance:
         first, last = run(write())
         assert (first, last) == (0, 4)
         assert part.end_offset == 5 and part.durable_offset == 5 and part.size_bytes > 0
+        assert part.append_wait_s == 0.0  # nothing waits once the appends are durable
         res = part.fetch(0, 100, 1 << 20)
         assert [r.offset for r in res.records] == [0, 1, 2, 3, 4]
         assert res.next_offset == 5 and not res.skipped

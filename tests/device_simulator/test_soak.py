@@ -149,6 +149,34 @@ def test_a_fault_count_spec_parses_or_says_what_is_wrong(spec: str) -> None:
         assert set(counts) <= set(schedule.KINDS)
 
 
+def _lag_sample(t: float, alarm_age: float | None, wait: float | None = None
+                ) -> dict[str, Any]:
+    s: dict[str, Any] = {"t": t, "procs": {}, "agent": {
+        "alarms": {"oldest_s": alarm_age}, "telemetry": {"oldest_s": 0.1}}}
+    if wait is not None:
+        s["append_wait"] = {"alarms": wait, "telemetry": 0.0}
+    return s
+
+
+def test_alarm_lag_net_of_an_alarm_partition_electing_its_leader() -> None:
+    """Cluster mode: an alarm held while its partition had no stream leader is the
+    store's election, not the pipeline's lag; the same lag with no such wait is not."""
+    stalled = range(10, 18)  # alarms 7 s behind while their partition waited 7 s
+    held = [_lag_sample(t, 0.1 + (t - 10.0 if t in stalled else 0.0),
+                        wait=t - 10.0 if t in stalled else 0.0) for t in range(30)]
+    lag = figures.alarm_lag(held)
+    assert lag["max_s"] == pytest.approx(7.0) and lag["at_s"] == 17
+    assert lag["net_max_s"] == pytest.approx(0.0)
+    assert lag["alarm_append_wait_max_s"] == pytest.approx(7.0)
+    slow = [dict(s, append_wait={"alarms": 0.0}) for s in held]  # no election: all counted
+    assert figures.alarm_lag(slow)["net_max_s"] == pytest.approx(7.0)
+    partial = [dict(s, append_wait={"alarms": min(s["append_wait"]["alarms"], 2.0)})
+               for s in held]  # a 2 s election explains 2 s of the 7
+    assert figures.alarm_lag(partial)["net_max_s"] == pytest.approx(5.0)
+    single = [_lag_sample(t, 0.1 + (3.0 if t == 5 else 0.0)) for t in range(10)]
+    assert "net_max_s" not in figures.alarm_lag(single)  # no broker figures: raw only
+
+
 def test_growth_is_the_fitted_slope_over_the_span_after_warm_up() -> None:
     samples = [{"t": float(t), "procs": {"agent": {"pid": 1, "rss": 1000 * t, "fds": 9,
                                                    "threads": 3, "cpu": 1.0}}}

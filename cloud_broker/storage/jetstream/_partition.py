@@ -79,6 +79,7 @@ class _Item:
     last: int = -1
     done: concurrent.futures.Future[tuple[int, int]] = field(
         default_factory=concurrent.futures.Future)
+    queued: float = field(default_factory=time.monotonic)
 
 
 class JetStreamPartition(StreamFollower, Waiters):
@@ -106,6 +107,7 @@ class JetStreamPartition(StreamFollower, Waiters):
         self._hint = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._failed: BaseException | None = None
+        self._head: _Item | None = None  # the item being published (the oldest waiting)
         self.closed = False
 
     # -- lifecycle (on the client loop) ----------------------------------------------------
@@ -167,6 +169,11 @@ class JetStreamPartition(StreamFollower, Waiters):
     def corrupt_records(self) -> int:
         return self.reader.corrupt_records
 
+    @property
+    def append_wait_s(self) -> float:
+        head = self._head  # publishes go one at a time, in order: the head waited longest
+        return 0.0 if head is None else time.monotonic() - head.queued
+
     def mark(self, source: bytes) -> int:
         """The highest edge offset of ``source`` (b"edge/stream/gen/") held here, or -1."""
         return self.view.marks.get(source, -1)
@@ -215,6 +222,7 @@ class JetStreamPartition(StreamFollower, Waiters):
             item = await self._queue.get()
             if item is None:
                 return
+            self._head = item
             try:
                 result = await self._publish(item)
             except BaseException as exc:  # every error goes to the waiting caller
@@ -230,6 +238,7 @@ class JetStreamPartition(StreamFollower, Waiters):
                 item.done.set_result(result)
                 self.notify()
             finally:
+                self._head = None
                 # only plain appends are pending; removing an absent item would raise a
                 # ValueError whose message is built from the item's repr, at every piece
                 if item.expect_base is not None:
