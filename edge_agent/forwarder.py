@@ -39,6 +39,7 @@ import time
 from uplink import Batch
 
 from .config import UplinkConfig
+from .outgoing import Outgoing
 from .stream_sender import StreamSender
 from .trickle import TrickleRule
 from .uplink_http import (
@@ -132,10 +133,14 @@ class Forwarder(TrickleRule):
 
     async def _send(self, s: StreamSender, batch: Batch, acked_when_sent: int) -> None:
         try:
+            # Encoded once: the records are freed now, not after the request and its
+            # retries (a catch-up's batches in flight were the agent's memory high water).
+            out = Outgoing.encode(batch, self.cfg.compression)
+            del batch
             failures = 0
             while True:
                 try:
-                    reply = await self.uplink.send(s.store.config.topic, batch)
+                    reply = await self.uplink.send(s.store.config.topic, out)
                     break
                 except RetryableUplinkError as exc:
                     failures += 1
@@ -147,12 +152,12 @@ class Forwarder(TrickleRule):
                 self._link_back = asyncio.Event()
             s.stats.tls_error = ""
             s.stats.batches_sent += 1
-            s.stats.records_sent += len(batch.records)
+            s.stats.records_sent += out.count
             s.on_reply(reply, acked_when_sent)
         except FatalUplinkError as exc:
             # Too large for this cloud (max_records_per_request, max_body_bytes):
             # nothing of it was written; resend from the acked offset in halves.
-            if exc.status == 413 and s.on_too_large(len(batch.records), str(exc)):
+            if exc.status == 413 and s.on_too_large(out.count, str(exc)):
                 return
             s.stopped = str(exc)
             s.stats.last_error = str(exc)

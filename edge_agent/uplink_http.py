@@ -45,6 +45,7 @@ from uplink import (
     encode_batch,
 )
 
+from .outgoing import Outgoing
 from .ratelimit import TokenBucket
 from .status import masked_url as mask_url
 from .uplink_conn import ConnectionFailed, LeanClient
@@ -74,7 +75,7 @@ class FatalUplinkError(UplinkError):
 
 
 class Uplink(Protocol):
-    async def send(self, topic: str, batch: Batch) -> Ack | Refusal: ...
+    async def send(self, topic: str, batch: Batch | Outgoing) -> Ack | Refusal: ...
 
     async def aclose(self) -> None: ...
 
@@ -144,8 +145,11 @@ class HttpUplink:
         """The broker URL in use."""
         return self.endpoints.current
 
-    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
-        data, encoding = encode_batch(batch, self.compression)  # type: ignore[arg-type]
+    async def send(self, topic: str, batch: Batch | Outgoing) -> Ack | Refusal:
+        if isinstance(batch, Outgoing):  # encoded once by the forwarder (outgoing.py)
+            data, encoding = batch.body, batch.encoding
+        else:
+            data, encoding = encode_batch(batch, self.compression)  # type: ignore[arg-type]
         if self.bandwidth is not None:
             await self.bandwidth.take(len(data))
         url = self.endpoints.current
@@ -294,8 +298,9 @@ class MemoryUplink:
     def __init__(self, handler: Callable[[str, Batch], Awaitable[Ack | Refusal]]) -> None:
         self._handler = handler
 
-    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
-        return await self._handler(topic, batch)
+    async def send(self, topic: str, batch: Batch | Outgoing) -> Ack | Refusal:
+        return await self._handler(topic, batch.decode() if isinstance(batch, Outgoing)
+                                   else batch)
 
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,81 @@
+"""A batch in flight is its encoded body: encoded once, resent as the same bytes, the
+records let go of before the request (edge_agent/outgoing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from edge_agent.forwarder import Forwarder, StreamSender
+from edge_agent.outgoing import Outgoing
+from edge_agent.uplink_http import RetryableUplinkError
+from tests.edge_agent.test_forwarder import Cloud, source
+from tests.helpers_uplink import (
+    edge_config,
+    fill,
+    memory_uplink,
+    open_edge,
+    run_until,
+    stream_config,
+    verify_cloud,
+)
+from uplink import Ack, Batch, Refusal, UplinkRecord
+
+
+def test_an_outgoing_batch_decodes_to_the_batch_it_was_encoded_from() -> None:
+    records = tuple(UplinkRecord(o, b"dev-%d" % (o % 3), 1_700_000_000_000 + o, b"v%d" % o,
+                                 (("h", b"x"),) if o % 2 else ())
+                    for o in (10, 11, 13, 17))  # holes in the range: an offset column
+    batch = Batch("edge-1", "telemetry", "g1", 10, 18, records)
+    for compression in ("none", "gzip", "zstd"):
+        out = Outgoing.encode(batch, compression)
+        assert (out.edge_id, out.stream, out.generation, out.base_offset, out.last_offset,
+                out.count) == ("edge-1", "telemetry", "g1", 10, 18, 4)
+        assert out.encoding == {"none": "identity"}.get(compression, compression)
+        again = out.decode()
+        assert (again.base_offset, again.last_offset) == (10, 18)
+        assert list(again.records) == list(records) == list(out.records)
+
+
+class FailsTwice:
+    """Refuses the first two attempts of every batch retryably; keeps what it was given."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.seen: dict[int, list[object]] = {}
+
+    async def send(self, topic: str, batch: Outgoing) -> Ack | Refusal:
+        tries = self.seen.setdefault(batch.base_offset, [])
+        tries.append(batch)
+        if len(tries) <= 2:
+            raise RetryableUplinkError("connection refused")
+        return await self.inner.send(topic, batch)  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()  # type: ignore[attr-defined]
+
+
+def test_retries_resend_the_same_encoded_body_and_deliver_exactly_once(
+        tmp_path: Path) -> None:
+    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry")],
+                      max_batch_records=100, max_in_flight=2)
+    store = open_edge(cfg, "telemetry")
+    fill(store, 500, 20)
+    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4})
+    up = FailsTwice(memory_uplink(cloud.ingestor))
+    sender = StreamSender(store, cfg.edge_id, cfg.uplink)
+
+    async def main() -> None:
+        fwd = Forwarder([sender], up, cfg.uplink)  # type: ignore[arg-type]
+        await run_until(fwd, fwd.drained)
+
+    asyncio.run(main())
+    verify_cloud(cloud.view("telemetry"), {source(cfg, store): range(500)})
+    assert len(up.seen) >= 5
+    for tries in up.seen.values():
+        assert len(tries) == 3
+        assert all(type(t) is Outgoing for t in tries)  # never the records
+        assert all(t is tries[0] for t in tries)  # one encoding, sent three times
+    assert sender.stats.records_sent == 500
+    cloud.close()
+    store.log.close()
