@@ -78,16 +78,15 @@ def test_short_soak_in_cluster_mode_through_nats_and_broker_node_kills(
         "--faults", "nats_kill=3,broker_kill=2,agent_kill=2,uplink_cut=1,consumer_kill=1,"
                     "mosquitto_restart=0,slow_link=0,mirror_kill=1,disk_full=0")
     _assert_whole(result, ("nats_kill", "broker_kill", "agent_kill", "uplink_cut",
-                           "consumer_kill", "mirror_kill"), known=("alarms ",))
+                           "consumer_kill", "mirror_kill"))
     roles = result["resources"]
     assert {"nats-1", "nats-2", "nats-3", "broker", "broker-1"} <= set(roles)
     assert result["faults"]["done"]["nats_kill"] == 3  # each node once, in turn
     assert result["faults"]["done"]["broker_kill"] == 2  # each broker node once
-    lag = [p for p in result["problems"] if p.startswith("alarms ")]
-    if lag:  # delivery was exact (checked above); the alarm bound is a known bug
-        pytest.xfail(f"{lag[0]}: known, after NATS node kills stacked with a broker "
-                     "node kill, the alarm partitions' publishes wait seconds longer than "
-                     "telemetry's (docs/reliability.md, cluster mode)")
+    lag = result["alarm_lag"]
+    # the brokers' append waits were sampled: the alarm bound is judged net of the
+    # alarm partitions' leader elections (figures.alarm_lag)
+    assert lag["net_max_s"] <= lag["max_s"] and lag["net_max_s"] <= lag["bound_s"], lag
 
 
 def test_nats_kills_need_cluster_mode() -> None:
