@@ -13,10 +13,9 @@ in-memory one that tests link to an ingestor).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from uplink import Batch, UplinkRecord, decode_batch, encode_batch
+from uplink import Batch, decode_batch, encode_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +40,3 @@ class Outgoing:
         return decode_batch(self.body, self.encoding,
                             max_decompressed_size=max(len(self.body) * 64, 1 << 20),
                             max_records=max(self.count, 1))
-
-    @property
-    def records(self) -> Sequence[UplinkRecord]:
-        return self.decode().records

@@ -16,6 +16,7 @@ the figures are printed without a judgement (the allocator has not settled).
 
 from __future__ import annotations
 
+import bisect
 import json
 import statistics
 from pathlib import Path
@@ -135,8 +136,10 @@ def alarm_lag(samples: list[dict[str, Any]]) -> dict[str, Any]:
     worst = max(lags, key=lambda x: x[1], default=(None, 0.0))
     out: dict[str, Any] = {"samples": len(lags), "max_s": worst[1], "at_s": worst[0]}
     if waits:
-        nets = [(t, max(0.0, lag - max((w for wt, w in waits if t - lag <= wt <= t),
-                                        default=0.0))) for t, lag in lags]
+        times = [wt for wt, _ in waits]  # in sample order: sorted
+        nets = [(t, max(0.0, lag - max((w for _, w in waits[
+                    bisect.bisect_left(times, t - lag):bisect.bisect_right(times, t)]),
+                    default=0.0))) for t, lag in lags]
         net = max(nets, key=lambda x: x[1], default=(None, 0.0))
         out.update(net_max_s=net[1], net_at_s=net[0],
                    alarm_append_wait_max_s=max(w for _, w in waits))
