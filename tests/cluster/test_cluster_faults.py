@@ -21,6 +21,7 @@ import pytest
 
 from cloud_broker.config import TopicConfig
 from cloud_broker.storage.jetstream import Connection, JetStreamSettings, JetStreamStore
+from cloud_broker.storage.open import until_available
 from edge_agent.forwarder import Forwarder, StreamSender
 from edge_agent.uplink_http import HttpUplink
 from tests.cluster.natsd import NatsCluster, NatsNode, jetstream_cluster
@@ -50,8 +51,9 @@ def verdict(cluster: NatsCluster, expected: dict[tuple[str, str, str], range]) -
         cluster.stream_leader(f"{PREFIX}_telemetry_{i}")
     store = JetStreamStore(JetStreamSettings(Connection(tuple(cluster.urls)), replicas=3,
                                              stream_prefix=PREFIX))
-    try:
-        parts = store.ensure_topic(TopicConfig("telemetry", PARTITIONS))
+    try:  # a restarted node may still be catching up: wait as a broker's start does
+        parts = until_available(lambda: store.ensure_topic(TopicConfig("telemetry", PARTITIONS)),
+                                "open the topic", time.monotonic() + 60)
         verify_cloud(read_logs({p.index: p for p in parts}), expected)  # type: ignore[arg-type]
     finally:
         store.close()
