@@ -36,8 +36,6 @@ import random
 import threading
 import time
 
-from uplink import Batch
-
 from .config import UplinkConfig
 from .outgoing import Outgoing
 from .stream_sender import StreamSender
@@ -121,22 +119,32 @@ class Forwarder(TrickleRule):
                 batch = s.build_batch()
                 if batch is None:
                     break
+                # Encoded here, not in the task: a pass that fills every free slot (a
+                # catch-up) would otherwise hold all its batches' records at once, each
+                # until its task first runs. One batch's records alive at a time.
+                try:
+                    out = Outgoing.encode(batch, cfg.compression)
+                except Exception as exc:  # a bug must not kill the scheduler
+                    s.state.rewind()
+                    s.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("stream %s: a batch could not be encoded", s.name)
+                    break
+                del batch
                 s.pending_since = None
                 s.last_sent_at = now
                 self.in_flight += 1
-                task = asyncio.create_task(self._send(s, batch, acked))
+                task = asyncio.create_task(self._send(s, out, acked))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             if self.in_flight >= cfg.max_in_flight:
                 break
         return deadline
 
-    async def _send(self, s: StreamSender, batch: Batch, acked_when_sent: int) -> None:
+    async def _send(self, s: StreamSender, out: Outgoing, acked_when_sent: int) -> None:
+        """Send ``out`` until the cloud answers; retries resend the same bytes (the
+        records were freed when it was encoded, not kept for the request's retries: a
+        catch-up's batches in flight were the agent's memory high water)."""
         try:
-            # Encoded once: the records are freed now, not after the request and its
-            # retries (a catch-up's batches in flight were the agent's memory high water).
-            out = Outgoing.encode(batch, self.cfg.compression)
-            del batch
             failures = 0
             while True:
                 try:

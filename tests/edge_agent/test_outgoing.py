@@ -4,6 +4,7 @@ records let go of before the request (edge_agent/outgoing.py)."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from pathlib import Path
 
 from edge_agent.forwarder import Forwarder, StreamSender
@@ -19,7 +20,7 @@ from tests.helpers_uplink import (
     stream_config,
     verify_cloud,
 )
-from uplink import Ack, Batch, Refusal, UplinkRecord
+from uplink import Ack, Batch, RecordBlock, Refusal, UplinkRecord
 
 
 def test_an_outgoing_batch_decodes_to_the_batch_it_was_encoded_from() -> None:
@@ -77,5 +78,53 @@ def test_retries_resend_the_same_encoded_body_and_deliver_exactly_once(
         assert all(type(t) is Outgoing for t in tries)  # never the records
         assert all(t is tries[0] for t in tries)  # one encoding, sent three times
     assert sender.stats.records_sent == 500
+    cloud.close()
+    store.log.close()
+
+
+class Tracked(RecordBlock):
+    """A RecordBlock a test can hold a weak reference to (the real one has slots only)."""
+
+
+def test_a_catch_up_holds_one_batch_of_records_at_a_time_not_one_per_free_slot(
+        tmp_path: Path) -> None:
+    """A scheduling pass fills every free slot during a catch-up: each batch is encoded
+    before the next is read, so the records of at most one are alive at once (they set
+    the agent's memory high water when each waited for its task to start)."""
+    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry")],
+                      max_batch_records=100, max_in_flight=4)
+    store = open_edge(cfg, "telemetry")
+    fill(store, 2000, 20)
+    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4})
+    sender = StreamSender(store, cfg.edge_id, cfg.uplink)
+    built: list[weakref.ref[Tracked]] = []
+    most_alive = 0
+    build = sender.build_batch
+
+    def tracked_build() -> Batch | None:
+        nonlocal most_alive
+        batch = build()
+        if batch is None:
+            return None
+        block = RecordBlock.from_records(batch.records)
+        mine = Tracked(block.offsets, block.keys, block.timestamps, block.values,
+                       block.header_counts, block.header_names, block.header_index,
+                       block.header_values)
+        built.append(weakref.ref(mine))
+        most_alive = max(most_alive, sum(r() is not None for r in built))
+        return Batch.trusted(batch.edge_id, batch.stream, batch.generation,
+                             batch.base_offset, batch.last_offset, mine)
+
+    sender.build_batch = tracked_build  # type: ignore[method-assign]
+    up = memory_uplink(cloud.ingestor)
+
+    async def main() -> None:
+        fwd = Forwarder([sender], up, cfg.uplink)
+        await run_until(fwd, fwd.drained)
+
+    asyncio.run(main())
+    verify_cloud(cloud.view("telemetry"), {source(cfg, store): range(2000)})
+    assert len(built) >= 20
+    assert most_alive == 1, f"{most_alive} batches' records alive at once"
     cloud.close()
     store.log.close()
