@@ -145,7 +145,7 @@ async def drain(cfg: EdgeConfig, timeout: float, broker_pid: int) -> Result:
     store = open_stream(cfg, cfg.streams[0])
     n = store.log.end_offset - store.log.start_offset
     u = cfg.uplink
-    up = HttpUplink(u.url, compression=u.compression, timeout_s=30,
+    up = HttpUplink(u.url, timeout_s=30,
                     max_connections=u.max_in_flight)
     fwd = Forwarder([StreamSender(store, cfg.edge_id, u)], up, u)
     started = time.perf_counter()

@@ -187,7 +187,7 @@ class Agent:
     def _make_uplink(self) -> Uplink:
         u = self.config.uplink
         bucket = TokenBucket(u.bandwidth_bytes_per_s) if u.bandwidth_bytes_per_s else None
-        return HttpUplink(u.endpoints, u.token, compression=u.compression, timeout_s=u.timeout_s,
+        return HttpUplink(u.endpoints, u.token, timeout_s=u.timeout_s,
                           ca_file=u.ca_file, max_connections=max(2, u.max_in_flight),
                           bandwidth=bucket)
 

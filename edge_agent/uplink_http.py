@@ -1,5 +1,9 @@
 """The uplink over HTTP: one method, ``send(topic, batch) -> Ack | Refusal``.
 
+The batch comes encoded (``outgoing.Outgoing``: CBOR, compressed as the uplink config
+says), so the one place that chooses the compression is whoever encodes it: the
+forwarder, or a test with ``Outgoing.encode``.
+
 Strategy: a thin httpx adapter around the sans-IO ``uplink`` codec, like an httpx
 transport: the forwarder never sees HTTP. Failures are sorted into two kinds at this
 boundary: ``RetryableUplinkError`` (connect errors, timeouts, 5xx, 429: retried forever
@@ -42,7 +46,6 @@ from uplink import (
     Refusal,
     decode_ack,
     decode_refusal,
-    encode_batch,
 )
 
 from .outgoing import Outgoing
@@ -75,7 +78,7 @@ class FatalUplinkError(UplinkError):
 
 
 class Uplink(Protocol):
-    async def send(self, topic: str, batch: Batch | Outgoing) -> Ack | Refusal: ...
+    async def send(self, topic: str, batch: Outgoing) -> Ack | Refusal: ...
 
     async def aclose(self) -> None: ...
 
@@ -116,12 +119,11 @@ class HttpUplink:
     ``client`` forces one ("lean", "httpx")."""
 
     def __init__(self, url: str | Sequence[str], token: str | None = None, *,
-                 compression: str = "zstd", timeout_s: float = 10.0,
+                 timeout_s: float = 10.0,
                  ca_file: Path | None = None, max_connections: int = 8,
                  bandwidth: TokenBucket | None = None, client: str | None = None) -> None:
         self.endpoints = Endpoints([url] if isinstance(url, str) else url)
         self.bandwidth = bandwidth
-        self.compression = compression
         headers = {"content-type": "application/cbor", "accept": "application/cbor"}
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -145,11 +147,8 @@ class HttpUplink:
         """The broker URL in use."""
         return self.endpoints.current
 
-    async def send(self, topic: str, batch: Batch | Outgoing) -> Ack | Refusal:
-        if isinstance(batch, Outgoing):  # encoded once by the forwarder (outgoing.py)
-            data, encoding = batch.body, batch.encoding
-        else:
-            data, encoding = encode_batch(batch, self.compression)  # type: ignore[arg-type]
+    async def send(self, topic: str, batch: Outgoing) -> Ack | Refusal:
+        data, encoding = batch.body, batch.encoding  # encoded once, by whoever built it
         if self.bandwidth is not None:
             await self.bandwidth.take(len(data))
         url = self.endpoints.current
@@ -298,9 +297,8 @@ class MemoryUplink:
     def __init__(self, handler: Callable[[str, Batch], Awaitable[Ack | Refusal]]) -> None:
         self._handler = handler
 
-    async def send(self, topic: str, batch: Batch | Outgoing) -> Ack | Refusal:
-        return await self._handler(topic, batch.decode() if isinstance(batch, Outgoing)
-                                   else batch)
+    async def send(self, topic: str, batch: Outgoing) -> Ack | Refusal:
+        return await self._handler(topic, batch.decode())
 
     async def aclose(self) -> None:
         return None

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from edge_agent.forwarder import Forwarder, StreamSender
+from edge_agent.outgoing import Outgoing
 from edge_agent.uplink_http import HttpUplink, RetryableUplinkError
 from tests.helpers import Server, find_binary, free_port, write_broker_config
 from tests.helpers_uplink import edge_config, fill, open_edge, read_cloud, run_until, verify_cloud
@@ -77,10 +78,10 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
         server.stop()
 
 
-def one_batch(gen: str, base: int = 0) -> Batch:
+def one_batch(gen: str, base: int = 0) -> Outgoing:
     recs = tuple(UplinkRecord(o, b"dev-%d" % (o % 3), 1, b'{"seq":%d}' % o)
                  for o in range(base, base + 10))
-    return Batch("edge-1", "telemetry", gen, base, base + 9, recs)
+    return Outgoing.encode(Batch("edge-1", "telemetry", gen, base, base + 9, recs), "zstd")
 
 
 def test_uplink_with_the_ca_file_succeeds(tls_broker: tuple[Server, Path]) -> None:

@@ -29,7 +29,7 @@ async def drain(path: str, timeout: float) -> int:
     stores = [open_stream(cfg, s) for s in cfg.streams]
     u = cfg.uplink
     bucket = TokenBucket(u.bandwidth_bytes_per_s) if u.bandwidth_bytes_per_s else None
-    uplink = HttpUplink(u.url, u.token, compression=u.compression, timeout_s=u.timeout_s,
+    uplink = HttpUplink(u.url, u.token, timeout_s=u.timeout_s,
                         ca_file=u.ca_file, max_connections=u.max_in_flight, bandwidth=bucket)
     senders = [StreamSender(st, cfg.edge_id, u) for st in stores]
     fwd = Forwarder(senders, uplink, u)

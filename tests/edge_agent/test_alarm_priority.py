@@ -18,11 +18,12 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
+from edge_agent.outgoing import Outgoing
 from edge_agent.streams import open_stream
 from edge_agent.uplink_http import HttpUplink
 from shared_log import Log, Record
 from tests.helpers import Server, broker_server, find_binary, until
-from uplink import Ack, Batch, Refusal
+from uplink import Ack, Refusal
 
 BACKLOG = 500_000
 IN_FLIGHT = 2
@@ -36,7 +37,7 @@ class SlowRecordingUplink:
         self.delay_s = delay_s
         self.starts: list[str] = []
 
-    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
+    async def send(self, topic: str, batch: Outgoing) -> Ack | Refusal:
         self.starts.append(topic)
         await asyncio.sleep(self.delay_s)
         return await self.inner.send(topic, batch)
@@ -90,7 +91,7 @@ device_key = "topic:devices/{{device}}/telemetry"
 
 
 async def _run(cfg, broker: Server, mqtt_port: int) -> None:  # type: ignore[no-untyped-def]
-    uplink = SlowRecordingUplink(HttpUplink(cfg.uplink.url, compression="none"), 0.25)
+    uplink = SlowRecordingUplink(HttpUplink(cfg.uplink.url), 0.25)
     agent = Agent(cfg, uplink=uplink)
     await agent.start()
     try:

@@ -21,6 +21,7 @@ from cloud_broker.ingest import Ingestor
 from cloud_broker.storage import PartitionStore
 from edge_agent.config import EdgeConfig, IngestConfig
 from edge_agent.forwarder import Forwarder, StreamSender
+from edge_agent.outgoing import Outgoing
 from edge_agent.ratelimit import TokenBucket
 from edge_agent.streams import StreamStore
 from edge_agent.tail import block_of
@@ -39,7 +40,7 @@ from tests.helpers_uplink import (
     stream_config,
     verify_cloud,
 )
-from uplink import Ack, AckStatus, Batch, Refusal, RefusalCode
+from uplink import Ack, AckStatus, Refusal, RefusalCode
 
 
 class Cloud:
@@ -70,7 +71,7 @@ class Recording:
         self.sends: list[tuple[str, int, int]] = []
         self.times: list[float] = []  # time.monotonic() of each send
 
-    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
+    async def send(self, topic: str, batch: Outgoing) -> Ack | Refusal:
         self.sends.append((batch.stream, batch.base_offset, batch.last_offset))
         self.times.append(time.monotonic())
         if self.gate is not None:
@@ -152,7 +153,7 @@ def test_drains_into_a_broker_subprocess(broker: Server, tmp_path: Path) -> None
     fill(store, 20_000, 200)
 
     async def main() -> None:
-        up = HttpUplink(cfg.uplink.url, compression=cfg.uplink.compression)
+        up = HttpUplink(cfg.uplink.url)
         fwd = Forwarder(senders(cfg, [store]), up, cfg.uplink)
         try:
             await run_until(fwd, fwd.drained, timeout=120)

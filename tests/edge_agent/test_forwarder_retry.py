@@ -11,19 +11,11 @@ from pathlib import Path
 import pytest
 
 from edge_agent import forwarder
-from edge_agent.forwarder import Forwarder, StreamSender, retry_wait
+from edge_agent.forwarder import retry_wait
+from edge_agent.outgoing import Outgoing
 from edge_agent.uplink_http import RetryableUplinkError, TlsUplinkError
-from tests.edge_agent.test_forwarder import Cloud, source
-from tests.helpers_uplink import (
-    edge_config,
-    fill,
-    memory_uplink,
-    open_edge,
-    run_until,
-    stream_config,
-    verify_cloud,
-)
-from uplink import Ack, Batch, Refusal
+from tests.edge_agent.backlog import Backlog
+from uplink import Ack, Refusal
 
 
 def test_retry_wait_is_full_jitter_under_an_exponential_ceiling() -> None:
@@ -41,7 +33,7 @@ class Flaky:
     def __init__(self, inner: object) -> None:
         self.inner, self.calls, self.failed = inner, 0, 0
 
-    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
+    async def send(self, topic: str, batch: Outgoing) -> Ack | Refusal:
         self.calls += 1
         if self.calls % 2:
             self.failed += 1
@@ -54,33 +46,25 @@ class Flaky:
 
 def test_retried_sends_deliver_exactly_once_and_leave_no_cyclic_garbage(
         tmp_path: Path) -> None:
-    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry")],
-                      max_batch_records=100, max_in_flight=2)
-    store = open_edge(cfg, "telemetry")
-    fill(store, 3000, 20)
-    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4})
-    flaky = Flaky(memory_uplink(cloud.ingestor))
-    sender = StreamSender(store, cfg.edge_id, cfg.uplink)
+    edge = Backlog(tmp_path, {"telemetry": 3000}, max_batch_records=100, max_in_flight=2)
+    flaky = Flaky(edge.uplink())
     collected: list[int] = []
 
     async def main() -> None:
-        fwd = Forwarder([sender], flaky, cfg.uplink)  # type: ignore[arg-type]
         gc.collect()
         gc.disable()
         try:
-            await run_until(fwd, fwd.drained)
+            await edge.forward(flaky)
         finally:
             collected.append(gc.collect())
             gc.enable()
 
     asyncio.run(main())
-    verify_cloud(cloud.view("telemetry"), {source(cfg, store): range(3000)})
-    assert flaky.failed >= 30 and sender.stats.retries == flaky.failed
+    edge.verify_and_close()
+    assert flaky.failed >= 30 and edge.senders[0].stats.retries == flaky.failed
     # tenacity's retry objects were cycles (~19 objects per attempt: 560 for these 60),
     # freed only by the full collection, which a busy agent runs rarely.
     assert collected[0] < flaky.calls, (collected, flaky.calls)
-    cloud.close()
-    store.log.close()
 
 
 class DownFor:
@@ -90,7 +74,7 @@ class DownFor:
         self.inner, self.failed = inner, set[str]()
         self.delivered: dict[str, float] = {}
 
-    async def send(self, topic: str, batch: Batch) -> Ack | Refusal:
+    async def send(self, topic: str, batch: Outgoing) -> Ack | Refusal:
         if batch.stream not in self.failed:
             self.failed.add(batch.stream)
             raise RetryableUplinkError(f"down for {batch.stream}")
@@ -109,27 +93,16 @@ def test_a_request_that_goes_through_ends_the_other_retries_waits(
     waits = {"alarms": 30.0, "telemetry": 0.01}
     monkeypatch.setattr(forwarder, "retry_wait",
                         lambda failures, exc, top: waits[str(exc).rsplit(" ", 1)[1]])
-    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry"),
-                                          stream_config("alarms", priority=0)],
-                      max_batch_records=100, max_in_flight=4)
-    stores = [open_edge(cfg, "telemetry"), open_edge(cfg, "alarms")]
-    fill(stores[0], 300, 10)
-    fill(stores[1], 20, 2)
-    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4, "alarms": 2})
-    uplink = DownFor(memory_uplink(cloud.ingestor))
+    edge = Backlog(tmp_path, {"telemetry": 300, "alarms": 20}, devices=10,
+                   priorities={"alarms": 0}, max_batch_records=100, max_in_flight=4)
+    uplink = DownFor(edge.uplink())
 
     async def main() -> float:
-        fwd = Forwarder([StreamSender(s, cfg.edge_id, cfg.uplink) for s in stores],
-                        uplink, cfg.uplink)  # type: ignore[arg-type]
         start = time.monotonic()
-        await run_until(fwd, fwd.drained, timeout=20)  # the alarm's backoff: 30 s
+        await edge.forward(uplink, timeout=20)  # the alarm's backoff: 30 s
         return time.monotonic() - start
 
     took = asyncio.run(main())
+    edge.verify_and_close()
     assert uplink.failed == {"alarms", "telemetry"}
     assert uplink.delivered["alarms"] - uplink.delivered["telemetry"] < 2.0, took
-    verify_cloud(cloud.view("telemetry"), {source(cfg, stores[0]): range(300)})
-    verify_cloud(cloud.view("alarms"), {source(cfg, stores[1]): range(20)})
-    cloud.close()
-    for s in stores:
-        s.log.close()

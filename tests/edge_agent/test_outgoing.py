@@ -7,19 +7,9 @@ import asyncio
 import weakref
 from pathlib import Path
 
-from edge_agent.forwarder import Forwarder, StreamSender
 from edge_agent.outgoing import Outgoing
 from edge_agent.uplink_http import RetryableUplinkError
-from tests.edge_agent.test_forwarder import Cloud, source
-from tests.helpers_uplink import (
-    edge_config,
-    fill,
-    memory_uplink,
-    open_edge,
-    run_until,
-    stream_config,
-    verify_cloud,
-)
+from tests.edge_agent.backlog import Backlog
 from uplink import Ack, Batch, RecordBlock, Refusal, UplinkRecord
 
 
@@ -58,28 +48,16 @@ class FailsTwice:
 
 def test_retries_resend_the_same_encoded_body_and_deliver_exactly_once(
         tmp_path: Path) -> None:
-    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry")],
-                      max_batch_records=100, max_in_flight=2)
-    store = open_edge(cfg, "telemetry")
-    fill(store, 500, 20)
-    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4})
-    up = FailsTwice(memory_uplink(cloud.ingestor))
-    sender = StreamSender(store, cfg.edge_id, cfg.uplink)
-
-    async def main() -> None:
-        fwd = Forwarder([sender], up, cfg.uplink)  # type: ignore[arg-type]
-        await run_until(fwd, fwd.drained)
-
-    asyncio.run(main())
-    verify_cloud(cloud.view("telemetry"), {source(cfg, store): range(500)})
+    edge = Backlog(tmp_path, {"telemetry": 500}, max_batch_records=100, max_in_flight=2)
+    up = FailsTwice(edge.uplink())
+    asyncio.run(edge.forward(up))
+    edge.verify_and_close()
     assert len(up.seen) >= 5
     for tries in up.seen.values():
         assert len(tries) == 3
         assert all(type(t) is Outgoing for t in tries)  # never the records
         assert all(t is tries[0] for t in tries)  # one encoding, sent three times
-    assert sender.stats.records_sent == 500
-    cloud.close()
-    store.log.close()
+    assert edge.senders[0].stats.records_sent == 500
 
 
 class Tracked(RecordBlock):
@@ -91,12 +69,8 @@ def test_a_catch_up_holds_one_batch_of_records_at_a_time_not_one_per_free_slot(
     """A scheduling pass fills every free slot during a catch-up: each batch is encoded
     before the next is read, so the records of at most one are alive at once (they set
     the agent's memory high water when each waited for its task to start)."""
-    cfg = edge_config(tmp_path / "edge", [stream_config("telemetry")],
-                      max_batch_records=100, max_in_flight=4)
-    store = open_edge(cfg, "telemetry")
-    fill(store, 2000, 20)
-    cloud = Cloud(tmp_path / "cloud", {"telemetry": 4})
-    sender = StreamSender(store, cfg.edge_id, cfg.uplink)
+    edge = Backlog(tmp_path, {"telemetry": 2000}, max_batch_records=100, max_in_flight=4)
+    sender = edge.senders[0]
     built: list[weakref.ref[Tracked]] = []
     most_alive = 0
     build = sender.build_batch
@@ -116,15 +90,7 @@ def test_a_catch_up_holds_one_batch_of_records_at_a_time_not_one_per_free_slot(
                              batch.base_offset, batch.last_offset, mine)
 
     sender.build_batch = tracked_build  # type: ignore[method-assign]
-    up = memory_uplink(cloud.ingestor)
-
-    async def main() -> None:
-        fwd = Forwarder([sender], up, cfg.uplink)
-        await run_until(fwd, fwd.drained)
-
-    asyncio.run(main())
-    verify_cloud(cloud.view("telemetry"), {source(cfg, store): range(2000)})
+    asyncio.run(edge.forward(edge.uplink()))
+    edge.verify_and_close()
     assert len(built) >= 20
     assert most_alive == 1, f"{most_alive} batches' records alive at once"
-    cloud.close()
-    store.log.close()

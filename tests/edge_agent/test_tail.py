@@ -17,6 +17,7 @@ from cloud_broker.config import TopicConfig
 from cloud_broker.ingest import Ingestor
 from cloud_broker.storage import PartitionStore
 from edge_agent.forwarder import Forwarder, StreamSender
+from edge_agent.outgoing import Outgoing
 from edge_agent.tail import TailCache, block_of, read_block
 from edge_agent.uplink_http import RetryableUplinkError
 from shared_log import RECORD_HEAD, Log, Record, fetch_columns
@@ -159,7 +160,7 @@ def test_forwarder_sends_the_tail_from_memory_and_a_backlog_from_the_log(
     down = [True]
 
     class Outage:
-        async def send(self, topic: str, batch: Batch):  # type: ignore[no-untyped-def]
+        async def send(self, topic: str, batch: Outgoing):  # type: ignore[no-untyped-def]
             if down[0]:
                 raise RetryableUplinkError("cloud down")
             return await up.send(topic, batch)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_agent.outgoing import Outgoing
 from edge_agent.uplink_conn import ConnectionFailed, LeanClient
 from edge_agent.uplink_http import HttpUplink
 
@@ -260,10 +261,10 @@ def test_both_clients_sort_replies_the_same(client: str, status: int, body: byte
 
     async def main() -> None:
         async with serving(reply) as (port, _):
-            up = HttpUplink(f"http://127.0.0.1:{port}", compression="none", client=client)
+            up = HttpUplink(f"http://127.0.0.1:{port}", client=client)
             try:
                 with pytest.raises(Exception) as info:
-                    await up.send("t", batch)
+                    await up.send("t", Outgoing.encode(batch, "none"))
                 assert type(info.value).__name__ == raised
                 assert text in str(info.value)
             finally:

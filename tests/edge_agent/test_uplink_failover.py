@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from device_simulator.netfault import FaultProxy
 from edge_agent.config import ConfigError, UplinkConfig, load_config, parse_config
 from edge_agent.forwarder import Forwarder, StreamSender
+from edge_agent.outgoing import Outgoing
 from edge_agent.status import _endpoints as uplink_endpoints
 from edge_agent.uplink_http import Endpoints, HttpUplink, RetryableUplinkError
 from tests.helpers import broker_server, free_port
@@ -124,7 +125,7 @@ def test_a_refused_connection_moves_the_uplink_to_the_next_node() -> None:
         up = HttpUplink([dead, f"http://127.0.0.1:{free_port()}"], timeout_s=1.0)
         try:
             with pytest.raises(RetryableUplinkError):
-                await up.send("telemetry", batch)
+                await up.send("telemetry", Outgoing.encode(batch, "zstd"))
         finally:
             await up.aclose()
         return up
