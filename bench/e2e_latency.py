@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -178,6 +179,8 @@ async def consume_stream(url: str, token: str, topic: str, split: Split) -> None
         done = asyncio.create_task(asyncio.to_thread(stop.wait))
         await asyncio.wait([tails, done], return_when=asyncio.FIRST_COMPLETED)
         tails.cancel()
+        with contextlib.suppress(asyncio.CancelledError):  # retrieved: no "never
+            await tails  # retrieved" report at exit
 
 
 def cpu_seconds(pid: int) -> float:

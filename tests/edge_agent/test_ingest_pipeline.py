@@ -19,7 +19,7 @@ from edge_agent.config import EdgeConfig, load_config, parse_config
 from edge_agent.config_ingest import IngestConfig, trickle_spacing
 from edge_agent.deadletter import DeadLetterLog
 from edge_agent.dedup import HighWaterMarks
-from edge_agent.ingest import StreamIngest
+from edge_agent.ingest import AppendRate, StreamIngest
 from edge_agent.payload import PayloadRules
 from edge_agent.streams import StreamStore, open_stream
 from shared_log import Log
@@ -153,6 +153,64 @@ def test_a_stream_above_the_trickle_rate_is_not_spaced(tmp_path: Path) -> None:
         store.log.close()
 
     asyncio.run(main())
+
+
+def test_the_append_rate_is_taken_over_several_appends() -> None:
+    rate = AppendRate(4)
+    assert rate.add(0.0, 50) == float("inf")  # one append: no span yet
+    t = 0.0
+    for _ in range(6):  # 5,000 readings/s: 50 per 10 ms
+        t += 0.01
+        busy = rate.add(t, 50)
+    assert 4900 < busy < 5100
+    # one early wake-up appends a single reading 2 ms later: on its own 500/s, but the
+    # stream is as busy as it was
+    assert rate.add(t + 0.002, 1) > 3000
+    slow = AppendRate(4)
+    for i in range(6):  # 100 readings/s: one every 10 ms
+        quiet = slow.add(i * 0.01, 1)
+    assert 90 < quiet < 110
+    # a stream that slows down is seen within four appends
+    for _ in range(4):
+        t += 0.25
+        late = rate.add(t, 25)
+    assert late < 500
+
+
+def test_an_early_small_append_does_not_space_a_busy_stream(tmp_path: Path) -> None:
+    """A busy stream woken early for a few readings (here by ``hurry``) goes on at its
+    pace: one append's own rate read such a one as a trickle and held the next append,
+    with every reading behind it, for the whole spacing."""
+    async def main() -> float:
+        ing, store = pipeline(tmp_path, config(tmp_path), quiet_s=0.03, trickle_s=5.0,
+                              trickle_rate=500.0)
+        ing.ack = lambda acks: None
+        task = asyncio.create_task(ing.run())
+        n = 0
+
+        async def steady(rounds: int) -> None:  # ~2,000 readings/s
+            nonlocal n
+            for _ in range(rounds):
+                for _ in range(20):
+                    n += 1
+                    ing.submit(msg("d1", n, n))
+                await asyncio.sleep(0.01)
+
+        await steady(10)
+        await until(lambda: ing.stats.pubacks >= n, 30, "the steady readings' acks")
+        n += 1
+        ing.submit(msg("d1", n, n))
+        ing.inbox.hurry()  # appended at once, alone, a few ms after the last append
+        await until(lambda: ing.stats.pubacks >= n, 30, "the lone reading's ack")
+        start = time.monotonic()
+        await steady(10)
+        await until(lambda: ing.stats.pubacks >= n, 30, "the steady readings' acks")
+        took = time.monotonic() - start
+        task.cancel()
+        store.log.close()
+        return took
+
+    assert asyncio.run(main()) < 2.0  # held for the 5 s spacing before
 
 
 def test_trickle_spacing_is_off_where_a_later_puback_would_slow_devices() -> None:
