@@ -175,6 +175,10 @@ def test_the_append_rate_is_taken_over_several_appends() -> None:
         t += 0.25
         late = rate.add(t, 25)
     assert late < 500
+    # and one that starts again after a quiet spell at once, by its last append alone
+    t += 60.0
+    assert rate.add(t, 1) < 500
+    assert rate.add(t + 0.25, 1250) >= 5000
 
 
 def test_an_early_small_append_does_not_space_a_busy_stream(tmp_path: Path) -> None:
