@@ -226,6 +226,7 @@ class JetStreamPartition(StreamFollower, Waiters):
             try:
                 result = await self._publish(item)
             except BaseException as exc:  # every error goes to the waiting caller
+                self._head = None
                 if item.expect_base is not None:
                     with self._lock:
                         self._next = self.view.end
@@ -235,10 +236,10 @@ class JetStreamPartition(StreamFollower, Waiters):
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             else:
+                self._head = None  # before the caller wakes: it may read append_wait_s
                 item.done.set_result(result)
                 self.notify()
             finally:
-                self._head = None
                 # only plain appends are pending; removing an absent item would raise a
                 # ValueError whose message is built from the item's repr, at every piece
                 if item.expect_base is not None:
