@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import gc
-import json
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
@@ -24,6 +23,7 @@ from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 import cbor2
+import orjson
 
 from shared_log import ColumnFetch, RecordColumns
 
@@ -206,8 +206,7 @@ def encode_json_body(head: dict[str, Any], cols: RecordColumns, encoding: str) -
 
 
 def encode_json(head: dict[str, Any], cols: RecordColumns, encoding: str) -> bytes:
-    return json.dumps(encode_json_body(head, cols, encoding), ensure_ascii=False,
-                      separators=(",", ":")).encode()
+    return orjson.dumps(encode_json_body(head, cols, encoding))
 
 
 def decode_json_record(topic: str, partition: int, r: dict[str, Any]) -> ConsumerRecord:
