@@ -183,11 +183,17 @@ async def consume_stream(url: str, token: str, topic: str, split: Split) -> None
             await tails  # retrieved" report at exit
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (and its waited-for children) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return ((int(fields[11]) + int(fields[13])) / tick,
+            (int(fields[12]) + int(fields[14])) / tick)
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (and its waited-for children) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(f) for f in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_times(pid))
 
 
 def measurer(args: list[str]) -> subprocess.Popen[str]:

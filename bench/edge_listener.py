@@ -64,7 +64,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
-from e2e_latency import _demo, cpu_seconds
+from e2e_latency import _demo, cpu_seconds, cpu_times
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -186,9 +186,10 @@ class Stack:
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.edge.items()}
 
-    def kernel(self) -> dict[str, float]:
-        """stime of each edge process so far (``cpu`` is utime + stime)."""
-        return {name: kernel_seconds(pid) for name, pid in self.edge.items()}
+    def times(self) -> dict[str, tuple[float, float]]:
+        """(utime, stime) of each edge process so far: the kernel's share of the edge's
+        CPU is what differs most between hosts (sockets, loopback delivery)."""
+        return {name: cpu_times(pid) for name, pid in self.edge.items()}
 
     def stop(self) -> None:
         if self.mode == "bridge":
@@ -217,18 +218,11 @@ def simulate(port: int, devices: int, rate: float, duration: float) -> tuple[dic
             after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
 
 
-def kernel_seconds(pid: int) -> float:
-    """stime of a process so far: the kernel's share of the edge's CPU is what differs
-    most between hosts (sockets, loopback delivery), so the table shows it."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[12]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_run(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     stack = Stack(mode)
     try:
         time.sleep(1.0)  # start-up settles before the CPU window opens
-        cpu0, sys0 = stack.cpu(), stack.kernel()
+        times0 = stack.times()
         t0 = time.monotonic()
         summary, sim_cpu = simulate(stack.port, args.devices, args.rate, args.duration)
         acked = summary["acked"]
@@ -238,12 +232,12 @@ def cpu_run(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.05)
         at_cloud = stack.at_cloud()
         elapsed = time.monotonic() - t0
-        cpu = {name: sec - cpu0[name] for name, sec in stack.cpu().items()}
-        kernel = {name: sec - sys0[name] for name, sec in stack.kernel().items()}
+        spent = {name: (u - times0[name][0], k - times0[name][1])
+                 for name, (u, k) in stack.times().items()}
     finally:
         stack.stop()
-    per = {name: sec / max(acked, 1) * 1e6 for name, sec in cpu.items()}
-    share = {name: kernel[name] / sec if sec else 0.0 for name, sec in cpu.items()}
+    per = {name: (u + k) / max(acked, 1) * 1e6 for name, (u, k) in spent.items()}
+    share = {name: k / (u + k) if u + k else 0.0 for name, (u, k) in spent.items()}
     return {"mode": mode, "sent": summary["sent"], "acked": acked, "at_cloud": at_cloud,
             "elapsed": elapsed, "per_process_us": per, "kernel_share": share,
             "edge_us": sum(per.values()),

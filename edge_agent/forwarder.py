@@ -69,7 +69,6 @@ class Forwarder(TrickleRule):
         self.uplink = uplink
         self.cfg = cfg
         self.in_flight = 0
-        self._again = False  # set by a pass that launched a batch and stopped early
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._persist_lock = threading.Lock()
@@ -91,7 +90,8 @@ class Forwarder(TrickleRule):
             self._wakeup.set()
 
     def _launch_ready(self, now: float) -> float | None:
-        """Start sends for free slots in priority order; returns the next linger deadline.
+        """Start sends for free slots in priority order; returns the next linger deadline
+        (``now`` when a batch was launched and more may go at once).
 
         A partial batch may wait (``_due``): for up to ``linger_ms`` while a request of
         the stream is on the wire (Nagle's rule: the reply usually comes first), and, in
@@ -137,9 +137,11 @@ class Forwarder(TrickleRule):
                 task = asyncio.create_task(self._send(s, out, acked))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                if self.in_flight < limit and s.unsent():  # more may go, on the next loop
-                    self._again = True  # turn: one pass encodes one batch (see run)
-                    return deadline
+                if self.in_flight < limit and s.unsent():
+                    # More may go: due now, so the run loop's timer brings the next pass
+                    # on the next loop turn. One batch is encoded per turn, and MQTT
+                    # reads and PUBACKs run between two encodes.
+                    return now
             if self.in_flight >= cfg.max_in_flight:
                 break
         return deadline
@@ -222,11 +224,7 @@ class Forwarder(TrickleRule):
             while True:
                 self._wakeup.clear()
                 now = time.monotonic()
-                self._again = False
                 deadline = self._launch_ready(now)
-                if self._again:  # one batch launched and more may go: let the loop's
-                    await asyncio.sleep(0)  # other callbacks run between two encodes
-                    continue
                 persist_due = any(s.store.persist_due for s in self.senders)
                 if persist_due and now >= next_persist:
                     await asyncio.to_thread(self.persist)
