@@ -2,13 +2,16 @@
 
 Runs Mosquitto, the cloud broker and the edge agent with their default settings (the
 `make demo` configuration) and 10 ``mosquitto_pub -l`` devices (QoS 1), each fed one
-JSON reading every 100 ms (100 readings/s in all). Measures each process's CPU from /proc
-over ``--duration`` seconds of traffic, then over ``--idle`` seconds with no traffic at
-all. Target: the agent ≤ 1 % of a core at 100 readings/s (ack after fsync, forwarding
-included). Prints a table and the load average; nothing asserts.
+JSON reading every 100 ms (100 readings/s in all), each device at its own phase (spread
+over the 100 ms, as devices with their own clocks are; ``--lockstep``: all at once).
+Measures each process's CPU from /proc over ``--duration`` seconds of traffic, then over
+``--idle`` seconds with no traffic at all. Target: the agent ≤ 1 % of a core at 100
+readings/s (ack after fsync, forwarding included). Prints a table and the load average;
+nothing asserts.
 
     .venv/bin/python bench/quiet_gateway.py                 # 30 s of traffic, 10 s idle
     .venv/bin/python bench/quiet_gateway.py --duration 10   # a shorter run
+    .venv/bin/python bench/quiet_gateway.py --lockstep      # every device at once
     .venv/bin/python bench/quiet_gateway.py --py-spy bench/out/quiet.txt   # + profile
 
 Beside CPU it counts what costs CPU at this rate, per second of traffic: the agent's
@@ -94,9 +97,12 @@ def py_spy(pid: int, out: str) -> subprocess.Popen[bytes] | None:
 
 
 def feed(pubs: list[subprocess.Popen[bytes]], rate_per_device: float, seconds: float,
-         seq: int = 0) -> tuple[int, int]:
+         seq: int = 0, lockstep: bool = False) -> tuple[int, int]:
     """Write one reading per device every 1/rate s to its mosquitto_pub, sequence numbers
-    from ``seq`` on; (readings sent, the next sequence number)."""
+    from ``seq`` on; (readings sent, the next sequence number). Each device has its own
+    phase, spread over the period, as devices that keep their own clocks do;
+    ``lockstep``: all of them at once (one burst per period, fewer wake-ups for the
+    agent)."""
     period = 1.0 / rate_per_device
     start = time.monotonic()
     sent, tick = 0, 0
@@ -104,9 +110,10 @@ def feed(pubs: list[subprocess.Popen[bytes]], rate_per_device: float, seconds: f
         at = start + tick * period
         if at - start >= seconds:
             return sent, seq + tick
-        time.sleep(max(0.0, at - time.monotonic()))
-        ts = int(time.time() * 1000)
         for d, pub in enumerate(pubs):
+            time.sleep(max(0.0, at + (0 if lockstep else d * period / len(pubs))
+                           - time.monotonic()))
+            ts = int(time.time() * 1000)
             assert pub.stdin is not None
             pub.stdin.write(json.dumps({"device": f"quiet-{d:02d}", "seq": seq + tick,
                                         "ts": ts, "temp": 21.5, "hum": 48.0}).encode()
@@ -123,6 +130,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10.0, help="readings/s per device")
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--idle", type=float, default=10.0)
+    ap.add_argument("--lockstep", action="store_true",
+                    help="every device publishes at the same instant (one burst per "
+                         "period), not each at its own phase")
     ap.add_argument("--py-spy", help="record the agent with py-spy (--gil, raw) over the "
                                      "traffic into this file")
     args = ap.parse_args()
@@ -151,7 +161,8 @@ def main() -> int:
              "-t", f"devices/quiet-{d:02d}/telemetry"], stdin=subprocess.PIPE)
             for d in range(args.devices)]
         watched = {n: p.pid for n, p in procs.procs}
-        _, seq = feed(pubs, args.rate, 3.0)  # warm-up: connections, first batches
+        # warm-up: connections, first batches
+        _, seq = feed(pubs, args.rate, 3.0, lockstep=args.lockstep)
         if args.py_spy:
             spy = py_spy(watched["edge-agent"], args.py_spy)
         before = {n: cpu_seconds(pid) for n, pid in watched.items()}
@@ -159,7 +170,7 @@ def main() -> int:
         ctx0 = {n: switches(pid) for n, pid in watched.items()}
         c0 = counters(demo.edge_status(status_port))
         t0 = time.monotonic()
-        sent, _ = feed(pubs, args.rate, args.duration, seq)
+        sent, _ = feed(pubs, args.rate, args.duration, seq, lockstep=args.lockstep)
         busy_s = time.monotonic() - t0
         busy = {n: cpu_seconds(pid) - before[n] for n, pid in watched.items()}
         ctx = {n: switches(pid) - ctx0[n] for n, pid in watched.items()}
@@ -188,6 +199,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     rate = sent / busy_s
     table = Table(title=f"{name}; {args.devices} mosquitto_pub devices (QoS 1), "
+                        f"{'in lockstep' if args.lockstep else 'each at its own phase'}, "
                         f"{rate:,.0f} readings/s for {busy_s:.0f} s")
     for col in ("process", "% of a core at load", "µs per reading", "of which kernel",
                 "context switches/s", "% of a core idle"):
