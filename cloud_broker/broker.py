@@ -63,7 +63,9 @@ class Broker:
         self._reopen_auto_created()
         self.mirror_targets = MirrorTargets(self.topics_root)
         self.ingestor = ingestor_type(self.store, config.data_dir,
-                                      config.state_checkpoint_ms / 1000)
+                                      config.state_checkpoint_ms / 1000,
+                                      max_positions_per_edge=config.max_positions_per_edge,
+                                      max_positions=config.max_positions)
         self.ingestor.recover(exclude_topics=frozenset(self.mirror_targets))
         self.ingestor.write_protected = self.mirror_targets
         self.tokens = TokenStore(config)

@@ -15,6 +15,8 @@ Example::
     max_decompressed_bytes = 16777216   # optional: ingest bodies after decompression
     max_records_per_request = 10000     # optional: records per ingest/replicate request
     retention_check_ms = 30000      # optional: how often topic retention is applied
+    max_positions_per_edge = 1000   # optional: ingest positions (stream, generation) per edge
+    max_positions = 100000          # optional: ingest positions of all edges
 
     [tls]                      # optional
     cert = "/etc/cloud-broker/cert.pem"
@@ -73,6 +75,9 @@ if TYPE_CHECKING:
 
 PERMISSIONS = frozenset({"ingest", "read", "admin"})
 DEFAULT_MAX_TOPICS = 100
+#: ingest positions (stream, generation) one edge id may open, and all edges together
+DEFAULT_MAX_POSITIONS_PER_EDGE = 1000
+DEFAULT_MAX_POSITIONS = 100_000
 MAX_SCOPE_PATTERNS = 256
 
 
@@ -144,6 +149,10 @@ class BrokerConfig:
     auto_create_partitions: int = 0
     #: topics the broker may hold: creating one more (auto-creation) is refused
     max_topics: int = DEFAULT_MAX_TOPICS
+    #: ingest positions (stream, generation) per edge id, and in all: a new one past
+    #: either is refused (429)
+    max_positions_per_edge: int = DEFAULT_MAX_POSITIONS_PER_EDGE
+    max_positions: int = DEFAULT_MAX_POSITIONS
     #: how often retention (retention_bytes / retention_ms of each topic) is applied (ms)
     retention_check_ms: int = 30_000
     #: [mirrors.<name>] tables by name
@@ -165,7 +174,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
         "data_dir", "listen", "max_body_bytes", "tls", "topics", "tokens", "auth",
         "commit_interval_ms", "state_checkpoint_ms", "auto_create_partitions", "mirrors",
         "retention_check_ms", "max_decompressed_bytes", "max_records_per_request",
-        "max_topics", "limits", "kafka", "storage"})
+        "max_topics", "limits", "kafka", "storage", "max_positions_per_edge",
+        "max_positions"})
     doc.required("data_dir")
     data_dir = doc.path("data_dir", base_dir)
     host, port = parse_listen(doc.get("listen", "127.0.0.1:8080"), "listen")
@@ -207,6 +217,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> BrokerCon
                                         minimum=10),
         auto_create_partitions=auto_create,
         max_topics=max_topics,
+        max_positions_per_edge=doc.integer("max_positions_per_edge",
+                                           d.max_positions_per_edge, minimum=1),
+        max_positions=doc.integer("max_positions", d.max_positions, minimum=1),
         retention_check_ms=doc.integer("retention_check_ms", d.retention_check_ms, minimum=10),
         mirrors=mirrors,
         limits=_limits(doc.section("limits", known=ConnectionLimits.__slots__)),

@@ -31,6 +31,8 @@ commit_interval_ms = 2.0
 state_checkpoint_ms = 1000
 auto_create_partitions = 4
 max_topics = 200
+max_positions_per_edge = 1000
+max_positions = 100000
 retention_check_ms = 30000
 
 [tls]
@@ -165,6 +167,12 @@ MEANING = {
     "auto_create_partitions": "create an unknown topic on its first ingest with this many "
                               "partitions; 0: unknown topics are refused",
     "max_topics": "topics the broker may hold; auto-creation stops there",
+    "max_positions_per_edge": "ingest positions (stream and generation pairs) one edge id "
+                              "may open; a batch that would open one more is refused "
+                              "(429) until an operator raises it",
+    "max_positions": "ingest positions of all edges together (each is kept for good: "
+                     "memory and the ingest checkpoint grow with them); past it new ones "
+                     "are refused (429)",
     "retention_check_ms": "how often each topic's retention is applied",
     "tls": "serve HTTPS (both keys required)",
     "tls.cert": "PEM certificate (chain)",

@@ -34,7 +34,13 @@ from uplink import (
 from ..broker import Broker
 from ..config import BrokerConfig
 from ..errors import Problem, unavailable
-from ..ingest import IngestUnavailable, RejectedBatch, decode_off_loop, small_enough_inline
+from ..ingest import (
+    IngestUnavailable,
+    PositionLimit,
+    RejectedBatch,
+    decode_off_loop,
+    small_enough_inline,
+)
 from ..storage import UnknownTopic
 from ..trust import check_ingest
 from .errors import endpoint
@@ -101,6 +107,9 @@ async def ingest(request: Request, broker: Broker) -> Response:
     except RejectedBatch as exc:
         broker.edges.failed(*seen, f"400 {exc.message}")
         raise Problem(400, exc.message, exc.field) from exc
+    except PositionLimit as exc:  # the edge retries; the operator sees why (edges view)
+        broker.edges.failed(*seen, f"429 {exc}")
+        raise Problem(429, str(exc), "generation", headers={"Retry-After": "60"}) from exc
     except IngestUnavailable as exc:
         broker.edges.failed(*seen, f"503 not durable: {exc}")
         raise unavailable(f"not durable now, retry: {exc}") from exc

@@ -10,7 +10,7 @@ partition (Kafka's murmur2); ``reserved`` names the headers the broker keeps for
 
 from .body_decode import INLINE_BYTES, decode_off_loop, small_enough_inline
 from .framing import ORIGIN_HEADER, frame_block
-from .ingestor import Ingestor, IngestUnavailable, RejectedBatch
+from .ingestor import Ingestor, IngestUnavailable, PositionLimit, RejectedBatch
 from .partitioner import partition_for
 from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, first_reserved
 from .state import STATE_FILE, IngestStats, parse_origin
@@ -24,6 +24,7 @@ __all__ = [
     "IngestStats",
     "IngestUnavailable",
     "Ingestor",
+    "PositionLimit",
     "RejectedBatch",
     "decode_off_loop",
     "first_reserved",

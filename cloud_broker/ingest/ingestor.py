@@ -42,6 +42,13 @@ is appended, rather than an ``IngestUnavailable`` (503) the edge would retry for
 batch that overtook its predecessor (requests on several connections) waits up to
 ``gap_wait_s`` for it before it is refused as a gap, because a refusal makes the edge
 resend everything it has in flight.
+
+Positions are bounded (``max_positions_per_edge``, ``max_positions``): each is kept for
+good (forgetting one could let a resend of it through as new records), and one edge
+could otherwise open any number of them, a new stream name or generation per request,
+and grow the broker's memory and every checkpoint without end. A batch that would open
+a position past a bound is refused with ``PositionLimit`` (429: the edge retries
+later) before anything is appended; known positions go on as before.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ from uplink import (
     reply_for,
 )
 
+from ..config import DEFAULT_MAX_POSITIONS, DEFAULT_MAX_POSITIONS_PER_EDGE
 from ..storage import InvalidRecord, LogError, PartitionLog, PartitionStoreAPI
 from .framing import PartitionPart, frame_block
 from .reserved import RESERVED_HEADERS, RESERVED_PREFIX, first_reserved
@@ -79,6 +87,10 @@ FRAME_SLICE = 2000
 
 class IngestUnavailable(Exception):
     """The batch could not be made durable now (full disk, fsync error); retry later."""
+
+
+class PositionLimit(Exception):
+    """A batch would open a position (edge, stream, generation) past a bound (429)."""
 
 
 class RejectedBatch(Exception):
@@ -96,8 +108,11 @@ class Ingestor(IngestState):
     Recovery and the checkpoint are ``IngestState``'s (state.py)."""
 
     def __init__(self, store: PartitionStoreAPI, state_dir: Path,
-                 checkpoint_interval_s: float = 1.0, gap_wait_s: float = 0.5) -> None:
+                 checkpoint_interval_s: float = 1.0, gap_wait_s: float = 0.5, *,
+                 max_positions_per_edge: int = DEFAULT_MAX_POSITIONS_PER_EDGE,
+                 max_positions: int = DEFAULT_MAX_POSITIONS) -> None:
         super().__init__(store, state_dir, checkpoint_interval_s)
+        self.max_positions_per_edge, self.max_positions = max_positions_per_edge, max_positions
         #: how long a batch that overtook its predecessor waits for it before a 409
         self.gap_wait_s = gap_wait_s
         #: called with (topic, records) after each append to a partition (metrics)
@@ -134,6 +149,8 @@ class Ingestor(IngestState):
                                 "the mirror writes it")
         source: Source = (batch.edge_id, batch.stream, batch.generation)
         self.stats.batches += 1
+        if source not in self._acked:
+            self._admit(source)
         _check_reserved(batch.records)
         waits: list[tuple[PartitionLog, int]] = []
         if decide(self._known(source, parts), batch).kind is DecisionKind.GAP:
@@ -168,6 +185,8 @@ class Ingestor(IngestState):
                 if kind is DecisionKind.NEW_GENERATION:
                     tail = self._tails[source] = _track(self._remember(
                         tail, source, decision.new_acked_offset))
+                if source not in self._acked:
+                    self._per_edge[source[0]] += 1
                 self._acked[source] = decision.new_acked_offset
                 if (moved := self._moved.pop(source, None)) is not None:
                     moved.set()
@@ -190,6 +209,22 @@ class Ingestor(IngestState):
             for p in {p for p, _ in waits}:
                 p.notify()
         return reply
+
+    def _admit(self, source: Source) -> None:
+        """Raise PositionLimit when ``source``, a position this broker does not hold yet,
+        would pass a bound (module docstring)."""
+        edge = source[0]
+        if self._per_edge[edge] >= self.max_positions_per_edge:
+            self.stats.position_limited += 1
+            raise PositionLimit(
+                f"edge {edge!r} already has {self._per_edge[edge]} positions (stream and "
+                f"generation pairs), the most max_positions_per_edge allows; a new stream "
+                f"or generation of it is refused (this one: stream {source[1]!r}, "
+                f"generation {source[2]!r})")
+        if len(self._acked) >= self.max_positions:
+            self.stats.position_limited += 1
+            raise PositionLimit(f"the broker already holds {len(self._acked)} positions, "
+                                "the most max_positions allows; new ones are refused")
 
     def _known(self, source: Source, parts: Sequence[PartitionLog]) -> int | None:
         """The acked offset ``decide`` starts from; None: a position never seen."""
@@ -296,8 +331,9 @@ class Ingestor(IngestState):
         """After a durability failure fall back to what was acked durable."""
         if source in self._durable:
             self._acked[source] = self._durable[source]
-        else:
-            self._acked.pop(source, None)
+        elif source in self._acked:
+            del self._acked[source]
+            self._per_edge[source[0]] -= 1
         self._tails.pop(source, None)
 
 def _check_storable(records: Sequence[UplinkRecord]) -> None:

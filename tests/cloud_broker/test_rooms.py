@@ -30,7 +30,8 @@ ROOMS: dict[str, list[str]] = {
         "PartitionStore", "PartitionStoreAPI", "UnknownTopic"],
     "cloud_broker.ingest": [
         "INLINE_BYTES", "ORIGIN_HEADER", "RESERVED_HEADERS", "RESERVED_PREFIX", "STATE_FILE",
-        "IngestStats", "IngestUnavailable", "Ingestor", "RejectedBatch", "decode_off_loop",
+        "IngestStats", "IngestUnavailable", "Ingestor", "PositionLimit", "RejectedBatch",
+        "decode_off_loop",
         "first_reserved", "frame_block", "parse_origin", "partition_for",
         "small_enough_inline"],
     "cloud_broker.groups": [

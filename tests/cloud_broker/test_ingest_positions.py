@@ -1,0 +1,120 @@
+"""Positions (edge, stream, generation) are bounded: each is kept for good, so an edge
+that opens a new stream name or generation with every request must not grow the
+broker's memory and checkpoint without end. A batch that would open one past
+``max_positions_per_edge`` or ``max_positions`` is refused (PositionLimit, HTTP 429)
+before anything is written; known positions and other edges go on; the count survives a
+restart (rebuilt from the checkpoint and the data). Real partitions in tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from cloud_broker.config import BrokerConfig, TokenConfig, TopicConfig, parse_config
+from cloud_broker.http import create_app
+from cloud_broker.ingest import Ingestor, PositionLimit
+from cloud_broker.storage import PartitionStore
+from uplink import Ack, Batch, UplinkRecord, encode_batch
+
+TOPIC = "telemetry"
+
+
+def batch(edge: str, gen: str, base: int = 0, n: int = 3, stream: str = "telemetry"
+          ) -> Batch:
+    return Batch(edge, stream, gen, base, base + n - 1,
+                 tuple(UplinkRecord(o, b"dev-%d" % (o % 3), 1000 + o, b"v%d" % o)
+                       for o in range(base, base + n)))
+
+
+class Cloud:
+    def __init__(self, root: Path, **limits: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.store = PartitionStore(root, commit_interval_ms=1.0)
+        self.store.ensure_topic(TopicConfig(TOPIC, 2))
+        self.ingestor = Ingestor(self.store, root, checkpoint_interval_s=3600, **limits)
+        self.ingestor.recover()
+
+    def ingest(self, b: Batch) -> object:
+        return self.loop.run_until_complete(self.ingestor.ingest(TOPIC, b))
+
+    def records(self) -> int:
+        return sum(p.log.end_offset for p in self.store.partitions(TOPIC))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.ingestor.checkpoint())
+        self.store.close()
+        self.loop.close()
+
+
+def test_one_edge_cannot_open_more_positions_than_its_bound(tmp_path: Path) -> None:
+    cloud = Cloud(tmp_path, max_positions_per_edge=3)
+    for g in ("g1", "g2", "g3"):
+        assert isinstance(cloud.ingest(batch("edge-a", g)), Ack)
+    written = cloud.records()
+    with pytest.raises(PositionLimit) as err:
+        cloud.ingest(batch("edge-a", "g4"))
+    assert "edge-a" in str(err.value) and "max_positions_per_edge" in str(err.value)
+    assert "g4" in str(err.value)
+    with pytest.raises(PositionLimit):  # a new stream name is a new position too
+        cloud.ingest(batch("edge-a", "g1", stream="other"))
+    assert cloud.records() == written  # nothing of the refused batches was appended
+    assert cloud.ingestor.stats.position_limited == 2
+    # known positions go on, and another edge has its own bound
+    assert isinstance(cloud.ingest(batch("edge-a", "g2", base=3)), Ack)
+    assert isinstance(cloud.ingest(batch("edge-b", "g1")), Ack)
+    assert cloud.records() == written + 6
+    cloud.close()
+
+
+def test_the_count_survives_a_restart(tmp_path: Path) -> None:
+    cloud = Cloud(tmp_path, max_positions_per_edge=2)
+    for g in ("g1", "g2"):
+        assert isinstance(cloud.ingest(batch("edge-a", g)), Ack)
+    cloud.close()
+    (tmp_path / "ingest-state.json").unlink()  # the count comes back from the data too
+    cloud = Cloud(tmp_path, max_positions_per_edge=2)
+    with pytest.raises(PositionLimit):
+        cloud.ingest(batch("edge-a", "g3"))
+    cloud.close()
+
+
+def test_all_edges_together_are_bounded(tmp_path: Path) -> None:
+    cloud = Cloud(tmp_path, max_positions=2)
+    assert isinstance(cloud.ingest(batch("edge-a", "g1")), Ack)
+    assert isinstance(cloud.ingest(batch("edge-b", "g1")), Ack)
+    with pytest.raises(PositionLimit) as err:
+        cloud.ingest(batch("edge-c", "g1"))
+    assert "max_positions" in str(err.value)
+    assert isinstance(cloud.ingest(batch("edge-a", "g1", base=3)), Ack)
+    cloud.close()
+
+
+def test_over_http_the_refusal_is_a_429_the_edge_retries(tmp_path: Path) -> None:
+    config = BrokerConfig(
+        data_dir=tmp_path / "data", topics={TOPIC: TopicConfig(TOPIC, 2)},
+        tokens=(TokenConfig("edge-token", "edge-a", frozenset({"ingest"})),),
+        max_positions_per_edge=2)
+    headers = {"content-type": "application/cbor", "authorization": "Bearer edge-token"}
+    with TestClient(create_app(config)) as client:
+        for g in ("g1", "g2"):
+            body, _ = encode_batch(batch("edge-a", g))
+            assert client.post(f"/v1/ingest/{TOPIC}", content=body,
+                               headers=headers).status_code == 200
+        body, _ = encode_batch(batch("edge-a", "g3"))
+        resp = client.post(f"/v1/ingest/{TOPIC}", content=body, headers=headers)
+        assert resp.status_code == 429
+        assert resp.headers["retry-after"] == "60"
+        assert resp.json()["field"] == "generation"
+        assert "max_positions_per_edge" in resp.json()["error"]
+
+
+def test_the_bounds_are_read_from_cloud_toml(tmp_path: Path) -> None:
+    cfg = parse_config({"data_dir": str(tmp_path), "max_positions_per_edge": 5,
+                        "max_positions": 50})
+    assert (cfg.max_positions_per_edge, cfg.max_positions) == (5, 50)
+    with pytest.raises(Exception, match="max_positions_per_edge"):
+        parse_config({"data_dir": str(tmp_path), "max_positions_per_edge": 0})
