@@ -179,7 +179,7 @@ class Deadband(Op):
         emit(item)
 
     def state(self) -> Any:
-        return self.last
+        return dict(self.last)  # a copy: the checkpoint encodes it in a thread
 
     def load(self, state: Any) -> None:
         self.last = dict(state)
@@ -202,7 +202,7 @@ class DownsampleFirst(Op):
         self._out(item, emit)
 
     def state(self) -> Any:
-        return self.bucket
+        return dict(self.bucket)  # a copy: the checkpoint encodes it in a thread
 
     def load(self, state: Any) -> None:
         self.bucket = dict(state)

@@ -296,3 +296,24 @@ def test_numbers_a_transform_keeps_fit_a_64_bit_checkpoint() -> None:
     assert _number(2**63 - 1) and _number(-(2**63)) and _number(1.5)
     assert not _number(2**63) and not _number(10**5000) and not _number(float("nan"))
     assert not _number(True) and not _number("1")
+
+
+@settings(max_examples=60, deadline=None)
+@given(READINGS, READINGS, st.sampled_from([
+    TransformSpec("deadband", 0, field="v", threshold=1.0, heartbeat_ms=100),
+    TransformSpec("downsample", 0, interval_ms=50, mode="first"),
+    TransformSpec("window", 0, interval_ms=200, lateness_ms=100, fields=("v",),
+                  aggregates=("count", "last"))]))
+def test_a_state_is_a_snapshot_the_op_does_not_change_later(
+        before: Any, after: Any, spec: TransformSpec) -> None:
+    """The runner encodes a checkpoint's states in a thread while the event loop goes on
+    pushing readings: a state taken must not move with the op."""
+    its = items(before + after)
+    (op,) = build_chain((spec,), lambda t, i: None)
+    for it in its[:len(before)]:
+        op.push(it, lambda i: None)
+    state = op.state()
+    frozen = json.dumps(state, sort_keys=True)
+    for it in its[len(before):]:
+        op.push(it, lambda i: None)
+    assert json.dumps(state, sort_keys=True) == frozen
