@@ -108,6 +108,7 @@ async def ingest(request: Request, broker: Broker) -> Response:
         broker.edges.failed(*seen, f"400 {exc.message}")
         raise Problem(400, exc.message, exc.field) from exc
     except PositionLimit as exc:  # the edge retries; the operator sees why (edges view)
+        broker.metrics.ingest_outcomes.labels("position_limit").inc()
         broker.edges.failed(*seen, f"429 {exc}")
         raise Problem(429, str(exc), "generation", headers={"Retry-After": "60"}) from exc
     except IngestUnavailable as exc:

@@ -110,6 +110,8 @@ def test_over_http_the_refusal_is_a_429_the_edge_retries(tmp_path: Path) -> None
         assert resp.headers["retry-after"] == "60"
         assert resp.json()["field"] == "generation"
         assert "max_positions_per_edge" in resp.json()["error"]
+        metrics = client.get("/metrics").text
+        assert 'broker_ingest_batches_total{decision="position_limit"} 1.0' in metrics
 
 
 def test_the_bounds_are_read_from_cloud_toml(tmp_path: Path) -> None:
