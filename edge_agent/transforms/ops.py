@@ -317,9 +317,12 @@ class Window(Op):
         self._out(Item(dev, out, end, acc[1], acc[2]), emit)
 
     def state(self) -> Any:
+        # Copies all the way down (the per-field accumulators change in place): the
+        # checkpoint encodes it in a thread while readings go on arriving.
         return {"watermark": self.watermark,
                 "open": [[d, [[s, [*acc[:3], None, acc[4] if self.mode == "last" else None,
-                                   *acc[5:]]] for s, acc in w.items()]]
+                                   acc[5], {n: list(a) for n, a in acc[6].items()}]]
+                              for s, acc in w.items()]]
                          for d, w in self.open.items()],
                 # the last reading's bytes are emitted by mode "last" only
                 "raw": [[d, [[s, acc[3].hex() if acc[3] is not None and self.mode == "last"

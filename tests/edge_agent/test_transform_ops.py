@@ -298,7 +298,7 @@ def test_numbers_a_transform_keeps_fit_a_64_bit_checkpoint() -> None:
     assert not _number(True) and not _number("1")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(READINGS, READINGS, st.sampled_from([
     TransformSpec("deadband", 0, field="v", threshold=1.0, heartbeat_ms=100),
     TransformSpec("downsample", 0, interval_ms=50, mode="first"),
