@@ -8,7 +8,6 @@ restart (rebuilt from the checkpoint and the data). Real partitions in tmp_path.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,9 @@ from starlette.testclient import TestClient
 
 from cloud_broker.config import BrokerConfig, TokenConfig, TopicConfig, parse_config
 from cloud_broker.http import create_app
-from cloud_broker.ingest import Ingestor, PositionLimit
-from cloud_broker.storage import PartitionStore
+from cloud_broker.ingest import PositionLimit
+from tests.cloud_broker.test_ingestor import TOPIC, Cloud, ingest
 from uplink import Ack, Batch, UplinkRecord, encode_batch
-
-TOPIC = "telemetry"
 
 
 def batch(edge: str, gen: str, base: int = 0, n: int = 3, stream: str = "telemetry"
@@ -30,66 +27,50 @@ def batch(edge: str, gen: str, base: int = 0, n: int = 3, stream: str = "telemet
                        for o in range(base, base + n)))
 
 
-class Cloud:
-    def __init__(self, root: Path, **limits: int) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.store = PartitionStore(root, commit_interval_ms=1.0)
-        self.store.ensure_topic(TopicConfig(TOPIC, 2))
-        self.ingestor = Ingestor(self.store, root, checkpoint_interval_s=3600, **limits)
-        self.ingestor.recover()
-
-    def ingest(self, b: Batch) -> object:
-        return self.loop.run_until_complete(self.ingestor.ingest(TOPIC, b))
-
-    def records(self) -> int:
-        return sum(p.log.end_offset for p in self.store.partitions(TOPIC))
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.ingestor.checkpoint())
-        self.store.close()
-        self.loop.close()
+def stored(cloud: Cloud) -> int:
+    return sum(p.log.end_offset for p in cloud.parts)
 
 
 def test_one_edge_cannot_open_more_positions_than_its_bound(tmp_path: Path) -> None:
-    cloud = Cloud(tmp_path, max_positions_per_edge=3)
+    cloud = Cloud(tmp_path, 2, max_positions_per_edge=3)
     for g in ("g1", "g2", "g3"):
-        assert isinstance(cloud.ingest(batch("edge-a", g)), Ack)
-    written = cloud.records()
+        assert isinstance(ingest(cloud, batch("edge-a", g)), Ack)
+    written = stored(cloud)
     with pytest.raises(PositionLimit) as err:
-        cloud.ingest(batch("edge-a", "g4"))
+        ingest(cloud, batch("edge-a", "g4"))
     assert "edge-a" in str(err.value) and "max_positions_per_edge" in str(err.value)
     assert "g4" in str(err.value)
     with pytest.raises(PositionLimit):  # a new stream name is a new position too
-        cloud.ingest(batch("edge-a", "g1", stream="other"))
-    assert cloud.records() == written  # nothing of the refused batches was appended
+        ingest(cloud, batch("edge-a", "g1", stream="other"))
+    assert stored(cloud) == written  # nothing of the refused batches was appended
     assert cloud.ingestor.stats.position_limited == 2
     # known positions go on, and another edge has its own bound
-    assert isinstance(cloud.ingest(batch("edge-a", "g2", base=3)), Ack)
-    assert isinstance(cloud.ingest(batch("edge-b", "g1")), Ack)
-    assert cloud.records() == written + 6
+    assert isinstance(ingest(cloud, batch("edge-a", "g2", base=3)), Ack)
+    assert isinstance(ingest(cloud, batch("edge-b", "g1")), Ack)
+    assert stored(cloud) == written + 6
     cloud.close()
 
 
 def test_the_count_survives_a_restart(tmp_path: Path) -> None:
-    cloud = Cloud(tmp_path, max_positions_per_edge=2)
+    cloud = Cloud(tmp_path, 2, max_positions_per_edge=2)
     for g in ("g1", "g2"):
-        assert isinstance(cloud.ingest(batch("edge-a", g)), Ack)
+        assert isinstance(ingest(cloud, batch("edge-a", g)), Ack)
     cloud.close()
     (tmp_path / "ingest-state.json").unlink()  # the count comes back from the data too
-    cloud = Cloud(tmp_path, max_positions_per_edge=2)
+    cloud = Cloud(tmp_path, 2, max_positions_per_edge=2)
     with pytest.raises(PositionLimit):
-        cloud.ingest(batch("edge-a", "g3"))
+        ingest(cloud, batch("edge-a", "g3"))
     cloud.close()
 
 
 def test_all_edges_together_are_bounded(tmp_path: Path) -> None:
-    cloud = Cloud(tmp_path, max_positions=2)
-    assert isinstance(cloud.ingest(batch("edge-a", "g1")), Ack)
-    assert isinstance(cloud.ingest(batch("edge-b", "g1")), Ack)
+    cloud = Cloud(tmp_path, 2, max_positions=2)
+    assert isinstance(ingest(cloud, batch("edge-a", "g1")), Ack)
+    assert isinstance(ingest(cloud, batch("edge-b", "g1")), Ack)
     with pytest.raises(PositionLimit) as err:
-        cloud.ingest(batch("edge-c", "g1"))
+        ingest(cloud, batch("edge-c", "g1"))
     assert "max_positions" in str(err.value)
-    assert isinstance(cloud.ingest(batch("edge-a", "g1", base=3)), Ack)
+    assert isinstance(ingest(cloud, batch("edge-a", "g1", base=3)), Ack)
     cloud.close()
 
 

@@ -62,12 +62,12 @@ class Cloud:
     """A PartitionStore + Ingestor on a data dir and one event loop, as in a broker
     process; ``reopen`` is a broker restart."""
 
-    def __init__(self, root: Path, partitions: int = 4) -> None:
-        self.root = root
+    def __init__(self, root: Path, partitions: int = 4, **limits: int) -> None:
+        self.root, self.limits = root, limits
         self.loop = asyncio.new_event_loop()
         self.store = PartitionStore(root, commit_interval_ms=1.0)
         self.store.ensure_topic(TopicConfig(TOPIC, partitions))
-        self.ingestor = Ingestor(self.store, root, checkpoint_interval_s=3600)
+        self.ingestor = Ingestor(self.store, root, checkpoint_interval_s=3600, **limits)
         self.ingestor.recover()
 
     @property
@@ -89,7 +89,7 @@ class Cloud:
 
     def reopen(self) -> Cloud:
         self.close()
-        return Cloud(self.root, len(self.parts))
+        return Cloud(self.root, len(self.parts), **self.limits)
 
 
 def ingest(cloud: Cloud, batch: Batch) -> Ack | Refusal:
