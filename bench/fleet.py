@@ -23,6 +23,14 @@ Measured per stage: readings acked in the window, broker CPU µs per reading (ta
 target p99 ≤ 50 ms), requests per second. Stages go from the first to the last of
 ``--stages`` and stop after the first whose p99 passes 100 ms. The load average is
 printed with the table. Nothing here asserts: targets are marked met/missed.
+
+The ceiling (``--floor``, on by default; ``--no-floor`` skips it): the first stage again,
+the same senders and requests, against a bare server (``FloorProtocol``, a uvloop
+``asyncio.Protocol`` in its own process) that finds each request's end and writes a
+canned ack: no HTTP framework, no decoding, no storage, no fsync. Its CPU per reading is
+what the kernel's loopback TCP and one event-loop wake-up cost per request on this
+machine, the floor under any server in Python that answers each request (HTTP or a
+framed stream: the same reads and writes per request).
 """
 
 from __future__ import annotations
@@ -131,8 +139,8 @@ async def run_edge(edge: Edge, port: int, topic: str, window: tuple[float, float
             acked = time.monotonic()
             if status_line[9:12] != b"200":
                 raise RuntimeError(f"{edge.edge_id}: {status_line[:40]!r} {reply[:200]!r}")
-            ack = decode_ack(reply)
-            if ack.acked_offset != records[-1].offset:
+            ack = decode_ack(reply) if len(reply) > 1 else None  # the floor's is canned
+            if ack is not None and ack.acked_offset != records[-1].offset:
                 raise RuntimeError(f"{edge.edge_id}: acked {ack.acked_offset}, "
                                    f"sent up to {records[-1].offset}")
             if window[0] <= acked < window[1]:
@@ -165,6 +173,60 @@ async def sender_main(port: int, first: int, count: int, rate: float, start: flo
                                     latencies, counts) for e in edges))
     cpu0, cpu1 = await meter
     return {"latencies": latencies, **counts, "cpu": cpu1 - cpu0}
+
+
+# -- the floor server -------------------------------------------------------------------
+
+
+class FloorProtocol(asyncio.Protocol):
+    """HTTP/1.1 keep-alive requests with a content-length, each answered with a fixed
+    200: the least a server can do per request."""
+
+    REPLY = (b"HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\n"
+             b"content-length: 1\r\n\r\n\xa0")
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            at = buf.find(b"content-length: ", 0, end)
+            size = int(buf[at + 16:buf.find(b"\r\n", at, end + 2)]) if at >= 0 else 0
+            if len(buf) < end + 4 + size:
+                break
+            buf = buf[end + 4 + size:]
+            self.transport.write(self.REPLY)
+        self.buf = buf
+
+
+def floor_main(port_file: str) -> None:
+    import uvloop
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(
+            FloorProtocol, "127.0.0.1", 0, backlog=4096)
+        Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
+        await asyncio.Event().wait()
+
+    uvloop.run(serve())
+
+
+def start_floor(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = work / "floor.port"
+    proc = subprocess.Popen([sys.executable, __file__, "--role", "floor", "--port-file",
+                             str(port_file)], start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (port_file.exists() and port_file.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the floor server did not start")
+        time.sleep(0.05)
+    return proc, int(port_file.read_text())
 
 
 # -- the driver --------------------------------------------------------------------------
@@ -219,13 +281,19 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--py-spy", help="record the broker with py-spy into this file "
                     "(collapsed stacks, GIL holder only)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip the ceiling run against the bare server")
     ap.add_argument("--role", help=argparse.SUPPRESS)
+    ap.add_argument("--port-file", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--start", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.role == "floor":
+        floor_main(args.port_file)
+        return 0
     if args.role == "sender":
         res = asyncio.run(sender_main(args.port, args.first, args.count, args.rate,
                                       args.start, args.warmup, args.duration))
@@ -261,6 +329,17 @@ def main() -> int:
                           f"µs/reading")
             if r.get("p99", 1e9) > SCALE_LIMIT_MS:
                 break
+        if args.floor:
+            server.stop()
+            floor, port = start_floor(work)
+            try:
+                edges, rate = parse_stage(args.stages.split(",")[0])
+                r = run_stage(port, floor.pid, edges, rate, args.senders, args.warmup,
+                              args.duration)
+                results.append({**r, "floor": True})
+            finally:
+                floor.kill()
+                floor.wait(10)
     finally:
         if spy is not None:
             spy.send_signal(2)
@@ -274,7 +353,8 @@ def main() -> int:
         table.add_column(col, justify="right")
     for r in results:
         d = r["duration"]
-        table.add_row(f"{r['edges']} x {r['rate']:g}", f"{r['edges'] * r['rate']:,.0f}",
+        table.add_row(f"{r['edges']} x {r['rate']:g}" + (" floor" if r.get("floor") else ""),
+                      f"{r['edges'] * r['rate']:,.0f}",
                       f"{r['readings'] / d:,.0f}", f"{r['requests'] / d:,.0f}",
                       f"{r['broker_cpu'] / max(r['readings'], 1) * 1e6:.1f}",
                       f"{r['broker_sys'] / max(r['broker_cpu'], 1e-9):.0%}",
@@ -285,6 +365,12 @@ def main() -> int:
     console.print(table)
     first = results[0]
     cpu = first["broker_cpu"] / max(first["readings"], 1) * 1e6
+    for r in results:
+        if r.get("floor"):
+            f = r["broker_cpu"] / max(r["readings"], 1) * 1e6
+            console.print(f"floor (bare uvloop server, canned ack, same senders): {f:.1f} "
+                          f"µs/reading, {r['broker_sys'] / max(r['broker_cpu'], 1e-9):.0%} "
+                          f"of it in the kernel; the broker is {cpu / f:.1f}x the floor")
     console.print(f"first stage: broker {cpu:.1f} µs/reading (target ≤ {CPU_TARGET_US:g}: "
                   f"{'met' if cpu <= CPU_TARGET_US else 'missed'}), ack p99 "
                   f"{first.get('p99', float('nan')):.1f} ms (target ≤ {P99_TARGET_MS:g}: "

@@ -21,7 +21,10 @@ every partition's position equals its end offset. Peers, same records, same run:
   NOTHING`` into a table of the same layout and indexes on the same server, one
   transaction per ``--pg-batch`` rows like the mirror's batches (values as ``Jsonb``,
   headers as JSON). The mirror uses the postgres target's default batch (5000 records)
-  and connections (4: ``--pg-connections``), the peer one connection.
+  and connections (4: ``--pg-connections``), the peer one connection. A third run
+  gives the ceiling: the mirror's own COPY data for every record, built before the clock
+  starts, written by plain psycopg on as many connections (``pg_floor``): what the
+  server takes for this table when the client does nothing but send bytes.
 
 ``--targets postgres`` (comma-separated: nats, broker, sql, postgres) runs only some.
 
@@ -55,6 +58,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -65,6 +69,7 @@ from psycopg.types.json import Jsonb
 from cloud_broker.config import TopicConfig
 from cloud_broker.mirrors import LocalSource, MirrorManager, parse_mirror
 from cloud_broker.mirrors.nats_target import message_headers
+from cloud_broker.mirrors.pg_copy import COLUMNS, copy_data
 from cloud_broker.mirrors.postgres_target import PostgresTarget
 from cloud_broker.mirrors.settings import PG_BATCH_RECORDS, PG_CONNECTIONS
 from cloud_broker.mirrors.sql_target import PK, record_row
@@ -294,6 +299,48 @@ async def pg_plain(pg: PostgresServer, store: PartitionStore, table: str, limit:
     return await asyncio.to_thread(run)
 
 
+async def pg_floor(pg: PostgresServer, store: PartitionStore, table: str, batch: int,
+                   connections: int, cpu: Cpu | None = None) -> float:
+    """The server's ceiling for the mirror's table: the same rows as the mirror's binary
+    COPY data, built before the clock starts, written by ``connections`` threads of
+    plain psycopg (partitions dealt round-robin), one transaction per ``batch`` rows and
+    no position row. What is left of the client is sending bytes, so this is what
+    PostgreSQL itself takes on this machine; the mirror can only come below it."""
+    target = PostgresTarget(pg.dsn, table, password=PASSWORD)
+    await target.open(TOPIC, 1)
+    await target.close()
+    pieces: list[list[bytes]] = [[] for _ in range(connections)]
+    total = 0
+    for part in store.partitions(TOPIC):
+        recs = part.log.read(0, part.log.end_offset, 1 << 30)
+        total += len(recs)
+        pieces[part.index % connections] += [
+            copy_data(TOPIC, part.index, recs[b:b + batch], 0, {})
+            for b in range(0, len(recs), batch)]
+    copy = (f"COPY {table} ({', '.join(chr(34) + c + chr(34) for c in COLUMNS)}) "
+            "FROM STDIN (FORMAT BINARY)")
+    conns = [pg.connect() for _ in pieces if _]
+
+    def one(conn: Any, chunks: list[bytes]) -> None:
+        for data in chunks:
+            with conn.transaction(), conn.cursor().copy(copy) as cp:
+                cp.write(data)
+
+    try:
+        if cpu:
+            cpu.start()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(asyncio.to_thread(one, c, p)
+                               for c, p in zip(conns, [p for p in pieces if p], strict=True)))
+        elapsed = time.perf_counter() - t0
+        if cpu:
+            cpu.stop()  # before the connections close: their backends' CPU is counted
+    finally:
+        for c in conns:
+            c.close()
+    return total / elapsed
+
+
 async def best(repeat: int, fn: Callable[[int], Awaitable[float]]) -> float:
     """The highest rate of ``repeat`` runs (interference only slows a run down)."""
     return max([await fn(i) for i in range(repeat)])
@@ -341,7 +388,7 @@ async def main(args: argparse.Namespace) -> None:
             return 1 / await asyncio.to_thread(sql_plain, store, work / f"p{i}.db", peer_n)
 
         pg_runs: list[str] = []
-        pg_cpu: dict[str, list[float]] = {"mirror": [], "peer": []}
+        pg_cpu: dict[str, list[float]] = {"mirror": [], "peer": [], "floor": []}
 
         async def pg_mirror(i: int) -> float:
             await asyncio.to_thread(settle, pg)
@@ -356,6 +403,17 @@ async def main(args: argparse.Namespace) -> None:
                            f"{1e6 * cpu.server / total:.2f} us; startup "
                            f"{1000 * first[0] if first else float('nan'):.0f} ms; "
                            f"load {os.getloadavg()[0]:.1f}")
+            return rate
+        async def pg_ceiling(i: int) -> float:
+            await asyncio.to_thread(settle, pg)
+            cpu = Cpu(pg)
+            rate = await pg_floor(pg, store, f"floor{i}", args.pg_batch, args.pg_connections,
+                                  cpu)
+            pg_cpu["floor"].append(1e6 * (cpu.client + cpu.server) / total)
+            pg_runs.append(f"  server floor {i}: {rate:9,.0f} rows/s, CPU per row: client "
+                           f"{1e6 * cpu.client / total:.2f} us + server "
+                           f"{1e6 * cpu.server / total:.2f} us; load "
+                           f"{os.getloadavg()[0]:.1f}")
             return rate
         async def pg_peer(i: int) -> float:
             await asyncio.to_thread(settle, pg)
@@ -388,13 +446,16 @@ async def main(args: argparse.Namespace) -> None:
                  f"{sq / sqp:.2f}x plain upsert_all"),
                 ("  sqlite-utils upsert_all, 1000 per txn", sqp, "1.0x (peer)")]
         if "postgres" in wanted:
-            pgm = pgp = 0.0
-            for i in range(args.repeat):  # alternating, so drift in the machine hits both
+            pgm = pgp = pgf = 0.0
+            for i in range(args.repeat):  # alternating, so drift in the machine hits all
                 pgm = max(pgm, await pg_mirror(i))
                 pgp = max(pgp, await pg_peer(i))
+                pgf = max(pgf, await pg_ceiling(i))
             rows += [
                 ("mirror -> PostgreSQL (binary COPY)", pgm, f"{pgm / pgp:.1f}x executemany"),
-                (f"  psycopg executemany, {args.pg_batch} per txn", pgp, "1.0x (peer)")]
+                (f"  psycopg executemany, {args.pg_batch} per txn", pgp, "1.0x (peer)"),
+                ("  server floor: prebuilt COPY data (ceiling)", pgf,
+                 f"{pgf / pgp:.1f}x executemany; mirror at {pgm / pgf:.0%} of it")]
         print(f"\nmirror throughput: {args.partitions} partitions x {args.records} records "
               f"(~100 B values), batch_records={args.batch} (postgres {args.pg_batch}), "
               f"best of {args.repeat}; load average {os.getloadavg()[0]:.1f}; "
@@ -403,13 +464,14 @@ async def main(args: argparse.Namespace) -> None:
         for name, rate, ratio in rows:
             print(f"{name:44} {rate:12,.0f}  {ratio}")
         if "postgres" in wanted:
-            m, p = min(pg_cpu["mirror"]), min(pg_cpu["peer"])
+            m, p, f = min(pg_cpu["mirror"]), min(pg_cpu["peer"]), min(pg_cpu["floor"])
             print(f"\nPostgreSQL, every run ({args.pg_connections} connections, "
                   f"{os.cpu_count()} cores):")
             print("\n".join(pg_runs))
             print(f"  CPU per row, best: mirror {m:.2f} us, peer {p:.2f} us: peer / mirror = "
                   f"{p / m:.1f}x; all-cores ceiling of the mirror "
-                  f"{(os.cpu_count() or 1) * 1e6 / m:,.0f} rows/s")
+                  f"{(os.cpu_count() or 1) * 1e6 / m:,.0f} rows/s; server floor {f:.2f} us "
+                  f"(peer / floor = {p / f:.1f}x)")
         plot_rows("mirror", ("path", "records/s"), [(n, r) for n, r, _ in rows])
         store.close()
     finally:
