@@ -84,6 +84,11 @@ class IngestState:
         self._durable: dict[Source, int] = {}
         self._marks: dict[tuple[str, int], dict[Source, int]] = defaultdict(dict)
         self._checkpoint_lock = asyncio.Lock()
+        # Checkpoint rounds (``checkpoint``): new positions waiting for the next round,
+        # and how many rounds have started / completed (numbered from 1).
+        self._known_pending: dict[Source, int] = {}
+        self._rounds_started = 0
+        self._rounds_done = 0
         # Topics ingest has written (checkpointed; a hint): a mirror may not claim them.
         self._ingested_topics: set[str] = set()
         #: positions (``_acked`` keys) per edge id: what ``max_positions_per_edge`` counts
@@ -163,33 +168,55 @@ class IngestState:
         """Persist durable facts: acked offsets and per-partition marks at a durable end.
 
         ``known`` adds durable acked offsets not yet in ``_durable`` (a new position before
-        its first ack); they count as durable once written. One checkpoint at a time, so
-        an older snapshot never replaces a newer one.
+        its first ack); they count as durable once written. Returns once a checkpoint
+        that started after this call has been written, so it holds everything known now.
+
+        Calls are grouped, as a log's commit groups appends: one round runs at a time,
+        and the callers waiting meanwhile are all served by the next round, which takes
+        every pending ``known`` at once. One round per new position made admitting a
+        fleet quadratic (each round writes every position): 1,000 new edges took 2.6 s
+        of CPU, 3,000 took 21.7 s, and the first acks waited for all the rounds before.
         """
+        for src, off in (known or {}).items():
+            self._known_pending[src] = max(off, self._known_pending.get(src, -1))
+        need = self._rounds_started + 1  # the first round to start from now on
         async with self._checkpoint_lock:
-            # On the loop only copies of the maps (C speed); naming every position and the
-            # JSON are the thread's: at max_positions (100,000) x 8 partitions that was
-            # a third of a second of the event loop's time, every checkpoint.
-            snap_parts: dict[str, tuple[int, dict[Source, int]]] = {}
-            waits = []
-            for part in self.store:
-                if part.failed is not None:
-                    continue  # its marks may cover records that never became durable
-                end = part.end_offset
-                marks = self._marks.get((part.topic, part.index), {})
-                snap_parts[f"{part.topic}/{part.index}"] = (end, dict(marks))
-                if end > part.start_offset:
-                    waits.append(part.wait_durable(end - 1))
-            durable = dict(self._durable)
-            for src, off in (known or {}).items():
-                durable[src] = max(off, durable.get(src, -1))
-            topics = sorted(self._ingested_topics)
-            await asyncio.gather(*waits)
-            await asyncio.to_thread(_write_state, self.state_path, durable, topics,
-                                    snap_parts)
-            for src, off in (known or {}).items():
-                if off > self._durable.get(src, -1):
-                    self._durable[src] = off
+            if self._rounds_done >= need:
+                return  # a round that started after this call has written it all
+            self._rounds_started += 1
+            this_round = self._rounds_started
+            taken, self._known_pending = self._known_pending, {}
+            try:
+                await self._write_round(taken)
+            except BaseException:
+                for src, off in taken.items():  # the next round writes them instead
+                    self._known_pending[src] = max(off, self._known_pending.get(src, -1))
+                raise
+            self._rounds_done = this_round
+
+    async def _write_round(self, known: dict[Source, int]) -> None:
+        # On the loop only copies of the maps (C speed); naming every position and the
+        # JSON are the thread's: at max_positions (100,000) x 8 partitions that was
+        # a third of a second of the event loop's time, every checkpoint.
+        snap_parts: dict[str, tuple[int, dict[Source, int]]] = {}
+        waits = []
+        for part in self.store:
+            if part.failed is not None:
+                continue  # its marks may cover records that never became durable
+            end = part.end_offset
+            marks = self._marks.get((part.topic, part.index), {})
+            snap_parts[f"{part.topic}/{part.index}"] = (end, dict(marks))
+            if end > part.start_offset:
+                waits.append(part.wait_durable(end - 1))
+        durable = dict(self._durable)
+        for src, off in known.items():
+            durable[src] = max(off, durable.get(src, -1))
+        topics = sorted(self._ingested_topics)
+        await asyncio.gather(*waits)
+        await asyncio.to_thread(_write_state, self.state_path, durable, topics, snap_parts)
+        for src, off in known.items():
+            if off > self._durable.get(src, -1):
+                self._durable[src] = off
 
     async def run_checkpoints(self) -> None:
         """Background task: checkpoint periodically (cancel it to stop)."""
