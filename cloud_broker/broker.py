@@ -71,6 +71,7 @@ class Broker:
         self.tokens = TokenStore(config)
         self.edges = EdgeActivity()  # what the dashboard shows of each edge stream
         self.metrics = BrokerMetrics(self.store)
+        self.metrics.watch_positions(self.ingestor)
         self.ingestor.on_written = (
             lambda topic, n: self.metrics.ingest_records.labels(topic).inc(n))
         self.mirrors = MirrorManager(

@@ -53,6 +53,11 @@ class BrokerMetrics:
         """Export the restarts of the broker's supervised background tasks."""
         self.registry.register(_TaskCollector(supervisor))
 
+    def watch_positions(self, ingest: _PositionSource) -> None:
+        """Export the ingest positions held against their bounds, read at scrape time: past
+        ``max_positions`` every new edge stream or generation is refused (429)."""
+        self.registry.register(_PositionCollector(ingest))
+
     def watch_groups(self, groups: _GroupSource) -> None:
         """Export consumer lag of ``groups`` (a GroupCoordinator), computed at scrape time."""
         self.registry.register(_LagCollector(groups))
@@ -79,6 +84,31 @@ class _TaskCollector(Collector):
                 restarts.add_metric([t["name"], reason], n)
         yield restarts
         yield up
+
+
+class _PositionSource(Protocol):  # what _PositionCollector needs of an Ingestor
+    max_positions: int
+    max_positions_per_edge: int
+
+    def position_counts(self) -> tuple[int, int]: ...
+
+
+class _PositionCollector(Collector):
+    def __init__(self, ingest: _PositionSource) -> None:
+        self.ingest = ingest
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        held, edge_max = self.ingest.position_counts()
+        for name, text, value in (
+                ("broker_ingest_positions", "Ingest positions (edge, stream, generation) "
+                 "held", held),
+                ("broker_ingest_positions_limit", "max_positions: new positions past it "
+                 "are refused (429)", self.ingest.max_positions),
+                ("broker_ingest_edge_positions_max", "The most positions held by one edge",
+                 edge_max),
+                ("broker_ingest_edge_positions_limit", "max_positions_per_edge",
+                 self.ingest.max_positions_per_edge)):
+            yield GaugeMetricFamily(name, text, value=value)
 
 
 class _GroupSource(Protocol):  # what _LagCollector needs of a GroupCoordinator

@@ -161,6 +161,11 @@ class IngestState:
         edges write."""
         return topic in self._ingested_topics
 
+    def position_counts(self) -> tuple[int, int]:
+        """(positions held, the most held by one edge): what ``max_positions`` and
+        ``max_positions_per_edge`` bound, for the metrics (one pass over the edges)."""
+        return len(self._acked), max(self._per_edge.values(), default=0)
+
     def acked_offset(self, source: Source) -> int | None:
         return self._durable.get(source)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from cloud_broker.config import BrokerConfig, TokenConfig, TopicConfig, parse_config
@@ -93,6 +94,35 @@ def test_over_http_the_refusal_is_a_429_the_edge_retries(tmp_path: Path) -> None
         assert "max_positions_per_edge" in resp.json()["error"]
         metrics = client.get("/metrics").text
         assert 'broker_ingest_batches_total{decision="position_limit"} 1.0' in metrics
+
+
+def test_the_metrics_show_positions_held_against_their_bounds(tmp_path: Path) -> None:
+    """What the alert on positions near the limit reads (deploy/grafana/alerts.yml)."""
+    config = BrokerConfig(
+        data_dir=tmp_path / "data", topics={TOPIC: TopicConfig(TOPIC, 2)},
+        auth_required=False, max_positions_per_edge=4, max_positions=10)
+    headers = {"content-type": "application/cbor"}
+
+    def gauges(client: TestClient) -> dict[str, float]:
+        return {s.name: s.value
+                for fam in text_string_to_metric_families(client.get("/metrics").text)
+                for s in fam.samples if s.name.startswith("broker_ingest_")
+                and "positions" in s.name}
+
+    with TestClient(create_app(config)) as client:
+        assert gauges(client) == {
+            "broker_ingest_positions": 0, "broker_ingest_positions_limit": 10,
+            "broker_ingest_edge_positions_max": 0, "broker_ingest_edge_positions_limit": 4}
+        for edge, gen in (("edge-a", "g1"), ("edge-a", "g2"), ("edge-a", "g3"),
+                          ("edge-b", "g1")):
+            body, _ = encode_batch(batch(edge, gen))
+            assert client.post(f"/v1/ingest/{TOPIC}", content=body,
+                               headers=headers).status_code == 200
+        got = gauges(client)
+        assert (got["broker_ingest_positions"], got["broker_ingest_edge_positions_max"]) == (4, 3)
+    with TestClient(create_app(config)) as client:  # a restart: rebuilt, not reset
+        got = gauges(client)
+        assert (got["broker_ingest_positions"], got["broker_ingest_edge_positions_max"]) == (4, 3)
 
 
 def test_the_bounds_are_read_from_cloud_toml(tmp_path: Path) -> None:

@@ -1,30 +1,34 @@
-"""deploy/grafana: every metric the dashboard queries exists on a running agent and broker.
+"""deploy/grafana: every metric the dashboard and the alert rules query exists on a
+running agent and broker.
 
-The dashboard JSON is loaded, the metric names are taken from every panel's PromQL
-(label matchers, groupings and ranges removed first, so a label is never mistaken for a
-metric), and each must have a sample on the /metrics of a live pipeline (Mosquitto,
-broker with a mirror, agent, devices, a consumer group). The scrape config must name
-both services' /metrics.
+The dashboard JSON and the alert rules are loaded, the metric names are taken from every
+panel's and rule's PromQL (label matchers, groupings and ranges removed first, so a label
+is never mistaken for a metric), and each must have a sample on the /metrics of a live
+pipeline (Mosquitto, broker with a mirror, agent, devices, a consumer group). The scrape
+config must name both services' /metrics and load the rules.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import REPO, Server, wait_for
+from tests.helpers import REPO, Server, find_binary, wait_for
 from tests.opsui.pipeline import pipeline
 
 GRAFANA = REPO / "deploy" / "grafana"
+HERE = Path(__file__).resolve().parent
 #: counters by label that an agent without zero-valued series exports at the first increment
-DECLARED_ONLY = {"edge_ingest_dropped_total"}
+DECLARED_ONLY = {"edge_ingest_dropped_total", "edge_task_restarts_total"}
 METRIC = re.compile(r"\b(?:edge|broker)_[a-z0-9_]+\b")
 
 
@@ -43,6 +47,11 @@ def queries(dashboard: dict[str, Any]) -> list[str]:
     return out
 
 
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((GRAFANA / "alerts.yml").read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
 def test_metric_names_are_found_in_promql() -> None:
     assert metric_names('sum by (stream, edge_x) (rate(edge_a_total{job=~"broker_y"}[5m]))'
                         ' / on (instance) broker_b') == {"edge_a_total", "broker_b"}
@@ -57,8 +66,10 @@ def samples(url: str, headers: dict[str, str] | None = None) -> set[str]:
 def test_every_queried_metric_exists_on_a_running_agent_and_broker(
         tmp_path: Path, mosquitto: Server) -> None:
     dashboard = json.loads((GRAFANA / "edgestream.json").read_text())
-    wanted = set().union(*map(metric_names, queries(dashboard)))
+    exprs = queries(dashboard) + [rule["expr"] for rule in alert_rules()]
+    wanted = set().union(*map(metric_names, exprs))
     assert len(wanted) >= 30 and any(n.startswith("edge_") for n in wanted)
+    assert "broker_ingest_positions_limit" in wanted
     mirror = (f'[mirrors.archive]\ntopic = "telemetry"\ntarget = "sql"\n'
               f'path = "{tmp_path / "archive.db"}"\n')
     # payloads over max_payload_bytes make dead letters, so their counter has samples
@@ -95,6 +106,27 @@ def test_the_scrape_config_names_both_services() -> None:
     assert text.count("metrics_path: /metrics") == 2
     for job in ("edgestream-broker", "edgestream-edge"):
         assert f"job_name: {job}" in text
+    config = yaml.safe_load(text)
+    assert config["rule_files"] == ["alerts.yml"]
+    assert {j["job_name"] for j in config["scrape_configs"]} == {
+        "edgestream-broker", "edgestream-edge"}
+
+
+def test_every_alert_rule_is_complete() -> None:
+    """Prometheus' rule format: a unique name, an expression, a severity Alertmanager can
+    route on and a summary; a job named in a rule is one the scrape config has."""
+    rules = alert_rules()
+    names = [r["alert"] for r in rules]
+    assert len(rules) >= 10 and len(set(names)) == len(names)
+    jobs = {j["job_name"] for j in yaml.safe_load(
+        (GRAFANA / "prometheus.yml").read_text())["scrape_configs"]}
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+        assert rule["expr"].strip() and rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"].strip()
+        assert re.fullmatch(r"\d+[smh]", rule.get("for", "0s")), rule["alert"]
+        for job in re.findall(r'job="([^"]+)"', rule["expr"]):
+            assert job in jobs, (rule["alert"], job)
 
 
 @pytest.mark.parametrize("panel", json.loads(
@@ -103,3 +135,17 @@ def test_every_panel_is_complete(panel: dict[str, Any]) -> None:
     assert panel["gridPos"]["w"] > 0 and panel["title"]
     if panel["type"] != "row":
         assert panel["targets"] and all(t["expr"] and t["refId"] for t in panel["targets"])
+
+
+def test_promtool_accepts_the_rules_and_they_fire_as_documented() -> None:
+    """Prometheus' own checker on the rules (PromQL, templates), then its unit tests
+    (``alerts_test.yml``): each tested alert fires on synthetic series that should fire
+    it, only after its ``for``, and stays quiet on series that should not."""
+    promtool = find_binary("promtool")
+    check = subprocess.run([promtool, "check", "rules", str(GRAFANA / "alerts.yml")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"{len(alert_rules())} rules found" in check.stdout
+    unit = subprocess.run([promtool, "test", "rules", str(HERE / "alerts_test.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert unit.returncode == 0, unit.stdout + unit.stderr
