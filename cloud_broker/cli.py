@@ -26,6 +26,7 @@ from .datadir import DataDirLock
 from .http import ConnectionGuard, create_app, serve_mirror_ops
 from .mirrors import standalone as mirror_cli
 from .netaddr import parse_listen
+from .positions_cli import add_parser as add_positions_parser
 from .redact import install_log_masking, mask_secrets
 from .startup import bind, check_tls, raise_fd_limit, warn_about_tokens
 from .tokens_cli import add_parser as add_tokens_parser
@@ -35,6 +36,7 @@ USAGE = """The cloud broker: ingest from edges, partitions, consumers, mirrors.
   cloud-broker serve --config cloud.toml                 run the broker
   cloud-broker tokens add --config cloud.toml --role edge --edge-id gw-001
   cloud-broker consume --url http://127.0.0.1:8080 --topic telemetry
+  cloud-broker positions list --config cloud.toml        ingest positions (broker stopped)
   cloud-broker config-reference                          every cloud.toml key
 
 Exit codes: 0 ok; 1 the check failed or nothing matched; 2 configuration or usage
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     consume_cli.add_parser(sub)
     add_tokens_parser(sub)
+    add_positions_parser(sub)
     ref = sub.add_parser("config-reference", help="print the cloud.toml reference (markdown)")
     ref.set_defaults(func=cmd_config_reference)
     mirror_cli.add_parser(sub, serve_mirror_ops)

@@ -166,6 +166,28 @@ class IngestState:
         ``max_positions_per_edge`` bound, for the metrics (one pass over the edges)."""
         return len(self._acked), max(self._per_edge.values(), default=0)
 
+    def positions(self) -> list[tuple[Source, int]]:
+        """Every position held with its durable acked offset (-1: known from the data
+        only), for ``cloud-broker positions``."""
+        return [(src, self._durable.get(src, -1)) for src in self._acked]
+
+    def forget(self, edge: str, stream: str | None = None, generation: str | None = None
+               ) -> list[tuple[Source, int]]:
+        """Drop the positions of ``edge`` (of one stream, one generation if given) with
+        their marks; what was dropped. Offline only (``cloud-broker positions forget``):
+        a forgotten position that sends again is taken as new. The next checkpoint, at
+        the partitions' ends, keeps a restart from rebuilding them out of the records."""
+        gone = [(src, off) for src, off in self.positions()
+                if src[0] == edge and stream in (None, src[1])
+                and generation in (None, src[2])]
+        for src, _ in gone:
+            del self._acked[src]
+            self._durable.pop(src, None)
+            for marks in self._marks.values():
+                marks.pop(src, None)
+        self._per_edge = Counter(src[0] for src in self._acked)
+        return gone
+
     def acked_offset(self, source: Source) -> int | None:
         return self._durable.get(source)
 
