@@ -113,16 +113,32 @@ def cpu_mean(samples: list[dict[str, Any]], role: str) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
-def alarm_lag(samples: list[dict[str, Any]]) -> dict[str, Any]:
+def _overlap(lo: float, hi: float, spans: list[tuple[float, float]]) -> float:
+    """Seconds of [lo, hi] inside the union of ``spans``."""
+    total, edge = 0.0, lo
+    for a, b in sorted(spans):
+        a, b = max(a, edge), min(b, hi)
+        if b > a:
+            total += b - a
+            edge = b
+    return total
+
+
+def alarm_lag(samples: list[dict[str, Any]],
+              cuts: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """How far the oldest alarm waiting at the edge is behind the oldest telemetry reading
     waiting, per sample: ``alarm_age - telemetry_age`` (0 when no alarm waits).
 
     In cluster mode the samples also hold the longest append wait of the alarm topic's
     partitions on the brokers (``append_wait``). While an alarm partition's stream elects
     a new leader (nats-server's followers wait 4-9 s for a lost one) no alarm of its
-    devices can be written, whatever the edge does. ``net_max_s`` is the lag less the
-    longest such wait seen within the lag's own window: what the pipeline added beyond
-    the store's election, which is what the bound judges there."""
+    devices can be written, whatever the edge does. ``cuts`` are the spells (sample
+    time, start and end) when every broker was out of the agent's reach (the uplink
+    cuts of the schedule): no stream delivers then, and once telemetry has caught up its
+    age no longer offsets the alarm's, so the alarm's lag would count the cut itself.
+    ``net_max_s`` is the lag less the longest election seen within the lag's own window
+    and the part of the window inside a cut (not counted twice): what the pipeline
+    added beyond the store and the network, which is what the bound judges there."""
     lags, waits = [], []
     for s in samples:
         if s.get("append_wait") is not None:
@@ -135,14 +151,19 @@ def alarm_lag(samples: list[dict[str, Any]]) -> dict[str, Any]:
         lags.append((s["t"], 0.0 if a is None else a - (t or 0.0)))
     worst = max(lags, key=lambda x: x[1], default=(None, 0.0))
     out: dict[str, Any] = {"samples": len(lags), "max_s": worst[1], "at_s": worst[0]}
-    if waits:
+    if waits or cuts:
         times = [wt for wt, _ in waits]  # in sample order: sorted
-        nets = [(t, max(0.0, lag - max((w for _, w in waits[
-                    bisect.bisect_left(times, t - lag):bisect.bisect_right(times, t)]),
-                    default=0.0))) for t, lag in lags]
+        nets = []
+        for t, lag in lags:
+            w_at, w = max(waits[bisect.bisect_left(times, t - lag):
+                                bisect.bisect_right(times, t)],
+                          key=lambda x: x[1], default=(t, 0.0))
+            cut = _overlap(t - lag, t, list(cuts or ())) - _overlap(
+                max(t - lag, w_at - w), w_at, list(cuts or ()))
+            nets.append((t, max(0.0, lag - w - cut)))
         net = max(nets, key=lambda x: x[1], default=(None, 0.0))
         out.update(net_max_s=net[1], net_at_s=net[0],
-                   alarm_append_wait_max_s=max(w for _, w in waits))
+                   alarm_append_wait_max_s=max((w for _, w in waits), default=0.0))
     return out
 
 

@@ -69,7 +69,7 @@ def print_report(result: dict[str, Any], opts: Any) -> None:
     c.print(f"alarms behind telemetry at the edge: max {lag.get('max_s', 0):.2f} s "
             f"(bound {lag.get('bound_s', '-')} s, {lag.get('samples', 0)} samples)")
     if "net_max_s" in lag:
-        c.print(f"  net of the alarm partitions' leader elections: max "
+        c.print(f"  net of uplink cuts and the alarm partitions' leader elections: max "
                 f"{lag['net_max_s']:.2f} s (judged); longest alarm append wait "
                 f"{lag['alarm_append_wait_max_s']:.2f} s")
     for topic, lat in (result.get("latency_ms") or {}).items():

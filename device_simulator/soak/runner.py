@@ -178,12 +178,15 @@ def judge(work: Path, warmup_s: float, roles: list[str], dead_letter_dir: Path |
     samples = figures.load(work / "samples.jsonl")
     result["resources"], grown = figures.judge(samples, warmup_s, roles)
     problems += grown
-    lag = result["alarm_lag"] = figures.alarm_lag(samples)
+    faults, _ = load(work / "schedule.json")
+    cuts = [(f.at, f.at + f.duration) for f in faults if f.kind == "uplink_cut"]
+    lag = result["alarm_lag"] = figures.alarm_lag(samples, cuts)
     lag["bound_s"] = ALARM_LAG_BOUND_S
-    # cluster mode: judged net of the alarm partitions' leader elections (figures.alarm_lag)
+    # judged net of the uplink cuts and, in cluster mode, of the alarm partitions' leader
+    # elections (figures.alarm_lag)
     judged, at = lag.get("net_max_s", lag["max_s"]), lag.get("net_at_s", lag["at_s"])
     if judged > ALARM_LAG_BOUND_S:
-        net = " net of leader elections" if "net_max_s" in lag else ""
+        net = " net of uplink cuts and leader elections" if "net_max_s" in lag else ""
         problems.append(f"alarms {judged:.1f} s behind telemetry{net} at {at} s "
                         f"(bound {ALARM_LAG_BOUND_S} s)")
     result["edge_peaks"] = figures.peaks(samples)

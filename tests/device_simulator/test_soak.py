@@ -176,6 +176,26 @@ def test_alarm_lag_net_of_an_alarm_partition_electing_its_leader() -> None:
     assert "net_max_s" not in figures.alarm_lag(single)  # no broker figures: raw only
 
 
+def test_alarm_lag_net_of_an_uplink_cut() -> None:
+    """An alarm waiting through a cut of every broker (no stream delivers) and still
+    waiting after telemetry caught up: the cut is the network's, the rest is judged; an
+    election inside the cut is not subtracted twice."""
+    # alarms stuck from t=10 to t=17; telemetry has nothing waiting (age 0.1)
+    held = [_lag_sample(t, 0.1 + (t - 10.0 if 10 <= t <= 17 else 0.0)) for t in range(30)]
+    assert "net_max_s" not in figures.alarm_lag(held)  # no cut, no broker figures: raw
+    lag = figures.alarm_lag(held, cuts=[(10.0, 15.0)])
+    assert lag["max_s"] == pytest.approx(7.0)
+    assert lag["net_max_s"] == pytest.approx(2.0)  # 5 s of the 7 were the cut
+    assert figures.alarm_lag(held, cuts=[(20.0, 25.0)])["net_max_s"] == pytest.approx(7.0)
+    # an election sampled at t=14 (waiting 3 s: from 11) lies inside the cut: 5 s in all
+    inside = [dict(s, append_wait={"alarms": 3.0 if s["t"] == 14 else 0.0}) for s in held]
+    assert figures.alarm_lag(inside, cuts=[(10.0, 15.0)])["net_max_s"] == pytest.approx(2.0)
+    # one from 14 to 17 after a cut from 10 to 13: 3 + 3 s explained, 1 s judged
+    after = [dict(s, append_wait={"alarms": float(s["t"] - 14) if 14 <= s["t"] <= 17
+                                  else 0.0}) for s in held]
+    assert figures.alarm_lag(after, cuts=[(10.0, 13.0)])["net_max_s"] == pytest.approx(1.0)
+
+
 def test_growth_is_the_fitted_slope_over_the_span_after_warm_up() -> None:
     samples = [{"t": float(t), "procs": {"agent": {"pid": 1, "rss": 1000 * t, "fds": 9,
                                                    "threads": 3, "cpu": 1.0}}}
