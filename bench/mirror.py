@@ -23,7 +23,7 @@ every partition's position equals its end offset. Peers, same records, same run:
   headers as JSON). The mirror uses the postgres target's default batch (5000 records)
   and connections (4: ``--pg-connections``), the peer one connection. A third run
   gives the ceiling: the mirror's own COPY data for every record, built before the clock
-  starts, written by plain psycopg on as many connections (``pg_floor``): what the
+  starts, written by plain psycopg on as many connections (``mirror_pg.pg_floor``): what the
   server takes for this table when the client does nothing but send bytes.
 
 ``--targets postgres`` (comma-separated: nats, broker, sql, postgres) runs only some.
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -58,19 +57,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import nats
-import psutil
 import sqlite_utils
-from psycopg.types.json import Jsonb
 
 from cloud_broker.config import TopicConfig
 from cloud_broker.mirrors import LocalSource, MirrorManager, parse_mirror
 from cloud_broker.mirrors.nats_target import message_headers
-from cloud_broker.mirrors.pg_copy import COLUMNS, copy_data
-from cloud_broker.mirrors.postgres_target import PostgresTarget
 from cloud_broker.mirrors.settings import PG_BATCH_RECORDS, PG_CONNECTIONS
 from cloud_broker.mirrors.sql_target import PK, record_row
 from cloud_broker.storage import PartitionStore
@@ -78,11 +72,11 @@ from shared_log import Record
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from mirror_pg import TOPIC, Comparison, Cpu  # noqa: E402 - bench/ is on sys.path
 from plot import plot_rows  # noqa: E402 - bench/ is on sys.path (a script)
 
 from tests.mirrors.pg_server import PASSWORD, PostgresServer  # noqa: E402
 
-TOPIC = "bench"
 ADMIN = "bench-admin-token"
 
 
@@ -159,33 +153,6 @@ def make_source(data_dir: Path, partitions: int, n: int) -> PartitionStore:
 # -- runs ----------------------------------------------------------------------------------
 
 
-class Cpu:
-    """CPU seconds of this process and of a PostgreSQL cluster, between two reads."""
-
-    def __init__(self, pg: PostgresServer | None) -> None:
-        self.pg = pg
-        self.client = self.server = 0.0
-        self._c0 = self._s0 = 0.0
-
-    def _server(self) -> float:
-        if self.pg is None or self.pg.proc is None:
-            return 0.0
-        root = psutil.Process(self.pg.proc.pid)
-        total = 0.0
-        for proc in [root, *root.children()]:
-            with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                total += t.user + t.system
-        return total
-
-    def start(self) -> None:
-        self._c0, self._s0 = time.process_time(), self._server()
-
-    def stop(self) -> None:
-        self.client = time.process_time() - self._c0
-        self.server = self._server() - self._s0
-
-
 async def run_mirror(store: PartitionStore, work: Path, table: dict, name: str,
                      cpu: Cpu | None = None, first: list[float] | None = None) -> float:
     """Seconds from start until every partition is copied; ``cpu`` is read over the same
@@ -259,88 +226,6 @@ def sql_plain(store: PartitionStore, path: Path, limit: int) -> float:
     return elapsed / len(recs)
 
 
-def settle(pg: PostgresServer) -> None:
-    """A CHECKPOINT before each run: the dirty pages of the runs before it are written out
-    now, not by whichever run comes next (the shared buffers are small; without this the
-    later runs of either side paid for the earlier runs' pages)."""
-    with pg.connect(autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
-
-
-async def pg_plain(pg: PostgresServer, store: PartitionStore, table: str, limit: int,
-                   per_txn: int, cpu: Cpu | None = None) -> float:
-    """psycopg executemany, ``per_txn`` rows per transaction, same table layout and
-    indexes."""
-    target = PostgresTarget(pg.dsn, table, password=PASSWORD)
-    await target.open(TOPIC, 1)  # the same DDL as the mirror's table
-    await target.close()
-    recs = store.partition(TOPIC, 0).log.read(0, limit, 64 << 20)
-    sql = (f'INSERT INTO {table} (topic, partition, "offset", key, time, ts_ms, value, headers)'
-           " VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s, %s)"
-           " ON CONFLICT DO NOTHING")
-
-    def run() -> float:
-        with pg.connect() as conn:
-            if cpu:
-                cpu.start()
-            t0 = time.perf_counter()
-            for b in range(0, len(recs), per_txn):
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.executemany(sql, [
-                        (TOPIC, 0, r.offset, r.key.decode(), r.timestamp, r.timestamp,
-                         Jsonb(json.loads(r.value)),
-                         Jsonb([[n, v.decode()] for n, v in r.headers]))
-                        for r in recs[b:b + per_txn]])
-            elapsed = time.perf_counter() - t0
-            if cpu:
-                cpu.stop()
-            return elapsed / len(recs)
-
-    return await asyncio.to_thread(run)
-
-
-async def pg_floor(pg: PostgresServer, store: PartitionStore, table: str, batch: int,
-                   connections: int, cpu: Cpu | None = None) -> float:
-    """The server's ceiling for the mirror's table: the same rows as the mirror's binary
-    COPY data, built before the clock starts, written by ``connections`` threads of
-    plain psycopg (partitions dealt round-robin), one transaction per ``batch`` rows and
-    no position row. What is left of the client is sending bytes, so this is what
-    PostgreSQL itself takes on this machine; the mirror can only come below it."""
-    target = PostgresTarget(pg.dsn, table, password=PASSWORD)
-    await target.open(TOPIC, 1)
-    await target.close()
-    pieces: list[list[bytes]] = [[] for _ in range(connections)]
-    total = 0
-    for part in store.partitions(TOPIC):
-        recs = part.log.read(0, part.log.end_offset, 1 << 30)
-        total += len(recs)
-        pieces[part.index % connections] += [
-            copy_data(TOPIC, part.index, recs[b:b + batch], 0, {})
-            for b in range(0, len(recs), batch)]
-    copy = (f"COPY {table} ({', '.join(chr(34) + c + chr(34) for c in COLUMNS)}) "
-            "FROM STDIN (FORMAT BINARY)")
-    conns = [pg.connect() for _ in pieces if _]
-
-    def one(conn: Any, chunks: list[bytes]) -> None:
-        for data in chunks:
-            with conn.transaction(), conn.cursor().copy(copy) as cp:
-                cp.write(data)
-
-    try:
-        if cpu:
-            cpu.start()
-        t0 = time.perf_counter()
-        await asyncio.gather(*(asyncio.to_thread(one, c, p)
-                               for c, p in zip(conns, [p for p in pieces if p], strict=True)))
-        elapsed = time.perf_counter() - t0
-        if cpu:
-            cpu.stop()  # before the connections close: their backends' CPU is counted
-    finally:
-        for c in conns:
-            c.close()
-    return total / elapsed
-
-
 async def best(repeat: int, fn: Callable[[int], Awaitable[float]]) -> float:
     """The highest rate of ``repeat`` runs (interference only slows a run down)."""
     return max([await fn(i) for i in range(repeat)])
@@ -387,46 +272,14 @@ async def main(args: argparse.Namespace) -> None:
         async def sql_peer(i: int) -> float:
             return 1 / await asyncio.to_thread(sql_plain, store, work / f"p{i}.db", peer_n)
 
-        pg_runs: list[str] = []
-        pg_cpu: dict[str, list[float]] = {"mirror": [], "peer": [], "floor": []}
+        comparison = Comparison(pg) if "postgres" in wanted else None
 
-        async def pg_mirror(i: int) -> float:
-            await asyncio.to_thread(settle, pg)
-            cpu, first = Cpu(pg), []
-            rate = total / await run_mirror(store, work, {
+        async def pg_mirror(i: int, cpu: Cpu, first: list[float]) -> float:
+            return total / await run_mirror(store, work, {
                 "target": "postgres", "dsn": pg.dsn, "password": PASSWORD,
                 "table": f"mirror{i}", "batch_records": args.pg_batch,
                 "connections": args.pg_connections}, f"pg{i}", cpu, first)
-            pg_cpu["mirror"].append(1e6 * (cpu.client + cpu.server) / total)
-            pg_runs.append(f"  mirror run {i}: {rate:9,.0f} rows/s, CPU per row: client "
-                           f"{1e6 * cpu.client / total:.2f} us + server "
-                           f"{1e6 * cpu.server / total:.2f} us; startup "
-                           f"{1000 * first[0] if first else float('nan'):.0f} ms; "
-                           f"load {os.getloadavg()[0]:.1f}")
-            return rate
-        async def pg_ceiling(i: int) -> float:
-            await asyncio.to_thread(settle, pg)
-            cpu = Cpu(pg)
-            rate = await pg_floor(pg, store, f"floor{i}", args.pg_batch, args.pg_connections,
-                                  cpu)
-            pg_cpu["floor"].append(1e6 * (cpu.client + cpu.server) / total)
-            pg_runs.append(f"  server floor {i}: {rate:9,.0f} rows/s, CPU per row: client "
-                           f"{1e6 * cpu.client / total:.2f} us + server "
-                           f"{1e6 * cpu.server / total:.2f} us; load "
-                           f"{os.getloadavg()[0]:.1f}")
-            return rate
-        async def pg_peer(i: int) -> float:
-            await asyncio.to_thread(settle, pg)
-            cpu = Cpu(pg)
-            rate = 1 / await pg_plain(pg, store, f"peer{i}", peer_n, args.pg_batch, cpu)
-            pg_cpu["peer"].append(1e6 * (cpu.client + cpu.server) / peer_n)
-            pg_runs.append(f"  peer run {i}:   {rate:9,.0f} rows/s, CPU per row: client "
-                           f"{1e6 * cpu.client / peer_n:.2f} us + server "
-                           f"{1e6 * cpu.server / peer_n:.2f} us; load "
-                           f"{os.getloadavg()[0]:.1f}")
-            return rate
 
-        wanted = set(args.targets.split(","))
         if "nats" in wanted:
             js = await best(args.repeat, js_mirror)
             serial = await best(args.repeat, js_serial)
@@ -445,12 +298,10 @@ async def main(args: argparse.Namespace) -> None:
                 ("mirror -> SQLite (sqlite-utils upsert)", sq,
                  f"{sq / sqp:.2f}x plain upsert_all"),
                 ("  sqlite-utils upsert_all, 1000 per txn", sqp, "1.0x (peer)")]
-        if "postgres" in wanted:
-            pgm = pgp = pgf = 0.0
-            for i in range(args.repeat):  # alternating, so drift in the machine hits all
-                pgm = max(pgm, await pg_mirror(i))
-                pgp = max(pgp, await pg_peer(i))
-                pgf = max(pgf, await pg_ceiling(i))
+        if comparison is not None:
+            pgm, pgp, pgf = await comparison.run(args.repeat, store, total, peer_n,
+                                                 args.pg_batch, args.pg_connections,
+                                                 pg_mirror)
             rows += [
                 ("mirror -> PostgreSQL (binary COPY)", pgm, f"{pgm / pgp:.1f}x executemany"),
                 (f"  psycopg executemany, {args.pg_batch} per txn", pgp, "1.0x (peer)"),
@@ -463,15 +314,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'':44} {'records/s':>12}  ratio")
         for name, rate, ratio in rows:
             print(f"{name:44} {rate:12,.0f}  {ratio}")
-        if "postgres" in wanted:
-            m, p, f = min(pg_cpu["mirror"]), min(pg_cpu["peer"]), min(pg_cpu["floor"])
-            print(f"\nPostgreSQL, every run ({args.pg_connections} connections, "
-                  f"{os.cpu_count()} cores):")
-            print("\n".join(pg_runs))
-            print(f"  CPU per row, best: mirror {m:.2f} us, peer {p:.2f} us: peer / mirror = "
-                  f"{p / m:.1f}x; all-cores ceiling of the mirror "
-                  f"{(os.cpu_count() or 1) * 1e6 / m:,.0f} rows/s; server floor {f:.2f} us "
-                  f"(peer / floor = {p / f:.1f}x)")
+        if comparison is not None:
+            comparison.report(args.pg_connections)
         plot_rows("mirror", ("path", "records/s"), [(n, r) for n, r, _ in rows])
         store.close()
     finally:

@@ -42,14 +42,6 @@ def _open(cfg: BrokerConfig):  # type: ignore[no-untyped-def]
     return Broker(cfg)  # takes the data directory's lock, released by stop()
 
 
-def _selected(args: argparse.Namespace, positions: list[tuple[tuple[str, str, str], int]]
-              ) -> list[tuple[tuple[str, str, str], int]]:
-    return sorted((s, o) for s, o in positions
-                  if (args.edge is None or s[0] == args.edge)
-                  and (args.stream is None or s[1] == args.stream)
-                  and (args.generation is None or s[2] == args.generation))
-
-
 def _print(rows: list[tuple[tuple[str, str, str], int]]) -> None:
     print(f"{'edge':<32} {'stream':<20} {'generation':<34} acked offset")
     for (edge, stream, gen), off in rows:
@@ -69,7 +61,7 @@ async def _run(args: argparse.Namespace) -> int:
     broker = _open(cfg)
     try:
         ingest = broker.ingestor
-        rows = _selected(args, ingest.positions())
+        rows = sorted(ingest.positions(args.edge, args.stream, args.generation))
         held, edge_max = ingest.position_counts()
         if args.action == "list":
             _print(rows)

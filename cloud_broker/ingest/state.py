@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -84,6 +85,9 @@ class IngestState:
         self._durable: dict[Source, int] = {}
         self._marks: dict[tuple[str, int], dict[Source, int]] = defaultdict(dict)
         self._checkpoint_lock = asyncio.Lock()
+        # One writer of the file at a time: a cancelled round's thread goes on writing
+        # (the broker's stop cancels the periodic round, then checkpoints once more).
+        self._write_lock = threading.Lock()
         # Checkpoint rounds (``checkpoint``): new positions waiting for the next round,
         # and how many rounds have started / completed (numbered from 1).
         self._known_pending: dict[Source, int] = {}
@@ -166,10 +170,14 @@ class IngestState:
         ``max_positions_per_edge`` bound, for the metrics (one pass over the edges)."""
         return len(self._acked), max(self._per_edge.values(), default=0)
 
-    def positions(self) -> list[tuple[Source, int]]:
-        """Every position held with its durable acked offset (-1: known from the data
-        only), for ``cloud-broker positions``."""
-        return [(src, self._durable.get(src, -1)) for src in self._acked]
+    def positions(self, edge: str | None = None, stream: str | None = None,
+                  generation: str | None = None) -> list[tuple[Source, int]]:
+        """The positions held (of ``edge``, ``stream``, ``generation`` when given), each
+        with its durable acked offset (-1: known from the data only), for
+        ``cloud-broker positions``."""
+        return [(src, self._durable.get(src, -1)) for src in self._acked
+                if edge in (None, src[0]) and stream in (None, src[1])
+                and generation in (None, src[2])]
 
     def forget(self, edge: str, stream: str | None = None, generation: str | None = None
                ) -> list[tuple[Source, int]]:
@@ -177,9 +185,7 @@ class IngestState:
         their marks; what was dropped. Offline only (``cloud-broker positions forget``):
         a forgotten position that sends again is taken as new. The next checkpoint, at
         the partitions' ends, keeps a restart from rebuilding them out of the records."""
-        gone = [(src, off) for src, off in self.positions()
-                if src[0] == edge and stream in (None, src[1])
-                and generation in (None, src[2])]
+        gone = self.positions(edge, stream, generation)
         for src, _ in gone:
             del self._acked[src]
             self._durable.pop(src, None)
@@ -240,7 +246,8 @@ class IngestState:
             durable[src] = max(off, durable.get(src, -1))
         topics = sorted(self._ingested_topics)
         await asyncio.gather(*waits)
-        await asyncio.to_thread(_write_state, self.state_path, durable, topics, snap_parts)
+        await asyncio.to_thread(_write_state, self._write_lock, self.state_path, durable,
+                                topics, snap_parts)
         for src, off in known.items():
             if off > self._durable.get(src, -1):
                 self._durable[src] = off
@@ -255,14 +262,16 @@ class IngestState:
                 log.warning("ingest state checkpoint failed: %s", exc)
 
 
-def _write_state(path: Path, durable: dict[Source, int], topics: list[str],
-                 parts: dict[str, tuple[int, dict[Source, int]]]) -> None:
+def _write_state(lock: threading.Lock, path: Path, durable: dict[Source, int],
+                 topics: list[str], parts: dict[str, tuple[int, dict[Source, int]]]) -> None:
     """The checkpoint document (``IngestState.checkpoint``), built and written off the
-    event loop."""
-    write_checkpoint(path, {
-        "version": 1, "written_at": time.time(),
-        "acked": {source_key(s): o for s, o in durable.items()},
-        "ingest_topics": topics,
-        "partitions": {key: {"end": end, "sources": {source_key(s): o
-                                                     for s, o in marks.items()}}
-                       for key, (end, marks) in parts.items()}})
+    event loop, under ``lock``: never two writers of the temp file at once, and a
+    round's thread, already running when a later round starts, writes first."""
+    with lock:
+        write_checkpoint(path, {
+            "version": 1, "written_at": time.time(),
+            "acked": {source_key(s): o for s, o in durable.items()},
+            "ingest_topics": topics,
+            "partitions": {key: {"end": end, "sources": {source_key(s): o
+                                                         for s, o in marks.items()}}
+                           for key, (end, marks) in parts.items()}})

@@ -153,13 +153,12 @@ def alarm_lag(samples: list[dict[str, Any]],
     out: dict[str, Any] = {"samples": len(lags), "max_s": worst[1], "at_s": worst[0]}
     if waits or cuts:
         times = [wt for wt, _ in waits]  # in sample order: sorted
-        nets = []
+        spans, nets = list(cuts or ()), []
         for t, lag in lags:
             w_at, w = max(waits[bisect.bisect_left(times, t - lag):
                                 bisect.bisect_right(times, t)],
                           key=lambda x: x[1], default=(t, 0.0))
-            cut = _overlap(t - lag, t, list(cuts or ())) - _overlap(
-                max(t - lag, w_at - w), w_at, list(cuts or ()))
+            cut = _overlap(t - lag, t, spans) - _overlap(max(t - lag, w_at - w), w_at, spans)
             nets.append((t, max(0.0, lag - w - cut)))
         net = max(nets, key=lambda x: x[1], default=(None, 0.0))
         out.update(net_max_s=net[1], net_at_s=net[0],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +43,42 @@ class Writes:
         self.gate: threading.Event | None = None
         self.fail_next = False
         self.entered = threading.Event()  # a round is writing: its snapshot is taken
+        self.inside = self.most_inside = 0  # writers in the file at once
         monkeypatch.setattr(state_mod, "write_checkpoint", self)
 
     def __call__(self, path: Path, doc: dict[str, Any]) -> None:
-        self.entered.set()
-        if self.gate is not None:
-            assert self.gate.wait(10), "the test never opened the gate"
-        if self.fail_next:
-            self.fail_next = False
-            raise OSError(28, "No space left on device")
-        self.real(path, doc)
         with self.lock:
-            self.held.append(dict(doc["acked"]))
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        try:
+            self.entered.set()
+            if self.gate is not None:
+                assert self.gate.wait(10), "the test never opened the gate"
+            if self.fail_next:
+                self.fail_next = False
+                raise OSError(28, "No space left on device")
+            self.real(path, doc)
+            with self.lock:
+                self.held.append(dict(doc["acked"]))
+        finally:
+            with self.lock:
+                self.inside -= 1
 
     async def round_started(self) -> None:
         assert await asyncio.to_thread(self.entered.wait, 10), "no round started"
+
+    async def behind_a_held_round(self, first: Coroutine[Any, Any, None],
+                                  *later: Coroutine[Any, Any, None]) -> list[Any]:
+        """Run ``first`` (a checkpoint call) until its round is writing, held at the gate;
+        start ``later``, which queue behind it, then open the gate; every outcome (None or
+        the exception), in order."""
+        self.gate = threading.Event()
+        tasks = [asyncio.create_task(first)]
+        await self.round_started()
+        tasks += [asyncio.create_task(c) for c in later]
+        await asyncio.sleep(0)  # each later call runs to the lock: its position is queued
+        self.gate.set()
+        return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
 
     def ever_held(self, key: str) -> bool:
         with self.lock:
@@ -90,19 +112,10 @@ def test_a_call_waits_for_a_round_that_started_after_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cloud = Cloud(tmp_path, 2)
     writes = Writes(monkeypatch)
-    writes.gate = threading.Event()
-
-    async def main() -> None:
-        first = asyncio.create_task(cloud.ingestor.checkpoint(known={source(1): 4}))
-        await writes.round_started()
-        second = asyncio.create_task(cloud.ingestor.checkpoint(known={source(2): 9}))
-        await asyncio.sleep(0.05)
-        writes.gate.set()
-        await asyncio.wait_for(first, 10)
-        assert not second.done() or len(writes.held) == 2
-        await asyncio.wait_for(second, 10)
-
-    cloud.run(main())
+    ingestor = cloud.ingestor
+    outcomes = cloud.run(writes.behind_a_held_round(
+        ingestor.checkpoint(known={source(1): 4}), ingestor.checkpoint(known={source(2): 9})))
+    assert outcomes == [None, None]
     # the first round could not hold source 2 (it started before the call): a second did
     assert len(writes.held) == 2
     assert writes.held[0] == {"/".join(source(1)): 4}
@@ -114,18 +127,9 @@ def test_callers_waiting_together_are_served_by_one_round(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cloud = Cloud(tmp_path, 2)
     writes = Writes(monkeypatch)
-    writes.gate = threading.Event()
-
-    async def main() -> None:
-        running = asyncio.create_task(cloud.ingestor.checkpoint())
-        await writes.round_started()
-        waiting = [asyncio.create_task(cloud.ingestor.checkpoint(known={source(i): i}))
-                   for i in range(20)]
-        await asyncio.sleep(0.05)
-        writes.gate.set()
-        await asyncio.wait_for(asyncio.gather(running, *waiting), 10)
-
-    cloud.run(main())
+    ingestor = cloud.ingestor
+    cloud.run(writes.behind_a_held_round(
+        ingestor.checkpoint(), *(ingestor.checkpoint(known={source(i): i}) for i in range(20))))
     assert len(writes.held) == 2  # the running round, then one for all twenty
     assert writes.held[1] == {"/".join(source(i)): i for i in range(20)}
     cloud.close()
@@ -135,22 +139,40 @@ def test_a_failed_round_leaves_its_positions_to_the_next(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cloud = Cloud(tmp_path, 2)
     writes = Writes(monkeypatch)
-    writes.gate = threading.Event()
     writes.fail_next = True
-
-    async def main() -> tuple[BaseException | None, BaseException | None]:
-        a = asyncio.create_task(cloud.ingestor.checkpoint(known={source(1): 5}))
-        await writes.round_started()
-        b = asyncio.create_task(cloud.ingestor.checkpoint(known={source(2): 6}))
-        await asyncio.sleep(0.02)
-        writes.gate.set()
-        done = await asyncio.wait_for(asyncio.gather(a, b, return_exceptions=True), 10)
-        return done[0], done[1]  # type: ignore[return-value]
-
-    err_a, err_b = cloud.run(main())
+    ingestor = cloud.ingestor
+    err_a, err_b = cloud.run(writes.behind_a_held_round(
+        ingestor.checkpoint(known={source(1): 5}), ingestor.checkpoint(known={source(2): 6})))
     assert isinstance(err_a, OSError)  # the round it ran failed: it must not ack
     assert err_b is None
     # the next round wrote both: the failed round's position was not dropped
     assert writes.held == [{"/".join(source(1)): 5, "/".join(source(2)): 6}]
     assert cloud.ingestor.acked_offset(source(1)) == 5
+    cloud.close()
+
+
+def test_a_cancelled_round_and_the_next_never_write_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker's stop cancels the periodic round and checkpoints once more; the
+    cancelled round's thread goes on. The two must not share the temp file, and the
+    last one's state is what stays."""
+    cloud = Cloud(tmp_path, 2)
+    writes = Writes(monkeypatch)
+    writes.gate = threading.Event()
+
+    async def main() -> None:
+        periodic = asyncio.create_task(cloud.ingestor.checkpoint())
+        await writes.round_started()
+        periodic.cancel()
+        final = asyncio.create_task(cloud.ingestor.checkpoint(known={source(3): 7}))
+        await asyncio.sleep(0)
+        writes.gate.set()
+        await asyncio.wait_for(final, 10)
+        assert periodic.cancelled()
+
+    cloud.run(main())
+    assert writes.most_inside == 1
+    assert len(writes.held) == 2 and writes.held[-1] == {"/".join(source(3)): 7}
+    assert json.loads((tmp_path / STATE_FILE).read_text())["acked"] == {
+        "/".join(source(3)): 7}
     cloud.close()
